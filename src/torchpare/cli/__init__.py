@@ -1,0 +1,1 @@
+"""The ``torchpare`` command line."""

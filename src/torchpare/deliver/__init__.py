@@ -1,0 +1,1 @@
+"""Deliveries: replay a function's or method's teacher-side outputs on the student side."""

@@ -1,0 +1,1 @@
+"""Training engine: loop, checkpoints and exact resume, logging, teacher cache, several processes."""

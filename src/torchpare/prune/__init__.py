@@ -1,0 +1,30 @@
+"""Structured pruning: dependency analysis, channel groups, physical pruning, pruners, save/load.
+
+Names resolve lazily from their sub-modules, so importing one part does not import all of them.
+"""
+
+from torchpare._lazy import lazy_exports
+
+_TABLE = {
+    # core: graph/, rules/, surgery, verification, counting
+    "DependencyGraph": "graph",
+    "ChannelGroup": "graph",
+    "GroupMember": "graph",
+    "register_rule": "rules",
+    "prune_group": "surgery",
+    "verify_pruning": "verify",
+    "mask_like_plan": "verify",
+    "count": "count",
+    # algorithms: spaces/subnets, importance, target pruning, save/load/export
+    "StructurePruner": "pruners",
+    "RatioPruner": "pruners",
+    "RandomPruner": "pruners",
+    "deploy_subnet": "pruners",
+    "prune": "target",
+    "PruneSummary": "target",
+    "save_pruned": "io",
+    "load_pruned": "io",
+    "export_onnx": "io",
+}
+__all__ = sorted(_TABLE)
+__getattr__, __dir__ = lazy_exports(__name__, _TABLE, fallbacks=("importance",))

@@ -1,0 +1,1 @@
+"""Recorders: capture module/function/method outputs and inputs, and parameters, during a forward."""

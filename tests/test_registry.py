@@ -1,0 +1,66 @@
+import pytest
+
+from torchpare.registry import BuildError, Registry, UnknownTypeError
+
+
+def _make():
+    reg = Registry("things")
+
+    @reg.register(aliases=("Widget",))
+    class WidgetThing:
+        def __init__(self, size: int, color: str = "red"):
+            self.size, self.color = size, color
+
+    return reg, WidgetThing
+
+
+def test_build_by_class_name_and_alias_gives_same_class():
+    reg, cls = _make()
+    assert reg.get("Widget") is cls and reg.get("WidgetThing") is cls
+    obj = reg.build({"type": "Widget", "size": 3})
+    assert isinstance(obj, cls) and obj.size == 3 and obj.color == "red"
+
+
+def test_unknown_type_names_registry_and_closest_names():
+    reg, _ = _make()
+    with pytest.raises(UnknownTypeError, match=r"Registry 'things' has no type 'Widgit'.*did you mean 'Widget'"):
+        reg.build({"type": "Widgit", "size": 1})
+
+
+def test_unexpected_argument_names_type_and_argument():
+    reg, _ = _make()
+    with pytest.raises(BuildError, match=r"'WidgetThing'.*unexpected argument 'colour'.*did you mean 'color'"):
+        reg.build({"type": "Widget", "size": 1, "colour": "blue"})
+
+
+def test_missing_required_argument_is_named():
+    reg, _ = _make()
+    with pytest.raises(BuildError, match=r"missing required argument 'size'"):
+        reg.build({"type": "Widget"})
+
+
+def test_missing_type_key_lists_known_types():
+    reg, _ = _make()
+    with pytest.raises(BuildError, match=r"no 'type' key.*WidgetThing"):
+        reg.build({"size": 1})
+
+
+def test_duplicate_registration_raises():
+    reg, _ = _make()
+    with pytest.raises(ValueError, match="already registered"):
+
+        @reg.register(aliases=("Widget",))
+        class Other:
+            pass
+
+
+def test_default_args_are_overridden_by_config():
+    reg, _ = _make()
+    assert reg.build({"type": "Widget", "size": 2}, color="blue").color == "blue"
+    assert reg.build({"type": "Widget", "size": 2, "color": "green"}, color="blue").color == "green"
+
+
+def test_non_dict_passes_through():
+    reg, _ = _make()
+    sentinel = object()
+    assert reg.build(sentinel) is sentinel
