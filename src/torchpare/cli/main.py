@@ -1,0 +1,119 @@
+"""``torchpare`` command line: argument parsing only; the work happens in :mod:`torchpare.engine`.
+
+Errors exit non-zero with one line on stderr (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+EXAMPLES = """\
+examples:
+  torchpare demo                                  # the digits demo (< 3 min on 2 CPU cores)
+  torchpare demo --fast --output runs/demo_fast   # a reduced version (seconds)
+  torchpare train configs/digits_teacher.yaml
+  torchpare distill configs/digits_kd.yaml --set schedule.epochs=5 --set data.label_fraction=0.1
+  torchpare prune configs/digits_prune.yaml --set pruner.target_flops_ratio=0.4
+  torchpare train configs/digits_teacher.yaml --resume    # continue exactly after a crash
+  torchrun --nproc_per_node=2 -m torchpare train configs/digits_teacher.yaml   # several processes
+  torchpare report runs/demo                      # rebuild report.html + PNGs from saved metrics
+"""
+
+TASKS = {
+    "train": "train a model from scratch (config: model, data, schedule)",
+    "distill": "distill a student from a teacher (config: model, teacher, algorithm, schedule)",
+    "prune": "prune a model to a FLOPs target, optionally recover by distillation (config: model, pruner)",
+    "finetune": "fine-tune saved weights or a pruned model (config: model.checkpoint, schedule)",
+    "evaluate": "test accuracy, parameters, FLOPs, latency and size of a model (config: model)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``torchpare`` argument parser (sub-commands ``train ... demo``)."""
+    parser = argparse.ArgumentParser(
+        prog="torchpare", description="Knowledge distillation and structured pruning for PyTorch models.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in TASKS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("config", help="YAML config file")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
+                       help="override a config value (repeatable), e.g. --set schedule.lr=0.01")
+        p.add_argument("--output", help="run folder (overrides the config's 'output')")
+        p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoints/last.pt")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p = sub.add_parser("report", help="rebuild report.html and PNGs of a run folder from its saved metrics")
+    p.add_argument("run_dir", help="a folder written by 'torchpare demo' or another command")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p = sub.add_parser("demo", help="the end-to-end example on scikit-learn digits (or --task text)")
+    p.add_argument("--task", choices=("digits", "text"), default="digits")
+    p.add_argument("--fast", action="store_true", help="a reduced version for tests (seconds)")
+    p.add_argument("--output", default=None, help="run folder (default runs/demo, runs/demo_text)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in TASKS:
+        from pathlib import Path
+
+        from torchpare.engine.config import apply_overrides, load_config
+        from torchpare.engine.runner import run_task
+
+        cfg = apply_overrides(load_config(args.config), args.overrides)
+        if args.output:
+            cfg["output"] = args.output
+        entry = run_task(cfg, args.command, resume=args.resume, quiet=args.quiet, source=f"'{Path(args.config)}'")
+        if entry:
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()
+                           if k != "prune_summary"))
+        return 0
+    if args.command == "report":
+        from torchpare.engine.report import build_report
+
+        print(build_report(args.run_dir))
+        return 0
+    if args.command == "demo":
+        if args.task == "text":
+            from torchpare.engine.demo_text import run_text_demo
+
+            run_text_demo(output=args.output or "runs/demo_text", fast=args.fast, quiet=args.quiet)
+        else:
+            from torchpare.engine.demo import run_demo
+
+            run_demo(output=args.output or "runs/demo", fast=args.fast, quiet=args.quiet)
+        return 0
+    build_parser().print_help()
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 run failure, 2 bad usage/config)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("torchpare: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        from torchpare.engine.config import ConfigError
+
+        kind = type(exc).__name__
+        msg = str(exc) if isinstance(exc, ConfigError) else f"{kind}: {exc}"
+        print(f"torchpare: error: {msg}\n(run with --debug for the traceback)", file=sys.stderr)
+        return 2 if isinstance(exc, (ConfigError, FileNotFoundError)) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

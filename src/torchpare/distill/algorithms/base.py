@@ -1,0 +1,221 @@
+"""Shared pieces of the distillation algorithms: calling models, student losses, frozen models.
+
+Every algorithm is an ``nn.Module`` with the same two-call training contract, used by the engine::
+
+    losses = algo.loss(inputs, targets, **extra)   # dict name -> scalar tensor
+    algo.total_loss(losses).backward()
+
+``inputs`` is a tensor (``model(x)``), a tuple/list (``model(*x)``) or a dict (``model(**x)``, e.g. a
+Hugging Face batch). ``targets`` may be ``None``. ``extra`` holds further batch values such as
+``indices`` (CRD) that loss mappings read with ``{"from_data": key}``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from torchpare.distill.distiller import ConfigurableDistiller
+from torchpare.registry import DISTILLERS, MODELS
+
+__all__ = [
+    "BaseAlgorithm",
+    "StudentLoss",
+    "default_student_loss",
+    "forward_model",
+    "logits_of",
+    "load_checkpoint",
+    "build_model",
+    "build_distiller",
+]
+
+StudentLoss = Callable[[Any, torch.Tensor], torch.Tensor]
+_NORMS = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+def forward_model(model: nn.Module, inputs: Any) -> Any:
+    """Call ``model`` on a tensor, a tuple/list of positional inputs, or a dict of keyword inputs."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, tuple | list):
+        return model(*inputs)
+    return model(inputs)
+
+
+def logits_of(outputs: Any) -> Any:
+    """The logits in a model's output: the tensor itself, ``.logits`` / ``["logits"]``, or element 0."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if isinstance(outputs, Mapping) and "logits" in outputs:
+        return outputs["logits"]
+    if hasattr(outputs, "logits"):
+        return outputs.logits
+    if isinstance(outputs, tuple | list) and outputs:
+        return outputs[0]
+    return outputs
+
+
+def _own_loss(outputs: Any) -> torch.Tensor | None:
+    """The loss a model computed itself (Hugging Face models given ``labels``), else ``None``."""
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else getattr(outputs, "loss", None)
+    return loss if isinstance(loss, torch.Tensor) else None
+
+
+def default_student_loss(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the logits; targets ``-100`` are unlabelled and ignored.
+
+    A batch with no labelled sample gives a zero that still depends on the logits (so ``backward``
+    works), instead of the NaN that ``F.cross_entropy`` returns.
+
+    Example:
+        >>> import torch
+        >>> default_student_loss(torch.zeros(2, 3), torch.tensor([-100, -100])).item()
+        0.0
+    """
+    logits = logits_of(outputs)
+    if logits.dim() > 2:  # sequence logits (N, L, C) against (N, L) targets
+        logits = logits.flatten(0, -2)
+        targets = targets.flatten()
+    if not bool((targets != -100).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, targets, ignore_index=-100)
+
+
+def build_model(spec: nn.Module | Mapping[str, Any], who: str) -> nn.Module:
+    """A module given as such or as a ``MODELS`` config dict."""
+    model = MODELS.build(spec)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{who}: expected an nn.Module or a MODELS config dict, got {type(model).__name__}.")
+    return model
+
+
+def build_distiller(spec: ConfigurableDistiller | Mapping[str, Any], who: str) -> ConfigurableDistiller:
+    """A distiller given as such or as a config dict (``type`` defaults to ``ConfigurableDistiller``)."""
+    if isinstance(spec, Mapping):
+        spec = dict(spec)
+        spec.setdefault("type", "ConfigurableDistiller")
+        spec = DISTILLERS.build(spec)
+    if not isinstance(spec, ConfigurableDistiller):
+        raise TypeError(
+            f"{who}: distiller must be a ConfigurableDistiller or a config dict, got {type(spec).__name__}."
+        )
+    return spec
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, who: str) -> dict[str, list[str]]:
+    """Load ``path`` (``torch.save`` state dict, ``weights_only=True``, or ``.safetensors``) into ``model``.
+
+    A dict wrapping the weights under ``"state_dict"`` or ``"model"`` is unwrapped. Loading is not
+    strict: missing and unexpected keys are returned and reported with a warning.
+
+    Returns:
+        ``{"missing_keys": [...], "unexpected_keys": [...]}``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{who}: teacher checkpoint {str(path)!r} does not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    result = model.load_state_dict(state, strict=False)
+    report = {"missing_keys": list(result.missing_keys), "unexpected_keys": list(result.unexpected_keys)}
+    if report["missing_keys"] or report["unexpected_keys"]:
+        warnings.warn(
+            f"{who}: loading {str(path)!r} into {type(model).__name__}: "
+            f"missing keys {report['missing_keys'][:10]}, unexpected keys {report['unexpected_keys'][:10]}"
+            f"{' (first 10)' if max(map(len, report.values())) > 10 else ''}.",
+            stacklevel=3,
+        )
+    return report
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Set ``requires_grad=False`` on every parameter and switch to eval mode (in place)."""
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def norms_eval(model: nn.Module) -> None:
+    """Put every normalisation layer of ``model`` in eval mode (BN running stats stop moving)."""
+    for m in model.modules():
+        if isinstance(m, _NORMS):
+            m.eval()
+
+
+class BaseAlgorithm(nn.Module):
+    """Common behaviour: frozen models kept out of ``parameters()``/``state_dict()`` but moved by ``.to()``.
+
+    Frozen models (teachers that do not train) are held in ``self._frozen`` instead of as submodules,
+    so the optimiser and checkpoints see only what trains; ``_apply`` (used by ``.to()``, ``.cuda()``,
+    ``.half()``) still reaches them, and ``train()`` keeps them in eval mode.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.__dict__["_frozen"] = {}
+
+    def _add_frozen(self, name: str, model: nn.Module) -> None:
+        self._frozen[name] = freeze(model)
+
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> BaseAlgorithm:  # type: ignore[override]
+        super()._apply(fn, recurse)
+        for model in self._frozen.values():
+            model._apply(fn, recurse)
+        return self
+
+    def train(self, mode: bool = True) -> BaseAlgorithm:
+        """Set train/eval mode; frozen models stay in eval mode whatever ``mode`` is."""
+        super().train(mode)
+        for model in self._frozen.values():
+            model.eval()
+        return self
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters that require gradients (the optimiser's list)."""
+        return (p for p in self.parameters() if p.requires_grad)
+
+    @staticmethod
+    def total_loss(losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The sum of all losses returned by :meth:`loss` (they carry their weights already).
+
+        Raises:
+            ValueError: ``losses`` is empty.
+        """
+        if not losses:
+            raise ValueError("total_loss(): no losses to sum; the algorithm returned an empty dict.")
+        values = list(losses.values())
+        total = values[0]
+        for v in values[1:]:
+            total = total + v
+        return total
+
+    @staticmethod
+    def _data(targets: Any, indices: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
+        data = {"targets": targets, "indices": indices, **extra}
+        return {k: v for k, v in data.items() if v is not None}
+
+    @staticmethod
+    def _supervised_loss(outputs: Any, targets: Any, loss_fn: StudentLoss | None) -> torch.Tensor | None:
+        own = _own_loss(outputs)
+        if own is not None:
+            return own
+        if targets is None:
+            return None
+        return (loss_fn or default_student_loss)(outputs, targets)

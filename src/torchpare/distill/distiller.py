@@ -1,0 +1,442 @@
+"""ConfigurableDistiller: recorders + connectors + losses wired by one validated mapping.
+
+The distiller owns what distillation adds to a student: the recorders that capture student and
+teacher tensors, the deliveries that replay teacher function outputs on the student side, the
+connectors (trainable adapters) and the distillation losses. It is an ``nn.Module`` so connectors
+and losses with state train and save together with the student.
+
+``loss_forward_mappings`` says where each argument of each loss's ``forward`` comes from::
+
+    {loss_name: {loss_arg: source}}
+
+A ``source`` is one of
+
+* a recorder: ``{"from_student": bool, "recorder": name, "record_idx": 0, "data_idx": None,
+  "connector": name}``; ``record_idx`` picks the call (a module called twice records twice),
+  ``data_idx`` picks an element of a tuple output (int) or a field of a dict / Hugging Face
+  ``ModelOutput`` (str, e.g. ``"logits"``); ``connector`` (optional) passes the tensor through
+  ``connectors[name]`` first.
+* batch data: ``{"from_data": key}``; the value is ``data[key]`` from
+  ``compute_distill_losses(data=...)``. The algorithms pass ``{"targets": targets, "indices": indices,
+  **extra}``, so CRD maps ``idx`` with ``{"from_data": "indices"}`` and DKD maps ``gt_labels`` with
+  ``{"from_data": "targets"}``.
+
+Everything is checked in the constructor, before any training: unknown losses, arguments that the
+loss's ``forward`` does not take, required arguments left unmapped, unknown recorders and connectors,
+a recorder looked up on the wrong side, and student/teacher argument names mapped from the wrong side.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchpare._utils import did_you_mean
+from torchpare.deliver import DeliveryManager
+from torchpare.record import RecorderManager
+from torchpare.registry import CONNECTORS, DISTILLERS, LOSSES
+
+__all__ = ["ConfigurableDistiller", "DistillerConfigError", "MissingDataError"]
+
+_RECORDER_KEYS = ("from_student", "recorder", "record_idx", "data_idx", "connector")
+_DATA_KEYS = ("from_data",)
+# Team convention for loss forward names: these must come from the student / the teacher side.
+_STUDENT_ARGS = frozenset({"preds_S", "s_feature", "s_features", "logits_S"})
+_TEACHER_ARGS = frozenset({"preds_T", "t_feature", "t_features", "logits_T"})
+
+
+class DistillerConfigError(ValueError):
+    """A ConfigurableDistiller config is inconsistent (named loss, argument and key in the message)."""
+
+
+class MissingDataError(KeyError):
+    """A ``{"from_data": key}`` source found no ``key`` in the batch data of this step."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+def _build_module_dict(specs: Mapping[str, Any] | None, registry: Any, what: str) -> nn.ModuleDict:
+    out = nn.ModuleDict()
+    if specs is None:
+        return out
+    if not isinstance(specs, Mapping):
+        raise TypeError(
+            f"ConfigurableDistiller: {what} must be a dict name -> module or config dict, "
+            f"got {type(specs).__name__}."
+        )
+    for name, spec in specs.items():
+        module = registry.build(spec)
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                f"ConfigurableDistiller: {what}[{name!r}] built a {type(module).__name__}, "
+                f"expected an nn.Module."
+            )
+        out[name] = module
+    return out
+
+
+def _detach(data: Any) -> Any:
+    """Detach tensors inside tensors/tuples/lists/dicts; other objects pass through."""
+    if isinstance(data, torch.Tensor):
+        return data.detach()
+    if isinstance(data, tuple) and not hasattr(data, "_fields"):
+        return tuple(_detach(d) for d in data)
+    if isinstance(data, list):
+        return [_detach(d) for d in data]
+    if isinstance(data, dict) and type(data) is dict:
+        return {k: _detach(v) for k, v in data.items()}
+    return data
+
+
+@DISTILLERS.register()
+class ConfigurableDistiller(nn.Module):
+    """Compute distillation losses from recorded student/teacher tensors, as a config describes.
+
+    Args:
+        student_recorders: Name -> recorder (or config dict like ``{"type": "ModuleOutputs",
+            "source": "fc"}``) on the student.
+        teacher_recorders: Same on the teacher.
+        distill_deliveries: Name -> delivery (or config dict) replaying teacher outputs on the student.
+        connectors: Name -> connector module or config dict (built through ``CONNECTORS``).
+        distill_losses: Name -> loss module or config dict (built through ``LOSSES``). The loss
+            ``name`` appears as ``"loss_<name>"`` in :meth:`compute_distill_losses`.
+        loss_forward_mappings: ``{loss_name: {loss_arg: source}}``; see the module docstring.
+
+    Raises:
+        DistillerConfigError: (a ValueError) the mapping names an unknown loss, argument, recorder or
+            connector, leaves a required loss argument unmapped, or mixes up student and teacher sides.
+            The message names the loss, the argument and the bad key and lists the valid ones.
+        TypeError: a mapping entry is not a dict, or a built connector/loss is not an ``nn.Module``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torchpare.distill.distiller import ConfigurableDistiller
+        >>> class KL(nn.Module):
+        ...     def forward(self, preds_S, preds_T):
+        ...         return (preds_S - preds_T).pow(2).mean()
+        >>> d = ConfigurableDistiller(
+        ...     student_recorders={"fc": {"type": "ModuleOutputs", "source": "fc"}},
+        ...     teacher_recorders={"fc": {"type": "ModuleOutputs", "source": "fc"}},
+        ...     distill_losses={"kd": KL()},
+        ...     loss_forward_mappings={"kd": {
+        ...         "preds_S": {"from_student": True, "recorder": "fc"},
+        ...         "preds_T": {"from_student": False, "recorder": "fc"}}})
+        >>> student, teacher = nn.Sequential(), nn.Sequential()
+        >>> student.fc, teacher.fc = nn.Linear(4, 3), nn.Linear(4, 3)
+        >>> d.prepare_from_student(student); d.prepare_from_teacher(teacher)
+        >>> x = torch.randn(2, 4)
+        >>> with d.teacher_recorders, torch.no_grad():
+        ...     _ = teacher(x)
+        >>> with d.student_recorders:
+        ...     _ = student(x)
+        >>> sorted(d.compute_distill_losses())
+        ['loss_kd']
+    """
+
+    def __init__(
+        self,
+        student_recorders: Mapping[str, Any] | None = None,
+        teacher_recorders: Mapping[str, Any] | None = None,
+        distill_deliveries: Mapping[str, Any] | None = None,
+        connectors: Mapping[str, Any] | None = None,
+        distill_losses: Mapping[str, Any] | None = None,
+        loss_forward_mappings: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    ) -> None:
+        super().__init__()
+        # Managers hold references to the models; keep them out of the module tree (and state_dict).
+        self.__dict__["student_recorders"] = RecorderManager(dict(student_recorders or {}))
+        self.__dict__["teacher_recorders"] = RecorderManager(dict(teacher_recorders or {}))
+        self.__dict__["deliveries"] = DeliveryManager(dict(distill_deliveries or {}))
+        self._has_deliveries = bool(distill_deliveries)
+        self.connectors = _build_module_dict(connectors, CONNECTORS, "connectors")
+        self.distill_losses = _build_module_dict(distill_losses, LOSSES, "distill_losses")
+        self.loss_forward_mappings: dict[str, dict[str, dict[str, Any]]] = {
+            loss: {arg: dict(src) if isinstance(src, Mapping) else src for arg, src in args.items()}
+            if isinstance(args, Mapping)
+            else args
+            for loss, args in dict(loss_forward_mappings or {}).items()
+        }
+        self._check_mappings()
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def prepare_from_student(self, student: nn.Module) -> None:
+        """Attach the student recorders (and deliveries) to ``student``.
+
+        Raises:
+            AttributeError: a recorder names a module/method that ``student`` does not have.
+        """
+        self.student_recorders.initialize(student)
+        if hasattr(self.deliveries, "initialize"):
+            self.deliveries.initialize(student)
+
+    def prepare_from_teacher(self, teacher: nn.Module) -> None:
+        """Attach the teacher recorders to ``teacher``.
+
+        Raises:
+            AttributeError: a recorder names a module/method that ``teacher`` does not have.
+        """
+        self.teacher_recorders.initialize(teacher)
+
+    def set_deliveries_override(self, override: bool) -> None:
+        """``True``: deliveries replay recorded teacher outputs (student pass); ``False``: they record."""
+        self.deliveries.override_data = override
+
+    @property
+    def has_deliveries(self) -> bool:
+        """Whether any delivery is configured (algorithms skip the delivery context otherwise)."""
+        return self._has_deliveries
+
+    # -- loss computation -------------------------------------------------------------------------
+    def get_record(
+        self,
+        recorder: str,
+        from_student: bool,
+        record_idx: int = 0,
+        data_idx: int | str | None = None,
+        connector: str | None = None,
+        detach: bool = False,
+    ) -> Any:
+        """One recorded value, optionally through a connector.
+
+        Args:
+            recorder: Recorder name on the chosen side.
+            from_student: Read the student (``True``) or teacher (``False``) recorders.
+            record_idx: Which recorded call.
+            data_idx: Element of a tuple output (int) or field of a dict/``ModelOutput`` (str).
+            connector: Connector applied to the value.
+            detach: Detach the value before the connector (used for teacher data in self/online
+                distillation so the peer is not trained through the teacher side).
+
+        Returns:
+            The recorded (and connected) value.
+        """
+        manager = self.student_recorders if from_student else self.teacher_recorders
+        rec = manager.get_recorder(recorder)
+        if isinstance(data_idx, str):
+            value = rec.get_record_data(record_idx=record_idx)
+            value = value[data_idx] if isinstance(value, Mapping) else getattr(value, data_idx)
+        else:
+            value = rec.get_record_data(record_idx=record_idx, data_idx=data_idx)
+        if detach:
+            value = _detach(value)
+        if connector is not None:
+            value = self.connectors[connector](value)
+        return value
+
+    def compute_distill_losses(
+        self, data: Mapping[str, Any] | None = None, detach_teacher: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Run every distillation loss on its mapped inputs.
+
+        Args:
+            data: Batch values for ``{"from_data": key}`` sources, e.g. ``{"targets": y, "indices": i}``.
+            detach_teacher: Detach teacher-side recordings (self and online distillation).
+
+        Returns:
+            ``{"loss_<name>": tensor}`` in the order of ``loss_forward_mappings``. A loss that returns
+            a dict contributes ``"loss_<name>.<key>"`` entries.
+
+        Raises:
+            MissingDataError: (a KeyError) a ``from_data`` key is missing from ``data`` (the message lists the given keys).
+        """
+        data = data or {}
+        losses: dict[str, torch.Tensor] = {}
+        cache: dict[tuple[Any, ...], Any] = {}
+        for loss_name, forward_mappings in self.loss_forward_mappings.items():
+            kwargs: dict[str, Any] = {}
+            for arg, src in forward_mappings.items():
+                if "from_data" in src:
+                    key = src["from_data"]
+                    if key not in data or data[key] is None:
+                        given = sorted(k for k, v in data.items() if v is not None)
+                        raise MissingDataError(
+                            f"ConfigurableDistiller: loss {loss_name!r} argument {arg!r} reads "
+                            f"{{'from_data': {key!r}}}, but compute_distill_losses(data=...) has no "
+                            f"{key!r} (given: {', '.join(given) or 'nothing'}). Pass it to "
+                            f"algo.loss(inputs, targets, {key}=...)."
+                        )
+                    kwargs[arg] = data[key]
+                    continue
+                side = bool(src["from_student"])
+                cache_key = (
+                    side,
+                    src["recorder"],
+                    src.get("record_idx", 0),
+                    src.get("data_idx"),
+                    src.get("connector"),
+                )
+                if cache_key not in cache:  # one connector call per distinct input per step
+                    cache[cache_key] = self.get_record(
+                        src["recorder"],
+                        side,
+                        src.get("record_idx", 0),
+                        src.get("data_idx"),
+                        src.get("connector"),
+                        detach=detach_teacher and not side,
+                    )
+                kwargs[arg] = cache[cache_key]
+            out = self.distill_losses[loss_name](**kwargs)
+            if isinstance(out, Mapping):
+                for k, v in out.items():
+                    losses[f"loss_{loss_name}.{k}"] = v
+            else:
+                losses[f"loss_{loss_name}"] = out
+        return losses
+
+    # -- validation -------------------------------------------------------------------------------
+    def _check_mappings(self) -> None:
+        losses = list(self.distill_losses)
+        student_recs = list(self.student_recorders.recorders)
+        teacher_recs = list(self.teacher_recorders.recorders)
+        connectors = list(self.connectors)
+        for loss_name in self.loss_forward_mappings:
+            if loss_name not in self.distill_losses:
+                raise DistillerConfigError(
+                    f"ConfigurableDistiller: loss_forward_mappings names loss {loss_name!r}, which is not "
+                    f"in distill_losses{did_you_mean(loss_name, losses) or '.'} "
+                    f"Valid losses: {', '.join(losses) or '(none)'}."
+                )
+        for loss_name in losses:
+            if loss_name not in self.loss_forward_mappings:
+                required = _required_args(self.distill_losses[loss_name])
+                if required:
+                    raise DistillerConfigError(
+                        f"ConfigurableDistiller: loss {loss_name!r} has no entry in loss_forward_mappings; "
+                        f"map its required arguments {', '.join(map(repr, required))}."
+                    )
+        for loss_name, args in self.loss_forward_mappings.items():
+            if not isinstance(args, Mapping):
+                raise TypeError(
+                    f"ConfigurableDistiller: loss_forward_mappings[{loss_name!r}] must be a dict "
+                    f"loss_arg -> source, got {type(args).__name__}."
+                )
+            loss = self.distill_losses[loss_name]
+            params, has_var_kw = _forward_params(loss)
+            for arg in args:
+                if arg not in params and not has_var_kw:
+                    raise DistillerConfigError(
+                        f"ConfigurableDistiller: loss {loss_name!r} ({type(loss).__name__}) has no forward "
+                        f"argument {arg!r}{did_you_mean(arg, params) or '.'} "
+                        f"Valid arguments: {', '.join(params) or '(none)'}."
+                    )
+            missing = [a for a in _required_args(loss) if a not in args]
+            if missing:
+                raise DistillerConfigError(
+                    f"ConfigurableDistiller: loss {loss_name!r} ({type(loss).__name__}) required forward "
+                    f"argument(s) {', '.join(map(repr, missing))} not mapped in "
+                    f"loss_forward_mappings[{loss_name!r}]; add e.g. {{{missing[0]!r}: "
+                    f"{{'from_student': ..., 'recorder': ...}}}} or {{'from_data': ...}}."
+                )
+            for arg, src in args.items():
+                self._check_source(loss_name, arg, src, student_recs, teacher_recs, connectors)
+
+    def _check_source(
+        self,
+        loss_name: str,
+        arg: str,
+        src: Any,
+        student_recs: list[str],
+        teacher_recs: list[str],
+        connectors: list[str],
+    ) -> None:
+        where = f"ConfigurableDistiller: loss {loss_name!r} argument {arg!r}"
+        if not isinstance(src, Mapping):
+            raise TypeError(
+                f"{where}: the source must be a dict like {{'from_student': True, 'recorder': 'fc'}} "
+                f"or {{'from_data': 'targets'}}, got {type(src).__name__}."
+            )
+        if "from_data" in src:
+            for key in src:
+                if key not in _DATA_KEYS:
+                    raise DistillerConfigError(
+                        f"{where}: unknown key {key!r} in a 'from_data' source; a data source takes only "
+                        f"'from_data' (recorder keys {', '.join(_RECORDER_KEYS)} do not apply)."
+                    )
+            if not isinstance(src["from_data"], str) or not src["from_data"]:
+                raise DistillerConfigError(
+                    f"{where}: 'from_data' must be a data key such as 'targets' or 'indices', "
+                    f"got {src['from_data']!r}."
+                )
+            return
+        for key in src:
+            if key not in _RECORDER_KEYS:
+                raise DistillerConfigError(
+                    f"{where}: unknown key {key!r}{did_you_mean(key, [*_RECORDER_KEYS, *_DATA_KEYS]) or '.'} "
+                    f"Valid keys: {', '.join([*_RECORDER_KEYS, *_DATA_KEYS])}."
+                )
+        for key in ("from_student", "recorder"):
+            if key not in src:
+                raise DistillerConfigError(f"{where}: missing key {key!r} in {dict(src)!r}.")
+        if not isinstance(src["from_student"], bool):
+            raise DistillerConfigError(
+                f"{where}: 'from_student' must be True or False, got {src['from_student']!r}."
+            )
+        from_student, recorder = src["from_student"], src["recorder"]
+        side, own, other = (
+            ("student", student_recs, teacher_recs)
+            if from_student
+            else ("teacher", teacher_recs, student_recs)
+        )
+        if recorder not in own:
+            hint = ""
+            if recorder in other:
+                hint = (
+                    f" It is a {'teacher' if from_student else 'student'} recorder: "
+                    f"set 'from_student': {not from_student} or add it to {side}_recorders."
+                )
+            raise DistillerConfigError(
+                f"{where}: recorder {recorder!r} is not in {side}_recorders"
+                f"{did_you_mean(recorder, own) or '.'} Valid {side} recorders: {', '.join(own) or '(none)'}.{hint}"
+            )
+        if arg in _STUDENT_ARGS and not from_student:
+            raise DistillerConfigError(
+                f"{where}: {arg!r} is the student side of the loss but is mapped with "
+                f"'from_student': False (recorder {recorder!r}); set 'from_student': True."
+            )
+        if arg in _TEACHER_ARGS and from_student:
+            raise DistillerConfigError(
+                f"{where}: {arg!r} is the teacher side of the loss but is mapped with "
+                f"'from_student': True (recorder {recorder!r}); set 'from_student': False."
+            )
+        connector = src.get("connector")
+        if connector is not None and connector not in connectors:
+            raise DistillerConfigError(
+                f"{where}: connector {connector!r} is not in connectors{did_you_mean(connector, connectors) or '.'} "
+                f"Valid connectors: {', '.join(connectors) or '(none)'}."
+            )
+        record_idx = src.get("record_idx", 0)
+        if not isinstance(record_idx, int) or isinstance(record_idx, bool) or record_idx < 0:
+            raise DistillerConfigError(f"{where}: 'record_idx' must be an int >= 0, got {record_idx!r}.")
+        data_idx = src.get("data_idx")
+        if data_idx is not None and (isinstance(data_idx, bool) or not isinstance(data_idx, int | str)):
+            raise DistillerConfigError(
+                f"{where}: 'data_idx' must be None, an int (tuple element) or a str (output field), "
+                f"got {data_idx!r}."
+            )
+
+
+def _forward_params(module: nn.Module) -> tuple[list[str], bool]:
+    sig = inspect.signature(module.forward)
+    names = [
+        n
+        for n, p in sig.parameters.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    return names, has_var_kw
+
+
+def _required_args(module: nn.Module) -> list[str]:
+    sig = inspect.signature(module.forward)
+    return [
+        n
+        for n, p in sig.parameters.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]

@@ -1,0 +1,58 @@
+"""Factor transfer (Kim et al., NeurIPS 2018): L1 between L2-normalised factors."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from torchpare.distill.losses._checks import check_same_shape
+from torchpare.registry import LOSSES
+
+__all__ = ["FTLoss", "ft_loss"]
+
+
+def ft_loss(s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
+    """``mean |F_S / ||F_S||_2 - F_T / ||F_T||_2|`` with each sample flattened.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(2, 3, 4, 4)
+        >>> ft_loss(x, 3 * x).abs().item() < 1e-6
+        True
+    """
+    n = s_feature.shape[0]
+    f_s = F.normalize(s_feature.reshape(n, -1), dim=1)
+    f_t = F.normalize(t_feature.reshape(n, -1), dim=1)
+    return (f_s - f_t).abs().mean()
+
+
+@LOSSES.register(aliases=("FT", "FactorTransfer"))
+class FTLoss(nn.Module):
+    """Factor transfer: ``L = loss_weight * mean | F_S/||F_S||_2 - F_T/||F_T||_2 |`` (p = 1).
+
+    Kim et al., "Paraphrasing Complex Network: Network Compression via Factor Transfer" (NeurIPS 2018);
+    checked against MMRazor's ``FTLoss``. ``s_feature`` is the student's translator output and
+    ``t_feature`` the teacher's paraphraser factor (both :class:`~torchpare.distill.connectors.FTConnector`).
+
+    Args:
+        loss_weight: Multiplies the loss.
+        teacher_detach: Stop gradients into ``t_feature`` (the paraphraser is pre-trained, then frozen).
+
+    Example:
+        >>> import torch
+        >>> FTLoss()(torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)).dim()
+        0
+    """
+
+    def __init__(self, loss_weight: float = 1.0, teacher_detach: bool = True) -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+        self.teacher_detach = teacher_detach
+
+    def forward(self, s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
+        """Loss between same-shaped student and teacher factors."""
+        check_same_shape("FTLoss", s_feature, t_feature)
+        if self.teacher_detach:
+            t_feature = t_feature.detach()
+        return self.loss_weight * ft_loss(s_feature, t_feature)

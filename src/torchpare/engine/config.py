@@ -1,0 +1,255 @@
+"""YAML run configs: load (``yaml.safe_load``), ``--set key.sub=value`` overrides, validation.
+
+A config has these top-level sections (all optional except what the command needs)::
+
+    output: runs/digits_kd          # run folder (results, metrics, checkpoints, resolved config)
+    data: {type: digits, seed: 0, label_fraction: 1.0}
+    model: {type: DigitsMLP, hidden: 16, checkpoint: null}   # the model trained (the student)
+    teacher: {type: DigitsCNN, width: 32, checkpoint: runs/teacher/model.pt}
+    algorithm: {type: SingleTeacherDistill, distiller: {...}}   # student/teacher filled in
+    pruner: {importance: l1, target_flops_ratio: 0.5}           # arguments of torchpare.prune.prune
+    recover: {}                                                 # arguments of torchpare.distill.recover
+    schedule: {epochs: 10, lr: 0.003, batch_size: 64}           # TrainConfig fields
+
+:func:`validate_config` reports every problem at once, each with its key path, before anything trains.
+
+Example:
+    >>> cfg = apply_overrides({"schedule": {"lr": 0.1}}, ["schedule.lr=0.01", "model.type=DigitsMLP"])
+    >>> cfg["schedule"]["lr"], cfg["model"]
+    (0.01, {'type': 'DigitsMLP'})
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from torchpare._utils import did_you_mean
+from torchpare.engine.schedule import TrainConfig
+
+__all__ = [
+    "ConfigError",
+    "load_config",
+    "apply_overrides",
+    "validate_config",
+    "save_config",
+    "SECTIONS",
+    "TASK_NEEDS",
+]
+
+SECTIONS = ("output", "data", "model", "teacher", "algorithm", "pruner", "recover", "schedule")
+TASK_NEEDS = {
+    "train": ("model",),
+    "distill": ("model", "teacher", "algorithm"),
+    "prune": ("model", "pruner"),
+    "finetune": ("model",),
+    "evaluate": ("model",),
+}
+# Keys of the model/data sections read by the engine itself, not passed to the registered builder.
+_ENGINE_KEYS = {
+    "model": ("type", "checkpoint"),
+    "teacher": ("type", "checkpoint"),
+    "data": ("type", "label_fraction", "batch_size"),
+}
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; ``errors`` lists every ``"key.path: problem"``."""
+
+    def __init__(self, source: str, errors: Sequence[str]) -> None:
+        self.source = source
+        self.errors = list(errors)
+        lines = "\n".join(f"  - {e}" for e in self.errors)
+        super().__init__(f"config {source}: {len(self.errors)} problem(s):\n{lines}")
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML config with ``yaml.safe_load``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ConfigError: invalid YAML, or the top level is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load_config(): no config file at '{path}'.")
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"'{path}'", [f"<file>: not valid YAML ({str(exc).splitlines()[0]})"]) from None
+    if cfg is None:
+        cfg = {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(
+            f"'{path}'", [f"<top level>: must be a mapping of sections, got {type(cfg).__name__}"]
+        )
+    return cfg
+
+
+def apply_overrides(cfg: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``cfg`` with each ``"a.b.c=value"`` set (``value`` parsed as YAML: 0.1, true, [1, 2]).
+
+    Raises:
+        ConfigError: an override without ``=``, or a path through a value that is not a mapping.
+    """
+    out = copy.deepcopy(dict(cfg))
+    errors: list[str] = []
+    for item in overrides:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            errors.append(f"--set {item!r}: expected key.sub=value")
+            continue
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node: Any = out
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part, {}), dict):
+                errors.append(
+                    f"{'.'.join(parts[: i + 1])}: --set {item!r} goes through a value that is not a mapping"
+                )
+                break
+            node = node.setdefault(part, {})
+        else:
+            node[parts[-1]] = value
+    if errors:
+        raise ConfigError("overrides", errors)
+    return out
+
+
+def save_config(cfg: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML (next to the results)."""
+    from torchpare._utils import atomic_write_bytes
+
+    atomic_write_bytes(path, yaml.safe_dump(dict(cfg), sort_keys=False).encode())
+
+
+def _check_registered(
+    cfg: Any,
+    key: str,
+    registry: Any,
+    errors: list[str],
+    skip: Sequence[str] = (),
+    injected: Sequence[str] = (),
+) -> None:
+    from torchpare.registry import check_arguments
+
+    if not isinstance(cfg, dict):
+        errors.append(f"{key}: must be a mapping with a 'type', got {type(cfg).__name__}")
+        return
+    if "type" not in cfg:
+        errors.append(f"{key}.type: missing; one of {', '.join(registry.names())}")
+        return
+    try:
+        target = registry.get(cfg["type"])
+    except (KeyError, TypeError) as exc:
+        errors.append(f"{key}.type: {exc}")
+        return
+    kwargs = {k: v for k, v in cfg.items() if k not in skip and k != "type"}
+    kwargs.update({k: None for k in injected})
+    try:
+        check_arguments(target, kwargs, where=f"{key} ({cfg['type']})")
+    except TypeError as exc:
+        errors.append(f"{key}: {exc}")
+
+
+def _check_function_args(cfg: Any, key: str, func: Any, errors: list[str], injected: Sequence[str]) -> None:
+    if cfg is None:
+        return
+    if not isinstance(cfg, dict):
+        errors.append(f"{key}: must be a mapping of arguments, got {type(cfg).__name__}")
+        return
+    params = inspect.signature(func).parameters
+    accepted = [n for n in params if n not in injected]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for k in cfg:
+        if k not in accepted:
+            errors.append(
+                f"{key}.{k}: unknown argument{did_you_mean(k, accepted)}; valid: {', '.join(accepted)}"
+            )
+
+
+def validate_config(cfg: Mapping[str, Any], task: str, source: str = "<config>") -> TrainConfig:
+    """Check ``cfg`` for ``task`` and return its :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: listing every problem with its key path (unknown sections and keys, unknown
+            registered types, bad constructor arguments, invalid schedule values, missing files).
+    """
+    from torchpare.registry import ALGORITHMS, DATASETS, MODELS
+
+    errors: list[str] = []
+    if task not in TASK_NEEDS:
+        errors.append(f"task: unknown task {task!r}{did_you_mean(task, TASK_NEEDS)}")
+    for k in cfg:
+        if k not in SECTIONS:
+            errors.append(f"{k}: unknown section{did_you_mean(k, SECTIONS)}; valid: {', '.join(SECTIONS)}")
+    for need in TASK_NEEDS.get(task, ()):
+        if cfg.get(need) in (None, {}) and not (need == "pruner" and "pruner" in cfg):
+            errors.append(f"{need}: required by '{task}' but missing")
+
+    sched = cfg.get("schedule") or {}
+    train_cfg = TrainConfig()
+    if not isinstance(sched, dict):
+        errors.append(f"schedule: must be a mapping, got {type(sched).__name__}")
+    else:
+        names = TrainConfig.field_names()
+        bad_keys = [k for k in sched if k not in names]
+        for k in bad_keys:
+            errors.append(f"schedule.{k}: unknown setting{did_you_mean(k, names)}")
+        train_cfg = TrainConfig(**{k: v for k, v in sched.items() if k in names})
+        errors.extend(train_cfg.validate(prefix="schedule."))
+
+    data = cfg.get("data") or {"type": "digits"}
+    if isinstance(data, dict):
+        frac = data.get("label_fraction", 1.0)
+        if not isinstance(frac, (int, float)) or not 0 < frac <= 1:
+            errors.append(f"data.label_fraction: must be in (0, 1], got {frac!r}")
+    _check_registered(data, "data", DATASETS, errors, skip=("label_fraction", "batch_size"))
+    for key in ("model", "teacher"):
+        if cfg.get(key) is None:
+            continue
+        section = cfg[key]
+        ckpt = section.get("checkpoint") if isinstance(section, dict) else None
+        if ckpt is not None and not Path(str(ckpt)).is_file():
+            errors.append(f"{key}.checkpoint: no file at '{ckpt}'")
+        if isinstance(section, dict) and "type" not in section and ckpt is not None:
+            continue  # a pruned model file carries its own architecture
+        _check_registered(section, key, MODELS, errors, skip=("checkpoint",))
+    if task == "finetune" and isinstance(cfg.get("model"), dict) and not cfg["model"].get("checkpoint"):
+        errors.append("model.checkpoint: 'finetune' needs the weights (or pruned model) to start from")
+    if cfg.get("algorithm") is not None and task == "distill":
+        _check_registered(
+            cfg["algorithm"],
+            "algorithm",
+            ALGORITHMS,
+            errors,
+            skip=("student", "teacher"),
+            injected=("student", "teacher"),
+        )
+    if task == "prune" and cfg.get("pruner") is not None:
+        try:
+            from torchpare.prune.target import prune as prune_fn
+        except (ImportError, AttributeError):
+            errors.append("pruner: torchpare.prune.prune is not available in this installation")
+        else:
+            _check_function_args(cfg["pruner"], "pruner", prune_fn, errors, ("model", "example_inputs"))
+    if task == "prune" and cfg.get("recover") is not None:
+        try:
+            from torchpare.distill.recover import recover as recover_fn
+        except (ImportError, AttributeError):
+            errors.append("recover: torchpare.distill.recover is not available in this installation")
+        else:
+            _check_function_args(cfg["recover"], "recover", recover_fn, errors, ("pruned", "original"))
+    if errors:
+        raise ConfigError(source, errors)
+    return train_cfg

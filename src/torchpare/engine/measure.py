@@ -1,0 +1,65 @@
+"""Model statistics for reports: parameters, FLOPs, CPU latency, size on disk.
+
+Example:
+    >>> import torch
+    >>> stats = model_stats(torch.nn.Linear(64, 10), torch.zeros(1, 64), repeats=2)
+    >>> stats["params"], stats["flops"]
+    (650, 1280)
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["count_params_flops", "cpu_latency_ms", "size_on_disk", "model_stats"]
+
+
+def count_params_flops(model: nn.Module, example_inputs: Any) -> dict[str, int]:
+    """``{"params", "flops"}`` through :func:`torchpare.prune.count` (FLOPs of one forward on the inputs)."""
+    from torchpare.prune.count import count  # the package name `count` is shadowed by its submodule
+
+    out = count(model, example_inputs)
+    return {"params": int(out["params"]), "flops": int(out["flops"])}
+
+
+@torch.inference_mode()
+def cpu_latency_ms(model: nn.Module, example_inputs: torch.Tensor, repeats: int = 30, warmup: int = 3) -> float:
+    """Median wall time (ms) of one eval forward on CPU over ``repeats`` runs (the model is moved back)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval().cpu()
+    x = example_inputs.cpu()
+    try:
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    finally:
+        model.to(device).train(was_training)
+    return statistics.median(times) * 1e3
+
+
+def size_on_disk(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def model_stats(model: nn.Module, example_inputs: torch.Tensor, batch_inputs: torch.Tensor | None = None,
+                repeats: int = 30) -> dict[str, Any]:
+    """Parameters, FLOPs (per ``example_inputs``), CPU latency (per ``batch_inputs``), size on disk."""
+    stats: dict[str, Any] = count_params_flops(model, example_inputs)
+    stats["latency_ms"] = cpu_latency_ms(model, batch_inputs if batch_inputs is not None else example_inputs,
+                                         repeats=repeats)
+    stats["size_bytes"] = size_on_disk(model)
+    return stats

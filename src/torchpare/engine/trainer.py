@@ -1,0 +1,422 @@
+"""The training loop: train, distill or fine-tune anything with the loss interface, resume exactly.
+
+The :class:`Trainer` drives an *objective*: any ``nn.Module`` with
+``loss(inputs, targets, **extra) -> dict[str, Tensor]`` (every ``torchpare.distill`` algorithm, or
+:class:`~torchpare.engine.objective.SupervisedObjective` around a plain model). It owns the data
+order (a seeded permutation per epoch, so a position ``(epoch, step)`` fully defines the next
+batch), which is what makes a resumed run bitwise equal to an uninterrupted one.
+
+Under ``torchrun`` each process takes ``batch[rank::world_size]`` of every global batch and the
+objective is wrapped in ``DistributedDataParallel``; only rank 0 writes checkpoints and metrics.
+
+Example:
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> torch.manual_seed(0) and None
+    >>> data = TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
+    >>> trainer = Trainer(torch.nn.Linear(4, 2), data, config=TrainConfig(epochs=2, batch_size=8, quiet=True))
+    >>> result = trainer.fit()
+    >>> result.global_step, len(result.history)
+    (8, 2)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset, default_collate
+
+from torchpare.engine.checkpoint import CheckpointError, load_checkpoint, model_fingerprint, save_checkpoint
+from torchpare.engine.distributed import DistInfo, all_reduce_mean, gather_objects, init_distributed
+from torchpare.engine.metrics import MetricsLog
+from torchpare.engine.objective import SupervisedObjective, eval_model_of, logits_of, total_loss_of
+from torchpare.engine.progress import EpochProgress
+from torchpare.engine.rng import capture_rng_state, restore_rng_state, seed_everything
+from torchpare.engine.schedule import TrainConfig, build_optimizer, build_scheduler
+
+__all__ = ["Trainer", "TrainResult", "evaluate", "epoch_batches", "fetch_batch"]
+
+Callback = Callable[["Trainer", dict[str, Any]], None]
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = False) -> list[list[int]]:
+    """The global batches of one epoch: a permutation seeded by ``(seed, epoch)`` cut into batches.
+
+    Example:
+        >>> epoch_batches(5, 2, seed=0, epoch=0) == epoch_batches(5, 2, seed=0, epoch=0)
+        True
+        >>> [len(b) for b in epoch_batches(5, 2, seed=0, epoch=0)]
+        [2, 2, 1]
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=gen).tolist()
+    batches = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+def fetch_batch(dataset: Dataset, indices: Sequence[int]) -> Any:
+    """Collate ``dataset[i]`` for ``indices`` (one indexing per tensor for a ``TensorDataset``)."""
+    if isinstance(dataset, TensorDataset):
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        return tuple(t[idx] for t in dataset.tensors)
+    return default_collate([dataset[i] for i in indices])
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+def _split_batch(batch: Any) -> tuple[Any, torch.Tensor, dict[str, Any]]:
+    """``(x, y)``, ``(x, y, idx)`` or a dict with ``inputs``/``targets`` -> inputs, targets, extras."""
+    if isinstance(batch, dict):
+        extra = {k: v for k, v in batch.items() if k not in ("inputs", "targets")}
+        return batch["inputs"], batch["targets"], extra
+    if len(batch) == 2:
+        return batch[0], batch[1], {}
+    if len(batch) == 3:
+        return batch[0], batch[1], {"indices": batch[2]}
+    raise ValueError(
+        f"Trainer: a batch must be (inputs, targets), (inputs, targets, indices) or a dict with 'inputs' and "
+        f"'targets'; got a sequence of {len(batch)} items."
+    )
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, dataset: Dataset, device: str | torch.device | None = None, batch_size: int = 256
+) -> dict[str, float]:
+    """Accuracy and cross-entropy of a classifier over ``dataset`` (items ``(x, y[, ...])``).
+
+    The model's train/eval mode is restored afterwards.
+
+    Returns:
+        ``{"accuracy": float in [0, 1], "loss": float, "n": int}``.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    try:
+        n = len(dataset)  # type: ignore[arg-type]
+        for start in range(0, n, batch_size):
+            batch = fetch_batch(dataset, range(start, min(n, start + batch_size)))
+            x, y, _ = _split_batch(batch)
+            logits = logits_of(model(_to_device(x, device))).float()
+            y = y.to(device)
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(-1) == y).sum())
+            total += len(y)
+    finally:
+        model.train(was_training)
+    return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1), "n": total}
+
+
+class _LossForward(nn.Module):
+    """Puts ``objective.loss`` behind ``forward`` so DistributedDataParallel can wrap it."""
+
+    def __init__(self, objective: nn.Module) -> None:
+        super().__init__()
+        self.objective = objective
+
+    def forward(self, inputs: Any, targets: torch.Tensor, extra: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.objective.loss(inputs, targets, **extra)
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns: the epoch records, the last step and the final validation scores."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    global_step: int = 0
+    final: dict[str, float] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+
+class Trainer:
+    """Train an objective (a distillation algorithm, or a plain model with ``loss_fn``).
+
+    Args:
+        objective: An ``nn.Module`` with ``loss(inputs, targets, **extra) -> dict``; a plain model is
+            wrapped in :class:`SupervisedObjective` with ``loss_fn``.
+        train_data: A map-style dataset yielding ``(x, y)``, ``(x, y, idx)`` or dicts.
+        val_data: Evaluated after every epoch (accuracy and loss of the evaluated model).
+        config: A :class:`TrainConfig`.
+        run_dir: Where ``metrics.jsonl`` and ``checkpoints/last.pt`` go; ``None`` writes nothing.
+        loss_fn: For a plain model; default cross-entropy ignoring negative targets.
+        eval_model: The model to evaluate; default ``objective.student`` / ``objective.model``.
+        callbacks: Called as ``cb(trainer, record)`` after every step (after its checkpoint).
+        name: A label for the progress bar and the metric records.
+
+    Raises:
+        TypeError: ``objective`` has no ``loss`` method and is not an ``nn.Module``.
+        ValueError: invalid ``config`` (every problem listed).
+    """
+
+    def __init__(
+        self,
+        objective: nn.Module,
+        train_data: Dataset,
+        *,
+        val_data: Dataset | None = None,
+        config: TrainConfig | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        eval_model: nn.Module | None = None,
+        callbacks: Sequence[Callback] = (),
+        name: str = "train",
+    ) -> None:
+        if not isinstance(objective, nn.Module):
+            raise TypeError(f"Trainer: objective must be an nn.Module, got {type(objective).__name__}.")
+        if not hasattr(objective, "loss") or loss_fn is not None:
+            objective = SupervisedObjective(objective, loss_fn)
+        self.config = config or TrainConfig()
+        problems = self.config.validate(prefix="schedule.")
+        if problems:
+            raise ValueError("Trainer: invalid training settings:\n  " + "\n  ".join(problems))
+        self.objective = objective
+        self.train_data = train_data
+        self.val_data = val_data
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.eval_model = eval_model if eval_model is not None else eval_model_of(objective)
+        self.callbacks = list(callbacks)
+        self.name = name
+        self.dist: DistInfo = init_distributed(self.config.device)
+        if self.config.amp == "fp16" and self.dist.device.type != "cuda":
+            raise ValueError("Trainer: schedule.amp='fp16' needs CUDA; use amp='bf16' on CPU.")
+        self._loss_params = self._accepted_extras(objective)
+
+    @staticmethod
+    def _accepted_extras(objective: nn.Module) -> set[str] | None:
+        params = inspect.signature(objective.loss).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return None
+        return set(params)
+
+    # -- paths --------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoints" / "last.pt" if self.run_dir is not None else None
+
+    def _fingerprint(self) -> dict[str, Any]:
+        c = self.config
+        return model_fingerprint(
+            self.objective,
+            seed=c.seed,
+            batch_size=c.batch_size,
+            epochs=c.epochs,
+            max_steps=c.max_steps,
+            optimizer=c.optimizer,
+            scheduler=c.scheduler,
+            lr=c.lr,
+            amp=c.amp,
+            world_size=self.dist.world_size,
+            train_size=len(self.train_data),  # type: ignore[arg-type]
+        )
+
+    # -- main loop ----------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Run the schedule (continuing from ``run_dir/checkpoints/last.pt`` when ``resume``).
+
+        Raises:
+            CheckpointError: ``resume`` without a checkpoint, or a corrupt/mismatched one.
+        """
+        c, info = self.config, self.dist
+        is_main = info.is_main
+        self.objective.to(info.device)
+        params = (
+            list(self.objective.trainable_parameters())
+            if hasattr(self.objective, "trainable_parameters")
+            else [p for p in self.objective.parameters() if p.requires_grad]
+        )
+        optimizer = build_optimizer(params, c)
+        n = len(self.train_data)  # type: ignore[arg-type]
+        steps_per_epoch = len(self._batches(0))
+        total_steps = min(c.max_steps or 10**12, steps_per_epoch * c.epochs)
+        scheduler = build_scheduler(optimizer, c, total_steps)
+        scaler = torch.amp.GradScaler("cuda") if c.amp == "fp16" else None
+        log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=is_main) if self.run_dir else None
+
+        epoch, step_in_epoch, global_step = 0, 0, 0
+        loss_sum, loss_count = 0.0, 0
+        history: list[dict[str, Any]] = []
+        if resume:
+            if self.checkpoint_path is None or not self.checkpoint_path.is_file():
+                raise CheckpointError(
+                    f"Trainer.fit(resume=True): no checkpoint at '{self.checkpoint_path}'; "
+                    f"run without --resume to start a new run."
+                )
+            state = load_checkpoint(self.checkpoint_path, self._fingerprint(), map_location=info.device)
+            self.objective.load_state_dict(state["objective"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            pos = state["position"]
+            epoch, step_in_epoch, global_step = pos["epoch"], pos["step_in_epoch"], pos["global_step"]
+            loss_sum, loss_count = pos["loss_sum"], pos["loss_count"]
+            history = list(state.get("history", []))
+            rngs = state["rng"]
+            restore_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
+            if log is not None:
+                log.truncate_after(global_step)
+        else:
+            seed_everything(c.seed + info.rank)
+            if log is not None:
+                log.reset()
+
+        loss_module: nn.Module = _LossForward(self.objective)
+        if info.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            loss_module = DDP(
+                loss_module, device_ids=[info.device.index] if info.device.type == "cuda" else None
+            )
+
+        def checkpoint() -> None:
+            rng = gather_objects(capture_rng_state(), info)  # every rank takes part
+            if not is_main or self.checkpoint_path is None:
+                return
+            save_checkpoint(
+                self.checkpoint_path,
+                {
+                    "objective": self.objective.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else {},
+                    "rng": rng,
+                    "position": {
+                        "epoch": epoch,
+                        "step_in_epoch": step_in_epoch,
+                        "global_step": global_step,
+                        "loss_sum": loss_sum,
+                        "loss_count": loss_count,
+                    },
+                    "history": history,
+                    "config": c.to_dict(),
+                },
+                self._fingerprint(),
+            )
+
+        self.objective.train()
+        done = global_step >= total_steps
+        while epoch < c.epochs and not done:
+            if hasattr(self.train_data, "set_epoch"):
+                self.train_data.set_epoch(epoch)
+            batches = self._batches(epoch)
+            t0 = time.perf_counter()
+            show = None if (is_main and not c.quiet) else False  # None: only on a terminal
+            with EpochProgress(
+                len(batches), f"{self.name} {epoch + 1}/{c.epochs}", show, step_in_epoch
+            ) as bar:
+                while step_in_epoch < len(batches):
+                    local = batches[step_in_epoch][info.rank :: info.world_size]
+                    losses = self._step(loss_module, optimizer, scheduler, scaler, params, local)
+                    step_in_epoch += 1
+                    global_step += 1
+                    total = float(all_reduce_mean(losses.pop("loss").detach(), info))
+                    loss_sum, loss_count = loss_sum + total, loss_count + 1
+                    record = {
+                        "kind": "step",
+                        "name": self.name,
+                        "epoch": epoch,
+                        "step": global_step,
+                        "loss": total,
+                        "lr": scheduler.get_last_lr()[0],
+                        **{k: float(all_reduce_mean(v.detach().float(), info)) for k, v in losses.items()},
+                    }
+                    if log is not None:
+                        log.write(record)
+                    bar.advance(loss=total)
+                    if global_step >= total_steps:
+                        done = True
+                    if (
+                        c.checkpoint_every
+                        and global_step % c.checkpoint_every == 0
+                        and not done
+                        and step_in_epoch < len(batches)
+                    ):
+                        checkpoint()
+                    for cb in self.callbacks:
+                        cb(self, record)
+                    if done:
+                        break
+            ep = {
+                "kind": "epoch",
+                "name": self.name,
+                "epoch": epoch,
+                "step": global_step,
+                "train_loss": loss_sum / max(loss_count, 1),
+                "epoch_time_s": time.perf_counter() - t0,
+            }
+            if self.val_data is not None:
+                scores = evaluate(self.eval_model, self.val_data, info.device)
+                ep.update(val_accuracy=scores["accuracy"], val_loss=scores["loss"])
+            history.append(ep)
+            if log is not None:
+                log.write(ep)
+            epoch, step_in_epoch, loss_sum, loss_count = epoch + 1, 0, 0.0, 0
+            checkpoint()
+        final = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
+        return TrainResult(history=history, global_step=global_step, final=final, run_dir=self.run_dir)
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        c, world = self.config, self.dist.world_size
+        batches = epoch_batches(len(self.train_data), c.batch_size, c.seed, epoch, c.drop_last)  # type: ignore[arg-type]
+        return [b for b in batches if len(b) >= world]  # every rank needs at least one sample
+
+    def _step(
+        self,
+        loss_module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        scaler: Any,
+        params: list[nn.Parameter],
+        indices: list[int],
+    ) -> dict[str, torch.Tensor]:
+        c, device = self.config, self.dist.device
+        inputs, targets, extra = _split_batch(fetch_batch(self.train_data, indices))
+        if self._loss_params is not None:
+            extra = {k: v for k, v in extra.items() if k in self._loss_params}
+        inputs, targets, extra = _to_device((inputs, targets, extra), device)
+        with _autocast(device, c.amp):
+            losses = loss_module(inputs, targets, extra)
+            total = total_loss_of(self.objective, losses)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+        else:
+            total.backward()
+        if c.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        return {"loss": total.detach().float(), **{k: v.detach() for k, v in losses.items()}}

@@ -1,0 +1,304 @@
+"""Label propagation state: a union-find over channel *elements* and the label tensor of each traced tensor.
+
+Element ids: every parameter slice a rule declares gets one element per index (``param``), free
+parameters used by plain torch functions get one per flat position, and *sentinels* stand for "never
+prunable" (model inputs/outputs, ignored modules, ops the analysis does not understand). A component
+containing a sentinel is blocked. ``NEUTRAL`` (-1) marks entries with no channel identity (constants).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchpare._utils import get_submodule
+
+__all__ = ["LabelContext", "UnionFind", "SliceInfo", "NEUTRAL"]
+
+NEUTRAL = -1
+
+
+class UnionFind:
+    """Union-find over consecutive ints; the smallest id of a component is its root (stable order)."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+
+    def add(self, n: int) -> int:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        return start
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            if ra < rb:
+                self.parent[rb] = ra
+            else:
+                self.parent[ra] = rb
+
+
+@dataclass
+class SliceInfo:
+    """A parameter slice whose indices along ``dim`` are elements ``start .. start+size-1``."""
+
+    module_name: str
+    param_name: str
+    dim: int
+    role: str
+    unit: str
+    start: int
+    size: int
+    leaf: str | None  # module name of the leaf rule that declared it (None: generic surgery)
+
+
+class LabelContext:
+    """What rules use during a trace: labels of tensors, parameter elements, unions, blocking.
+
+    Args:
+        model: the traced model (parameter lookups, names).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.uf = UnionFind()
+        self.sentinels: dict[int, str] = {}
+        self._sentinel_by_reason: dict[str, int] = {}
+        self.fixed_reasons: set[int] = set()
+        self.inexact: set[int] = set()
+        self.slices: dict[tuple[str, str, int, str], SliceInfo] = {}
+        self.free: dict[str, tuple[int, tuple[int, ...]]] = {}
+        self._labels: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.param_names: dict[int, str] = {}
+        for name, p in model.named_parameters(remove_duplicate=True):
+            self.param_names[id(p)] = name
+        self.current_leaf: str | None = None
+
+    # ----------------------------------------------------------------- elements & sentinels
+    def fresh(self, n: int) -> torch.Tensor:
+        """``n`` new elements that belong to no parameter."""
+        start = self.uf.add(n)
+        return torch.arange(start, start + n)
+
+    def sentinel(self, reason: str, fixed: bool = False) -> int:
+        """The (memoized) sentinel element for ``reason``; its components are blocked by it."""
+        s = self._sentinel_by_reason.get(reason)
+        if s is None:
+            s = self.uf.add(1)
+            self.sentinels[s] = reason
+            self._sentinel_by_reason[reason] = s
+            if fixed:
+                self.fixed_reasons.add(s)
+        return s
+
+    def param(
+        self, module_name: str, param_name: str, dim: int, role: str, unit: str = "channel"
+    ) -> torch.Tensor:
+        """Element ids (1-D int64) for the indices of ``module_name.param_name`` along ``dim``.
+
+        Memoized: a module called twice gets the same elements both times (so its uses are coupled).
+
+        Args:
+            module_name: dotted name of the module owning the tensor.
+            param_name: attribute name of the parameter or buffer in that module.
+            dim: dimension carrying channels.
+            role: ``"out"`` (computes the channel) or ``"in"`` (reads it).
+            unit: unit kind reported by groups made of these elements (``"channel"``, ``"head"``...).
+        """
+        key = (module_name, param_name, dim, role)
+        info = self.slices.get(key)
+        if info is None:
+            owner = get_submodule(self.model, module_name, who="LabelContext.param")
+            tensor = getattr(owner, param_name)
+            if not isinstance(tensor, torch.Tensor):
+                raise AttributeError(
+                    f"LabelContext.param(): {module_name or '<root>'}.{param_name} is not a tensor "
+                    f"(got {type(tensor).__name__})."
+                )
+            size = tensor.shape[dim]
+            info = SliceInfo(
+                module_name,
+                param_name,
+                dim % tensor.dim(),
+                role,
+                unit,
+                self.uf.add(size),
+                size,
+                self.current_leaf,
+            )
+            self.slices[key] = info
+        return torch.arange(info.start, info.start + info.size)
+
+    # ----------------------------------------------------------------- labels of tensors
+    def label(self, t: Any) -> torch.Tensor | None:
+        """The label tensor of ``t`` (``None`` if ``t`` is not a tensor).
+
+        Free parameters get one element per flat position on first use; tensors the trace never saw
+        are fixed (never prunable) unless they hold one value (scalars broadcast without coupling).
+        """
+        if not isinstance(t, torch.Tensor):
+            return None
+        hit = self._labels.get(id(t))
+        if hit is not None and hit[0] is t:
+            return hit[1]
+        name = self.param_names.get(id(t))
+        if name is not None:
+            start = self.uf.add(t.numel())
+            self.free[name] = (start, tuple(t.shape))
+            lab = torch.arange(start, start + t.numel()).reshape(t.shape)
+        elif t.numel() <= 1:
+            lab = self.neutral(t.shape)
+        else:
+            lab = self.constant(
+                self.sentinel("a tensor made outside the traced forward (buffer or global)", fixed=True),
+                t.shape,
+            )
+        self.set_label(t, lab)
+        return lab
+
+    def set_label(self, t: torch.Tensor, lab: torch.Tensor | None) -> None:
+        """Attach ``lab`` to ``t`` (``None``: neutral). Shapes must match."""
+        if lab is None:
+            lab = self.neutral(t.shape)
+        if tuple(lab.shape) != tuple(t.shape):
+            raise ValueError(
+                f"LabelContext.set_label(): label shape {tuple(lab.shape)} != tensor shape {tuple(t.shape)}; "
+                f"a rule returned labels that do not mirror its output."
+            )
+        self._labels[id(t)] = (t, lab)
+
+    def has_label(self, t: Any) -> bool:
+        hit = self._labels.get(id(t))
+        return hit is not None and hit[0] is t
+
+    # ----------------------------------------------------------------- label builders
+    @staticmethod
+    def constant(element: int, shape: Any) -> torch.Tensor:
+        """A label tensor of ``shape`` whose entries are all ``element`` (no memory: an expanded view)."""
+        return torch.full((), element, dtype=torch.int64).expand(tuple(shape))
+
+    def neutral(self, shape: Any) -> torch.Tensor:
+        """Entries without channel identity."""
+        return self.constant(NEUTRAL, shape)
+
+    @staticmethod
+    def along(ids: torch.Tensor, shape: Any, dim: int) -> torch.Tensor:
+        """Place 1-D ``ids`` along ``dim`` of ``shape``, broadcast over the other dims."""
+        shape = tuple(shape)
+        dim = dim % len(shape)
+        view = [1] * len(shape)
+        view[dim] = ids.numel()
+        return ids.reshape(view).expand(shape)
+
+    # ----------------------------------------------------------------- unions
+    def union(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Union ``a`` and ``b`` entry by entry after broadcasting (neutral entries skipped)."""
+        pairs = _unique_pairs(a, b)
+        uf = self.uf
+        for x, y in pairs:
+            if x != NEUTRAL and y != NEUTRAL:
+                uf.union(x, y)
+
+    def union_all(self, lab: torch.Tensor, element: int) -> None:
+        """Union every (non-neutral) entry of ``lab`` with ``element``."""
+        for x in _unique(lab):
+            if x != NEUTRAL:
+                self.uf.union(x, element)
+
+    def block(self, lab: torch.Tensor | None, reason: str) -> None:
+        """Mark every element in ``lab`` blocked by ``reason`` (shown by ``graph.report()``)."""
+        if lab is not None:
+            self.union_all(lab, self.sentinel(reason))
+
+    def fix(self, lab: torch.Tensor | None, reason: str) -> None:
+        """Like :meth:`block` for structural reasons (model input/output, ignored module)."""
+        if lab is not None:
+            self.union_all(lab, self.sentinel(reason, fixed=True))
+
+    def mark_inexact(self, lab: torch.Tensor | None) -> None:
+        """Pruning these elements is not the same as zeroing them at consumers (e.g. norm statistics)."""
+        if lab is not None:
+            self.inexact.update(x for x in _unique(lab) if x != NEUTRAL)
+
+    def channels(self, lab: torch.Tensor, dim: int, where: str) -> torch.Tensor:
+        """1-D labels along ``dim``; blocks ``lab`` if its labels also vary along another dim.
+
+        A layer reading channels on ``dim`` cannot represent a second channel axis (e.g. a Linear
+        applied to a tensor whose sequence axis carries pruned channels).
+        """
+        dim = dim % lab.dim()
+        first = lab
+        for d in range(lab.dim()):
+            if d != dim and lab.shape[d] > 0:
+                first = first.narrow(d, 0, 1)
+        if not _constant_except(lab, dim, first):
+            self.block(lab, f"{where}: channels on more than one dim")
+        return first.reshape(-1)
+
+
+def _squeeze_broadcast(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Broadcast ``a`` and ``b``, then drop dims along which both are constant (stride 0)."""
+    a, b = torch.broadcast_tensors(a, b)
+    for d in range(a.dim()):
+        if a.shape[d] > 1 and (a.stride(d) == 0 and b.stride(d) == 0):
+            a, b = a.narrow(d, 0, 1), b.narrow(d, 0, 1)
+    return a, b
+
+
+def _unique_pairs(a: torch.Tensor, b: torch.Tensor) -> list[tuple[int, int]]:
+    a, b = _squeeze_broadcast(a, b)
+    if a.numel() == 0:
+        return []
+    pairs = torch.stack([a.reshape(-1), b.reshape(-1)], dim=1)
+    if pairs.shape[0] > 1:
+        pairs = torch.unique(pairs, dim=0)
+    return [tuple(p) for p in pairs.tolist()]
+
+
+def _unique(lab: torch.Tensor) -> list[int]:
+    for d in range(lab.dim()):
+        if lab.shape[d] > 1 and lab.stride(d) == 0:
+            lab = lab.narrow(d, 0, 1)
+    if lab.numel() == 0:
+        return []
+    return torch.unique(lab).tolist()
+
+
+def _constant_except(lab: torch.Tensor, dim: int, first: torch.Tensor) -> bool:
+    """True when ``lab`` equals ``first`` (its slice at 0 on every other dim), neutral entries aside."""
+    if all(lab.stride(d) == 0 or lab.shape[d] <= 1 for d in range(lab.dim()) if d != dim):
+        return True
+    same = (lab == first) | (lab == NEUTRAL)
+    return bool(same.all())
+
+
+def varies_along(lab: torch.Tensor, d: int) -> bool:
+    """True when ``lab`` holds different (non-neutral) labels along dim ``d``."""
+    d = d % lab.dim() if lab.dim() else 0
+    if lab.dim() == 0 or lab.shape[d] <= 1 or lab.stride(d) == 0:
+        return False
+    first = lab.narrow(d, 0, 1)
+    same = (lab == first) | (lab == NEUTRAL) | (first == NEUTRAL)
+    return not bool(same.all())
+
+
+def varying_dims(lab: torch.Tensor) -> list[int]:
+    """The dims along which ``lab`` varies."""
+    return [d for d in range(lab.dim()) if varies_along(lab, d)]
+
+
+def distinct(lab: torch.Tensor) -> list[int]:
+    """Sorted distinct non-neutral element ids in ``lab``."""
+    return [x for x in _unique(lab) if x != NEUTRAL]

@@ -1,0 +1,384 @@
+"""Save, reload and export pruned models.
+
+A pruned model is stored as a folder with two files, each written atomically (temp file + rename):
+
+* ``model.safetensors``: the pruned weights;
+* ``pruning.json``: what is needed to rebuild the pruned architecture from an *unpruned* instance of
+  the same model: the pruning plans in the order they were applied (group id -> removed unit
+  indices), the names of the layers excluded from pruning, the example-input spec used to trace the
+  dependency graph (shapes and dtypes) and a fingerprint of the unpruned architecture (parameter
+  names and shapes), checked on load so a file made for another model fails with a clear message.
+
+Every torchpare function that prunes (:func:`torchpare.prune.prune`,
+:func:`torchpare.prune.deploy_subnet`, :func:`apply_plan`) keeps that record on the model, so
+:func:`save_pruned` needs nothing but the model.
+
+Example:
+    >>> import tempfile, torch
+    >>> from torch import nn
+    >>> from torchpare.prune.io import apply_plan, save_pruned, load_pruned
+    >>> def make():
+    ...     torch.manual_seed(0)
+    ...     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> x = torch.randn(3, 4)
+    >>> pruned = apply_plan(make(), x, {"0": [0, 1, 2]})
+    >>> folder = tempfile.mkdtemp()
+    >>> save_pruned(pruned, folder)
+    >>> reloaded = load_pruned(folder, make())
+    >>> reloaded[0].out_features, torch.allclose(reloaded(x), pruned(x))
+    (5, True)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchpare._utils import atomic_save, atomic_write_bytes
+
+__all__ = [
+    "save_pruned",
+    "load_pruned",
+    "export_onnx",
+    "apply_plan",
+    "pruning_record",
+    "input_spec",
+    "inputs_from_spec",
+    "architecture_fingerprint",
+    "PruningFileError",
+]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "pruning.json"
+FORMAT_VERSION = 1
+_RECORD_ATTR = "_torchpare_pruning"
+
+
+class PruningFileError(ValueError):
+    """A pruning folder is missing, malformed, or was made for another architecture."""
+
+
+# -- example-input specs ---------------------------------------------------------------------------
+def input_spec(example_inputs: Any) -> Any:
+    """A JSON-able description (shapes and dtypes) of example inputs: a tensor, tuple/list or dict.
+
+    Raises:
+        TypeError: an input that is neither a tensor, a sequence, a mapping nor a JSON scalar.
+
+    Example:
+        >>> input_spec({"input_ids": torch.zeros(2, 5, dtype=torch.long)})
+        {'dict': {'input_ids': {'shape': [2, 5], 'dtype': 'int64'}}}
+    """
+    if isinstance(example_inputs, torch.Tensor):
+        return {"shape": list(example_inputs.shape), "dtype": str(example_inputs.dtype).replace("torch.", "")}
+    if isinstance(example_inputs, Mapping):
+        return {"dict": {str(k): input_spec(v) for k, v in example_inputs.items()}}
+    if isinstance(example_inputs, (tuple, list)):
+        return {"tuple": [input_spec(v) for v in example_inputs]}
+    if example_inputs is None or isinstance(example_inputs, (bool, int, float, str)):
+        return {"value": example_inputs}
+    raise TypeError(
+        f"input_spec(): cannot describe an example input of type {type(example_inputs).__name__}; "
+        "use tensors, tuples/lists or dicts of tensors."
+    )
+
+
+def inputs_from_spec(spec: Any, device: torch.device | str | None = None) -> Any:
+    """Build example inputs matching ``spec``: zeros for integer tensors (valid token ids), ones for
+    integer tensors whose key contains ``mask``, seeded normal noise for floating tensors.
+
+    Raises:
+        PruningFileError: a malformed spec.
+    """
+    gen = torch.Generator().manual_seed(0)
+
+    def build(s: Any, key: str = "") -> Any:
+        if not isinstance(s, Mapping):
+            raise PruningFileError(f"inputs_from_spec(): malformed input spec {s!r}.")
+        if "shape" in s:
+            dtype = getattr(torch, str(s["dtype"]), None)
+            if not isinstance(dtype, torch.dtype):
+                raise PruningFileError(f"inputs_from_spec(): unknown dtype {s['dtype']!r} in {s!r}.")
+            shape = [int(d) for d in s["shape"]]
+            if dtype.is_floating_point or dtype.is_complex:
+                t = torch.randn(shape, generator=gen).to(dtype)
+            elif "mask" in key:
+                t = torch.ones(shape, dtype=dtype)
+            else:
+                t = torch.zeros(shape, dtype=dtype)
+            return t.to(device) if device is not None else t
+        if "dict" in s:
+            return {k: build(v, k) for k, v in s["dict"].items()}
+        if "tuple" in s:
+            return tuple(build(v, key) for v in s["tuple"])
+        if "value" in s:
+            return s["value"]
+        raise PruningFileError(f"inputs_from_spec(): malformed input spec {s!r}.")
+
+    return build(spec)
+
+
+def architecture_fingerprint(model: nn.Module) -> list[list[Any]]:
+    """``[[parameter_name, shape], ...]`` for every parameter (shared ones once), in definition order."""
+    return [[name, list(p.shape)] for name, p in model.named_parameters()]
+
+
+# -- the pruning record kept on a model ------------------------------------------------------------
+def pruning_record(model: nn.Module) -> dict[str, Any] | None:
+    """The pruning history torchpare keeps on ``model`` (``None`` if torchpare never pruned it)."""
+    return getattr(model, _RECORD_ATTR, None)
+
+
+def _plan_to_json(plan: Mapping[Any, Sequence[int]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for key, indices in plan.items():
+        gid = key if isinstance(key, str) else getattr(key, "id", None)
+        if not isinstance(gid, str):
+            raise TypeError(f"apply_plan(): plan keys must be group ids or ChannelGroups, got {key!r}.")
+        idx = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
+        out[gid] = sorted(int(i) for i in idx)
+    return out
+
+
+def begin_record(model: nn.Module, example_inputs: Any) -> dict[str, Any]:
+    """Create (if absent) the record on an unpruned ``model``; call *before* pruning it."""
+    record = pruning_record(model)
+    if record is None:
+        record = {
+            "format_version": FORMAT_VERSION,
+            "model_class": type(model).__qualname__,
+            "fingerprint": architecture_fingerprint(model),
+            "example_inputs": input_spec(example_inputs),
+            "steps": [],
+        }
+        # A plain attribute (not a buffer): it survives deepcopy but stays out of the state dict.
+        object.__setattr__(model, _RECORD_ATTR, record)
+    return record
+
+
+def append_step(model: nn.Module, plan: Mapping[Any, Sequence[int]], ignored: Sequence[str]) -> None:
+    """Append one applied plan (indices relative to the sizes at that moment) to ``model``'s record."""
+    record = pruning_record(model)
+    if record is None:
+        raise PruningFileError("append_step(): call begin_record(model, example_inputs) before pruning.")
+    json_plan = {gid: idx for gid, idx in _plan_to_json(plan).items() if idx}
+    if json_plan:
+        record["steps"].append({"ignored": sorted(ignored), "plan": json_plan})
+
+
+def apply_plan(
+    model: nn.Module,
+    example_inputs: Any,
+    plan: Mapping[Any, Sequence[int]],
+    ignored: Sequence[str] = (),
+) -> nn.Module:
+    """Physically prune ``model`` in place with ``plan`` and record it so :func:`save_pruned` works.
+
+    Args:
+        model: The model to prune (modified in place and returned).
+        example_inputs: Inputs to trace the dependency graph with (tensor, tuple or dict of kwargs).
+        plan: ``{group_id: indices of units to remove}`` with ids of ``DependencyGraph.build(model, ...)``.
+        ignored: Module names excluded from pruning when building the graph.
+
+    Returns:
+        ``model``, pruned.
+
+    Raises:
+        KeyError: an unknown group id (raised by the graph, naming close ids).
+        ValueError: a plan removing every unit of a group.
+    """
+    from torchpare.prune.graph import DependencyGraph
+
+    begin_record(model, example_inputs)
+    graph = DependencyGraph.build(model, example_inputs, ignored=tuple(ignored))
+    graph.prune(dict(plan))
+    append_step(model, plan, ignored)
+    return model
+
+
+# -- save / load -----------------------------------------------------------------------------------
+def save_pruned(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Write ``model``'s weights (safetensors) and its pruning config (JSON) into folder ``path``.
+
+    Both files are written atomically. An unpruned model is accepted too (its plan list is empty).
+
+    Args:
+        model: A model pruned by torchpare (its pruning record travels in ``pruning.json``).
+        path: Folder to write ``model.safetensors`` and ``pruning.json`` into (created if missing).
+
+    Raises:
+        PruningFileError: ``model`` was pruned outside torchpare's recorded functions, so the
+            architecture could not be rebuilt on load.
+    """
+    from safetensors.torch import save_model
+
+    record = pruning_record(model)
+    if record is None:
+        # Never pruned by torchpare: only valid if it is still unpruned, i.e. the record is trivial.
+        record = {
+            "format_version": FORMAT_VERSION,
+            "model_class": type(model).__qualname__,
+            "fingerprint": architecture_fingerprint(model),
+            "example_inputs": None,
+            "steps": [],
+        }
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise PruningFileError(f"save_pruned(): {str(folder)!r} is a file; pass a folder path.")
+    folder.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses aliased tensors; save_model de-duplicates tied weights (e.g. LM heads).
+    atomic_save(folder / WEIGHTS_NAME, lambda tmp: save_model(model, tmp))
+    payload = json.dumps({**record, "weights": WEIGHTS_NAME}, indent=1).encode()
+    atomic_write_bytes(folder / CONFIG_NAME, payload)
+
+
+def _check_fingerprint(model: nn.Module, expected: list[list[Any]], where: str) -> None:
+    have = {name: shape for name, shape in architecture_fingerprint(model)}
+    want = {name: shape for name, shape in expected}
+    for name, shape in expected:
+        if name not in have:
+            raise PruningFileError(
+                f"{where}: the file was made for another architecture: it has parameter {name!r} "
+                f"{tuple(shape)} that {type(model).__name__} lacks. Pass an unpruned instance of the "
+                "model the file was saved from."
+            )
+        if list(have[name]) != list(shape):
+            raise PruningFileError(
+                f"{where}: the file was made for another architecture (or the model is already "
+                f"pruned): parameter {name!r} has shape {tuple(have[name])} here but {tuple(shape)} "
+                "in the file. Pass a fresh, unpruned instance of the same model."
+            )
+    extra = [n for n in have if n not in want]
+    if extra:
+        raise PruningFileError(
+            f"{where}: the file was made for another architecture: {type(model).__name__} has parameter "
+            f"{extra[0]!r} that the file does not know."
+        )
+
+
+def load_pruned(path: str | os.PathLike[str], model: nn.Module, example_inputs: Any = None) -> nn.Module:
+    """Rebuild a pruned model from an *unpruned* instance of the same architecture and load its weights.
+
+    Args:
+        path: Folder written by :func:`save_pruned`.
+        model: A fresh, unpruned instance of the model that was pruned (modified in place).
+        example_inputs: Inputs to trace the graph with; default: built from the spec in the file.
+
+    Returns:
+        ``model``, pruned exactly as the saved one and holding its weights.
+
+    Raises:
+        PruningFileError: missing files, a malformed config, or an architecture that differs from
+            the saved one (the message names the first differing parameter).
+    """
+    from safetensors.torch import load_model
+
+    folder = Path(path)
+    cfg_file, weights_file = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for f in (cfg_file, weights_file):
+        if not f.is_file():
+            raise PruningFileError(
+                f"load_pruned(): {str(f)!r} not found; pass a folder written by save_pruned()."
+            )
+    try:
+        record = json.loads(cfg_file.read_text())
+        steps = record["steps"]
+        fingerprint = record["fingerprint"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise PruningFileError(
+            f"load_pruned(): {str(cfg_file)!r} is not a torchpare pruning config ({exc})."
+        ) from None
+    if record.get("format_version") != FORMAT_VERSION:
+        raise PruningFileError(
+            f"load_pruned(): {str(cfg_file)!r} has format_version {record.get('format_version')!r}; "
+            f"this torchpare reads version {FORMAT_VERSION}."
+        )
+    _check_fingerprint(model, fingerprint, f"load_pruned({str(folder)!r})")
+    if steps:
+        if example_inputs is None:
+            if record.get("example_inputs") is None:
+                raise PruningFileError(f"load_pruned(): {str(cfg_file)!r} stores no example-input spec.")
+            device = next((p.device for p in model.parameters()), None)
+            example_inputs = inputs_from_spec(record["example_inputs"], device)
+        from torchpare.prune.graph import DependencyGraph
+
+        begin_record(model, example_inputs)
+        graph = None
+        graph_ignored: list[str] | None = None
+        for step in steps:
+            if graph is None or step["ignored"] != graph_ignored:
+                graph_ignored = list(step["ignored"])
+                graph = DependencyGraph.build(model, example_inputs, ignored=tuple(graph_ignored))
+            graph.prune({gid: list(idx) for gid, idx in step["plan"].items()})
+            append_step(model, step["plan"], graph_ignored)
+    missing, unexpected = load_model(model, str(weights_file), strict=False)
+    if missing or unexpected:
+        raise PruningFileError(
+            f"load_pruned(): weights in {str(weights_file)!r} do not fit the rebuilt model: "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
+        )
+    return model
+
+
+# -- ONNX ------------------------------------------------------------------------------------------
+def export_onnx(
+    model: nn.Module,
+    example_inputs: Any,
+    path: str | os.PathLike[str],
+    *,
+    opset_version: int = 17,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+) -> Path:
+    """Export a (pruned) model to an ONNX file with ``torch.onnx.export`` (TorchScript exporter).
+
+    The export runs on a copy in eval mode, so the caller's model keeps its mode; the file is written
+    atomically.
+
+    Args:
+        model: The model to export.
+        example_inputs: A tensor, a tuple of positional tensors, or a dict of keyword tensors.
+        path: Target ``.onnx`` file.
+        opset_version: ONNX opset.
+        input_names: Graph input names; default: dict keys, or ``input_0, input_1, ...``.
+        output_names: Graph output names; default ``output_0, ...`` chosen by the exporter.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ImportError: the ``onnx`` extra is not installed (``pip install 'torchpare[onnx]'``).
+    """
+    try:
+        import onnx  # noqa: F401  (the exporter needs it; fail early with the install hint)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("export_onnx() needs onnx: pip install 'torchpare[onnx]'") from exc
+    path = Path(path)
+    if isinstance(example_inputs, Mapping):
+        args: tuple[Any, ...] = ((), dict(example_inputs))
+        names = list(input_names) if input_names is not None else list(example_inputs)
+    else:
+        args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        names = list(input_names) if input_names is not None else [f"input_{i}" for i in range(len(args))]
+    exported = copy.deepcopy(model).eval()
+
+    def write(tmp: str) -> None:
+        torch.onnx.export(
+            exported,
+            args,
+            tmp,
+            input_names=names,
+            output_names=list(output_names) if output_names is not None else None,
+            opset_version=opset_version,
+            dynamo=False,
+        )
+
+    atomic_save(path, write)
+    return path

@@ -1,0 +1,106 @@
+"""Turn an exported channel config into a physically smaller model: :func:`deploy_subnet`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchpare._utils import did_you_mean
+
+__all__ = ["deploy_subnet", "module_channels"]
+
+
+def module_channels(module: nn.Module) -> tuple[int, int] | None:
+    """``(in_channels, out_channels)`` read from a layer's weight shape (``None`` for weightless ones).
+
+    Example:
+        >>> module_channels(nn.Conv2d(3, 8, 3)), module_channels(nn.BatchNorm2d(8))
+        ((3, 8), (8, 8))
+    """
+    weight = getattr(module, "weight", None)
+    if isinstance(module, nn.modules.conv._ConvNd) and isinstance(weight, torch.Tensor):
+        if module.transposed:
+            return int(weight.shape[0]), int(weight.shape[1]) * module.groups
+        return int(weight.shape[1]) * module.groups, int(weight.shape[0])
+    if isinstance(module, nn.modules.batchnorm._NormBase):
+        n = module.running_mean.shape[0] if weight is None else weight.shape[0]  # type: ignore[union-attr]
+        return int(n), int(n)
+    if not isinstance(weight, torch.Tensor):
+        return None
+    if type(module).__name__ == "Conv1D" and weight.ndim == 2:  # transformers' GPT-2 layer: (in, out)
+        return int(weight.shape[0]), int(weight.shape[1])
+    if weight.ndim >= 2:
+        return int(weight.shape[1]), int(weight.shape[0])
+    return int(weight.shape[0]), int(weight.shape[0])
+
+
+def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inputs: Any = None) -> nn.Module:
+    """Physically prune ``model`` in place to ``channel_cfg`` (from ``StructurePruner.export_subnet``).
+
+    The kept unit indices of every space are used (not the first ``n`` channels), so a fresh copy
+    holding the supernet's weights computes what the masked supernet computed.
+
+    Args:
+        model: An unpruned instance of the supernet's architecture (weights already loaded).
+        channel_cfg: The exported config (its ``"__subnet__"`` entry is required).
+        example_inputs: Inputs to trace the graph; default: rebuilt from the spec in ``channel_cfg``.
+
+    Returns:
+        ``model``, pruned and carrying its pruning record (so ``save_pruned`` works).
+
+    Raises:
+        KeyError: ``channel_cfg`` lacks ``"__subnet__"`` or names a space the model does not have.
+        ValueError: a space whose size differs from the model's, or a pruned layer whose channels do
+            not match ``channel_cfg`` (the message names the module).
+    """
+    from torchpare.prune.graph import DependencyGraph
+    from torchpare.prune.io import append_step, begin_record, inputs_from_spec
+
+    who = "deploy_subnet()"
+    if "__subnet__" not in channel_cfg:
+        raise KeyError(
+            f"{who}: channel_cfg has no '__subnet__' entry; pass the dict export_subnet() returned."
+        )
+    meta = channel_cfg["__subnet__"]
+    if example_inputs is None:
+        device = next((p.device for p in model.parameters()), None)
+        example_inputs = inputs_from_spec(meta["example_inputs"], device)
+    ignored = tuple(meta.get("ignored", ()))
+    graph = DependencyGraph.build(model, example_inputs, ignored=ignored)
+    known = {g.id: g for g in graph.all_groups()}
+    plan: dict[str, list[int]] = {}
+    for gid, space in meta["groups"].items():
+        if gid not in known:
+            raise KeyError(f"{who}: the model has no channel group {gid!r}{did_you_mean(gid, known)}.")
+        size = known[gid].size
+        if int(space["size"]) != size:
+            raise ValueError(
+                f"{who}: space {gid!r} has {space['size']} units in channel_cfg but {size} in "
+                f"{type(model).__name__}; deploy onto an unpruned instance of the same architecture."
+            )
+        kept = {int(i) for i in space["kept"]}
+        if not kept or not kept <= set(range(size)):
+            raise ValueError(
+                f"{who}: space {gid!r} keeps {sorted(kept)[:8]}..., not a non-empty subset of 0..{size - 1}."
+            )
+        removed = [i for i in range(size) if i not in kept]
+        if removed:
+            plan[gid] = removed
+    begin_record(model, example_inputs)
+    if plan:
+        graph.prune(plan)
+        append_step(model, plan, ignored)
+    for name, entry in channel_cfg.items():
+        if name == "__subnet__":
+            continue
+        got = module_channels(model.get_submodule(name))
+        want = (entry["in_channels"], entry["out_channels"])
+        if got is not None and tuple(got) != tuple(want):
+            raise ValueError(
+                f"{who}: after pruning, {name!r} has (in, out) channels {got} but channel_cfg says {want}; "
+                "the config was exported from a different architecture."
+            )
+    return model

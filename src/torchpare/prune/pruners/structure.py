@@ -1,0 +1,422 @@
+"""Channel spaces and subnets over one supernet: :class:`StructurePruner` and its samplers.
+
+Every prunable :class:`~torchpare.prune.ChannelGroup` of the model is one *space*; a *subnet* maps
+space ids to boolean masks over the group's units (channels or heads). ``set_subnet`` applies masks
+in place without changing any shape (masked units are zeroed where consumers read them, see
+``_masking.py`` for why), so many subnets can be trained inside one supernet; ``export_subnet`` and
+:func:`~torchpare.prune.deploy_subnet` turn a subnet into a physically smaller model that computes
+the same outputs as the masked supernet.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchpare._utils import did_you_mean
+from torchpare.prune.pruners._masking import InputMasker, consumer_sites, member_owner
+from torchpare.registry import PRUNERS
+
+__all__ = ["StructurePruner", "RatioPruner", "RandomPruner", "resolve_ignored"]
+
+_DEFAULT_EXCEPT = ("head.fc",)
+Subnet = dict[str, torch.Tensor]
+
+
+def resolve_ignored(
+    model: nn.Module,
+    ignored: Iterable[str | nn.Module] | None,
+    except_start_keys: Iterable[str] | None,
+    who: str,
+    strict_keys: bool = True,
+) -> list[str]:
+    """Module names excluded from pruning: ``ignored`` (names or modules) plus every module whose name
+    starts with one of ``except_start_keys``.
+
+    Raises:
+        ValueError: an ignored name or (with ``strict_keys``) a start key that matches no module.
+        TypeError: an ignored entry that is neither a name nor a submodule of ``model``.
+    """
+    names = [n for n, _ in model.named_modules() if n]
+    by_id = {id(m): n for n, m in model.named_modules()}
+    out: list[str] = []
+    for item in ignored or ():
+        if isinstance(item, nn.Module):
+            if id(item) not in by_id:
+                raise TypeError(
+                    f"{who}: ignored module {type(item).__name__} is not a submodule of the model."
+                )
+            out.append(by_id[id(item)])
+        elif isinstance(item, str):
+            if item not in names:
+                raise ValueError(
+                    f"{who}: ignored={item!r} is no module of {type(model).__name__}"
+                    f"{did_you_mean(item, names)}. Use names from model.named_modules()."
+                )
+            out.append(item)
+        else:
+            raise TypeError(f"{who}: ignored entries must be module names or modules, got {item!r}.")
+    for key in except_start_keys or ():
+        hits = [n for n in names if n == key or n.startswith(key)]
+        if not hits and strict_keys:
+            raise ValueError(
+                f"{who}: except_start_keys entry {key!r} matches no module of {type(model).__name__}"
+                f"{did_you_mean(key, names)}."
+            )
+        out.extend(hits)
+    return sorted(set(out))
+
+
+def _as_mask(value: Any, size: int, space: str, who: str) -> torch.Tensor:
+    mask = torch.as_tensor(value).detach().flatten().cpu()
+    if mask.dtype != torch.bool:
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError(f"{who}: mask of space {space!r} must hold only 0/1 or booleans.")
+        mask = mask.bool()
+    if mask.numel() != size:
+        raise ValueError(
+            f"{who}: mask of space {space!r} has {mask.numel()} entries but the space has {size} units."
+        )
+    if not bool(mask.any()):
+        raise ValueError(f"{who}: the mask of space {space!r} removes all {size} units; keep at least one.")
+    return mask
+
+
+@PRUNERS.register()
+class StructurePruner:
+    """Channel spaces over a model, with subnets applied as masks and exported as smaller models.
+
+    Args:
+        model: The supernet (kept in place; hooks are added only while a subnet is set).
+        example_inputs: Inputs to trace the dependency graph (tensor, tuple, or dict of kwargs).
+        ignored: Module names (or modules) whose output channels are not pruned.
+        except_start_keys: Prefixes of module names excluded as well (MMRazor style); the default
+            ``("head.fc",)`` is skipped silently on models without such a module.
+
+    Raises:
+        ValueError: the model has no prunable group, or an exclusion names no module.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> pruner = StructurePruner(net, torch.randn(1, 4))
+        >>> list(pruner.channel_spaces)
+        ['0']
+        >>> pruner.set_subnet({"0": torch.arange(8) < 3})
+        >>> cfg = pruner.export_subnet()
+        >>> cfg["0"]["out_channels"], cfg["0"]["raw_out_channels"]
+        (3, 8)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        ignored: Iterable[str | nn.Module] | None = None,
+        except_start_keys: Sequence[str] | None = _DEFAULT_EXCEPT,
+    ) -> None:
+        from torchpare.prune.graph import DependencyGraph
+
+        who = type(self).__name__
+        self.model = model
+        self.example_inputs = example_inputs
+        self.ignored = resolve_ignored(
+            model, ignored, except_start_keys, who, strict_keys=except_start_keys is not _DEFAULT_EXCEPT
+        )
+        self.graph = DependencyGraph.build(model, example_inputs, ignored=tuple(self.ignored))
+        self.groups = {}
+        self.skipped: dict[str, str] = {}
+        sites = {}
+        for group in self.graph.groups():
+            if not group.exact:
+                self.skipped[group.id] = "masking is not exact for it (e.g. it passes through a LayerNorm)"
+                continue
+            try:
+                group_sites = consumer_sites(model, group, who)
+            except ValueError as exc:
+                self.skipped[group.id] = str(exc)
+                continue
+            if not group_sites:
+                self.skipped[group.id] = "no layer reads its units, so masking it changes nothing"
+                continue
+            self.groups[group.id] = group
+            sites[group.id] = group_sites
+        if not self.groups:
+            raise ValueError(
+                f"{who}: {type(model).__name__} has no channel group that can be masked "
+                f"(skipped: {self.skipped or 'none'}).\n{self.graph.report()}"
+            )
+        self._masker = InputMasker(model, sites)
+        self._subnet: Subnet = self.max_subnet()
+
+    # -- spaces and subnets ---------------------------------------------------------------------
+    @property
+    def channel_spaces(self) -> Subnet:
+        """``{space_id: all-True bool mask}``: one space per maskable channel group."""
+        return {gid: torch.ones(g.size, dtype=torch.bool) for gid, g in self.groups.items()}
+
+    @property
+    def current_subnet(self) -> Subnet:
+        """The masks now applied (copies)."""
+        return {gid: m.clone() for gid, m in self._subnet.items()}
+
+    def max_subnet(self) -> Subnet:
+        """Every unit kept."""
+        return self.channel_spaces
+
+    def _min_keep(self, size: int) -> int:
+        return 1
+
+    def min_subnet(self) -> Subnet:
+        """The smallest subnet of each space (kept units first)."""
+        return {gid: torch.arange(g.size) < self._min_keep(g.size) for gid, g in self.groups.items()}
+
+    def sample_subnet(self, generator: torch.Generator | None = None) -> Subnet:
+        """A random subnet: per space a uniform keep count, then that many random units."""
+        subnet = {}
+        for gid, g in self.groups.items():
+            low = self._min_keep(g.size)
+            keep = int(torch.randint(low, g.size + 1, (1,), generator=generator))
+            chosen = torch.randperm(g.size, generator=generator)[:keep]
+            mask = torch.zeros(g.size, dtype=torch.bool)
+            mask[chosen] = True
+            subnet[gid] = mask
+        return subnet
+
+    def check_subnet(self, subnet: Mapping[str, Any]) -> Subnet:
+        """Validate ``subnet`` and return it as bool masks (spaces it omits keep every unit).
+
+        Raises:
+            KeyError: an unknown space id (naming the closest ones).
+            ValueError: a mask of the wrong length, with values other than 0/1, or removing all units.
+        """
+        who = f"{type(self).__name__}.set_subnet()"
+        if not isinstance(subnet, Mapping):
+            raise TypeError(f"{who}: a subnet is a dict {{space_id: mask}}, got {type(subnet).__name__}.")
+        out = self.max_subnet()
+        for gid, value in subnet.items():
+            if gid not in self.groups:
+                hint = f" (skipped: {self.skipped[gid]})" if gid in self.skipped else ""
+                raise KeyError(
+                    f"{who}: unknown space {gid!r}{hint}{did_you_mean(str(gid), self.groups)}. "
+                    f"Spaces: {', '.join(self.groups)}."
+                )
+            out[gid] = _as_mask(value, self.groups[gid].size, gid, who)
+        return out
+
+    def set_subnet(self, subnet: Mapping[str, Any]) -> None:
+        """Apply ``subnet`` in place: masked units read as zeros; no shape changes.
+
+        Raises:
+            KeyError, ValueError: see :meth:`check_subnet`.
+        """
+        masks = self.check_subnet(subnet)
+        self._masker.set_masks(masks)
+        self._subnet = masks
+
+    def set_max_channel(self) -> None:
+        """Keep every unit: removes every masking hook, so outputs equal the unmasked model's exactly."""
+        self._masker.remove()
+        self._subnet = self.max_subnet()
+
+    def set_min_channel(self) -> None:
+        """Apply :meth:`min_subnet`."""
+        self.set_subnet(self.min_subnet())
+
+    def remove_hooks(self) -> None:
+        """Alias of :meth:`set_max_channel`; call when done with the pruner."""
+        self.set_max_channel()
+
+    def __enter__(self) -> StructurePruner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove_hooks()
+
+    # -- bins -------------------------------------------------------------------------------------
+    def _bin_index(self, gid: str, max_channel_bins: int, who: str) -> torch.Tensor:
+        size = self.groups[gid].size
+        if max_channel_bins > size:
+            raise ValueError(
+                f"{who}: space {gid!r} has {size} units, fewer than max_channel_bins={max_channel_bins}."
+            )
+        # Near-equal contiguous bins (equal when size is a multiple of max_channel_bins).
+        return torch.arange(size) * max_channel_bins // size
+
+    def get_max_channel_bins(self, max_channel_bins: int) -> Subnet:
+        """``{space_id: all-True bool[max_channel_bins]}``: every bin switched on.
+
+        Raises:
+            ValueError: ``max_channel_bins < 1`` or larger than a space's size.
+        """
+        who = f"{type(self).__name__}.get_max_channel_bins()"
+        if int(max_channel_bins) < 1:
+            raise ValueError(f"{who}: max_channel_bins must be >= 1, got {max_channel_bins}.")
+        for gid in self.groups:
+            self._bin_index(gid, max_channel_bins, who)
+        return {gid: torch.ones(max_channel_bins, dtype=torch.bool) for gid in self.groups}
+
+    def set_channel_bins(self, channel_bins: Mapping[str, Any], max_channel_bins: int) -> None:
+        """Switch bins on/off: each space's units are split into ``max_channel_bins`` contiguous bins.
+
+        Raises:
+            KeyError: unknown space. ValueError: wrong number of bins, or all bins off.
+        """
+        who = f"{type(self).__name__}.set_channel_bins()"
+        subnet = {}
+        for gid, bins in channel_bins.items():
+            if gid not in self.groups:
+                raise KeyError(f"{who}: unknown space {gid!r}{did_you_mean(str(gid), self.groups)}.")
+            bin_mask = _as_mask(bins, max_channel_bins, gid, who)
+            subnet[gid] = bin_mask[self._bin_index(gid, max_channel_bins, who)]
+        self.set_subnet(subnet)
+
+    # -- export -----------------------------------------------------------------------------------
+    @contextmanager
+    def _hooks_suspended(self) -> Any:
+        masks = self._subnet
+        self._masker.remove()
+        try:
+            yield
+        finally:
+            self._masker.set_masks(masks)
+
+    def export_subnet(self, subnet: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The channel config of ``subnet`` (default: the current one), JSON-serialisable.
+
+        Returns:
+            ``{module_name: {"in_channels", "out_channels", "raw_in_channels", "raw_out_channels"}}``
+            for every module touched by a space, plus the key ``"__subnet__"`` holding what
+            :func:`deploy_subnet` needs: per space the kept unit indices and size, the ignored
+            modules and the example-input spec.
+        """
+        from torchpare.prune.io import input_spec
+        from torchpare.prune.pruners.deploy import deploy_subnet, module_channels
+
+        masks = self.current_subnet if subnet is None else self.check_subnet(subnet)
+        groups = {
+            gid: {
+                "size": self.groups[gid].size,
+                "unit": self.groups[gid].unit,
+                "kept": mask.nonzero().flatten().tolist(),
+            }
+            for gid, mask in masks.items()
+        }
+        meta = {
+            "groups": groups,
+            "ignored": list(self.ignored),
+            "example_inputs": input_spec(self.example_inputs),
+        }
+        names = sorted({member_owner(m)[0] for g in self.groups.values() for m in g.members})
+        with self._hooks_suspended():
+            raw = {n: module_channels(self.model.get_submodule(n)) for n in names}
+            clone = copy.deepcopy(self.model)
+        pruned = deploy_subnet(clone, {"__subnet__": meta}, self.example_inputs)
+        cfg: dict[str, Any] = {}
+        for name in names:
+            before, after = raw[name], module_channels(pruned.get_submodule(name))
+            if before is None or after is None:
+                continue
+            cfg[name] = {
+                "in_channels": after[0],
+                "out_channels": after[1],
+                "raw_in_channels": before[0],
+                "raw_out_channels": before[1],
+            }
+        cfg["__subnet__"] = meta
+        return cfg
+
+
+@PRUNERS.register()
+class RatioPruner(StructurePruner):
+    """Samples one width ratio per space from ``ratios``; kept units come first (slimmable style).
+
+    Args:
+        model, example_inputs, ignored, except_start_keys: as :class:`StructurePruner`.
+        ratios: Candidate width ratios in ``(0, 1]``; a space of ``n`` units keeps ``ceil(r * n)``.
+
+    Raises:
+        ValueError: an empty ``ratios`` or a ratio outside ``(0, 1]``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        ratios: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+        ignored: Iterable[str | nn.Module] | None = None,
+        except_start_keys: Sequence[str] | None = _DEFAULT_EXCEPT,
+    ) -> None:
+        ratios = tuple(float(r) for r in ratios)
+        if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
+            raise ValueError(f"RatioPruner: ratios must be a non-empty sequence in (0, 1], got {ratios}.")
+        self.ratios = tuple(sorted(set(ratios)))
+        super().__init__(model, example_inputs, ignored=ignored, except_start_keys=except_start_keys)
+
+    def _keep(self, size: int, ratio: float) -> int:
+        return max(1, min(size, math.ceil(ratio * size - 1e-9)))
+
+    def _min_keep(self, size: int) -> int:
+        return self._keep(size, self.ratios[0])
+
+    def ratio_subnet(self, ratio: float | Mapping[str, float]) -> Subnet:
+        """The subnet keeping the first ``ceil(ratio * size)`` units of each space."""
+        out = {}
+        for gid, g in self.groups.items():
+            r = ratio[gid] if isinstance(ratio, Mapping) else ratio
+            out[gid] = torch.arange(g.size) < self._keep(g.size, float(r))
+        return out
+
+    def sample_subnet(self, generator: torch.Generator | None = None) -> Subnet:
+        """One ratio per space, drawn uniformly from ``ratios``."""
+        picks = torch.randint(len(self.ratios), (len(self.groups),), generator=generator).tolist()
+        return self.ratio_subnet({gid: self.ratios[i] for gid, i in zip(self.groups, picks)})
+
+
+@PRUNERS.register()
+class RandomPruner(StructurePruner):
+    """Samples random masks: each space keeps a uniform fraction in ``keep_range`` of random units.
+
+    Args:
+        model, example_inputs, ignored, except_start_keys: as :class:`StructurePruner`.
+        keep_range: ``(low, high)`` fractions of units kept, ``0 < low <= high <= 1``.
+
+    Raises:
+        ValueError: an invalid ``keep_range``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        keep_range: tuple[float, float] = (0.25, 1.0),
+        ignored: Iterable[str | nn.Module] | None = None,
+        except_start_keys: Sequence[str] | None = _DEFAULT_EXCEPT,
+    ) -> None:
+        low, high = (float(v) for v in keep_range)
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"RandomPruner: keep_range must satisfy 0 < low <= high <= 1, got {keep_range}.")
+        self.keep_range = (low, high)
+        super().__init__(model, example_inputs, ignored=ignored, except_start_keys=except_start_keys)
+
+    def _min_keep(self, size: int) -> int:
+        return max(1, math.ceil(self.keep_range[0] * size - 1e-9))
+
+    def sample_subnet(self, generator: torch.Generator | None = None) -> Subnet:
+        """Per space: a uniform keep count in ``keep_range``, then that many random units."""
+        subnet = {}
+        for gid, g in self.groups.items():
+            low = self._min_keep(g.size)
+            high = max(low, math.floor(self.keep_range[1] * g.size + 1e-9))
+            keep = int(torch.randint(low, high + 1, (1,), generator=generator))
+            mask = torch.zeros(g.size, dtype=torch.bool)
+            mask[torch.randperm(g.size, generator=generator)[:keep]] = True
+            subnet[gid] = mask
+        return subnet

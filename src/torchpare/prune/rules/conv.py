@@ -1,0 +1,124 @@
+"""Convolutions (1d/2d/3d, transposed, grouped, depthwise) and their functional forms.
+
+Grouping: with ``groups == 1`` weight rows produce and columns read channels. Depthwise-like
+(one input channel per group) ties input channel ``j`` with its output rows into one unit; removing it
+reduces ``groups``. Other grouped convs prune *slots*: input slot ``k`` (column ``k``) across every group
+is one unit, output slot ``l`` (row ``l`` of every group) another, so ``groups`` stays valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchpare.prune.graph.propagation import LabelContext
+from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, FunctionRule, ModuleRule, slice_tensor_attr
+from torchpare.prune.rules.registry import register_rule
+
+__all__ = ["ConvRule", "FunctionalConvRule", "conv_like"]
+
+
+def conv_like(
+    ctx: LabelContext,
+    x: torch.Tensor | None,
+    owner: str,
+    weight: torch.Tensor,
+    bias: bool,
+    groups: int,
+    out_shape: Any,
+    n_spatial: int,
+    where: str,
+    transposed: bool = False,
+) -> torch.Tensor:
+    """Union input channels with the weight's slices and return output labels (channels on dim 1,
+    or dim 0 for unbatched input)."""
+    ch_dim = 1 if len(out_shape) == n_spatial + 2 else 0
+    in_dim, out_dim = (0, 1) if transposed else (1, 0)
+    out = ctx.param(owner, "weight", out_dim, ROLE_OUT)
+    if bias:
+        ctx.union(out, ctx.param(owner, "bias", 0, ROLE_OUT))
+    if x is None:
+        return ctx.along(out, out_shape, ch_dim)
+    ch = ctx.channels(x, ch_dim, where)
+    if transposed and groups != 1:
+        reason = f"{where}: grouped transposed convolution"
+        ctx.block(x, reason)
+        ctx.block(out, reason)
+        return ctx.along(out, out_shape, ch_dim)
+    if groups == 1:
+        ctx.union(ch, ctx.param(owner, "weight", in_dim, ROLE_IN))
+        return ctx.along(out, out_shape, ch_dim)
+    per_in = weight.shape[1]
+    c_out = weight.shape[0]
+    per_out = c_out // groups
+    if per_in == 1:  # depthwise (with channel multiplier per_out)
+        ctx.union(ch.repeat_interleave(per_out), out)
+        for k in range(1, per_out):
+            ctx.union(out.view(groups, per_out)[:, 0], out.view(groups, per_out)[:, k])
+    else:
+        ctx.union(ch, ctx.param(owner, "weight", in_dim, ROLE_IN).repeat(groups))
+        slots = out.view(groups, per_out)
+        ctx.union(slots, slots[:1].expand(groups, per_out))
+    return ctx.along(out, out_shape, ch_dim)
+
+
+class ConvRule(ModuleRule):
+    """``nn.Conv1d/2d/3d`` and ``nn.ConvTranspose1d/2d/3d``."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        m = call.module
+        return conv_like(ctx, ctx.label(call.arg(0, "input")), call.module_name, m.weight, m.bias is not None,
+                         m.groups, call.output.shape, len(m.kernel_size), call.where, m.transposed)
+
+    def prune(self, module: nn.Module, keep: Mapping[tuple[str, int], torch.Tensor]) -> None:
+        groups, transposed = module.groups, module.transposed
+        per_out = module.out_channels // groups
+        depthwise = groups > 1 and module.weight.shape[1] == 1 and not transposed
+        for (path, dim), idx in keep.items():
+            slice_tensor_attr(module, path, dim, idx)
+        w = module.weight
+        if transposed:
+            module.in_channels, module.out_channels = w.shape[0], w.shape[1] * groups
+        elif depthwise:
+            module.groups = w.shape[0] // per_out
+            module.in_channels, module.out_channels = module.groups, w.shape[0]
+        else:
+            module.in_channels, module.out_channels = w.shape[1] * groups, w.shape[0]
+
+    def update(self, module: nn.Module) -> None:
+        w = module.weight
+        if module.transposed:
+            module.in_channels, module.out_channels = w.shape[0], w.shape[1] * module.groups
+        else:
+            module.in_channels, module.out_channels = w.shape[1] * module.groups, w.shape[0]
+
+
+class FunctionalConvRule(FunctionRule):
+    """``F.conv{1,2,3}d`` with the weight a parameter of a module traced through."""
+
+    def __init__(self, n_spatial: int) -> None:
+        self.n_spatial = n_spatial
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        x, w, b = call.arg(0, "input"), call.arg(1, "weight"), call.arg(2, "bias")
+        groups = call.arg(6, "groups", 1)
+        wname = ctx.param_names.get(id(w))
+        bname = ctx.param_names.get(id(b)) if b is not None else None
+        owner, _, wp = (wname or "").rpartition(".")
+        if wname is None or wp != "weight" or (b is not None and bname != f"{owner}.bias".lstrip(".")):
+            reason = f"{call.where}: convolution weights that are not a module's weight/bias"
+            for t in (x, w, b):
+                ctx.block(ctx.label(t), reason)
+            return ctx.constant(ctx.sentinel(reason), call.output.shape)
+        return conv_like(ctx, ctx.label(x), owner, w, b is not None, groups, call.output.shape,
+                         self.n_spatial, call.where)
+
+
+register_rule((nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d),
+              ConvRule())
+for _n, _f in ((1, F.conv1d), (2, F.conv2d), (3, F.conv3d)):
+    register_rule(_f, FunctionalConvRule(_n))

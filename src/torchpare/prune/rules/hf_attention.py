@@ -1,0 +1,425 @@
+"""Head-granular pruning rules for Hugging Face attention modules (transformers 5.x).
+
+An attention module becomes one trace leaf owning its projections. Its unit is a whole head: the
+query, key and value rows of head ``h`` and the output-projection columns reading it are one unit, so
+``head_dim`` is never cut (rotary embeddings pair dims inside a head; the forward reshapes to
+``(..., -1, head_dim)``). With grouped-query attention (``n_kv < n_q``) the unit is a *kv head*: its
+key/value rows, the rows of the ``n_q / n_kv`` query heads that read it and their output columns.
+
+Three layouts are handled, matching what the forwards in transformers 5.23 read:
+
+* :class:`ProjAttentionRule`: ``q_proj``/``k_proj``/``v_proj``/``o_proj`` + ``head_dim`` (LLaMA, ViT,
+  Mistral, Qwen2/3, Gemma and the other models whose forward reshapes with ``(*input_shape, -1,
+  self.head_dim)``); ``q_norm``/``k_norm`` over ``head_dim`` are kept whole.
+* :class:`SelfAttentionRule`: BERT-style ``query``/``key``/``value`` + ``attention_head_size``; the
+  output ``dense`` lives in a sibling module and is handled by the generic Linear rule.
+* :class:`GPT2AttentionRule`: fused ``c_attn`` (``Conv1D``, q|k|v thirds) + ``c_proj``; ``split_size``
+  and ``num_heads`` are refreshed.
+
+The surgery updates the *module* attributes the forwards read (``num_heads``, ``num_attention_heads``,
+``num_key_value_heads``, ``all_head_size``, ``split_size``, Linear/Conv1D sizes) and never the shared
+``config``: after pruning, layers have different head counts, which one config cannot express.
+
+Transformers classes are registered by :func:`register_transformers_rules`, which scans the
+transformers modeling modules already imported (importing them all would cost seconds). It runs when
+this file is imported and is cheap to call again before a trace.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, ModuleRule
+from torchpare.prune.rules.registry import MODULE_RULES, register_rule
+
+__all__ = [
+    "ProjAttentionRule",
+    "SelfAttentionRule",
+    "GPT2AttentionRule",
+    "register_transformers_rules",
+    "UnsupportedAttentionError",
+]
+
+# Module attributes holding head counts that forwards (or attention kernels) read; refreshed after surgery.
+_Q_HEAD_ATTRS = ("num_heads", "num_attention_heads")
+_KV_HEAD_ATTRS = ("num_key_value_heads", "num_kv_heads")
+# Keyword names under which cross-attention modules receive the encoder states that feed keys/values.
+_KV_SOURCE_ARGS = ("key_value_states", "encoder_hidden_states")
+
+
+class UnsupportedAttentionError(ValueError):
+    """An attention module matched by class has a layout this rule cannot prune by heads."""
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _bind(call: Call) -> dict[str, Any]:
+    """The call's arguments by parameter name (attention forwards take most of them as keywords)."""
+    try:
+        bound = inspect.signature(call.module.forward).bind_partial(*call.args, **call.kwargs)
+    except (TypeError, ValueError):
+        return dict(call.kwargs)
+    args = dict(bound.arguments)
+    args.update(args.pop("kwargs", {}) or {})
+    return args
+
+
+def _input_channels(ctx: Any, call: Call, args: dict[str, Any], name: str) -> torch.Tensor | None:
+    t = args.get(name)
+    if not isinstance(t, torch.Tensor):
+        return None
+    return ctx.channels(ctx.label(t), -1, call.where)
+
+
+def _linear_like_sizes(layer: nn.Module) -> tuple[int, int]:
+    """``(in, out)`` of an ``nn.Linear`` (weight ``(out, in)``) or an HF ``Conv1D`` (weight ``(in, out)``)."""
+    if isinstance(layer, nn.Linear):
+        return layer.in_features, layer.out_features
+    w = layer.weight
+    return int(w.shape[0]), int(w.shape[1])
+
+
+def _refresh_linear(layer: nn.Module) -> None:
+    if isinstance(layer, nn.Linear):
+        layer.out_features, layer.in_features = (int(s) for s in layer.weight.shape)
+    elif hasattr(layer, "nf") and hasattr(layer, "nx"):  # HF Conv1D reads nf in forward
+        layer.nx, layer.nf = (int(s) for s in layer.weight.shape)
+
+
+def _set_if_present(module: nn.Module, names: Iterable[str], value: int) -> None:
+    for attr in names:
+        if isinstance(getattr(module, attr, None), int):
+            setattr(module, attr, value)
+
+
+def _check_params(module: nn.Module, allowed: set[str], head_dim: int, who: str, where: str) -> None:
+    """Refuse modules holding parameters the rule would not slice (per-head sinks, bias tables...)."""
+    for pname, p in module.named_parameters():
+        if pname in allowed:
+            continue
+        owner = pname.rsplit(".", 1)[0]
+        if owner in ("q_norm", "k_norm") and p.numel() == head_dim:  # per-head-dim norms shared by all heads
+            continue
+        raise UnsupportedAttentionError(
+            f"{who}: {type(module).__name__} at {where!r} has parameter {pname!r} {tuple(p.shape)} that "
+            f"head pruning would not slice; add it to ignored= or register a rule for this class."
+        )
+
+
+def _label_outputs(ctx: Any, output: Any, hidden_labels: torch.Tensor, head_labels: torch.Tensor) -> Any:
+    """Labels for ``(attn_output, attn_weights, ...)``: hidden channels on the last dim of the first
+    tensor, query heads on dim 1 of 4-D attention weights; anything else is fixed."""
+    if isinstance(output, torch.Tensor):
+        return ctx.along(hidden_labels, output.shape, dim=-1)
+    if not isinstance(output, (tuple, list)):
+        return None
+    labels: list[Any] = []
+    for i, item in enumerate(output):
+        if not isinstance(item, torch.Tensor):
+            labels.append(None)
+        elif i == 0:
+            labels.append(ctx.along(hidden_labels, item.shape, dim=-1))
+        elif item.dim() == 4 and item.shape[1] == head_labels.numel():
+            labels.append(ctx.along(head_labels, item.shape, dim=1))
+        else:
+            labels.append(
+                ctx.constant(ctx.sentinel("an attention output the head rule does not map", True), item.shape)
+            )
+    return tuple(labels) if isinstance(output, tuple) else labels
+
+
+@dataclass(frozen=True)
+class _Heads:
+    n_q: int
+    n_kv: int
+    head_dim: int
+
+    @property
+    def unit(self) -> str:
+        return "head" if self.n_q == self.n_kv else "kv_head"
+
+
+def _tie_heads(ctx: Any, heads: _Heads, q: torch.Tensor, kvs: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Union every row of a kv group (its query heads' rows, its key/value rows) into one unit.
+
+    Returns one label per *query head* (for attention weights).
+    """
+    grid = q.reshape(heads.n_kv, -1)
+    anchor = grid[:, :1]
+    ctx.union(grid, anchor)
+    for kv in kvs:
+        ctx.union(kv.reshape(heads.n_kv, heads.head_dim), anchor)
+    return q.reshape(heads.n_q, heads.head_dim)[:, 0]
+
+
+def _tie_bias(ctx: Any, layer_name: str, layer: nn.Module, rows: torch.Tensor, unit: str) -> None:
+    if getattr(layer, "bias", None) is not None:
+        ctx.union(ctx.param(layer_name, "bias", dim=0, role=ROLE_OUT, unit=unit), rows)
+
+
+class ProjAttentionRule(ModuleRule):
+    """Heads of ``q_proj``/``k_proj``/``v_proj``/``o_proj`` attention (LLaMA, ViT, Mistral, Qwen...).
+
+    Only whole kv groups are removed, so ``num_key_value_groups`` (read by ``repeat_kv``) is unchanged.
+    """
+
+    projections = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def heads(self, module: nn.Module, where: str) -> _Heads:
+        who = type(self).__name__
+        hd = getattr(module, "head_dim", None)
+        if not all(
+            isinstance(getattr(module, p, None), nn.Linear) for p in self.projections
+        ) or not isinstance(hd, int):
+            raise UnsupportedAttentionError(
+                f"{who}: {type(module).__name__} at {where!r} needs nn.Linear q_proj/k_proj/v_proj/o_proj "
+                f"and an int head_dim."
+            )
+        q, k, v, o = (getattr(module, p) for p in self.projections)
+        n_q, rem_q = divmod(q.out_features, hd)
+        n_kv, rem_kv = divmod(k.out_features, hd)
+        if (
+            rem_q
+            or rem_kv
+            or n_kv == 0
+            or n_q % n_kv
+            or v.out_features != k.out_features
+            or (o.in_features != q.out_features)
+        ):
+            raise UnsupportedAttentionError(
+                f"{who}: {type(module).__name__} at {where!r} has q/k/v/o sizes {q.out_features}/"
+                f"{k.out_features}/{v.out_features}/{o.in_features} that are not whole heads of "
+                f"head_dim={hd} with grouped kv heads."
+            )
+        allowed = {f"{p}.{t}" for p in self.projections for t in ("weight", "bias")}
+        _check_params(module, allowed, hd, who, where)
+        return _Heads(n_q, n_kv, hd)
+
+    def propagate(self, ctx: Any, call: Call) -> Any:
+        module, name = call.module, call.module_name
+        heads = self.heads(module, name)
+        unit = heads.unit
+        args = _bind(call)
+        x_in = _input_channels(ctx, call, args, "hidden_states")
+        kv_in = next(
+            (c for c in (_input_channels(ctx, call, args, n) for n in _KV_SOURCE_ARGS) if c is not None), x_in
+        )
+        rows = {}
+        for proj, source in (("q_proj", x_in), ("k_proj", kv_in), ("v_proj", kv_in)):
+            pname = _join(name, proj)
+            if source is not None:
+                ctx.union(ctx.param(pname, "weight", dim=1, role=ROLE_IN), source)
+            rows[proj] = ctx.param(pname, "weight", dim=0, role=ROLE_OUT, unit=unit)
+            _tie_bias(ctx, pname, getattr(module, proj), rows[proj], unit)
+        per_q_head = _tie_heads(ctx, heads, rows["q_proj"], (rows["k_proj"], rows["v_proj"]))
+        o_name = _join(name, "o_proj")
+        ctx.union(ctx.param(o_name, "weight", dim=1, role=ROLE_IN, unit=unit), rows["q_proj"])
+        hidden = ctx.param(o_name, "weight", dim=0, role=ROLE_OUT)
+        _tie_bias(ctx, o_name, module.o_proj, hidden, "channel")
+        return _label_outputs(ctx, call.output, hidden, per_q_head)
+
+    def update(self, module: nn.Module) -> None:
+        for proj in self.projections:
+            _refresh_linear(getattr(module, proj))
+        hd = module.head_dim
+        n_q, n_kv = module.q_proj.out_features // hd, module.k_proj.out_features // hd
+        _set_if_present(module, _Q_HEAD_ATTRS, n_q)
+        _set_if_present(module, _KV_HEAD_ATTRS, n_kv)
+        _set_if_present(module, ("num_key_value_groups",), n_q // max(n_kv, 1))
+        _set_if_present(module, ("all_head_size", "inner_dim"), n_q * hd)
+
+
+class SelfAttentionRule(ModuleRule):
+    """Heads of BERT-style ``query``/``key``/``value`` self-attention (no output projection inside).
+
+    The leaf's output is the concatenated heads in value-row order; the next module (BERT's
+    ``BertSelfOutput.dense``) reads them through the generic Linear rule.
+    """
+
+    projections = ("query", "key", "value")
+
+    def heads(self, module: nn.Module, where: str) -> _Heads:
+        who = type(self).__name__
+        hd = getattr(module, "attention_head_size", None)
+        layers = [getattr(module, p, None) for p in self.projections]
+        if not isinstance(hd, int) or not all(isinstance(x, nn.Linear) for x in layers):
+            raise UnsupportedAttentionError(
+                f"{who}: {type(module).__name__} at {where!r} needs nn.Linear query/key/value and an int "
+                f"attention_head_size."
+            )
+        sizes = {x.out_features for x in layers}
+        n, rem = divmod(layers[0].out_features, hd)
+        if len(sizes) != 1 or rem or n == 0:
+            raise UnsupportedAttentionError(
+                f"{who}: {type(module).__name__} at {where!r}: query/key/value sizes {sorted(sizes)} are not "
+                f"equal whole heads of attention_head_size={hd}."
+            )
+        _check_params(
+            module, {f"{p}.{t}" for p in self.projections for t in ("weight", "bias")}, hd, who, where
+        )
+        return _Heads(n, n, hd)
+
+    def propagate(self, ctx: Any, call: Call) -> Any:
+        module, name = call.module, call.module_name
+        heads = self.heads(module, name)
+        args = _bind(call)
+        x_in = _input_channels(ctx, call, args, "hidden_states")
+        kv_in = next(
+            (c for c in (_input_channels(ctx, call, args, n) for n in _KV_SOURCE_ARGS) if c is not None), x_in
+        )
+        rows = {}
+        for proj, source in (("query", x_in), ("key", kv_in), ("value", kv_in)):
+            pname = _join(name, proj)
+            if source is not None:
+                ctx.union(ctx.param(pname, "weight", dim=1, role=ROLE_IN), source)
+            rows[proj] = ctx.param(pname, "weight", dim=0, role=ROLE_OUT, unit="head")
+            _tie_bias(ctx, pname, getattr(module, proj), rows[proj], "head")
+        per_head = _tie_heads(ctx, heads, rows["query"], (rows["key"], rows["value"]))
+        return _label_outputs(ctx, call.output, rows["value"], per_head)
+
+    def update(self, module: nn.Module) -> None:
+        for proj in self.projections:
+            _refresh_linear(getattr(module, proj))
+        n = module.query.out_features // module.attention_head_size
+        _set_if_present(module, _Q_HEAD_ATTRS, n)
+        _set_if_present(module, ("all_head_size",), n * module.attention_head_size)
+
+
+class GPT2AttentionRule(ModuleRule):
+    """Heads of GPT-2 attention: fused ``c_attn`` (``Conv1D``, output columns ``[q | k | v]``) and ``c_proj``.
+
+    ``Conv1D`` weights are ``(in, out)``: head ``h`` owns ``c_attn.weight[:, t*E + h*d : t*E + (h+1)*d]``
+    for ``t`` in q, k, v and ``c_proj.weight[h*d : (h+1)*d, :]``. The forward splits ``c_attn``'s output
+    with ``self.split_size``, which the surgery sets to the new ``num_heads * head_dim``.
+    """
+
+    def heads(self, module: nn.Module, where: str) -> _Heads:
+        who = type(self).__name__
+        if getattr(module, "is_cross_attention", False):
+            raise UnsupportedAttentionError(
+                f"{who}: cross-attention {type(module).__name__} at {where!r} (separate q_attn) is not "
+                f"supported; add it to ignored=."
+            )
+        hd = getattr(module, "head_dim", None)
+        c_attn, c_proj = getattr(module, "c_attn", None), getattr(module, "c_proj", None)
+        if not isinstance(hd, int) or c_attn is None or c_proj is None:
+            raise UnsupportedAttentionError(
+                f"{who}: {type(module).__name__} at {where!r} needs c_attn, c_proj and an int head_dim."
+            )
+        _, fused = _linear_like_sizes(c_attn)
+        inner, _ = _linear_like_sizes(c_proj)
+        n, rem = divmod(inner, hd)
+        if rem or fused != 3 * inner or n == 0:
+            raise UnsupportedAttentionError(
+                f"{who}: {type(module).__name__} at {where!r}: c_attn outputs {fused}, c_proj reads {inner}; "
+                f"expected 3 * num_heads * head_dim and num_heads * head_dim with head_dim={hd}."
+            )
+        allowed = {f"{p}.{t}" for p in ("c_attn", "c_proj") for t in ("weight", "bias")}
+        _check_params(module, allowed, hd, who, where)
+        return _Heads(n, n, hd)
+
+    def propagate(self, ctx: Any, call: Call) -> Any:
+        module, name = call.module, call.module_name
+        heads = self.heads(module, name)
+        args = _bind(call)
+        x_in = _input_channels(ctx, call, args, "hidden_states")
+        attn = _join(name, "c_attn")
+        if x_in is not None:
+            ctx.union(ctx.param(attn, "weight", dim=0, role=ROLE_IN), x_in)
+        fused = ctx.param(attn, "weight", dim=1, role=ROLE_OUT, unit="head")
+        if module.c_attn.bias is not None:
+            ctx.union(ctx.param(attn, "bias", dim=0, role=ROLE_OUT, unit="head"), fused)
+        q, k, v = fused.reshape(3, -1)
+        per_head = _tie_heads(ctx, heads, q, (k, v))
+        proj = _join(name, "c_proj")
+        ctx.union(ctx.param(proj, "weight", dim=0, role=ROLE_IN, unit="head"), q)
+        hidden = ctx.param(proj, "weight", dim=1, role=ROLE_OUT)
+        if module.c_proj.bias is not None:
+            ctx.union(ctx.param(proj, "bias", dim=0, role=ROLE_OUT), hidden)
+        return _label_outputs(ctx, call.output, hidden, per_head)
+
+    def update(self, module: nn.Module) -> None:
+        _refresh_linear(module.c_attn)
+        _refresh_linear(module.c_proj)
+        inner = module.c_proj.weight.shape[0]
+        module.num_heads = inner // module.head_dim
+        module.split_size = inner
+        module.embed_dim = int(module.c_attn.weight.shape[0])  # the hidden (residual) width read by c_attn
+
+
+# -- registration ------------------------------------------------------------------------------------
+_PROJ = ProjAttentionRule()
+_SELF = SelfAttentionRule()
+_GPT2 = GPT2AttentionRule()
+
+# Head-count names whose presence in a forward next to ``config`` suggests it reads the shared config.
+_HEAD_COUNT_NAMES = {"num_heads", "num_attention_heads", "num_key_value_heads", "hidden_size", "embed_dim"}
+_EXPLICIT = {
+    "transformers.models.gpt2.modeling_gpt2.GPT2Attention": _GPT2,
+    "transformers.models.bert.modeling_bert.BertSelfAttention": _SELF,
+    "transformers.models.vit.modeling_vit.ViTAttention": _PROJ,
+    "transformers.models.llama.modeling_llama.LlamaAttention": _PROJ,
+}
+_scanned: set[str] = set()
+
+
+def _rule_for_class(cls: type) -> ModuleRule | None:
+    """The rule for a transformers attention class, chosen from the names its forward reads."""
+    explicit = _EXPLICIT.get(f"{cls.__module__}.{cls.__qualname__}")
+    if explicit is not None:
+        return explicit
+    forward = cls.__dict__.get("forward")
+    code = getattr(forward, "__code__", None)
+    if code is None or not cls.__name__.endswith("Attention"):
+        return None
+    names = set(code.co_names)
+    if names & _HEAD_COUNT_NAMES:  # sizes taken from attributes the rule may not refresh, or from config
+        return None
+    if {"q_proj", "k_proj", "v_proj", "o_proj", "head_dim"} <= names:
+        return _PROJ
+    if {"query", "key", "value", "attention_head_size"} <= names:
+        return _SELF
+    return None
+
+
+def register_transformers_rules(modules: Iterable[str] | None = None) -> list[type]:
+    """Register head rules for attention classes of the transformers modeling modules already imported.
+
+    Idempotent and cheap (each module is scanned once). Classes that already have a rule keep it.
+
+    Args:
+        modules: module names to scan; default: every loaded ``transformers.models.*.modeling_*``.
+
+    Returns:
+        The classes newly registered.
+    """
+    if modules is None:
+        modules = [m for m in list(sys.modules) if m.startswith("transformers.models.") and ".modeling_" in m]
+    added: list[type] = []
+    for mod_name in modules:
+        if mod_name in _scanned:
+            continue
+        _scanned.add(mod_name)
+        mod = sys.modules.get(mod_name)
+        for obj in list(vars(mod).values()) if mod is not None else ():
+            if not (isinstance(obj, type) and issubclass(obj, nn.Module)) or obj.__module__ != mod_name:
+                continue
+            if obj in MODULE_RULES:
+                continue
+            rule = _rule_for_class(obj)
+            if rule is not None:
+                register_rule(obj, rule)
+                added.append(obj)
+    return added
+
+
+register_transformers_rules()

@@ -1,0 +1,167 @@
+"""Function rules for elementwise ops, identities, tensor factories and in-place writes.
+
+Elementwise ops with broadcasting union the broadcast-aligned labels of their tensor arguments: a
+residual ``a + b`` couples channel ``c`` of ``a`` with channel ``c`` of ``b``. An operand broadcast
+along a dim where the other operand carries channels does not couple those channels (``x * scalar``);
+if it carries channels of its own on another dim (an outer product) the op is blocked.
+Shape and selection ops live in :mod:`.shape`, reductions and pools in :mod:`.reduce`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from torchpare.prune.graph.propagation import NEUTRAL, LabelContext, distinct, varies_along
+from torchpare.prune.rules.base import Call, FunctionRule
+from torchpare.prune.rules.registry import register_rule
+
+__all__ = ["ElementwiseRule", "IdentityRule", "NeutralRule", "SetItemRule", "elementwise", "functions_named"]
+
+_UNARY = (
+    "relu relu6 gelu silu sigmoid tanh hardtanh elu selu celu leaky_relu softplus softsign hardswish "
+    "hardsigmoid mish logsigmoid tanhshrink hardshrink softshrink threshold rrelu neg negative abs absolute exp exp2 "
+    "expm1 log log1p log2 log10 sqrt rsqrt square reciprocal sin cos tan sinh cosh asin acos atan asinh "
+    "acosh atanh erf erfc erfinv sign sgn floor ceil round trunc frac clamp clamp_min clamp_max clip "
+    "nan_to_num positive bitwise_not logical_not isnan isinf isfinite signbit sigmoid_ tril triu "
+    "fill_ zero_ masked_fill dropout alpha_dropout feature_alpha_dropout dropout1d dropout2d dropout3d"
+).split()
+_BINARY = (
+    "add sub subtract mul multiply div divide true_divide floor_divide rsub pow float_power fmod remainder "
+    "maximum minimum fmax fmin eq ne lt le gt ge greater less equal not_equal logical_and logical_or "
+    "logical_xor bitwise_and bitwise_or bitwise_xor atan2 hypot copysign xlogy lerp addcmul addcdiv where "
+    "copy_ masked_fill_ masked_scatter"
+).split()
+_DUNDER = "add sub mul truediv div floordiv mod pow and or xor".split()
+_IDENTITY = (
+    "clone detach contiguous to float half double bfloat16 type type_as cpu cuda requires_grad_ "
+    "detach_ pin_memory"
+).split()
+_FACTORY_LIKE = (
+    "zeros_like ones_like full_like empty_like rand_like randn_like randint_like new_zeros new_ones "
+    "new_full new_empty new_tensor"
+).split()
+
+
+def functions_named(names: list[str], inplace: bool = True) -> tuple[Any, ...]:
+    """Every torch function / Tensor method / ``F`` function object with one of ``names`` (and ``name_``)."""
+    found: list[Any] = []
+    for name in names:
+        for n in (name, name + "_") if inplace else (name,):
+            for space in (torch, torch.Tensor, F, torch.special):
+                obj = getattr(space, n, None)
+                if obj is not None and callable(obj) and not isinstance(obj, type) and obj not in found:
+                    found.append(obj)
+    return tuple(found)
+
+
+def elementwise(ctx: LabelContext, labels: list[torch.Tensor | None], out_shape: Any, where: str) -> torch.Tensor:
+    """Union broadcast-aligned ``labels`` and return the output label of shape ``out_shape``."""
+    out_shape = tuple(out_shape)
+    labs = [lab for lab in labels if lab is not None]
+    if not labs:
+        return ctx.neutral(out_shape)
+    n = len(out_shape)
+    aligned = [lab.reshape((1,) * (n - lab.dim()) + tuple(lab.shape)) if lab.dim() < n else lab for lab in labs]
+    participants: list[torch.Tensor] = []
+    for i, lab in enumerate(aligned):
+        bdims = [d for d in range(n) if lab.shape[d] == 1 and out_shape[d] > 1]
+        if bdims:
+            others = [o for j, o in enumerate(aligned) if j != i]
+            coupled = any(varies_along(o, d) for o in others for d in bdims if o.shape[d] > 1)
+            if coupled:
+                if len(distinct(lab)) <= 1:
+                    continue  # a scalar-like operand broadcast over channels couples nothing
+                for lb in labs:
+                    ctx.block(lb, f"{where}: outer-product broadcast of channels")
+                return ctx.constant(ctx.sentinel(f"{where}: outer-product broadcast of channels"), out_shape)
+        participants.append(lab)
+    if not participants:
+        participants = aligned
+    out = participants[0].expand(out_shape) if tuple(participants[0].shape) != out_shape else participants[0]
+    for other in participants[1:]:
+        ctx.union(out, other)
+        o = other.expand(out_shape)
+        if bool((out == NEUTRAL).any()):
+            out = torch.where(out == NEUTRAL, o, out)
+    return out
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _tensors(o)]
+    return []
+
+
+class ElementwiseRule(FunctionRule):
+    """Ops applied entry by entry, with broadcasting (activations, arithmetic, comparisons, where)."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        out = call.output
+        if not isinstance(out, torch.Tensor):
+            return None
+        tensors = _tensors(list(call.args)) + _tensors(list(call.kwargs.values()))
+        return elementwise(ctx, [ctx.label(t) for t in tensors], out.shape, call.where)
+
+
+class IdentityRule(FunctionRule):
+    """Ops returning the same values, maybe in another dtype or device (``to``, ``clone``, ``detach``)."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        out = call.output
+        lab = ctx.label(call.args[0]) if call.args else None
+        if isinstance(out, torch.Tensor) and lab is not None and tuple(lab.shape) == tuple(out.shape):
+            return lab
+        return ElementwiseRule().propagate(ctx, call)
+
+
+class NeutralRule(FunctionRule):
+    """Fresh tensors whose values carry no channel (``zeros_like``, ``new_ones``)."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        out = call.output
+        return ctx.neutral(out.shape) if isinstance(out, torch.Tensor) else None
+
+
+class SetItemRule(FunctionRule):
+    """``x[idx] = v``: couples the written entries of ``x`` with ``v``; a write into part of the channel
+    positions is blocked (the hard-coded index would point elsewhere after pruning)."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        x, idx, v = call.args[0], call.args[1], call.args[2]
+        lab = ctx.label(x)
+        if lab is None:
+            return None
+        sub = lab[_cpu_index(idx)]
+        if set(distinct(sub)) != set(distinct(lab)):
+            ctx.block(lab, f"{call.where}: writes into part of the channels")
+            return None
+        vl = ctx.label(v)
+        if vl is not None:
+            elementwise(ctx, [sub, vl], sub.shape, call.where)
+        return None
+
+
+def _cpu_index(idx: Any) -> Any:
+    if isinstance(idx, torch.Tensor):
+        return idx.cpu()
+    if isinstance(idx, tuple):
+        return tuple(_cpu_index(i) for i in idx)
+    if isinstance(idx, list):
+        return [_cpu_index(i) for i in idx]
+    return idx
+
+
+_dunders = tuple(
+    getattr(torch.Tensor, f"__{p}{n}__") for n in _DUNDER for p in ("", "r", "i") if hasattr(torch.Tensor, f"__{p}{n}__")
+)
+register_rule(functions_named(_UNARY + _BINARY) + _dunders + (torch.Tensor.__neg__, torch.Tensor.__abs__,
+              torch.Tensor.__invert__, torch.Tensor.__eq__, torch.Tensor.__ne__, torch.Tensor.__lt__,
+              torch.Tensor.__le__, torch.Tensor.__gt__, torch.Tensor.__ge__), ElementwiseRule())
+register_rule(functions_named(_IDENTITY, inplace=False) + (torch.Tensor.data.__get__,), IdentityRule())
+register_rule(functions_named(_FACTORY_LIKE, inplace=False), NeutralRule())
+register_rule(torch.Tensor.__setitem__, SetItemRule())

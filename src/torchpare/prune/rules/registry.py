@@ -1,0 +1,106 @@
+"""The rule tables: ``nn.Module`` type -> :class:`ModuleRule`, torch function -> :class:`FunctionRule`.
+
+Rules are keyed by the class or function *object* (never by a name string), so a torch upgrade that
+renames an internal class cannot silently change what a rule matches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from torchpare.prune.rules.base import FunctionRule, ModuleRule
+
+__all__ = ["register_rule", "module_rule_for", "function_rule_for", "MODULE_RULES", "FUNCTION_RULES"]
+
+MODULE_RULES: dict[type, ModuleRule] = {}
+FUNCTION_RULES: dict[Any, FunctionRule] = {}
+
+
+def register_rule(
+    target: type[nn.Module] | Callable[..., Any] | tuple[Any, ...],
+    rule: ModuleRule | FunctionRule | type | None = None,
+    *,
+    override: bool = False,
+) -> Any:
+    """Register ``rule`` for a module type or a torch function (or several); usable as a decorator.
+
+    Args:
+        target: an ``nn.Module`` subclass (its instances become trace leaves), a torch function,
+            method or operator (``torch.cat``, ``torch.Tensor.flatten``), or a tuple of those.
+        rule: a rule instance, or a rule class (instantiated without arguments). Omit it to use
+            ``register_rule(target)`` as a class decorator.
+        override: replace an existing rule instead of raising.
+
+    Returns:
+        The rule (or, as a decorator, the decorated class unchanged).
+
+    Raises:
+        TypeError: ``rule`` kind does not fit ``target`` (a ModuleRule for a function or vice versa).
+        ValueError: ``target`` already has a rule and ``override`` is False.
+
+    Example:
+        >>> import torch
+        >>> from torchpare.prune.rules import FunctionRule, register_rule
+        >>> class Identity(FunctionRule):
+        ...     def propagate(self, ctx, call):
+        ...         return ctx.label(call.args[0])
+        >>> _ = register_rule(torch.Tensor.detach, Identity, override=True)
+    """
+    if rule is None:
+
+        def decorator(cls: type) -> type:
+            register_rule(target, cls, override=override)
+            return cls
+
+        return decorator
+    instance = rule() if isinstance(rule, type) else rule
+    targets = target if isinstance(target, tuple) else (target,)
+    for t in targets:
+        is_module = isinstance(t, type) and issubclass(t, nn.Module)
+        table: dict[Any, Any] = MODULE_RULES if is_module else FUNCTION_RULES
+        wanted = ModuleRule if is_module else FunctionRule
+        if not isinstance(instance, wanted):
+            raise TypeError(
+                f"register_rule({_name(t)}): expected a {wanted.__name__} for a "
+                f"{'module type' if is_module else 'function'}, got {type(instance).__name__}."
+            )
+        if t in table and table[t] is not instance and not override:
+            raise ValueError(
+                f"register_rule({_name(t)}): a rule ({type(table[t]).__name__}) is already registered; "
+                f"pass override=True to replace it."
+            )
+        table[t] = instance
+    return rule if isinstance(rule, type) else instance
+
+
+def module_rule_for(module: nn.Module) -> ModuleRule | None:
+    """The rule for ``module``'s type, walking its MRO.
+
+    A rule registered for a base class applies to a subclass only when the subclass keeps the base's
+    ``forward`` (or the rule sets ``inherit = True``): a subclass with its own forward may compute
+    something else, so it is traced through instead.
+    """
+    cls = type(module)
+    for base in cls.__mro__:
+        rule = MODULE_RULES.get(base)
+        if rule is None:
+            continue
+        if base is cls or rule.inherit or getattr(cls, "forward", None) is getattr(base, "forward", None):
+            return rule
+        return None
+    return None
+
+
+def function_rule_for(func: Any) -> FunctionRule | None:
+    """The rule registered for the torch function object ``func`` (or ``None``)."""
+    try:
+        return FUNCTION_RULES.get(func)
+    except TypeError:  # unhashable callables cannot have rules
+        return None
+
+
+def _name(t: Any) -> str:
+    return getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or repr(t)

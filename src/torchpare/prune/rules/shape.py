@@ -1,0 +1,135 @@
+"""Function rules for shape, movement and selection ops: replayed on the label tensors.
+
+Re-running ``view``/``permute``/``cat``/``split``/``repeat_interleave``... with the same arguments on
+the labels gives exact index maps for concat offsets, flatten-after-conv, split/chunk and GQA repeats.
+Guards keep pruning safe where the op's arguments are hard-coded sizes:
+
+* a reshape that spreads channels over more dims than before (``view(B, T, heads, head_dim)``) is
+  blocked: the integers would be stale after pruning;
+* slicing/selecting a subset of channel positions (``x[:, :16]``) is blocked;
+* ``chunk`` couples the i-th channel of every chunk so chunks stay equal; ``split`` with explicit sizes
+  along channels is blocked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from torchpare.prune.graph.propagation import LabelContext, distinct, varies_along, varying_dims
+from torchpare.prune.rules.base import Call, FunctionRule
+from torchpare.prune.rules.ops import _cpu_index, functions_named
+from torchpare.prune.rules.registry import register_rule
+
+__all__ = ["ReplayRule", "ReshapeRule", "SelectRule", "ChunkRule", "SplitRule"]
+
+
+def _replay(ctx: LabelContext, call: Call, func: Any = None) -> Any:
+    """Call ``func`` (default: the traced one) with label tensors for the data argument(s)."""
+    func = func or call.func
+    args = list(call.args)
+    if args and isinstance(args[0], (list, tuple)):  # cat / stack: a sequence of tensors
+        args[0] = type(args[0])(ctx.label(t) if isinstance(t, torch.Tensor) else t for t in args[0])
+        rest = [_cpu_index(a) for a in args[1:]]
+        return func(args[0], *rest, **{k: _cpu_index(v) for k, v in call.kwargs.items()})
+    kwargs = dict(call.kwargs)
+    if args:
+        data = ctx.label(args[0])
+        rest = [_cpu_index(a) for a in args[1:]]
+    else:  # keyword-only call, e.g. torch.flatten(input=x)
+        key = "input" if "input" in kwargs else "tensors"
+        value = kwargs.pop(key)
+        data = (type(value)(ctx.label(t) for t in value) if isinstance(value, (list, tuple))
+                else ctx.label(value))
+        rest = []
+        kwargs = {key: data, **{k: _cpu_index(v) for k, v in kwargs.items()}}
+        return func(*rest, **kwargs)
+    return func(data, *rest, **{k: _cpu_index(v) for k, v in kwargs.items()})
+
+
+class ReplayRule(FunctionRule):
+    """Pure data movement: the op replayed on labels is exact (permute, transpose, cat, repeat, flip)."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        return _replay(ctx, call)
+
+
+class ReshapeRule(FunctionRule):
+    """``view``/``reshape``/``unflatten``/``flatten``: replayed, blocked if channels spread over more dims."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        func = call.func
+        if func is torch.Tensor.view:
+            if any(isinstance(a, torch.dtype) for a in call.args[1:]):
+                lab = ctx.label(call.args[0])
+                ctx.block(lab, f"{call.where}: view as another dtype")
+                return ctx.constant(ctx.sentinel(f"{call.where}: view as another dtype"), call.output.shape)
+            func = torch.Tensor.reshape
+        elif func is torch.Tensor.view_as:
+            func = torch.Tensor.reshape_as
+        out = _replay(ctx, call, func)
+        before = varying_dims(ctx.label(call.args[0]))
+        after = varying_dims(out)
+        if len(after) > len(before):
+            lab = ctx.label(call.args[0])
+            reason = f"{call.where}: reshape splits channels over several dims with fixed sizes"
+            ctx.block(lab, reason)
+        return out
+
+
+class SelectRule(FunctionRule):
+    """Indexing and slicing: exact, unless it keeps only part of the channel positions."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        out = _replay(ctx, call)
+        lab = ctx.label(call.args[0])
+        if lab is not None and isinstance(out, torch.Tensor) and set(distinct(out)) != set(distinct(lab)):
+            ctx.block(lab, f"{call.where}: selects part of the channels by position")
+        return out
+
+
+class ChunkRule(FunctionRule):
+    """``chunk``/``unbind``/``tensor_split(n)``: equal parts; their i-th channels are coupled."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        parts = _replay(ctx, call)
+        shapes = {tuple(p.shape) for p in parts}
+        if len(parts) > 1 and len(shapes) == 1:
+            for p in parts[1:]:
+                ctx.union(parts[0], p)
+        elif len(parts) > 1:
+            lab = ctx.label(call.args[0])
+            dim = call.arg(2, "dim", 0)
+            if varies_along(lab, dim):
+                ctx.block(lab, f"{call.where}: unequal chunks of channels")
+        return parts
+
+
+class SplitRule(FunctionRule):
+    """``split`` with fixed sizes: blocked along a channel dim (the sizes would be stale)."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        parts = _replay(ctx, call)
+        lab = ctx.label(call.args[0])
+        dim = call.arg(2, "dim", 0)
+        if len(parts) > 1 and varies_along(lab, dim):
+            ctx.block(lab, f"{call.where}: split with fixed sizes along channels")
+        return parts
+
+
+_MOVE = (
+    "permute transpose swapaxes swapdims t movedim moveaxis squeeze unsqueeze expand expand_as repeat "
+    "repeat_interleave tile flip fliplr flipud roll cat concat concatenate stack hstack vstack dstack "
+    "pixel_shuffle pixel_unshuffle broadcast_to atleast_1d atleast_2d atleast_3d ravel"
+).split()
+_RESHAPE = "view view_as reshape reshape_as flatten unflatten".split()
+_SELECT = "__getitem__ narrow select index_select gather take_along_dim masked_select diagonal".split()
+
+register_rule(functions_named(_MOVE, inplace=False) + (torch.Tensor.squeeze_, torch.Tensor.unsqueeze_,
+              torch.Tensor.t_, torch.Tensor.transpose_, torch.Tensor.T.__get__, torch.Tensor.mT.__get__),
+              ReplayRule())
+register_rule(functions_named(_RESHAPE, inplace=False), ReshapeRule())
+register_rule(functions_named(_SELECT, inplace=False), SelectRule())
+register_rule(functions_named(["chunk", "unbind"], inplace=False), ChunkRule())
+register_rule(functions_named(["split", "split_with_sizes", "tensor_split"], inplace=False), SplitRule())

@@ -1,0 +1,205 @@
+"""BaseRecorder: the context-manager contract every recorder follows.
+
+A recorder captures values during a forward pass without changing the model's code. It is attached
+to a model once with :meth:`BaseRecorder.initialize` and records only inside ``with recorder:``;
+entering clears :attr:`BaseRecorder.data_buffer`, every call of the source appends one record, and
+leaving removes every hook or patch (also when the forward raises). Nothing is stored on the model
+outside the context, so a model with initialized recorders can be deep-copied and pickled; copied or
+pickled recorders start with an empty buffer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+__all__ = ["BaseRecorder", "RecordIndexError", "RecorderNotInitializedError"]
+
+
+class RecordIndexError(IndexError, ValueError):
+    """``get_record_data`` asked for a record or an item that does not exist."""
+
+
+class RecorderNotInitializedError(ValueError):
+    """A recorder that needs a model was entered before ``initialize(model)``."""
+
+
+class BaseRecorder(ABC):
+    """Base class: source bookkeeping, the data buffer, re-entrant context management.
+
+    Subclasses implement :meth:`_prepare` (check the source against the model), :meth:`_attach`
+    (install hooks/patches writing to ``self._data_buffer``) and :meth:`_detach` (remove them).
+
+    Args:
+        source: What to record; its meaning depends on the subclass (a module name, an import path).
+
+    Raises:
+        TypeError: ``source`` is not a string.
+
+    Entering a recorder that is already active only counts the nesting (no second hook, no clearing);
+    the hooks go when the outermost context exits.
+    """
+
+    #: Whether :meth:`initialize` needs a model (module and parameter recorders).
+    needs_model: bool = True
+
+    def __init__(self, source: str) -> None:
+        if not isinstance(source, str):
+            raise TypeError(f"{type(self).__name__}: source must be a str, got {type(source).__name__}.")
+        self._source = source
+        self._data_buffer: list[Any] = []
+        self._initialized = False
+        self._depth = 0
+        self._ever_entered = False
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def source(self) -> str:
+        """The recorded source as given to the constructor."""
+        return self._source
+
+    @property
+    def data_buffer(self) -> list[Any]:
+        """The records of the current (or last) context, one per call, in call order."""
+        return self._data_buffer
+
+    @property
+    def initialized(self) -> bool:
+        """Whether :meth:`initialize` has run."""
+        return self._initialized
+
+    @property
+    def active(self) -> bool:
+        """Whether the recorder is inside its context right now."""
+        return self._depth > 0
+
+    def _who(self) -> str:
+        return f"{type(self).__name__}(source={self._source!r})"
+
+    def __repr__(self) -> str:
+        return f"{self._who()[:-1]}, records={len(self._data_buffer)})"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def initialize(self, model: Any = None) -> None:
+        """Attach the recorder to ``model`` (checked now; hooks are installed only on enter).
+
+        Args:
+            model: The ``nn.Module`` to record from; ``None`` for function and method recorders.
+
+        Raises:
+            TypeError: a module/parameter recorder got no model or not an ``nn.Module``.
+            AttributeError: the source does not exist (the message names the closest names).
+            ValueError: called while the recorder is active.
+        """
+        if self._depth:
+            raise ValueError(
+                f"{self._who()}: initialize() called inside the recorder's context; call it before `with`."
+            )
+        self._prepare(model)
+        self._initialized = True
+
+    def reset_data_buffer(self) -> None:
+        """Start a fresh, empty buffer (earlier buffer lists handed out stay untouched)."""
+        self._data_buffer = []
+
+    def __enter__(self) -> BaseRecorder:
+        if self._depth == 0:
+            if not self._initialized:
+                if self.needs_model:
+                    raise RecorderNotInitializedError(
+                        f"{self._who()}: call recorder.initialize(model) before `with recorder:` "
+                        f"(RecorderManager.initialize(model) does it for all its recorders)."
+                    )
+                self.initialize(None)
+            self.reset_data_buffer()
+            self._attach()
+            self._ever_entered = True
+        self._depth += 1
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._depth == 0:
+            return
+        self._depth -= 1
+        if self._depth == 0:
+            self._detach()
+
+    # -- subclass hooks -----------------------------------------------------------------------
+    @abstractmethod
+    def _prepare(self, model: Any) -> None:
+        """Check the source against ``model`` and remember what ``_attach`` needs."""
+
+    @abstractmethod
+    def _attach(self) -> None:
+        """Install hooks or patches that append to ``self._data_buffer``."""
+
+    @abstractmethod
+    def _detach(self) -> None:
+        """Remove everything ``_attach`` installed; must not raise."""
+
+    # -- reading ------------------------------------------------------------------------------
+    def get_record_data(self, record_idx: int = 0, data_idx: int | None = None) -> Any:
+        """Return the record of the ``record_idx``-th call, or one item of it.
+
+        Args:
+            record_idx: Which call (0 = first; negative counts from the end). A module called twice
+                in one forward has records 0 and 1.
+            data_idx: Index into a tuple/list record (e.g. one of several outputs); ``None`` returns
+                the whole record.
+
+        Returns:
+            The recorded value (tensors are the live ones: gradients flow through them).
+
+        Raises:
+            RecordIndexError: ``record_idx`` or ``data_idx`` is out of range (the message says how
+                many exist); with no records at all it suggests running the forward inside the context.
+            TypeError: ``data_idx`` was given but the record is not a tuple or list.
+        """
+        buffer = self._data_buffer
+        n = len(buffer)
+        if not -n <= record_idx < n:
+            if n == 0:
+                hint = (
+                    "the recorder was never entered: run the forward inside `with recorder:`"
+                    if not self._ever_entered
+                    else "the source was not called inside `with recorder:`; run the forward inside the "
+                    "context (and check that the source is used by that forward)"
+                )
+                raise RecordIndexError(
+                    f"{self._who()}: record_idx={record_idx} but there are no records; {hint}."
+                )
+            raise RecordIndexError(
+                f"{self._who()}: record_idx={record_idx} is out of range; {n} record(s) exist "
+                f"(the source ran {n} time(s) in the last context), valid indices 0..{n - 1}."
+            )
+        record = buffer[record_idx]
+        if data_idx is None:
+            return record
+        return self._index_record(record, record_idx, data_idx)
+
+    def _index_record(self, record: Any, record_idx: int, data_idx: Any) -> Any:
+        if not isinstance(record, (tuple, list)):
+            raise TypeError(
+                f"{self._who()}: data_idx={data_idx!r} needs a tuple or list record, but record "
+                f"{record_idx} is a {type(record).__name__}; use data_idx=None."
+            )
+        if not -len(record) <= data_idx < len(record):
+            raise RecordIndexError(
+                f"{self._who()}: data_idx={data_idx} is out of range for record {record_idx}, "
+                f"which has {len(record)} item(s)."
+            )
+        return record[data_idx]
+
+    # -- copying ------------------------------------------------------------------------------
+    #: Attributes that only live inside a context (handles, patches); dropped when copied/pickled.
+    _transient: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies and pickles start outside any context with an empty buffer: records belong to one
+        # forward and are often non-leaf tensors, which ``copy.deepcopy`` refuses.
+        state = self.__dict__.copy()
+        state["_depth"] = 0
+        state["_data_buffer"] = []
+        for name in self._transient:
+            state[name] = None
+        return state
