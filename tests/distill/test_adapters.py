@@ -25,8 +25,15 @@ def pruned_conv(conv: nn.Conv2d, keep_out: torch.Tensor, keep_in: torch.Tensor |
     if keep_in is not None:
         weight = weight[:, keep_in]
     groups = len(keep_out) if conv.groups == conv.in_channels == conv.out_channels else conv.groups
-    new = nn.Conv2d(weight.shape[1] * groups, len(keep_out), conv.kernel_size, conv.stride, conv.padding,
-                    groups=groups, bias=conv.bias is not None)
+    new = nn.Conv2d(
+        weight.shape[1] * groups,
+        len(keep_out),
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        groups=groups,
+        bias=conv.bias is not None,
+    )
     with torch.no_grad():
         new.weight.copy_(weight)
         if conv.bias is not None:
@@ -34,7 +41,9 @@ def pruned_conv(conv: nn.Conv2d, keep_out: torch.Tensor, keep_in: torch.Tensor |
     return new
 
 
-def pruned_linear(linear: nn.Linear, keep_out: torch.Tensor, keep_in: torch.Tensor | None = None) -> nn.Linear:
+def pruned_linear(
+    linear: nn.Linear, keep_out: torch.Tensor, keep_in: torch.Tensor | None = None
+) -> nn.Linear:
     weight = linear.weight.detach()[keep_out]
     if keep_in is not None:
         weight = weight[:, keep_in]
@@ -124,7 +133,9 @@ def test_unrelated_student_gets_a_one_to_one_selection_and_a_warning():
 
 def test_mismatched_kernel_shapes_raise_naming_both_layers():
     teacher, student = nn.Conv2d(4, 8, 3), nn.Conv2d(4, 4, 1)
-    with pytest.raises(ValueError, match=r"kernel shapes differ between source 'layer3.conv'.*target 'layer3.conv'"):
+    with pytest.raises(
+        ValueError, match=r"kernel shapes differ between source 'layer3.conv'.*target 'layer3.conv'"
+    ):
         conv2d_adapter(source=teacher, target=student, source_name="layer3.conv", target_name="layer3.conv")
     with pytest.raises(ValueError, match=r"source Conv2d\(4, 8, kernel_size=\(3, 3\).*target Conv2d\(4, 4"):
         inverted_conv2d_adapter(source=teacher, target=student)
@@ -168,8 +179,11 @@ def test_adapter_is_trainable_and_follows_the_source_dtype():
 
 @settings(max_examples=25, deadline=None)
 @given(
-    out_t=st.integers(2, 24), in_t=st.integers(1, 12), k=st.sampled_from([1, 3]),
-    prune_in=st.booleans(), seed=st.integers(0, 10_000),
+    out_t=st.integers(2, 24),
+    in_t=st.integers(1, 12),
+    k=st.sampled_from([1, 3]),
+    prune_in=st.booleans(),
+    seed=st.integers(0, 10_000),
 )
 def test_match_channels_recovers_any_random_pruning_exactly(out_t, in_t, k, prune_in, seed):
     gen = torch.Generator().manual_seed(seed)
@@ -177,9 +191,13 @@ def test_match_channels_recovers_any_random_pruning_exactly(out_t, in_t, k, prun
     keep_out = torch.randperm(out_t, generator=gen)[: torch.randint(1, out_t + 1, (1,), generator=gen).item()]
     keep_in = torch.arange(in_t)
     if prune_in:
-        keep_in = torch.randperm(in_t, generator=gen)[: torch.randint(1, in_t + 1, (1,), generator=gen).item()]
+        keep_in = torch.randperm(in_t, generator=gen)[
+            : torch.randint(1, in_t + 1, (1,), generator=gen).item()
+        ]
         keep_in = keep_in.sort().values
     student = teacher[keep_out][:, keep_in]
     match = match_channels(teacher, student)
     assert match.exact
-    torch.testing.assert_close(teacher[list(match.out_index)][:, list(match.in_index)], student, rtol=0, atol=0)
+    torch.testing.assert_close(
+        teacher[list(match.out_index)][:, list(match.in_index)], student, rtol=0, atol=0
+    )

@@ -357,7 +357,9 @@ def test_deliveries_replay_the_teacher_function_outputs_on_the_student():
             return self.fc(x) + random.random()
 
     cfg = kd_distiller(
-        distill_deliveries={"rnd": {"type": "FunctionOutputs", "max_keep_data": 1, "func_path": "random.random"}}
+        distill_deliveries={
+            "rnd": {"type": "FunctionOutputs", "max_keep_data": 1, "func_path": "random.random"}
+        }
     )
     student, teacher = Noisy(), Noisy()
     algo = SingleTeacherDistill(student, teacher, cfg)
@@ -369,3 +371,14 @@ def test_deliveries_replay_the_teacher_function_outputs_on_the_student():
         s_offset = d.get_record("logits", True) - student.fc(x)
     torch.testing.assert_close(s_offset, t_offset)
     assert random.random is original  # the patch is gone after the step
+
+
+def test_to_and_dtype_changes_reach_the_frozen_teacher_and_eval_keeps_it_frozen():
+    teacher = DigitsCNN(width=4)
+    algo = SingleTeacherDistill(DigitsSmallCNN(width=4), teacher, kd_distiller()).double()
+    assert teacher.fc.weight.dtype == torch.float64 and algo.student.fc.weight.dtype == torch.float64
+    losses = algo.loss(torch.rand(2, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1]))
+    assert losses["distill.loss_kl"].dtype == torch.float64
+    algo.eval()
+    algo.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())

@@ -461,3 +461,37 @@ def test_logit_and_crd_losses_stay_finite_under_cpu_autocast_in_bfloat16():
             crd(s.bfloat16(), t.bfloat16(), torch.arange(4)),
         ]
     assert all(torch.isfinite(o) for o in outs)
+
+
+def test_dkd_on_two_classes_reduces_to_kd_times_alpha():
+    # With two classes the non-target distribution has one outcome (NCKD = 0) and b = p, so TCKD = KD.
+    s, t, y = torch.randn(6, 2), torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 1, 0])
+    kd = KLDivergence(tau=3.0)(s, t)
+    torch.testing.assert_close(DKDLoss(tau=3.0, alpha=2.0, beta=5.0)(s, t, y), 2.0 * kd, **TOL)
+
+
+@pytest.mark.parametrize(
+    ("loss", "fix"),
+    [(MGDLoss(3, 5), "set student_channels=5"), (FBKDLoss(3), "set in_channels=5")],
+)
+def test_losses_with_own_layers_name_the_channel_argument_to_fix(loss, fix):
+    s = t = torch.randn(2, 5, 4, 4)
+    with pytest.raises(LossShapeError, match=rf"\(2, 5, 4, 4\).*{fix}"):
+        loss(s, t)
+
+
+@pytest.mark.parametrize(
+    ("loss", "shapes", "extra"),
+    [
+        (KLDivergence(tau=2.0), ((3, 4), (3, 4)), ()),
+        (DKDLoss(tau=2.0), ((3, 4), (3, 4)), (torch.tensor([0, 3, 1]),)),
+        (ChannelWiseDivergence(tau=2.0), ((2, 2, 3, 3), (2, 2, 3, 3)), ()),
+        (RKDDistance(), ((4, 3), (4, 5)), ()),
+        (RKDAngle(), ((4, 3), (4, 5)), ()),
+        (PKDLoss(), ((2, 2, 3, 3), (2, 2, 3, 3)), ()),
+    ],
+)
+def test_analytic_gradients_match_finite_differences(loss, shapes, extra):
+    s = torch.randn(*shapes[0], dtype=torch.float64, requires_grad=True)
+    t = torch.randn(*shapes[1], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: loss(x, t, *extra), (s,))

@@ -168,7 +168,7 @@ def test_teacher_no_grad_false_keeps_the_teacher_graph(pair):
     student, teacher = pair
     mapping = Mapping(student, teacher).add("fc", "fc")
     with distill(student=student, teacher=teacher, mapping=mapping, teacher_no_grad=False) as distill_model:
-        (_, t_out, _), = distill_model(torch.randn(2, 3))
+        ((_, t_out, _),) = distill_model(torch.randn(2, 3))
     assert t_out.requires_grad
 
 
@@ -201,7 +201,10 @@ def test_hooks_are_gone_after_an_exception_in_the_block_and_models_work(pair):
     student, teacher = pair
     teacher.train()
     mapping = Mapping(student, teacher).add("layer1", "layer1").add("fc", "fc")
-    with pytest.raises(KeyError, match="user error"), distill(student=student, teacher=teacher, mapping=mapping) as dm:
+    with (
+        pytest.raises(KeyError, match="user error"),
+        distill(student=student, teacher=teacher, mapping=mapping) as dm,
+    ):
         dm(torch.randn(2, 3))
         assert not _no_hooks(student, teacher)
         raise KeyError("user error")
@@ -247,8 +250,13 @@ def test_training_loop_on_digits_lowers_the_loss_and_leaves_the_teacher_unchange
     connector = nn.Conv2d(16, 32, 1)  # student layer3 (4w=16) -> teacher layer3 (4w=32)
     mapping = Mapping(student, teacher)
     mapping.add(student.layer3, teacher.layer3, payload=lambda s, t: F.mse_loss(connector(s), t))
-    mapping.add("fc", "fc", payload=lambda s, t: F.kl_div(F.log_softmax(s / 4, 1), F.softmax(t / 4, 1),
-                                                           reduction="batchmean") * 16)
+    mapping.add(
+        "fc",
+        "fc",
+        payload=lambda s, t: (
+            F.kl_div(F.log_softmax(s / 4, 1), F.softmax(t / 4, 1), reduction="batchmean") * 16
+        ),
+    )
     optimizer = torch.optim.Adam([*student.parameters(), *connector.parameters()], lr=1e-2)
     losses = []
     with distill(student=student, teacher=teacher, mapping=mapping) as distill_model:
@@ -284,3 +292,14 @@ def test_short_api_doc_examples_run(tmp_path, capsys):
     namespace = runpy.run_path(str(script))
     assert namespace["recovery"].layers == ["layer1.conv", "layer2.conv"]
     assert "{'weight': 0.5}" in capsys.readouterr().out
+
+
+def test_teacher_with_mixed_modes_gets_each_module_mode_back(pair):
+    student, teacher = pair
+    teacher.train()
+    teacher.bn.eval()  # e.g. frozen norms in a training model
+    mapping = Mapping(student, teacher).add("fc", "fc")
+    with distill(student=student, teacher=teacher, mapping=mapping) as distill_model:
+        distill_model(torch.randn(3, 3))
+        assert not any(m.training for m in teacher.modules())
+    assert teacher.training and teacher.fc.training and not teacher.bn.training

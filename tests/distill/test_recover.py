@@ -131,8 +131,12 @@ def test_loss_keys_follow_the_algorithm_contract(pruned_pair):
     recovery = recover(student, teacher)
     x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
     losses = recovery.loss(x, y)
-    assert sorted(losses) == ["distill.loss_layer1.conv", "distill.loss_layer2.conv", "distill.loss_logits",
-                              "student.loss"]
+    assert sorted(losses) == [
+        "distill.loss_layer1.conv",
+        "distill.loss_layer2.conv",
+        "distill.loss_logits",
+        "student.loss",
+    ]
     recovery.total_loss(losses).backward()
     assert "student.loss" not in recovery.loss(x)
     torch.testing.assert_close(recovery(x), student(x))
@@ -148,7 +152,10 @@ def test_parameters_are_the_student_and_adapters_and_the_teacher_is_frozen(prune
     recovery.train()
     assert not teacher.training
     recovery.double()
-    assert teacher.fc.weight.dtype == torch.float64 and recovery.adapter("layer1.conv").weight.dtype == torch.float64
+    assert (
+        teacher.fc.weight.dtype == torch.float64
+        and recovery.adapter("layer1.conv").weight.dtype == torch.float64
+    )
 
 
 def test_pruned_mlp_gets_a_linear_adapter_and_starts_at_zero_loss():
@@ -171,10 +178,15 @@ def test_pruned_mlp_gets_a_linear_adapter_and_starts_at_zero_loss():
 
 def test_layers_chosen_by_name_get_no_adapter_where_widths_agree(pruned_pair):
     student, teacher, _, _ = pruned_pair
-    recovery = recover(student, teacher, layers=["layer3.conv", "layer1.conv"], criterion="l1", logits_loss=None)
+    recovery = recover(
+        student, teacher, layers=["layer3.conv", "layer1.conv"], criterion="l1", logits_loss=None
+    )
     assert recovery.layers == ["layer3.conv", "layer1.conv"]
     assert recovery.adapter("layer3.conv") is None and recovery.adapter("layer1.conv") is not None
-    assert sorted(recovery.loss(torch.rand(2, 1, 8, 8))) == ["distill.loss_layer1.conv", "distill.loss_layer3.conv"]
+    assert sorted(recovery.loss(torch.rand(2, 1, 8, 8))) == [
+        "distill.loss_layer1.conv",
+        "distill.loss_layer3.conv",
+    ]
 
 
 def test_unknown_layer_name_raises_naming_it(pruned_pair):
@@ -200,5 +212,18 @@ def test_misuse_is_refused_with_a_clear_message(pruned_pair):
 def test_width_mismatch_without_adapter_is_reported_at_the_first_step(pruned_pair):
     student, teacher, _, _ = pruned_pair
     recovery = recover(student, teacher, layers=["layer1.bn"])  # norms get no adapter
-    with pytest.raises(ValueError, match=r"layer 'layer1.bn': student output \(4, 8, 8, 8\) vs teacher \(4, 16"):
+    with pytest.raises(
+        ValueError, match=r"layer 'layer1.bn': student output \(4, 8, 8, 8\) vs teacher \(4, 16"
+    ):
         recovery.loss(torch.rand(4, 1, 8, 8))
+
+
+def test_frozen_adapters_stay_the_exact_selection(pruned_pair):
+    student, teacher, keep1, _ = pruned_pair
+    recovery = recover(student, teacher, train_adapters=False)
+    assert {id(p) for p in recovery.trainable_parameters()} == {id(p) for p in student.parameters()}
+    optimizer = torch.optim.SGD(recovery.trainable_parameters(), lr=0.1)
+    recovery.total_loss(recovery.loss(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3]))).backward()
+    optimizer.step()
+    assert recovery.adapter("layer1.conv").weight[:, :, 0, 0].argmax(1).tolist() == keep1.tolist()
+    assert recovery.adapter("layer1.conv").weight.sum().item() == len(keep1)

@@ -138,9 +138,11 @@ def test_except_start_keys_typo_names_the_closest_module():
 def test_ignored_modules_are_not_spaces_but_default_key_is_optional():
     torch.manual_seed(0)
     model, x = build_zoo_model("digits_cnn")  # no head.fc: the default key is skipped silently
-    pruner = StructurePruner(model, x, ignored=["layer1.0"])
-    assert "layer1.0" in pruner.ignored
-    assert all("layer1.0" not in g.id for g in pruner.groups.values())
+    pruner = StructurePruner(model, x, ignored=["layer1.conv"])
+    assert "layer1.conv" in pruner.ignored
+    assert all("layer1.conv" not in g.id for g in pruner.groups.values())
+    with pytest.raises(ValueError, match="ignored='layer1.cnv'.*did you mean 'layer1.conv'"):
+        StructurePruner(model, x, ignored=["layer1.cnv"])
 
 
 def test_masking_is_exact_through_nonlinearities_with_nonzero_at_zero():
@@ -162,8 +164,11 @@ def test_deploy_onto_another_architecture_names_the_space():
     pruner.set_min_channel()
     cfg = pruner.export_subnet()
     other, _ = build_zoo_model("vgg")
-    with pytest.raises((KeyError, ValueError), match="deploy_subnet"):
+    with pytest.raises(KeyError, match="deploy_subnet.*'head.fc' that VGGNet lacks"):
         deploy_subnet(other, cfg)
+    pruned = deploy_subnet(_resnet()[0], cfg)
+    with pytest.raises(ValueError, match="unpruned instance"):
+        deploy_subnet(pruned, cfg)
 
 
 def test_pruners_are_registered_and_buildable():

@@ -105,11 +105,11 @@ def _exact_votes(teacher: torch.Tensor, student: torch.Tensor) -> tuple[torch.Te
         if keys.numel() == 0:
             return None
         s_of, t_of = keys // n_t, keys % n_t
-        best = torch.full((n_s,), -1, dtype=torch.long, device=keys.device)
-        best_count = torch.zeros(n_s, dtype=counts.dtype, device=keys.device)
-        for s, t, c in zip(s_of.tolist(), t_of.tolist(), counts.tolist()):
-            if c > best_count[s]:
-                best[s], best_count[s] = t, c
+        top = torch.zeros(n_s, dtype=counts.dtype, device=keys.device).scatter_reduce(0, s_of, counts, "amax")
+        winner = counts == top[s_of]  # ties go to the lowest teacher index
+        best = torch.full((n_s,), n_t, dtype=torch.long, device=keys.device)
+        best = best.scatter_reduce(0, s_of[winner], t_of[winner], "amin")
+        best[best == n_t] = -1
         if (best < 0).any() or best.unique().numel() != n_s:
             return None
         result.append(best)
@@ -192,10 +192,10 @@ def match_channels(
     if found is not None and _max_diff(t, s, *found) <= EXACT_ATOL:
         out_idx, in_idx = found
     else:
-        if found is not None:
-            in_idx = found[1]
-        elif same_in:
+        if same_in:
             in_idx = torch.arange(s.shape[1], device=t.device)
+        elif found is not None:
+            in_idx = found[1]
         else:
             in_idx = _chamfer_in_guess(t, s).to(t.device)
         out_idx = torch.full((s.shape[0],), -1, dtype=torch.long, device=t.device)

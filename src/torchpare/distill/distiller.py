@@ -107,6 +107,12 @@ class ConfigurableDistiller(nn.Module):
             ``name`` appears as ``"loss_<name>"`` in :meth:`compute_distill_losses`.
         loss_forward_mappings: ``{loss_name: {loss_arg: source}}``; see the module docstring.
 
+    Attributes:
+        student_recorders, teacher_recorders: :class:`~torchpare.record.RecorderManager` of each side
+            (context managers; kept out of ``state_dict`` since they reference the models).
+        deliveries: The :class:`~torchpare.deliver.DeliveryManager`.
+        connectors, distill_losses: ``nn.ModuleDict`` s (train and save with the distiller).
+
     Raises:
         DistillerConfigError: (a ValueError) the mapping names an unknown loss, argument, recorder or
             connector, leaves a required loss argument unmapped, or mixes up student and teacher sides.
@@ -156,24 +162,17 @@ class ConfigurableDistiller(nn.Module):
         self._has_deliveries = bool(distill_deliveries)
         self.connectors = _build_module_dict(connectors, CONNECTORS, "connectors")
         self.distill_losses = _build_module_dict(distill_losses, LOSSES, "distill_losses")
-        self.loss_forward_mappings: dict[str, dict[str, dict[str, Any]]] = {
-            loss: {arg: dict(src) if isinstance(src, Mapping) else src for arg, src in args.items()}
-            if isinstance(args, Mapping)
-            else args
-            for loss, args in dict(loss_forward_mappings or {}).items()
-        }
+        self.loss_forward_mappings = _copy_mappings(loss_forward_mappings)
         self._check_mappings()
 
     # -- set-up -----------------------------------------------------------------------------------
     def prepare_from_student(self, student: nn.Module) -> None:
-        """Attach the student recorders (and deliveries) to ``student``.
+        """Attach the student recorders to ``student`` (deliveries patch import paths and need no model).
 
         Raises:
             AttributeError: a recorder names a module/method that ``student`` does not have.
         """
         self.student_recorders.initialize(student)
-        if hasattr(self.deliveries, "initialize"):
-            self.deliveries.initialize(student)
 
     def prepare_from_teacher(self, teacher: nn.Module) -> None:
         """Attach the teacher recorders to ``teacher``.
@@ -311,11 +310,6 @@ class ConfigurableDistiller(nn.Module):
                         f"map its required arguments {', '.join(map(repr, required))}."
                     )
         for loss_name, args in self.loss_forward_mappings.items():
-            if not isinstance(args, Mapping):
-                raise TypeError(
-                    f"ConfigurableDistiller: loss_forward_mappings[{loss_name!r}] must be a dict "
-                    f"loss_arg -> source, got {type(args).__name__}."
-                )
             loss = self.distill_losses[loss_name]
             params, has_var_kw = _forward_params(loss)
             for arg in args:
@@ -340,17 +334,12 @@ class ConfigurableDistiller(nn.Module):
         self,
         loss_name: str,
         arg: str,
-        src: Any,
+        src: dict[str, Any],
         student_recs: list[str],
         teacher_recs: list[str],
         connectors: list[str],
     ) -> None:
         where = f"ConfigurableDistiller: loss {loss_name!r} argument {arg!r}"
-        if not isinstance(src, Mapping):
-            raise TypeError(
-                f"{where}: the source must be a dict like {{'from_student': True, 'recorder': 'fc'}} "
-                f"or {{'from_data': 'targets'}}, got {type(src).__name__}."
-            )
         if "from_data" in src:
             for key in src:
                 if key not in _DATA_KEYS:
@@ -419,6 +408,29 @@ class ConfigurableDistiller(nn.Module):
                 f"{where}: 'data_idx' must be None, an int (tuple element) or a str (output field), "
                 f"got {data_idx!r}."
             )
+
+
+def _copy_mappings(
+    mappings: Mapping[str, Mapping[str, Mapping[str, Any]]] | None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """A plain-dict copy (later edits of the caller's config do not leak in), with type checks."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for loss_name, args in dict(mappings or {}).items():
+        if not isinstance(args, Mapping):
+            raise TypeError(
+                f"ConfigurableDistiller: loss_forward_mappings[{loss_name!r}] must be a dict "
+                f"loss_arg -> source, got {type(args).__name__}."
+            )
+        out[loss_name] = {}
+        for arg, src in args.items():
+            if not isinstance(src, Mapping):
+                raise TypeError(
+                    f"ConfigurableDistiller: loss {loss_name!r} argument {arg!r}: the source must be a dict "
+                    f"like {{'from_student': True, 'recorder': 'fc'}} or {{'from_data': 'targets'}}, "
+                    f"got {type(src).__name__}."
+                )
+            out[loss_name][arg] = dict(src)
+    return out
 
 
 def _forward_params(module: nn.Module) -> tuple[list[str], bool]:

@@ -162,7 +162,8 @@ class DistillModel:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._buffers: dict[tuple[str, int], list[Any]] = {}
         self._phase: str | None = None
-        self._teacher_was_training: bool | None = None
+        self._teacher_modes: dict[nn.Module, bool] = {}
+        self._entries: list[MappingEntry] = []
         self._active = False
 
     def _hook(self, module: nn.Module, args: Any, output: Any) -> None:
@@ -172,8 +173,9 @@ class DistillModel:
     def __enter__(self) -> DistillModel:
         if self._active:
             raise RuntimeError("distill(): this context is already entered; use a new distill(...) call.")
+        self._entries = list(self.mapping)  # entries added inside the block are not hooked: snapshot
         modules: dict[int, nn.Module] = {}
-        for entry in self.mapping:
+        for entry in self._entries:
             for model, name in ((self.student, entry.student), (self.teacher, entry.teacher)):
                 module = model.get_submodule(name)
                 modules[id(module)] = module
@@ -183,8 +185,9 @@ class DistillModel:
         except BaseException:
             self._remove_hooks()
             raise
-        self._teacher_was_training = self.teacher.training
         if self.teacher is not self.student:
+            # per module: a teacher may mix modes (frozen norms in a training model), restore them all
+            self._teacher_modes = {m: m.training for m in self.teacher.modules()}
             self.teacher.eval()
         self._active = True
         return self
@@ -192,9 +195,9 @@ class DistillModel:
     def __exit__(self, *exc: object) -> None:
         self._remove_hooks()
         self._buffers.clear()
-        if self._teacher_was_training is not None and self.teacher is not self.student:
-            self.teacher.train(self._teacher_was_training)
-        self._teacher_was_training = None
+        for module, training in self._teacher_modes.items():
+            module.training = training
+        self._teacher_modes = {}
         self._active = False
 
     def _remove_hooks(self) -> None:
@@ -221,7 +224,7 @@ class DistillModel:
         finally:
             self._phase = None
         triples: list[tuple[Any, Any, Any]] = []
-        for entry in self.mapping:
+        for entry in self._entries:
             s_calls = self._calls("student", self.student, entry.student)
             t_calls = self._calls("teacher", self.teacher, entry.teacher)
             if not s_calls or not t_calls:

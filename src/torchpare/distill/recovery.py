@@ -18,7 +18,7 @@ from torch import nn
 
 from torchpare._utils import did_you_mean
 from torchpare.distill.adapters import conv2d_adapter, linear_adapter
-from torchpare.distill.algorithms.base import BaseAlgorithm, StudentLoss, logits_of
+from torchpare.distill.algorithms.base import BaseAlgorithm, StudentLoss, forward_model, logits_of
 from torchpare.distill.mapping import Mapping, distill
 from torchpare.registry import LOSSES
 
@@ -152,7 +152,11 @@ class Recovery(BaseAlgorithm):
         per_layer: dict[str, list[torch.Tensor]] = {}
         for s_feat, t_feat, (name, adapter) in triples:
             target = t_feat if adapter is None else adapter(t_feat)
-            if isinstance(s_feat, torch.Tensor) and isinstance(target, torch.Tensor) and s_feat.shape != target.shape:
+            if (
+                isinstance(s_feat, torch.Tensor)
+                and isinstance(target, torch.Tensor)
+                and s_feat.shape != target.shape
+            ):
                 raise ValueError(
                     f"Recovery.loss(): layer {name!r}: student output {tuple(s_feat.shape)} vs teacher "
                     f"{tuple(target.shape)}; only nn.Conv2d / nn.Linear layers get adapters, so distil the "
@@ -165,11 +169,7 @@ class Recovery(BaseAlgorithm):
 
     def forward(self, inputs: Any) -> Any:
         """The pruned student's output (inference uses the student only)."""
-        if isinstance(inputs, AbcMapping):
-            return self.student(**inputs)
-        if isinstance(inputs, tuple | list):
-            return self.student(*inputs)
-        return self.student(inputs)
+        return forward_model(self.student, inputs)
 
 
 def recover(
@@ -181,6 +181,7 @@ def recover(
     feature_weight: float = 1.0,
     student_loss: StudentLoss | None = None,
     calculate_student_loss: bool = True,
+    train_adapters: bool = True,
 ) -> Recovery:
     """Distil ``original`` into its pruned copy ``pruned``: feature losses through adapters + logits KD.
 
@@ -206,6 +207,8 @@ def recover(
         feature_weight: Multiplies every feature loss.
         student_loss: ``(outputs, targets) -> tensor``; default cross-entropy on the logits.
         calculate_student_loss: Add the supervised ``student.loss`` when targets are given.
+        train_adapters: Train the adapters with the student (default). ``False`` keeps them as the
+            fixed selection of the kept channels, so only the student can lower the feature loss.
 
     Returns:
         A :class:`Recovery` (an ``nn.Module``) with ``.loss(inputs, targets)`` and ``.total_loss(losses)``.
@@ -285,6 +288,9 @@ def recover(
         logits_loss = KLDivergence(tau=4.0)
     elif logits_loss is not None:
         logits_loss = _build_loss(logits_loss, who, "logits_loss")
+    if not train_adapters:
+        for adapter in adapters.values():
+            adapter.requires_grad_(False)
     if not layers and logits_loss is None:
         raise ValueError(
             f"{who}: nothing to distil: no conv/linear layer changed width between the models and "

@@ -16,12 +16,14 @@ Every torchpare function that prunes (:func:`torchpare.prune.prune`,
 Example:
     >>> import tempfile, torch
     >>> from torch import nn
+    >>> from torchpare.prune.graph import DependencyGraph
     >>> from torchpare.prune.io import apply_plan, save_pruned, load_pruned
     >>> def make():
     ...     torch.manual_seed(0)
     ...     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     >>> x = torch.randn(3, 4)
-    >>> pruned = apply_plan(make(), x, {"0": [0, 1, 2]})
+    >>> (hidden,) = DependencyGraph.build(make(), x).groups()
+    >>> pruned = apply_plan(make(), x, {hidden.id: [0, 1, 2]})
     >>> folder = tempfile.mkdtemp()
     >>> save_pruned(pruned, folder)
     >>> reloaded = load_pruned(folder, make())

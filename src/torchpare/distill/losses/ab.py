@@ -14,6 +14,14 @@ __all__ = ["ABLoss", "ab_loss"]
 def ab_loss(s_feature: torch.Tensor, t_feature: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
     """``sum((s + m)^2 [s > -m, t <= 0] + (s - m)^2 [s <= m, t > 0]) / N / 1000 * 3``.
 
+    Args:
+        s_feature: Student pre-ReLU features ``(N, ...)``.
+        t_feature: Teacher pre-ReLU features, same shape (only the sign is used).
+        margin: Hinge margin ``m``.
+
+    Returns:
+        A scalar tensor.
+
     Example:
         >>> import torch
         >>> s = torch.tensor([[0.0, 2.0]]); t = torch.tensor([[1.0, 1.0]])
@@ -42,6 +50,10 @@ class ABLoss(nn.Module):
         loss_weight: Multiplies the loss.
 
     ``t_feature`` enters only through its sign, so no gradient ever reaches it (no ``teacher_detach``).
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch

@@ -13,12 +13,28 @@ __all__ = ["ATLoss", "attention_map", "at_loss"]
 
 
 def attention_map(x: torch.Tensor, p: float = 2.0) -> torch.Tensor:
-    """``normalize(mean_c |x_c|^p)``, flattened to ``(N, H*W)`` (one unit-norm map per sample)."""
+    """``normalize(mean_c |x_c|^p)``, flattened to ``(N, H*W)`` (one unit-norm map per sample).
+
+    Args:
+        x: Feature map ``(N, C, *spatial)``.
+        p: Power on the activations.
+
+    Returns:
+        ``(N, prod(spatial))`` attention maps of unit L2 norm.
+    """
     return F.normalize(x.abs().pow(p).mean(1).reshape(x.shape[0], -1), dim=1)
 
 
 def at_loss(s_feature: torch.Tensor, t_feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """``mean((Q_S - Q_T)^2)`` with ``Q = attention_map(x, p)``.
+
+    Args:
+        s_feature: Student map ``(N, C_s, *spatial)``.
+        t_feature: Teacher map ``(N, C_t, *spatial)``.
+        p: Power on the activations.
+
+    Returns:
+        A scalar tensor.
 
     Example:
         >>> import torch
@@ -42,6 +58,10 @@ class ATLoss(nn.Module):
         p: Power on the activations (2 in the paper).
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``t_feature``.
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch

@@ -18,6 +18,14 @@ def nce_loss(scores: torch.Tensor, num_data: int, eps: float = 1e-7) -> torch.Te
     """NCE loss of ``(N, K+1)`` positive-first scores against a uniform noise over ``num_data`` items.
 
     ``-(sum_i log P_i0 / (P_i0 + K/n) + sum_{i,k>0} log (K/n) / (P_ik + K/n)) / N``.
+
+    Args:
+        scores: ``(N, K+1)`` normalised scores, positive in column 0.
+        num_data: Size of the memory bank (the noise distribution is uniform over it).
+        eps: Guards the divisions.
+
+    Returns:
+        A scalar tensor.
     """
     k = scores.shape[1] - 1
     noise = k / float(num_data)
@@ -56,6 +64,10 @@ class CRDLoss(nn.Module):
         nce_m: Memory momentum.
         loss_weight: Multiplies the loss (0.8 in the paper, next to KD).
         teacher_detach: Stop gradients into ``t_feature`` (the teacher head still trains).
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch

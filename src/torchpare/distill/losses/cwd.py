@@ -17,6 +17,14 @@ def channel_wise_divergence(
 ) -> torch.Tensor:
     """``tau^2 / (N C) * sum_{n,c} KL(softmax(t_nc / tau) || softmax(s_nc / tau))`` over spatial positions.
 
+    Args:
+        s_feature: Student map ``(N, C, *spatial)``.
+        t_feature: Teacher map, same shape.
+        tau: Temperature.
+
+    Returns:
+        A scalar tensor.
+
     Example:
         >>> import torch
         >>> x = torch.randn(2, 3, 4, 4)
@@ -43,6 +51,10 @@ class ChannelWiseDivergence(nn.Module):
         tau: Temperature (4 for segmentation in the paper).
         loss_weight: Multiplies the loss (3 for segmentation in the paper).
         teacher_detach: Stop gradients into ``t_feature``.
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch

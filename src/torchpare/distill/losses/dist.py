@@ -12,7 +12,16 @@ __all__ = ["DISTLoss", "dist_loss", "pearson_correlation"]
 
 
 def pearson_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Row-wise Pearson correlation of two ``(N, D)`` tensors, ``(N,)``."""
+    """Row-wise Pearson correlation of two ``(N, D)`` tensors.
+
+    Args:
+        a: ``(N, D)`` tensor.
+        b: ``(N, D)`` tensor.
+        eps: Added to the product of norms (constant rows give 0, not NaN).
+
+    Returns:
+        ``(N,)`` correlations.
+    """
     a = a - a.mean(1, keepdim=True)
     b = b - b.mean(1, keepdim=True)
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
@@ -25,6 +34,16 @@ def dist_loss(
 
     ``y = softmax(z / tau)``; the first term compares each sample's class ranking (inter-class), the
     second each class's ranking over the batch (intra-class).
+
+    Args:
+        preds_S: Student logits ``(N, C)``, ``N >= 2``.
+        preds_T: Teacher logits ``(N, C)``.
+        beta: Inter-class weight.
+        gamma: Intra-class weight.
+        tau: Temperature.
+
+    Returns:
+        A scalar tensor.
 
     Example:
         >>> import torch
@@ -52,6 +71,10 @@ class DISTLoss(nn.Module):
         tau: Temperature.
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``preds_T``.
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch

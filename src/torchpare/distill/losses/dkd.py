@@ -26,6 +26,12 @@ def dkd_parts(
     NCKD the KL between the distributions over the non-target classes ``p_hat``. The paper's identity
     ``KD = TCKD + (1 - p_t^T) * NCKD`` holds per sample (tested).
 
+    Args:
+        preds_S: Student logits ``(N, C)``.
+        preds_T: Teacher logits ``(N, C)``.
+        gt_labels: ``(N,)`` int64 class indices.
+        tau: Temperature.
+
     Returns:
         Two ``(N,)`` tensors.
     """
@@ -35,8 +41,9 @@ def dkd_parts(
     # log b = [log p_t, log(1 - p_t)], via log-sum-exps (stable where p_t ~ 1).
     off_s = z_s.masked_fill(gt_mask, float("-inf")).logsumexp(1)
     off_t = z_t.masked_fill(gt_mask, float("-inf")).logsumexp(1)
-    log_b_s = torch.stack([z_s[gt_mask] - lse_s, off_s - lse_s], dim=1)
-    log_b_t = torch.stack([z_t[gt_mask] - lse_t, off_t - lse_t], dim=1)
+    target = gt_labels.unsqueeze(1)
+    log_b_s = torch.stack([z_s.gather(1, target).squeeze(1) - lse_s, off_s - lse_s], dim=1)
+    log_b_t = torch.stack([z_t.gather(1, target).squeeze(1) - lse_t, off_t - lse_t], dim=1)
     tckd = (log_b_t.exp() * (log_b_t - log_b_s)).sum(1)
     log_q_s = F.log_softmax(z_s - _MASK_OFFSET * gt_mask, dim=1)
     log_q_t = F.log_softmax(z_t - _MASK_OFFSET * gt_mask, dim=1)
@@ -52,7 +59,18 @@ def dkd_loss(
     beta: float = 8.0,
     tau: float = 4.0,
 ) -> torch.Tensor:
-    """``mean_i(alpha * TCKD_i + beta * NCKD_i)`` (see :func:`dkd_parts`).
+    """``mean_i(alpha * TCKD_i + beta * NCKD_i)`` (see :func:`dkd_parts`; both carry ``tau**2``).
+
+    Args:
+        preds_S: Student logits ``(N, C)``.
+        preds_T: Teacher logits ``(N, C)``.
+        gt_labels: ``(N,)`` int64 class indices.
+        alpha: TCKD weight.
+        beta: NCKD weight.
+        tau: Temperature.
+
+    Returns:
+        A scalar tensor.
 
     Example:
         >>> import torch
@@ -81,6 +99,10 @@ class DKDLoss(nn.Module):
         beta: NCKD weight (8 on CIFAR-100 in the paper).
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``preds_T``.
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch

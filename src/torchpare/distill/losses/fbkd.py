@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from torchpare.distill.losses._checks import check_dims, check_same_shape
+from torchpare.distill.losses._checks import LossShapeError, check_dims, check_same_shape
 from torchpare.registry import LOSSES
 
 __all__ = ["FBKDLoss", "NonLocal2d", "spatial_attention"]
@@ -41,7 +41,15 @@ class NonLocal2d(nn.Module):
 
 
 def spatial_attention(x: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
-    """``H W * softmax(mean_c |x| / T)`` over positions, shape ``(N, 1, H, W)`` (mean 1 per sample)."""
+    """``H W * softmax(mean_c |x| / T)`` over positions (mean 1 per sample).
+
+    Args:
+        x: ``(N, C, H, W)`` feature map.
+        temperature: Softmax temperature (< 1 sharpens).
+
+    Returns:
+        ``(N, 1, H, W)`` attention.
+    """
     n, _, h, w = x.shape
     a = x.abs().mean(1).reshape(n, -1)
     return (torch.softmax(a / temperature, dim=1) * (h * w)).reshape(n, 1, h, w)
@@ -71,6 +79,10 @@ class FBKDLoss(nn.Module):
         mask_l2_weight, channel_weight, spatial_weight, nonlocal_weight: The term weights (authors' values).
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``t_feature``.
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch
@@ -108,12 +120,9 @@ class FBKDLoss(nn.Module):
         check_dims("FBKDLoss", s_feature, 4, "s_feature")
         check_same_shape("FBKDLoss", s_feature, t_feature)
         if s_feature.shape[1] != self.in_channels:
-            check_same_shape(
-                "FBKDLoss",
-                s_feature,
-                t_feature.new_empty(t_feature.shape[0], self.in_channels, *t_feature.shape[2:]),
-                ("s_feature", f"in_channels={self.in_channels} input"),
-                "set in_channels to the features' channels",
+            raise LossShapeError(
+                f"FBKDLoss(in_channels={self.in_channels}): s_feature has shape {tuple(s_feature.shape)} and "
+                f"t_feature has shape {tuple(t_feature.shape)}; set in_channels={s_feature.shape[1]}."
             )
         if self.teacher_detach:
             t_feature = t_feature.detach()

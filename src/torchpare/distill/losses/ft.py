@@ -15,6 +15,13 @@ __all__ = ["FTLoss", "ft_loss"]
 def ft_loss(s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
     """``mean |F_S / ||F_S||_2 - F_T / ||F_T||_2|`` with each sample flattened.
 
+    Args:
+        s_feature: Student factor ``(N, ...)``.
+        t_feature: Teacher factor, same shape.
+
+    Returns:
+        A scalar tensor.
+
     Example:
         >>> import torch
         >>> x = torch.randn(2, 3, 4, 4)
@@ -38,6 +45,10 @@ class FTLoss(nn.Module):
     Args:
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``t_feature`` (the paraphraser is pre-trained, then frozen).
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch

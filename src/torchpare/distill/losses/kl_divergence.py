@@ -61,7 +61,8 @@ class KLDivergence(nn.Module):
         teacher_detach: Stop gradients into the teacher logits (the paper trains the student only).
 
     Raises:
-        ValueError: bad ``tau`` or ``reduction``; mismatched shapes in ``forward``.
+        ValueError: bad ``tau`` or ``reduction``.
+        LossShapeError: (in ``forward``) preds_S and preds_T of different shapes; the message names both.
 
     Example:
         >>> import torch

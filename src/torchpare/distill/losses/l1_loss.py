@@ -21,6 +21,10 @@ class L1Loss(nn.Module):
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``t_feature``.
 
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
+
     Example:
         >>> import torch
         >>> L1Loss()(torch.ones(2, 3), torch.zeros(2, 3)).item()

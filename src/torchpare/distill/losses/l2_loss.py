@@ -55,6 +55,10 @@ class L2Loss(nn.Module):
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``t_feature``.
 
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
+
     Example:
         >>> import torch
         >>> L2Loss(normalize=True)(torch.randn(2, 4), torch.randn(2, 4)).dim()
@@ -95,6 +99,10 @@ class MSELoss(nn.Module):
     Args:
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``t_feature``.
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch

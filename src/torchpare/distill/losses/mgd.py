@@ -5,14 +5,23 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from torchpare.distill.losses._checks import check_dims, check_dims_match, check_same_shape
+from torchpare.distill.losses._checks import LossShapeError, check_dims, check_dims_match, check_same_shape
 from torchpare.registry import LOSSES
 
 __all__ = ["MGDLoss", "random_mask"]
 
 
 def random_mask(x: torch.Tensor, lambda_mgd: float, mask_on_channel: bool = False) -> torch.Tensor:
-    """A 0/1 mask broadcastable to ``x`` ``(N, C, H, W)``: each position (or channel) is 0 w.p. ``lambda_mgd``."""
+    """A 0/1 mask broadcastable to ``x`` ``(N, C, H, W)``: each position (or channel) is 0 w.p. ``lambda_mgd``.
+
+    Args:
+        x: The feature map (gives shape, device and dtype).
+        lambda_mgd: Probability of masking.
+        mask_on_channel: Mask ``(N, C, 1, 1)`` channels instead of ``(N, 1, H, W)`` positions.
+
+    Returns:
+        The mask, drawn from the global torch RNG.
+    """
     n, c, h, w = x.shape
     shape = (n, c, 1, 1) if mask_on_channel else (n, 1, h, w)
     keep = torch.rand(shape, device=x.device) <= 1 - lambda_mgd
@@ -38,6 +47,10 @@ class MGDLoss(nn.Module):
         mask_on_channel: Mask whole channels instead of spatial positions.
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``t_feature``.
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch
@@ -84,11 +97,10 @@ class MGDLoss(nn.Module):
             t_feature = t_feature.detach()
         if self.generation is not None:
             if s_feature.shape[1] != self.student_channels:
-                check_same_shape(
-                    "MGDLoss",
-                    s_feature,
-                    t_feature,
-                    hint=f"s_feature must have student_channels={self.student_channels} channels",
+                raise LossShapeError(
+                    f"MGDLoss(student_channels={self.student_channels}): s_feature has shape "
+                    f"{tuple(s_feature.shape)} and t_feature has shape {tuple(t_feature.shape)}; "
+                    f"set student_channels={s_feature.shape[1]}."
                 )
             check_dims_match("MGDLoss", s_feature, t_feature, (0, 2, 3), what="batch and spatial")
             if self.align is not None:

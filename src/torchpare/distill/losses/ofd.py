@@ -17,6 +17,14 @@ def ofd_loss(s_feature: torch.Tensor, t_feature: torch.Tensor, mul_factor: float
     Positions where the (margin-clipped) teacher is negative and the student is already below it
     are skipped: after the ReLU both would be 0 anyway.
 
+    Args:
+        s_feature: Student pre-ReLU features (after the connector) ``(N, ...)``.
+        t_feature: Margin-clipped teacher pre-ReLU features, same shape.
+        mul_factor: Divisor of the summed loss.
+
+    Returns:
+        A scalar tensor.
+
     Example:
         >>> import torch
         >>> s = torch.tensor([[-3.0, 1.0]]); t = torch.tensor([[-1.0, 0.0]])
@@ -42,6 +50,10 @@ class OFDLoss(nn.Module):
         mul_factor: Divides the summed loss.
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``t_feature``.
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch

@@ -15,7 +15,15 @@ __all__ = ["PKDLoss", "pkd_loss", "standardize_channels"]
 
 
 def standardize_channels(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per channel, subtract the mean and divide by the (unbiased) std over batch and space."""
+    """Per channel, subtract the mean and divide by the (unbiased) std over batch and space.
+
+    Args:
+        x: ``(N, C, *spatial)`` features.
+        eps: Added to the std.
+
+    Returns:
+        A tensor shaped like ``x``.
+    """
     c = x.shape[1]
     flat = x.transpose(0, 1).reshape(c, -1)
     flat = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + eps)
@@ -24,6 +32,13 @@ def standardize_channels(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 def pkd_loss(s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
     """``mse(standardize(s), standardize(t)) / 2`` for one same-shaped pair.
+
+    Args:
+        s_feature: Student map ``(N, C, H, W)``.
+        t_feature: Teacher map, same shape.
+
+    Returns:
+        A scalar tensor.
 
     Example:
         >>> import torch
@@ -48,6 +63,10 @@ class PKDLoss(nn.Module):
         resize_stu: Resize the student to the teacher's spatial size (else the teacher to the student's).
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``t_feature``.
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch

@@ -13,7 +13,15 @@ __all__ = ["RKDDistance", "RKDAngle", "pairwise_distance", "rkd_distance", "rkd_
 
 
 def pairwise_distance(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """``(N, N)`` Euclidean distances between rows of ``(N, D)`` ``e``, exactly 0 on the diagonal."""
+    """``(N, N)`` Euclidean distances between rows of ``(N, D)`` ``e``, exactly 0 on the diagonal.
+
+    Args:
+        e: ``(N, D)`` embeddings.
+        eps: Floor under squared distances, so that ``sqrt`` has a finite gradient.
+
+    Returns:
+        ``(N, N)`` distances.
+    """
     sq = e.pow(2).sum(1)
     d2 = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * e @ e.t()).clamp_min(eps)
     eye = torch.eye(e.shape[0], dtype=torch.bool, device=e.device)
@@ -29,6 +37,13 @@ def _normalised_distance(e: torch.Tensor) -> torch.Tensor:
 
 def rkd_distance(s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
     """``smooth_l1(psi_D(S), psi_D(T))`` with ``psi_D = pairwise distance / its mean`` (rows flattened).
+
+    Args:
+        s_feature: Student embeddings ``(N, ...)``.
+        t_feature: Teacher embeddings ``(N, ...)`` (any size per sample).
+
+    Returns:
+        A scalar tensor.
 
     Example:
         >>> import torch
@@ -48,6 +63,13 @@ def _angles(e: torch.Tensor) -> torch.Tensor:
 
 def rkd_angle(s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
     """``smooth_l1(cos angle(e_i, e_j, e_k) of S, of T)`` over all triplets (rows flattened).
+
+    Args:
+        s_feature: Student embeddings ``(N, ...)``.
+        t_feature: Teacher embeddings ``(N, ...)`` (any size per sample).
+
+    Returns:
+        A scalar tensor (memory grows as ``N^3``).
 
     Example:
         >>> import torch
@@ -82,6 +104,10 @@ class RKDDistance(nn.Module):
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``t_feature``.
 
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
+
     Example:
         >>> import torch
         >>> RKDDistance()(torch.randn(4, 8), torch.randn(4, 16)).dim()
@@ -111,6 +137,10 @@ class RKDAngle(nn.Module):
     Args:
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``t_feature``.
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch

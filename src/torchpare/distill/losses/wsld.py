@@ -19,6 +19,15 @@ def wsld_loss(
     """``tau^2 * mean_i w_i * CE(softmax(z_T / tau), softmax(z_S / tau))_i`` with
     ``w_i = 1 - exp(-max(CE_S,i / CE_T,i, 0))`` (hard-label CEs at temperature 1, no gradient).
 
+    Args:
+        preds_S: Student logits ``(N, C)``.
+        preds_T: Teacher logits ``(N, C)``.
+        gt_labels: ``(N,)`` int64 class indices.
+        tau: Temperature.
+
+    Returns:
+        A scalar tensor.
+
     Example:
         >>> import torch
         >>> z = torch.randn(3, 4); y = torch.tensor([0, 1, 2])
@@ -47,6 +56,10 @@ class WSLDLoss(nn.Module):
         tau: Temperature (2 in the paper).
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``preds_T``.
+
+    Raises:
+        LossShapeError: (in ``forward``) inputs whose shapes the loss cannot compare; the message
+            names the loss and both shapes.
 
     Example:
         >>> import torch

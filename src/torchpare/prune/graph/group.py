@@ -131,7 +131,7 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
         for old_root, idx in entry.items():
             units[find(old_root)][key].extend(idx)
     blocked: dict[int, str] = {}
-    for s in sorted(ctx.sentinels):
+    for s in sorted(ctx.sentinels, key=lambda e: (e in ctx.fixed_reasons, e)):  # op reasons first
         blocked.setdefault(find(s), ctx.sentinels[s])
     inexact = {find(e) for e in ctx.inexact}
 

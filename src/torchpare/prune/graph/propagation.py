@@ -232,11 +232,12 @@ class LabelContext:
         if lab is not None:
             self.inexact.update(x for x in _unique(lab) if x != NEUTRAL)
 
-    def channels(self, lab: torch.Tensor, dim: int, where: str) -> torch.Tensor:
-        """1-D labels along ``dim``; blocks ``lab`` if its labels also vary along another dim.
+    def channels(self, lab: torch.Tensor, dim: int, where: str = "") -> torch.Tensor:
+        """1-D labels along ``dim``, after coupling every position that shares a channel index.
 
-        A layer reading channels on ``dim`` cannot represent a second channel axis (e.g. a Linear
-        applied to a tensor whose sequence axis carries pruned channels).
+        A layer reading channels on ``dim`` uses column ``c`` for every position, so all entries at
+        index ``c`` (e.g. the class token and the patch tokens of a ViT) are unioned. If another dim
+        carried independent channels they all end up coupled into one unit: unprunable, never wrong.
         """
         dim = dim % lab.dim()
         first = lab
@@ -244,7 +245,7 @@ class LabelContext:
             if d != dim and lab.shape[d] > 0:
                 first = first.narrow(d, 0, 1)
         if not _constant_except(lab, dim, first):
-            self.block(lab, f"{where}: channels on more than one dim")
+            self.union(lab, first)
         return first.reshape(-1)
 
 

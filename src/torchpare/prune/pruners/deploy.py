@@ -65,6 +65,22 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
             f"{who}: channel_cfg has no '__subnet__' entry; pass the dict export_subnet() returned."
         )
     meta = channel_cfg["__subnet__"]
+    modules = dict(model.named_modules())
+    for name, entry in channel_cfg.items():
+        if name == "__subnet__":
+            continue
+        if name not in modules:
+            raise KeyError(
+                f"{who}: channel_cfg names module {name!r} that {type(model).__name__} lacks; it was exported "
+                "from another architecture."
+            )
+        raw = module_channels(modules[name])
+        want = (entry["raw_in_channels"], entry["raw_out_channels"])
+        if raw is not None and tuple(raw) != tuple(want):
+            raise ValueError(
+                f"{who}: {name!r} has (in, out) channels {raw} but channel_cfg was exported from one with "
+                f"{want}; deploy onto an unpruned instance of the same architecture."
+            )
     if example_inputs is None:
         device = next((p.device for p in model.parameters()), None)
         example_inputs = inputs_from_spec(meta["example_inputs"], device)
@@ -74,7 +90,7 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
     plan: dict[str, list[int]] = {}
     for gid, space in meta["groups"].items():
         if gid not in known:
-            raise KeyError(f"{who}: the model has no channel group {gid!r}{did_you_mean(gid, known)}.")
+            raise KeyError(f"{who}: the model has no channel group {gid!r}{did_you_mean(gid, known)}")
         size = known[gid].size
         if int(space["size"]) != size:
             raise ValueError(
@@ -93,6 +109,9 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
     if plan:
         graph.prune(plan)
         append_step(model, plan, ignored)
+        from torchpare.prune.target import sync_hf_config
+
+        sync_hf_config(model)
     for name, entry in channel_cfg.items():
         if name == "__subnet__":
             continue

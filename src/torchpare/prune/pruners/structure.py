@@ -67,7 +67,7 @@ def resolve_ignored(
         if not hits and strict_keys:
             raise ValueError(
                 f"{who}: except_start_keys entry {key!r} matches no module of {type(model).__name__}"
-                f"{did_you_mean(key, names)}."
+                f"{did_you_mean(key, names)}"
             )
         out.extend(hits)
     return sorted(set(out))
@@ -107,12 +107,11 @@ class StructurePruner:
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
         >>> pruner = StructurePruner(net, torch.randn(1, 4))
-        >>> list(pruner.channel_spaces)
-        ['0']
-        >>> pruner.set_subnet({"0": torch.arange(8) < 3})
+        >>> (space,) = pruner.channel_spaces  # the 8 hidden units
+        >>> pruner.set_subnet({space: torch.arange(8) < 3})
         >>> cfg = pruner.export_subnet()
-        >>> cfg["0"]["out_channels"], cfg["0"]["raw_out_channels"]
-        (3, 8)
+        >>> cfg["0"]["out_channels"], cfg["0"]["raw_out_channels"], cfg["2"]["in_channels"]
+        (3, 8, 3)
     """
 
     def __init__(
@@ -205,8 +204,8 @@ class StructurePruner:
             if gid not in self.groups:
                 hint = f" (skipped: {self.skipped[gid]})" if gid in self.skipped else ""
                 raise KeyError(
-                    f"{who}: unknown space {gid!r}{hint}{did_you_mean(str(gid), self.groups)}. "
-                    f"Spaces: {', '.join(self.groups)}."
+                    f"{who}: unknown space {gid!r}{hint}; spaces are {', '.join(self.groups)}"
+                    f"{did_you_mean(str(gid), self.groups)}"
                 )
             out[gid] = _as_mask(value, self.groups[gid].size, gid, who)
         return out
@@ -273,7 +272,7 @@ class StructurePruner:
         subnet = {}
         for gid, bins in channel_bins.items():
             if gid not in self.groups:
-                raise KeyError(f"{who}: unknown space {gid!r}{did_you_mean(str(gid), self.groups)}.")
+                raise KeyError(f"{who}: unknown space {gid!r}{did_you_mean(str(gid), self.groups)}")
             bin_mask = _as_mask(bins, max_channel_bins, gid, who)
             subnet[gid] = bin_mask[self._bin_index(gid, max_channel_bins, who)]
         self.set_subnet(subnet)

@@ -13,9 +13,11 @@ from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule, slice_ten
 from torchpare.prune.rules.registry import (
     FUNCTION_RULES,
     MODULE_RULES,
+    TRACE_HOOKS,
     function_rule_for,
     module_rule_for,
     register_rule,
+    register_trace_hook,
 )
 
 from torchpare.prune.rules import conv, embedding, linear, norm, ops, reduce, shape  # noqa: E402, F401, I001
@@ -29,9 +31,11 @@ __all__ = [
     "FunctionRule",
     "ModuleRule",
     "register_rule",
+    "register_trace_hook",
     "module_rule_for",
     "function_rule_for",
     "slice_tensor_attr",
     "MODULE_RULES",
     "FUNCTION_RULES",
+    "TRACE_HOOKS",
 ]

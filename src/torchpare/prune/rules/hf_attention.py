@@ -166,7 +166,33 @@ def _tie_bias(ctx: Any, layer_name: str, layer: nn.Module, rows: torch.Tensor, u
         ctx.union(ctx.param(layer_name, "bias", dim=0, role=ROLE_OUT, unit=unit), rows)
 
 
-class ProjAttentionRule(ModuleRule):
+class _HeadRule(ModuleRule):
+    """Shared entry point: a layout the rule cannot handle blocks the module instead of failing the trace.
+
+    The leaf's inputs and outputs are then fixed with the error message as the reason (shown by
+    ``graph.report()``), so the rest of the model stays prunable and nothing is sliced wrongly.
+    """
+
+    def propagate(self, ctx: Any, call: Call) -> Any:
+        try:
+            return self.propagate_heads(ctx, call)
+        except UnsupportedAttentionError as err:
+            reason = str(err)
+            for t in [*call.args, *call.kwargs.values()]:
+                if isinstance(t, torch.Tensor) and t.is_floating_point():
+                    ctx.block(ctx.label(t), reason)
+            outputs = call.output if isinstance(call.output, (tuple, list)) else (call.output,)
+            labels = [
+                ctx.constant(ctx.sentinel(reason), o.shape) if isinstance(o, torch.Tensor) else None
+                for o in outputs
+            ]
+            return tuple(labels) if isinstance(call.output, (tuple, list)) else labels[0]
+
+    def propagate_heads(self, ctx: Any, call: Call) -> Any:
+        raise NotImplementedError
+
+
+class ProjAttentionRule(_HeadRule):
     """Heads of ``q_proj``/``k_proj``/``v_proj``/``o_proj`` attention (LLaMA, ViT, Mistral, Qwen...).
 
     Only whole kv groups are removed, so ``num_key_value_groups`` (read by ``repeat_kv``) is unchanged.
@@ -204,7 +230,7 @@ class ProjAttentionRule(ModuleRule):
         _check_params(module, allowed, hd, who, where)
         return _Heads(n_q, n_kv, hd)
 
-    def propagate(self, ctx: Any, call: Call) -> Any:
+    def propagate_heads(self, ctx: Any, call: Call) -> Any:
         module, name = call.module, call.module_name
         heads = self.heads(module, name)
         unit = heads.unit
@@ -238,7 +264,7 @@ class ProjAttentionRule(ModuleRule):
         _set_if_present(module, ("all_head_size", "inner_dim"), n_q * hd)
 
 
-class SelfAttentionRule(ModuleRule):
+class SelfAttentionRule(_HeadRule):
     """Heads of BERT-style ``query``/``key``/``value`` self-attention (no output projection inside).
 
     The leaf's output is the concatenated heads in value-row order; the next module (BERT's
@@ -268,7 +294,7 @@ class SelfAttentionRule(ModuleRule):
         )
         return _Heads(n, n, hd)
 
-    def propagate(self, ctx: Any, call: Call) -> Any:
+    def propagate_heads(self, ctx: Any, call: Call) -> Any:
         module, name = call.module, call.module_name
         heads = self.heads(module, name)
         args = _bind(call)
@@ -294,7 +320,7 @@ class SelfAttentionRule(ModuleRule):
         _set_if_present(module, ("all_head_size",), n * module.attention_head_size)
 
 
-class GPT2AttentionRule(ModuleRule):
+class GPT2AttentionRule(_HeadRule):
     """Heads of GPT-2 attention: fused ``c_attn`` (``Conv1D``, output columns ``[q | k | v]``) and ``c_proj``.
 
     ``Conv1D`` weights are ``(in, out)``: head ``h`` owns ``c_attn.weight[:, t*E + h*d : t*E + (h+1)*d]``
@@ -327,7 +353,7 @@ class GPT2AttentionRule(ModuleRule):
         _check_params(module, allowed, hd, who, where)
         return _Heads(n, n, hd)
 
-    def propagate(self, ctx: Any, call: Call) -> Any:
+    def propagate_heads(self, ctx: Any, call: Call) -> Any:
         module, name = call.module, call.module_name
         heads = self.heads(module, name)
         args = _bind(call)

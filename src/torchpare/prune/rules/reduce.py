@@ -31,7 +31,11 @@ def _dims(value: Any, ndim: int) -> list[int] | None:
 
 def _mirror(out: Any, lab: torch.Tensor | None) -> Any:
     if isinstance(out, torch.Tensor):
-        return None if lab is None else lab.expand(out.shape) if lab.numel() == 1 else lab.reshape(out.shape)
+        if lab is None:
+            return None
+        if lab.numel() == out.numel():
+            return lab.reshape(out.shape)
+        return lab.reshape(-1)[:1].reshape(()).expand(out.shape)
     if isinstance(out, (tuple, list)):
         return tuple(_mirror(o, lab) for o in out)
     return None

@@ -13,10 +13,29 @@ from torch import nn
 
 from torchpare.prune.rules.base import FunctionRule, ModuleRule
 
-__all__ = ["register_rule", "module_rule_for", "function_rule_for", "MODULE_RULES", "FUNCTION_RULES"]
+__all__ = [
+    "register_rule",
+    "register_trace_hook",
+    "module_rule_for",
+    "function_rule_for",
+    "MODULE_RULES",
+    "FUNCTION_RULES",
+    "TRACE_HOOKS",
+]
 
 MODULE_RULES: dict[type, ModuleRule] = {}
 FUNCTION_RULES: dict[Any, FunctionRule] = {}
+TRACE_HOOKS: list[Callable[[nn.Module], None]] = []
+
+
+def register_trace_hook(hook: Callable[[nn.Module], None]) -> Callable[[nn.Module], None]:
+    """Call ``hook(model)`` before every trace (e.g. to register rules for classes found in ``model``).
+
+    Registering the same function twice has no effect. Returns ``hook`` (usable as a decorator).
+    """
+    if hook not in TRACE_HOOKS:
+        TRACE_HOOKS.append(hook)
+    return hook
 
 
 def register_rule(

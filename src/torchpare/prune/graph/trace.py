@@ -1,0 +1,203 @@
+"""Trace one real forward: torch functions through a ``TorchFunctionMode``, leaf modules through hooks.
+
+Why this mechanism: ``TorchFunctionMode`` is public API that sees every torch function, ``Tensor``
+method and operator with its real arguments (Python control flow, kwargs and Hugging Face outputs
+included), and nothing here depends on autograd node class names. Modules with a registered
+:class:`~torchpare.prune.rules.ModuleRule` are leaves (one node each; calls inside them are not
+recorded). Everything else is seen as function calls, each dispatched to its registered
+:class:`~torchpare.prune.rules.FunctionRule`; an unregistered function that returns tensors blocks its
+inputs. All hooks and the mode are removed in ``finally``, even when the forward raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from torchpare.prune.graph.propagation import LabelContext
+from torchpare.prune.rules import TRACE_HOOKS, Call, function_rule_for, module_rule_for
+
+__all__ = ["trace_labels", "func_name", "tensors_in"]
+
+
+def func_name(func: Any) -> str:
+    """Readable name of a torch function for reports (``torch.cat``, ``Tensor.flatten``)."""
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    name = name.replace("TensorBase.", "Tensor.").replace("_TensorBase.", "Tensor.")
+    module = getattr(func, "__module__", None)
+    if module and not name.startswith("Tensor.") and module.startswith("torch"):
+        module = module.replace("torch._C._nn", "torch.nn.functional").replace("torch._C._VariableFunctions", "torch")
+        return f"{module}.{name}"
+    return name if name.startswith("Tensor.") else f"torch.{name}"
+
+
+def tensors_in(obj: Any, depth: int = 0) -> list[torch.Tensor]:
+    """Tensors inside nested tuples/lists/dicts/dataclass-like outputs (``ModelOutput`` included)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if depth > 6:
+        return []
+    if isinstance(obj, Mapping):
+        return [t for v in obj.values() for t in tensors_in(v, depth + 1)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in tensors_in(v, depth + 1)]
+    return []
+
+
+class _Tracer(TorchFunctionMode):
+    def __init__(self, ctx: LabelContext, names: dict[nn.Module, str]) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.names = names
+        self.stack: list[str] = [""]
+        self.leaf_depth = 0
+        self.busy = False
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.leaf_depth == 0 and not self.busy:
+            self.busy = True
+            try:
+                self.on_function(func, args, kwargs, out)
+            finally:
+                self.busy = False
+        return out
+
+    # ------------------------------------------------------------------ functions
+    def on_function(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        ctx = self.ctx
+        call = Call(self.stack[-1], None, func, args, kwargs, out)
+        rule = function_rule_for(func)
+        if rule is None:
+            outs = tensors_in(out)
+            if not outs:
+                return  # .shape, .size(), .item(): no tensor, no channels
+            inputs = tensors_in(list(args)) + tensors_in(list(kwargs.values()))
+            labels = [ctx.label(t) for t in inputs]
+            if all(not ctx.has_label(t) or _neutral(lab) for t, lab in zip(inputs, labels)):
+                for o in outs:  # factories and ops on constants carry no channels
+                    ctx.set_label(o, ctx.neutral(o.shape))
+                return
+            reason = f"blocked by {func_name(func)} at layer {call.module_name or '<root>'!r}"
+            for lab in labels:
+                ctx.block(lab, reason)
+            s = ctx.sentinel(reason)
+            for o in outs:
+                ctx.set_label(o, ctx.constant(s, o.shape))
+            return
+        self.assign(out, rule.propagate(ctx, call), call)
+
+    def assign(self, out: Any, labels: Any, call: Call) -> None:
+        if isinstance(out, torch.Tensor):
+            if isinstance(labels, (tuple, list)) and len(labels) == 1:
+                labels = labels[0]
+            if labels is None or isinstance(labels, torch.Tensor):
+                self.ctx.set_label(out, labels)
+            return
+        if isinstance(out, (tuple, list)):
+            if not isinstance(labels, (tuple, list)) or len(labels) != len(out):
+                labels = [None] * len(out) if labels is None else [labels] * len(out)
+            for o, lab in zip(out, labels):
+                self.assign(o, lab, call)
+        elif isinstance(out, Mapping) and isinstance(labels, Mapping):
+            for k, v in out.items():
+                self.assign(v, labels.get(k), call)
+
+    # ------------------------------------------------------------------ modules
+    def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        name = self.names.get(module, "?")
+        self.stack.append(name)
+        if self.leaf_depth > 0:
+            self.leaf_depth += 1
+        elif module_rule_for(module) is not None:
+            self.leaf_depth = 1
+
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        name = self.stack.pop()
+        if self.leaf_depth > 1:
+            self.leaf_depth -= 1
+            return
+        ctx = self.ctx
+        self.busy = True
+        try:
+            if self.leaf_depth == 1:
+                self.leaf_depth = 0
+                rule = module_rule_for(module)
+                call = Call(name, module, None, args, kwargs, output)
+                ctx.current_leaf = name
+                try:
+                    self.assign(output, rule.propagate(ctx, call), call)
+                finally:
+                    ctx.current_leaf = None
+                return
+            # Safety net: a module whose outputs no traced op produced computed them out of sight
+            # (e.g. a C++ kernel that bypasses torch functions): its inputs must not be pruned.
+            missing = [o for o in tensors_in(output) if not ctx.has_label(o)]
+            if missing:
+                reason = f"blocked by {type(module).__name__} at layer {name or '<root>'!r} (untraceable)"
+                for t in tensors_in(list(args)) + tensors_in(list(kwargs.values())):
+                    ctx.block(ctx.label(t), reason)
+                for o in missing:
+                    ctx.set_label(o, ctx.constant(ctx.sentinel(reason), o.shape))
+        finally:
+            self.busy = False
+
+
+def _neutral(lab: torch.Tensor | None) -> bool:
+    from torchpare.prune.graph.propagation import distinct
+
+    return lab is None or not distinct(lab)
+
+
+def trace_labels(model: nn.Module, example_inputs: Any, ctx: LabelContext) -> Any:
+    """Run ``model`` once on ``example_inputs`` recording labels into ``ctx``; returns the output.
+
+    The model runs in eval mode under ``torch.no_grad()`` (no running-stat updates); its train/eval
+    flags are restored afterwards.
+
+    Args:
+        model: the model.
+        example_inputs: a tensor, a tuple of positional arguments, or a dict of keyword arguments.
+        ctx: the label context to fill.
+    """
+    for hook in TRACE_HOOKS:
+        hook(model)
+    names: dict[nn.Module, str] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        names.setdefault(m, n)
+    tracer = _Tracer(ctx, names)
+    handles = []
+    modes = {m: m.training for m in model.modules()}
+    args, kwargs = _split_inputs(example_inputs)
+    try:
+        for m in set(names):
+            handles.append(m.register_forward_pre_hook(tracer.pre_hook, with_kwargs=True))
+            handles.append(m.register_forward_hook(tracer.post_hook, with_kwargs=True))
+        model.eval()
+        for t in tensors_in(list(args)) + tensors_in(list(kwargs.values())):
+            ctx.set_label(t, ctx.constant(ctx.sentinel("model input", fixed=True), t.shape))
+        with torch.no_grad(), tracer:
+            out = model(*args, **kwargs)
+        for t in tensors_in(out):
+            ctx.fix(ctx.label(t), "model output")
+        return out
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.train(training)
+
+
+def _split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, tuple):
+        return example_inputs, {}
+    if isinstance(example_inputs, list):
+        return tuple(example_inputs), {}
+    return (example_inputs,), {}
