@@ -2,8 +2,8 @@
 
 A function ``pkg.mod.func`` or a method ``pkg.mod.Class.method`` is patched by replacing the attribute
 on its owner (the module or the class) with one *dispatcher*. Each active patch adds an *interceptor*
-to that site; the dispatcher runs the interceptors as a chain (the most recently added one outermost)
-ending in the original callable. Removing an interceptor only rebuilds the chain, so patches may be
+to that site; the dispatcher runs the interceptors as a chain (the most recently added one outermost,
+within its ``patch_layer``) ending in the original callable. Removing an interceptor only rebuilds the chain, so patches may be
 removed in any order; when the last one goes, the owner's attribute is restored exactly (an inherited
 method is deleted from the subclass again rather than copied onto it).
 
@@ -47,7 +47,10 @@ class Interceptor(Protocol):
     """Something that wraps one call: ``intercept(call_next, args, kwargs) -> result``.
 
     ``call_next(*args, **kwargs)`` runs the rest of the chain (ultimately the original callable);
-    an interceptor may skip it (deliveries replaying a stored output do).
+    an interceptor may skip it (deliveries replaying a stored output do). An optional integer
+    attribute ``patch_layer`` (default 0) orders the chain: higher layers run outside lower ones
+    whatever the order of installation; recorders use 1 so that they observe what a delivery
+    (layer 0) hands to the caller.
     """
 
     def intercept(self, call_next: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -210,7 +213,8 @@ class _PatchSite:
 
     def _rebuild(self) -> None:
         call: Callable[..., Any] = self.func
-        for interceptor in self.interceptors:
+        # Stable sort: within a layer the latest is outermost; higher layers wrap lower ones.
+        for interceptor in sorted(self.interceptors, key=_layer):
             call = _link(interceptor, call)
         self.chain = call
 
@@ -231,6 +235,10 @@ class _PatchSite:
             delattr(self.owner, self.attr)
         else:
             setattr(self.owner, self.attr, self.original_own)
+
+
+def _layer(interceptor: Interceptor) -> int:
+    return getattr(interceptor, "patch_layer", 0)
 
 
 def _link(interceptor: Interceptor, call_next: Callable[..., Any]) -> Callable[..., Any]:

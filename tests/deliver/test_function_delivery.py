@@ -146,3 +146,16 @@ def test_registry_finds_the_delivery_by_class_name_and_alias():
     )
     built = DELIVERIES.build({"type": "FunctionOutputs", "max_keep_data": 3, "func_path": f"{HERE}.toy_func"})
     assert built.max_keep_data == 3 and built.func_path == f"{HERE}.toy_func"
+
+
+def test_a_recorder_on_the_same_function_records_what_the_student_receives():
+    from torchpare.record import FunctionOutputsRecorder
+
+    recorder = FunctionOutputsRecorder(f"{HERE}.toy_func")
+    delivery = FunctionOutputsDelivery(1, f"{HERE}.toy_func")
+    with recorder, delivery:  # the recorder is entered first but still wraps the delivery
+        teacher = toy_func()
+        delivery.override_data = True
+        student = toy_func()
+    assert recorder.data_buffer == [teacher, student] and teacher == student
+    assert active_patch_count() == 0

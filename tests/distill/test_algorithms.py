@@ -137,6 +137,17 @@ def test_trainable_teacher_trains_with_norms_in_eval_and_reports_teacher_loss():
     assert int(teacher.layer1.bn.num_batches_tracked) == 0
 
 
+def test_trainable_teacher_without_norm_eval_updates_its_bn_statistics():
+    teacher = DigitsCNN(width=8)
+    algo = SingleTeacherDistill(
+        DigitsSmallCNN(width=4), teacher, kd_distiller(), teacher_trainable=True, teacher_norm_eval=False
+    )
+    algo.train()
+    assert teacher.layer1.bn.training
+    sgd_step(algo, *batch())
+    assert int(teacher.layer1.bn.num_batches_tracked) == 1
+
+
 def test_student_trainable_false_freezes_student_but_connectors_train():
     algo = SingleTeacherDistill(
         DigitsSmallCNN(width=4), DigitsCNN(width=8), feature_distiller(), student_trainable=False
@@ -382,3 +393,34 @@ def test_to_and_dtype_changes_reach_the_frozen_teacher_and_eval_keeps_it_frozen(
     algo.eval()
     algo.train()
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_crd_reads_sample_indices_from_the_batch_and_its_heads_train():
+    from torchpare.engine.data import digits_loaders, load_digits_split
+
+    split = load_digits_split(seed=0)
+    train, _, _ = digits_loaders(split, batch_size=16, seed=0, with_indices=True)
+    cfg = {
+        "student_recorders": {"feat": {"type": "ModuleOutputs", "source": "fc1"}},
+        "teacher_recorders": {"feat": {"type": "ModuleOutputs", "source": "pool"}},
+        "distill_losses": {
+            "crd": {"type": "CRDLoss", "num_data": len(split.y_train), "s_dim": 16, "t_dim": 32, "nce_k": 64}
+        },
+        "loss_forward_mappings": {
+            "crd": {
+                "s_feature": {"from_student": True, "recorder": "feat"},
+                "t_feature": {"from_student": False, "recorder": "feat"},
+                "idx": {"from_data": "indices"},
+            }
+        },
+    }
+    algo = SingleTeacherDistill(DigitsMLP(), DigitsSmallCNN(width=8), cfg)
+    crd_params = {id(p) for p in algo.distiller.distill_losses["crd"].parameters()}
+    assert crd_params and crd_params <= {id(p) for p in algo.trainable_parameters()}
+    x, y, idx = next(iter(train))
+    with pytest.raises(KeyError, match=r"'idx' reads \{'from_data': 'indices'\}"):
+        algo.loss(x, y)
+    losses = algo.loss(x, y, indices=idx)
+    assert torch.isfinite(losses["distill.loss_crd"])
+    algo.total_loss(losses).backward()
+    assert any(p.grad is not None for p in algo.distiller.distill_losses["crd"].parameters())

@@ -91,3 +91,21 @@ def test_kd_run_is_deterministic_for_a_seed(split, teacher):
         assert ka == kb and torch.equal(va, vb), ka
     # and the teacher was not touched by either run
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in frozen.items())
+
+
+@pytest.mark.slow
+def test_kd_beats_scratch_with_scarce_labels_one_seed():
+    """The benchmark's headline in one seed (~30 s): with 10% labels, KD on all images helps a lot."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "kd_digits.py"
+    spec = importlib.util.spec_from_file_location("kd_digits_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    split = load_digits_split(seed=0)
+    teacher = bench.train_teacher(split, seed=0, epochs=20)
+    targets = bench.scarce_targets(split.y_train, 0.1, seed=0)
+    scratch = bench.train_student(split, teacher, "scratch", targets, seed=0, epochs=40)
+    kd = bench.train_student(split, teacher, "KD (tau=4, alpha=0.9)", targets, seed=0, epochs=40)
+    assert kd > scratch + 3.0, (scratch, kd)

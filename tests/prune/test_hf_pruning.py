@@ -16,7 +16,6 @@ from torchpare.prune.graph import DependencyGraph  # noqa: E402
 from torchpare.prune.rules.hf_attention import (  # noqa: E402
     ProjAttentionRule,
     UnsupportedAttentionError,
-    register_transformers_rules,
 )
 from torchpare.prune.verify import verify_pruning  # noqa: E402
 from torchpare.zoo import ZOO  # noqa: E402
@@ -33,10 +32,7 @@ HEADS = {
 
 def _build(name: str, **kwargs: Any) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
-    model, inputs = ZOO[name]() if not kwargs else _builder(name)(**kwargs)
-    # The transformers classes are registered when their modeling module is loaded (see hf_attention).
-    register_transformers_rules()
-    return model, inputs
+    return ZOO[name]() if not kwargs else _builder(name)(**kwargs)
 
 
 def _builder(name: str) -> Any:
@@ -69,7 +65,7 @@ def _train_step(model: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.grad is not None)
     opt.step()
     model.eval()
-    return float(loss)
+    return loss.item()
 
 
 @pytest.mark.parametrize("name", sorted(HEADS))

@@ -97,3 +97,18 @@ def test_export_onnx_runs_in_onnxruntime_with_equal_outputs(tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"input_0": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(out), model(x).detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_export_onnx_of_a_head_pruned_bert_takes_keyword_inputs(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("transformers")
+    from torchpare.zoo.hf import hf_bert
+
+    torch.manual_seed(0)
+    model, inputs = hf_bert()
+    model, _ = prune(model, inputs, target_params_ratio=0.9, units=("head",), global_pruning=False)
+    path = export_onnx(model, inputs, tmp_path / "bert.onnx", output_names=["logits"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {i.name: inputs[i.name].numpy() for i in session.get_inputs()}
+    (logits,) = session.run(["logits"], feed)
+    torch.testing.assert_close(torch.from_numpy(logits), model(**inputs).logits.detach(), atol=1e-4, rtol=1e-4)

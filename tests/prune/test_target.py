@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from torchpare.engine.data import load_digits_split
-from torchpare.prune import PruneSummary, count, prune
+from torchpare.prune import PruneSummary, prune
+from torchpare.prune.count import count
 from torchpare.zoo.catalog import build_zoo_model
 from torchpare.zoo.digits import DigitsCNN
 

@@ -214,3 +214,24 @@ def test_recorders_build_by_class_name_and_alias():
 def test_non_string_source_is_a_type_error():
     with pytest.raises(TypeError, match="source must be a str"):
         ModuleOutputsRecorder(3)
+
+
+class DictOut(nn.Module):
+    def forward(self, x):
+        return {"logits": x * 3, "hidden": x}
+
+
+def test_str_data_idx_selects_a_key_of_a_dict_record_and_lists_keys_when_missing():
+    model = DictOut()
+    recorder = ModuleOutputsRecorder("")
+    recorder.initialize(model)
+    x = torch.randn(2, 3)
+    with recorder:
+        out = model(x)
+    assert recorder.get_record_data(data_idx="logits") is out["logits"]
+    with pytest.raises(
+        RecordIndexError, match=r"no key 'logit'; did you mean 'logits'\?; keys: \['logits', 'hidden'\]"
+    ):
+        recorder.get_record_data(data_idx="logit")
+    with pytest.raises(TypeError, match="needs a tuple or list record"):
+        recorder.get_record_data(data_idx=0)

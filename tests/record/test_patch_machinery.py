@@ -93,3 +93,18 @@ def test_a_target_resolved_during_another_patch_restores_the_true_original():
     assert greet("z") == "b(hello z!)"
     second.remove()
     assert greet is original
+
+
+class Outer(Tag):
+    patch_layer = 1
+
+
+def test_higher_patch_layers_wrap_lower_ones_whatever_the_install_order():
+    high = patch_path(f"{HERE}.greet", Outer("high"), kind="function")
+    low = patch_path(f"{HERE}.greet", Tag("low"), kind="function")
+    try:
+        assert greet("x") == "high(low(hello x!))"
+    finally:
+        high.remove()
+        low.remove()
+    assert active_patch_count() == 0

@@ -17,8 +17,7 @@ Example:
     >>> from torchpare.prune.graph import DependencyGraph
     >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     >>> with torch.no_grad():
-    ...     net[0].weight.copy_(torch.tensor([[1.0] * 4, [0.1] * 4, [2.0] * 4]))
-    ...     net[2].weight.fill_(1.0)
+    ...     _ = net[0].weight.copy_(torch.tensor([[1.0] * 4, [0.1] * 4, [2.0] * 4]))
     >>> (group,) = DependencyGraph.build(net, torch.randn(1, 4)).groups()
     >>> L1Importance(normalize=None, members="out")(net, group)
     tensor([4.0000, 0.4000, 8.0000])

@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -338,19 +339,23 @@ def export_onnx(
     opset_version: int = 17,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
+    dynamo: bool = False,
 ) -> Path:
-    """Export a (pruned) model to an ONNX file with ``torch.onnx.export`` (TorchScript exporter).
+    """Export a (pruned) model to an ONNX file with ``torch.onnx.export``.
 
-    The export runs on a copy in eval mode, so the caller's model keeps its mode; the file is written
-    atomically.
+    The TorchScript exporter is the default: it works offline and takes well under a second on the
+    zoo models, while the ``torch.export``-based one (``dynamo=True``) takes seconds; its deprecation
+    warning is silenced here on purpose. The export runs on a copy in eval mode, so the caller's
+    model keeps its mode; the file is written atomically.
 
     Args:
         model: The model to export.
         example_inputs: A tensor, a tuple of positional tensors, or a dict of keyword tensors.
         path: Target ``.onnx`` file.
         opset_version: ONNX opset.
-        input_names: Graph input names; default: dict keys, or ``input_0, input_1, ...``.
-        output_names: Graph output names; default ``output_0, ...`` chosen by the exporter.
+        input_names: Graph input names; default: the dict keys, or ``input_0, input_1, ...``.
+        output_names: Graph output names; default: chosen by the exporter.
+        dynamo: Use the ``torch.export``-based exporter instead.
 
     Returns:
         The path written.
@@ -364,23 +369,28 @@ def export_onnx(
         raise ImportError("export_onnx() needs onnx: pip install 'torchpare[onnx]'") from exc
     path = Path(path)
     if isinstance(example_inputs, Mapping):
-        args: tuple[Any, ...] = ((), dict(example_inputs))
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] | None = dict(example_inputs)
         names = list(input_names) if input_names is not None else list(example_inputs)
     else:
         args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        kwargs = None
         names = list(input_names) if input_names is not None else [f"input_{i}" for i in range(len(args))]
     exported = copy.deepcopy(model).eval()
 
     def write(tmp: str) -> None:
-        torch.onnx.export(
-            exported,
-            args,
-            tmp,
-            input_names=names,
-            output_names=list(output_names) if output_names is not None else None,
-            opset_version=opset_version,
-            dynamo=False,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's notice
+            torch.onnx.export(
+                exported,
+                args,
+                tmp,
+                kwargs=kwargs,
+                input_names=names,
+                output_names=list(output_names) if output_names is not None else None,
+                opset_version=opset_version,
+                dynamo=dynamo,
+            )
 
     atomic_save(path, write)
     return path

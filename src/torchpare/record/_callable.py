@@ -21,6 +21,8 @@ class CallableRecorder(BaseRecorder):
     """
 
     needs_model = False
+    #: Recorders wrap deliveries on the same callable, so they record what the caller receives.
+    patch_layer = 1
     _kind: Literal["function", "method"] = "function"
     _transient = ("_target", "_patch")
 

@@ -11,7 +11,10 @@ pickled recorders start with an empty buffer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
+
+from torchpare._utils import did_you_mean
 
 __all__ = ["BaseRecorder", "RecordIndexError", "RecorderNotInitializedError"]
 
@@ -138,22 +141,25 @@ class BaseRecorder(ABC):
         """Remove everything ``_attach`` installed; must not raise."""
 
     # -- reading ------------------------------------------------------------------------------
-    def get_record_data(self, record_idx: int = 0, data_idx: int | None = None) -> Any:
+    def get_record_data(self, record_idx: int = 0, data_idx: int | str | None = None) -> Any:
         """Return the record of the ``record_idx``-th call, or one item of it.
 
         Args:
             record_idx: Which call (0 = first; negative counts from the end). A module called twice
                 in one forward has records 0 and 1.
-            data_idx: Index into a tuple/list record (e.g. one of several outputs); ``None`` returns
+            data_idx: Index into a tuple/list record (e.g. one of several outputs), or a key of a
+                dict-like record (``"logits"`` of a Hugging Face ``ModelOutput``); ``None`` returns
                 the whole record.
 
         Returns:
             The recorded value (tensors are the live ones: gradients flow through them).
 
         Raises:
-            RecordIndexError: ``record_idx`` or ``data_idx`` is out of range (the message says how
-                many exist); with no records at all it suggests running the forward inside the context.
-            TypeError: ``data_idx`` was given but the record is not a tuple or list.
+            RecordIndexError: ``record_idx`` or ``data_idx`` is out of range, or a key is missing (the
+                message says how many records or items exist, or lists the keys); with no records at
+                all it suggests running the forward inside the context.
+            TypeError: ``data_idx`` does not fit the record (an int for a non-sequence, a str for a
+                non-dict).
         """
         buffer = self._data_buffer
         n = len(buffer)
@@ -178,10 +184,18 @@ class BaseRecorder(ABC):
         return self._index_record(record, record_idx, data_idx)
 
     def _index_record(self, record: Any, record_idx: int, data_idx: Any) -> Any:
-        if not isinstance(record, (tuple, list)):
+        if isinstance(data_idx, str) and isinstance(record, Mapping):  # dicts, HF ModelOutput
+            if data_idx not in record:
+                keys = [str(k) for k in record]
+                raise RecordIndexError(
+                    f"{self._who()}: record {record_idx} has no key {data_idx!r}"
+                    f"{did_you_mean(data_idx, keys)}; keys: {keys}."
+                )
+            return record[data_idx]
+        if not isinstance(record, (tuple, list)) or isinstance(data_idx, str):
             raise TypeError(
-                f"{self._who()}: data_idx={data_idx!r} needs a tuple or list record, but record "
-                f"{record_idx} is a {type(record).__name__}; use data_idx=None."
+                f"{self._who()}: data_idx={data_idx!r} needs a tuple or list record (or a str key of a "
+                f"dict record), but record {record_idx} is a {type(record).__name__}; use data_idx=None."
             )
         if not -len(record) <= data_idx < len(record):
             raise RecordIndexError(

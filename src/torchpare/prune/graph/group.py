@@ -2,7 +2,7 @@
 
 Each union-find component is one *unit* (a channel, a head...). Components touching the same set of
 parameter slices form one :class:`ChannelGroup`, whose units are ordered by their index in the first
-member. A component containing a sentinel is blocked (model input/output, ignored module, unknown op).
+member. A component holding a marked element is blocked (model input/output, ignored module, unknown op).
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class ChannelGroup:
     """Coupled channels: removing unit ``i`` removes ``index_map[i]`` from every member.
 
     Attributes:
-        id: stable readable id (first producing module, ``#heads`` for head units, ``#2``... if repeated).
+        id: stable readable id: the first producing module (``"layer1.0.conv1"``), with ``#heads`` /
+            ``#kv_heads`` for head units, ``#in`` when nothing prunable produces the channels (the
+            model input), and ``#2``, ``#3``... when one module's channels split into several groups.
         size: number of units.
         unit: ``"channel"``, ``"head"``, ``"kv_head"``...
         members: the slices, in trace order.
@@ -101,9 +103,8 @@ def _resolve_free(ctx: LabelContext) -> dict[tuple[str, str, int, str], dict[int
         if chosen is None:
             if len(set(roots)) > 1:
                 reason = f"free parameter {name!r} couples channels on several dims"
-                s = ctx.sentinel(reason)
                 for r in set(roots):
-                    ctx.uf.union(r, s)
+                    ctx._mark(r, reason, False)
             continue
         d, per_index = chosen
         entry: dict[int, list[int]] = defaultdict(list)
@@ -115,7 +116,7 @@ def _resolve_free(ctx: LabelContext) -> dict[tuple[str, str, int, str], dict[int
 
 def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     """Turn the finished union-find of ``ctx`` into channel groups (blocked ones included)."""
-    free = _resolve_free(ctx)  # may union roots with sentinels: compute roots afterwards
+    free = _resolve_free(ctx)
     find = ctx.uf.find
     units: dict[int, dict[tuple[str, str, int, str], list[int]]] = defaultdict(lambda: defaultdict(list))
     key_order: dict[tuple[str, str, int, str], int] = {}
@@ -157,8 +158,11 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     used: dict[str, int] = {}
     named = []
     for _, g in groups:
-        first = next((m for m in g.members if m.role == "out"), g.members[0])
-        base = first.module_name or first.param_name
+        first = next((m for m in g.members if m.role == "out"), None)
+        if first is None:  # only readers: the model input, a constant or padding feeds them
+            base = f"{g.members[0].module_name or g.members[0].param_name}#in"
+        else:
+            base = first.module_name or first.param_name
         if g.unit != "channel":
             base = f"{base}#{g.unit}s"
         n = used.get(base, 0) + 1

@@ -9,6 +9,7 @@ containing a sentinel is blocked. ``NEUTRAL`` (-1) marks entries with no channel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -85,6 +86,10 @@ class LabelContext:
         for name, p in model.named_parameters(remove_duplicate=True):
             self.param_names[id(p)] = name
         self.current_leaf: str | None = None
+        self.deferred: list[Callable[[], None]] = []
+        self._modules: dict[str, nn.Module] = {}
+        for name, m in model.named_modules(remove_duplicate=False):
+            self._modules.setdefault(name, m)
 
     # ----------------------------------------------------------------- elements & sentinels
     def fresh(self, n: int) -> torch.Tensor:
@@ -93,15 +98,19 @@ class LabelContext:
         return torch.arange(start, start + n)
 
     def sentinel(self, reason: str, fixed: bool = False) -> int:
-        """The (memoized) sentinel element for ``reason``; its components are blocked by it."""
+        """The (memoized) element standing for ``reason``: components containing it are blocked."""
         s = self._sentinel_by_reason.get(reason)
         if s is None:
             s = self.uf.add(1)
-            self.sentinels[s] = reason
             self._sentinel_by_reason[reason] = s
-            if fixed:
-                self.fixed_reasons.add(s)
+            self._mark(s, reason, fixed)
         return s
+
+    def _mark(self, element: int, reason: str, fixed: bool) -> None:
+        if element not in self.sentinels:
+            self.sentinels[element] = reason
+            if fixed:
+                self.fixed_reasons.add(element)
 
     def param(
         self, module_name: str, param_name: str, dim: int, role: str, unit: str = "channel"
@@ -120,7 +129,9 @@ class LabelContext:
         key = (module_name, param_name, dim, role)
         info = self.slices.get(key)
         if info is None:
-            owner = get_submodule(self.model, module_name, who="LabelContext.param")
+            owner = self._modules.get(module_name)
+            if owner is None:
+                owner = get_submodule(self.model, module_name, who="LabelContext.param")
             tensor = getattr(owner, param_name)
             if not isinstance(tensor, torch.Tensor):
                 raise AttributeError(
@@ -218,14 +229,29 @@ class LabelContext:
                 self.uf.union(x, element)
 
     def block(self, lab: torch.Tensor | None, reason: str) -> None:
-        """Mark every element in ``lab`` blocked by ``reason`` (shown by ``graph.report()``)."""
+        """Mark every element in ``lab`` blocked by ``reason`` (shown by ``graph.report()``).
+
+        Marking keeps the elements' own components (so a blocked group still reports its units).
+        """
         if lab is not None:
-            self.union_all(lab, self.sentinel(reason))
+            for x in _unique(lab):
+                if x != NEUTRAL:
+                    self._mark(x, reason, False)
 
     def fix(self, lab: torch.Tensor | None, reason: str) -> None:
         """Like :meth:`block` for structural reasons (model input/output, ignored module)."""
         if lab is not None:
-            self.union_all(lab, self.sentinel(reason, fixed=True))
+            for x in _unique(lab):
+                if x != NEUTRAL:
+                    self._mark(x, reason, True)
+
+    def defer(self, check: Callable[[], None]) -> None:
+        """Run ``check()`` after the whole forward, when every coupling is known (e.g. lossy selections)."""
+        self.deferred.append(check)
+
+    def roots(self, lab: torch.Tensor) -> set[int]:
+        """Components present in ``lab`` (neutral entries aside)."""
+        return {self.uf.find(x) for x in _unique(lab) if x != NEUTRAL}
 
     def mark_inexact(self, lab: torch.Tensor | None) -> None:
         """Pruning these elements is not the same as zeroing them at consumers (e.g. norm statistics)."""

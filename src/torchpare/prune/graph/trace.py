@@ -185,6 +185,8 @@ def trace_labels(model: nn.Module, example_inputs: Any, ctx: LabelContext) -> An
             out = model(*args, **kwargs)
         for t in tensors_in(out):
             ctx.fix(ctx.label(t), "model output")
+        for check in ctx.deferred:
+            check()
         return out
     finally:
         for h in handles:

@@ -6,13 +6,13 @@ query, key and value rows of head ``h`` and the output-projection columns readin
 ``(..., -1, head_dim)``). With grouped-query attention (``n_kv < n_q``) the unit is a *kv head*: its
 key/value rows, the rows of the ``n_q / n_kv`` query heads that read it and their output columns.
 
-Three layouts are handled, matching what the forwards in transformers 5.23 read:
+Two rules cover the layouts whose forwards (transformers 5.23) reshape with ``-1`` heads:
 
-* :class:`ProjAttentionRule`: ``q_proj``/``k_proj``/``v_proj``/``o_proj`` + ``head_dim`` (LLaMA, ViT,
-  Mistral, Qwen2/3, Gemma and the other models whose forward reshapes with ``(*input_shape, -1,
-  self.head_dim)``); ``q_norm``/``k_norm`` over ``head_dim`` are kept whole.
-* :class:`SelfAttentionRule`: BERT-style ``query``/``key``/``value`` + ``attention_head_size``; the
-  output ``dense`` lives in a sibling module and is handled by the generic Linear rule.
+* :class:`ProjAttentionRule`: separate query/key/value ``nn.Linear`` plus an output Linear inside the
+  module (``o_proj`` in LLaMA, ViT, Mistral, Qwen, Gemma...; ``out_proj`` in OPT, BART, CLIP,
+  Whisper...; ``dense`` in Phi; ``q_lin``...``out_lin`` in DistilBERT) or outside it (BERT's
+  ``query``/``key``/``value``, whose ``BertSelfOutput.dense`` the generic Linear rule handles).
+  ``q_norm``/``k_norm`` over ``head_dim`` are kept whole.
 * :class:`GPT2AttentionRule`: fused ``c_attn`` (``Conv1D``, q|k|v thirds) + ``c_proj``; ``split_size``
   and ``num_heads`` are refreshed.
 
@@ -20,15 +20,15 @@ The surgery updates the *module* attributes the forwards read (``num_heads``, ``
 ``num_key_value_heads``, ``all_head_size``, ``split_size``, Linear/Conv1D sizes) and never the shared
 ``config``: after pruning, layers have different head counts, which one config cannot express.
 
-Transformers classes are registered by :func:`register_transformers_rules`, which scans the
-transformers modeling modules already imported (importing them all would cost seconds). It runs when
-this file is imported and is cheap to call again before a trace.
+Transformers classes are registered lazily by :func:`register_transformers_rules`, a trace hook that
+looks at the classes of the model being traced: importing every modeling module up front would cost
+seconds for users who never prune a transformer.
 """
 
 from __future__ import annotations
 
+import dis
 import inspect
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,18 +37,17 @@ import torch
 from torch import nn
 
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, ModuleRule
-from torchpare.prune.rules.registry import MODULE_RULES, register_rule
+from torchpare.prune.rules.registry import MODULE_RULES, register_rule, register_trace_hook
 
 __all__ = [
     "ProjAttentionRule",
-    "SelfAttentionRule",
     "GPT2AttentionRule",
     "register_transformers_rules",
     "UnsupportedAttentionError",
 ]
 
 # Module attributes holding head counts that forwards (or attention kernels) read; refreshed after surgery.
-_Q_HEAD_ATTRS = ("num_heads", "num_attention_heads")
+_Q_HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_heads")
 _KV_HEAD_ATTRS = ("num_key_value_heads", "num_kv_heads")
 # Keyword names under which cross-attention modules receive the encoder states that feed keys/values.
 _KV_SOURCE_ARGS = ("key_value_states", "encoder_hidden_states")
@@ -193,38 +192,62 @@ class _HeadRule(ModuleRule):
 
 
 class ProjAttentionRule(_HeadRule):
-    """Heads of ``q_proj``/``k_proj``/``v_proj``/``o_proj`` attention (LLaMA, ViT, Mistral, Qwen...).
+    """Heads of attention with separate query/key/value Linears and an optional output Linear.
+
+    Covers ``q_proj``/``k_proj``/``v_proj``/``o_proj`` (LLaMA, ViT, Mistral, Qwen, Gemma...),
+    ``out_proj`` (OPT, BART, CLIP, Whisper...), ``dense`` (Phi), ``q_lin``.../``out_lin`` (DistilBERT) and
+    BERT's ``query``/``key``/``value`` whose output Linear lives in a sibling module (``o=None``: the
+    leaf's output is the concatenated heads, in value-row order, read by the generic Linear rule).
 
     Only whole kv groups are removed, so ``num_key_value_groups`` (read by ``repeat_kv``) is unchanged.
+    Cross-attention keys/values read ``key_value_states`` / ``encoder_hidden_states`` when given.
+
+    Args:
+        q, k, v: attribute names of the query, key and value ``nn.Linear``.
+        o: attribute name of the output ``nn.Linear``, or ``None`` when it is outside the module.
+        head_dim_attr: attribute holding the per-head size (never changed by pruning).
     """
 
-    projections = ("q_proj", "k_proj", "v_proj", "o_proj")
+    def __init__(
+        self,
+        q: str = "q_proj",
+        k: str = "k_proj",
+        v: str = "v_proj",
+        o: str | None = "o_proj",
+        head_dim_attr: str = "head_dim",
+    ) -> None:
+        self.q, self.k, self.v, self.o = q, k, v, o
+        self.head_dim_attr = head_dim_attr
+
+    @property
+    def projections(self) -> tuple[str, ...]:
+        return (self.q, self.k, self.v) if self.o is None else (self.q, self.k, self.v, self.o)
 
     def heads(self, module: nn.Module, where: str) -> _Heads:
         who = type(self).__name__
-        hd = getattr(module, "head_dim", None)
-        if not all(
-            isinstance(getattr(module, p, None), nn.Linear) for p in self.projections
-        ) or not isinstance(hd, int):
+        hd = getattr(module, self.head_dim_attr, None)
+        layers = [getattr(module, p, None) for p in self.projections]
+        if not all(isinstance(x, nn.Linear) for x in layers) or not isinstance(hd, int) or hd < 1:
             raise UnsupportedAttentionError(
-                f"{who}: {type(module).__name__} at {where!r} needs nn.Linear q_proj/k_proj/v_proj/o_proj "
-                f"and an int head_dim."
+                f"{who}: {type(module).__name__} at {where!r} needs nn.Linear {'/'.join(self.projections)} "
+                f"and an int {self.head_dim_attr}."
             )
-        q, k, v, o = (getattr(module, p) for p in self.projections)
+        q, k, v = layers[:3]
         n_q, rem_q = divmod(q.out_features, hd)
         n_kv, rem_kv = divmod(k.out_features, hd)
+        o_in = layers[3].in_features if self.o is not None else q.out_features
         if (
             rem_q
             or rem_kv
             or n_kv == 0
             or n_q % n_kv
             or v.out_features != k.out_features
-            or (o.in_features != q.out_features)
+            or o_in != q.out_features
         ):
             raise UnsupportedAttentionError(
                 f"{who}: {type(module).__name__} at {where!r} has q/k/v/o sizes {q.out_features}/"
-                f"{k.out_features}/{v.out_features}/{o.in_features} that are not whole heads of "
-                f"head_dim={hd} with grouped kv heads."
+                f"{k.out_features}/{v.out_features}/{o_in} that are not whole heads of "
+                f"{self.head_dim_attr}={hd} with grouped kv heads."
             )
         allowed = {f"{p}.{t}" for p in self.projections for t in ("weight", "bias")}
         _check_params(module, allowed, hd, who, where)
@@ -240,84 +263,35 @@ class ProjAttentionRule(_HeadRule):
             (c for c in (_input_channels(ctx, call, args, n) for n in _KV_SOURCE_ARGS) if c is not None), x_in
         )
         rows = {}
-        for proj, source in (("q_proj", x_in), ("k_proj", kv_in), ("v_proj", kv_in)):
+        for proj, source in ((self.q, x_in), (self.k, kv_in), (self.v, kv_in)):
             pname = _join(name, proj)
             if source is not None:
                 ctx.union(ctx.param(pname, "weight", dim=1, role=ROLE_IN), source)
             rows[proj] = ctx.param(pname, "weight", dim=0, role=ROLE_OUT, unit=unit)
             _tie_bias(ctx, pname, getattr(module, proj), rows[proj], unit)
-        per_q_head = _tie_heads(ctx, heads, rows["q_proj"], (rows["k_proj"], rows["v_proj"]))
-        o_name = _join(name, "o_proj")
-        ctx.union(ctx.param(o_name, "weight", dim=1, role=ROLE_IN, unit=unit), rows["q_proj"])
+        per_q_head = _tie_heads(ctx, heads, rows[self.q], (rows[self.k], rows[self.v]))
+        if self.o is None:
+            if heads.n_q != heads.n_kv:  # the consumer outside would read repeated value heads
+                raise UnsupportedAttentionError(
+                    f"{type(self).__name__}: {type(module).__name__} at {name!r} has grouped kv heads but no "
+                    f"output projection inside the module."
+                )
+            return _label_outputs(ctx, call.output, rows[self.v], per_q_head)
+        o_name = _join(name, self.o)
+        ctx.union(ctx.param(o_name, "weight", dim=1, role=ROLE_IN, unit=unit), rows[self.q])
         hidden = ctx.param(o_name, "weight", dim=0, role=ROLE_OUT)
-        _tie_bias(ctx, o_name, module.o_proj, hidden, "channel")
+        _tie_bias(ctx, o_name, getattr(module, self.o), hidden, "channel")
         return _label_outputs(ctx, call.output, hidden, per_q_head)
 
     def update(self, module: nn.Module) -> None:
         for proj in self.projections:
             _refresh_linear(getattr(module, proj))
-        hd = module.head_dim
-        n_q, n_kv = module.q_proj.out_features // hd, module.k_proj.out_features // hd
+        hd = getattr(module, self.head_dim_attr)
+        n_q, n_kv = getattr(module, self.q).out_features // hd, getattr(module, self.k).out_features // hd
         _set_if_present(module, _Q_HEAD_ATTRS, n_q)
         _set_if_present(module, _KV_HEAD_ATTRS, n_kv)
         _set_if_present(module, ("num_key_value_groups",), n_q // max(n_kv, 1))
         _set_if_present(module, ("all_head_size", "inner_dim"), n_q * hd)
-
-
-class SelfAttentionRule(_HeadRule):
-    """Heads of BERT-style ``query``/``key``/``value`` self-attention (no output projection inside).
-
-    The leaf's output is the concatenated heads in value-row order; the next module (BERT's
-    ``BertSelfOutput.dense``) reads them through the generic Linear rule.
-    """
-
-    projections = ("query", "key", "value")
-
-    def heads(self, module: nn.Module, where: str) -> _Heads:
-        who = type(self).__name__
-        hd = getattr(module, "attention_head_size", None)
-        layers = [getattr(module, p, None) for p in self.projections]
-        if not isinstance(hd, int) or not all(isinstance(x, nn.Linear) for x in layers):
-            raise UnsupportedAttentionError(
-                f"{who}: {type(module).__name__} at {where!r} needs nn.Linear query/key/value and an int "
-                f"attention_head_size."
-            )
-        sizes = {x.out_features for x in layers}
-        n, rem = divmod(layers[0].out_features, hd)
-        if len(sizes) != 1 or rem or n == 0:
-            raise UnsupportedAttentionError(
-                f"{who}: {type(module).__name__} at {where!r}: query/key/value sizes {sorted(sizes)} are not "
-                f"equal whole heads of attention_head_size={hd}."
-            )
-        _check_params(
-            module, {f"{p}.{t}" for p in self.projections for t in ("weight", "bias")}, hd, who, where
-        )
-        return _Heads(n, n, hd)
-
-    def propagate_heads(self, ctx: Any, call: Call) -> Any:
-        module, name = call.module, call.module_name
-        heads = self.heads(module, name)
-        args = _bind(call)
-        x_in = _input_channels(ctx, call, args, "hidden_states")
-        kv_in = next(
-            (c for c in (_input_channels(ctx, call, args, n) for n in _KV_SOURCE_ARGS) if c is not None), x_in
-        )
-        rows = {}
-        for proj, source in (("query", x_in), ("key", kv_in), ("value", kv_in)):
-            pname = _join(name, proj)
-            if source is not None:
-                ctx.union(ctx.param(pname, "weight", dim=1, role=ROLE_IN), source)
-            rows[proj] = ctx.param(pname, "weight", dim=0, role=ROLE_OUT, unit="head")
-            _tie_bias(ctx, pname, getattr(module, proj), rows[proj], "head")
-        per_head = _tie_heads(ctx, heads, rows["query"], (rows["key"], rows["value"]))
-        return _label_outputs(ctx, call.output, rows["value"], per_head)
-
-    def update(self, module: nn.Module) -> None:
-        for proj in self.projections:
-            _refresh_linear(getattr(module, proj))
-        n = module.query.out_features // module.attention_head_size
-        _set_if_present(module, _Q_HEAD_ATTRS, n)
-        _set_if_present(module, ("all_head_size",), n * module.attention_head_size)
 
 
 class GPT2AttentionRule(_HeadRule):
@@ -383,69 +357,100 @@ class GPT2AttentionRule(_HeadRule):
 
 
 # -- registration ------------------------------------------------------------------------------------
-_PROJ = ProjAttentionRule()
-_SELF = SelfAttentionRule()
 _GPT2 = GPT2AttentionRule()
-
-# Head-count names whose presence in a forward next to ``config`` suggests it reads the shared config.
-_HEAD_COUNT_NAMES = {"num_heads", "num_attention_heads", "num_key_value_heads", "hidden_size", "embed_dim"}
-_EXPLICIT = {
-    "transformers.models.gpt2.modeling_gpt2.GPT2Attention": _GPT2,
-    "transformers.models.bert.modeling_bert.BertSelfAttention": _SELF,
-    "transformers.models.vit.modeling_vit.ViTAttention": _PROJ,
-    "transformers.models.llama.modeling_llama.LlamaAttention": _PROJ,
+# Layouts tried in order on transformers classes: (rule, attributes its forward must read on self).
+_LAYOUTS: tuple[tuple[ModuleRule, set[str]], ...] = tuple(
+    (ProjAttentionRule(q, k, v, o, hd), {x for x in (q, k, v, o, hd) if x is not None})
+    for q, k, v, o, hd in (
+        ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim"),
+        ("q_proj", "k_proj", "v_proj", "out_proj", "head_dim"),
+        ("q_proj", "k_proj", "v_proj", "dense", "head_dim"),
+        ("q_lin", "k_lin", "v_lin", "out_lin", "attention_head_size"),
+        ("query", "key", "value", None, "attention_head_size"),
+    )
+)
+# Sizes whose meaning after head pruning is ambiguous (hidden width or heads * head_dim?): a forward
+# reading them on self, or reading any head count from the shared config, is left to generic tracing.
+_AMBIGUOUS_SELF = {"embed_dim", "hidden_size", "dim"}
+_CONFIG_SIZES = {
+    "num_heads",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "n_heads",
+    "hidden_size",
+    "head_dim",
 }
-_scanned: set[str] = set()
+_examined: set[type] = set()
+
+
+def _attribute_reads(func: Any) -> tuple[set[str], set[str]]:
+    """Attributes ``func`` reads as ``self.<x>`` and as ``self.config.<x>`` (from its bytecode)."""
+    on_self: set[str] = set()
+    on_config: set[str] = set()
+    prev: Any = None
+    prev_prev: Any = None
+    for ins in dis.get_instructions(func):
+        if ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+            if prev is not None and prev.opname == "LOAD_FAST" and prev.argval == "self":
+                on_self.add(ins.argval)
+            elif (
+                prev is not None
+                and prev.opname == "LOAD_ATTR"
+                and prev.argval == "config"
+                and prev_prev is not None
+                and prev_prev.argval == "self"
+            ):
+                on_config.add(ins.argval)
+        prev_prev, prev = prev, ins
+    return on_self, on_config
 
 
 def _rule_for_class(cls: type) -> ModuleRule | None:
-    """The rule for a transformers attention class, chosen from the names its forward reads."""
-    explicit = _EXPLICIT.get(f"{cls.__module__}.{cls.__qualname__}")
-    if explicit is not None:
-        return explicit
+    """The rule for a transformers attention class, chosen from the attributes its forward reads."""
+    if f"{cls.__module__}.{cls.__qualname__}" == "transformers.models.gpt2.modeling_gpt2.GPT2Attention":
+        return _GPT2
     forward = cls.__dict__.get("forward")
-    code = getattr(forward, "__code__", None)
-    if code is None or not cls.__name__.endswith("Attention"):
+    if getattr(forward, "__code__", None) is None or "Attention" not in cls.__name__:
         return None
-    names = set(code.co_names)
-    if names & _HEAD_COUNT_NAMES:  # sizes taken from attributes the rule may not refresh, or from config
+    on_self, on_config = _attribute_reads(forward)
+    if on_config & _CONFIG_SIZES or on_self & _AMBIGUOUS_SELF:
         return None
-    if {"q_proj", "k_proj", "v_proj", "o_proj", "head_dim"} <= names:
-        return _PROJ
-    if {"query", "key", "value", "attention_head_size"} <= names:
-        return _SELF
+    for rule, needed in _LAYOUTS:
+        if needed <= on_self:
+            return rule
     return None
 
 
-def register_transformers_rules(modules: Iterable[str] | None = None) -> list[type]:
-    """Register head rules for attention classes of the transformers modeling modules already imported.
+def register_transformers_rules(model: nn.Module) -> list[type]:
+    """Register head rules for the transformers attention classes used in ``model`` (idempotent, cheap).
 
-    Idempotent and cheap (each module is scanned once). Classes that already have a rule keep it.
+    Runs as a trace hook before every :meth:`DependencyGraph.build`, so models whose modeling module
+    was imported after torchpare are covered. Classes that already have a rule keep it; each class is
+    examined once.
 
     Args:
-        modules: module names to scan; default: every loaded ``transformers.models.*.modeling_*``.
+        model: the model about to be traced.
 
     Returns:
         The classes newly registered.
+
+    Example:
+        >>> from torch import nn
+        >>> register_transformers_rules(nn.Sequential(nn.Linear(2, 2)))
+        []
     """
-    if modules is None:
-        modules = [m for m in list(sys.modules) if m.startswith("transformers.models.") and ".modeling_" in m]
     added: list[type] = []
-    for mod_name in modules:
-        if mod_name in _scanned:
+    for cls in {type(m) for m in model.modules()}:
+        if cls in _examined or cls in MODULE_RULES:
             continue
-        _scanned.add(mod_name)
-        mod = sys.modules.get(mod_name)
-        for obj in list(vars(mod).values()) if mod is not None else ():
-            if not (isinstance(obj, type) and issubclass(obj, nn.Module)) or obj.__module__ != mod_name:
-                continue
-            if obj in MODULE_RULES:
-                continue
-            rule = _rule_for_class(obj)
-            if rule is not None:
-                register_rule(obj, rule)
-                added.append(obj)
+        _examined.add(cls)
+        if not cls.__module__.startswith("transformers."):
+            continue
+        rule = _rule_for_class(cls)
+        if rule is not None:
+            register_rule(cls, rule)
+            added.append(cls)
     return added
 
 
-register_transformers_rules()
+register_trace_hook(register_transformers_rules)

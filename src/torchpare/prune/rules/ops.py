@@ -137,9 +137,13 @@ class SetItemRule(FunctionRule):
         if lab is None:
             return None
         sub = lab[_cpu_index(idx)]
-        if set(distinct(sub)) != set(distinct(lab)):
-            ctx.block(lab, f"{call.where}: writes into part of the channels")
-            return None
+        where = call.where
+
+        def check() -> None:
+            if ctx.roots(sub) != ctx.roots(lab):
+                ctx.block(lab, f"{where}: writes into part of the channels")
+
+        ctx.defer(check)
         vl = ctx.label(v)
         if vl is not None:
             elementwise(ctx, [sub, vl], sub.shape, call.where)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from torchpare.prune.graph.propagation import LabelContext, distinct, varies_along, varying_dims
+from torchpare.prune.graph.propagation import LabelContext, varies_along, varying_dims
 from torchpare.prune.rules.base import Call, FunctionRule
 from torchpare.prune.rules.ops import _cpu_index, functions_named
 from torchpare.prune.rules.registry import register_rule
@@ -79,13 +79,23 @@ class ReshapeRule(FunctionRule):
 
 
 class SelectRule(FunctionRule):
-    """Indexing and slicing: exact, unless it keeps only part of the channel positions."""
+    """Indexing and slicing: exact, unless it keeps only part of the channel positions.
+
+    The check runs after the forward (``ctx.defer``), when positions coupled later (a class token and
+    patch tokens read by the same LayerNorm) are known to be one channel.
+    """
 
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
         out = _replay(ctx, call)
         lab = ctx.label(call.args[0])
-        if lab is not None and isinstance(out, torch.Tensor) and set(distinct(out)) != set(distinct(lab)):
-            ctx.block(lab, f"{call.where}: selects part of the channels by position")
+        if lab is not None and isinstance(out, torch.Tensor):
+            where = call.where
+
+            def check(lab: torch.Tensor = lab, out: torch.Tensor = out) -> None:
+                if ctx.roots(out) != ctx.roots(lab):
+                    ctx.block(lab, f"{where}: selects part of the channels by position")
+
+            ctx.defer(check)
         return out
 
 
