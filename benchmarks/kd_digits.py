@@ -207,7 +207,8 @@ def main() -> None:
             "Student DigitsMLP(16) (1.2k params); mean +- std of test accuracy over seeds (split, init "
             "and batch order change with the seed); in brackets the difference to scratch. In the scarce "
             "setting the unlabelled images are seen only through the distillation loss; DKD uses the "
-            "teacher's argmax as `gt_labels` there.\n\n" + table + "\n"
+            "teacher's argmax as `gt_labels` there. The runtime depends on machine load (it was "
+            "measured on a shared machine).\n\n" + table + "\n"
         )
         write_section(args.out, "kd_digits", body)
 

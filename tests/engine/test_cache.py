@@ -47,7 +47,7 @@ def test_cached_losses_equal_live_losses_exactly_on_miss_and_on_hit(setup) -> No
                 for k in want:
                     assert torch.equal(want[k], got[k]), k
     assert cache.misses == 4 and cache.hits == 4
-    assert cache.filled_fraction == pytest.approx(8 / 24)
+    assert cache.filled_fraction == pytest.approx(16 / 24)  # 8 samples x 2 views of 12 x 2
 
 
 def test_each_augmented_view_gets_its_own_teacher_outputs(setup) -> None:

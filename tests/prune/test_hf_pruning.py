@@ -182,7 +182,7 @@ def test_encoder_head_pruning_updates_head_counts(name: str) -> None:
     graph = DependencyGraph.build(model, inputs)
     group = next(g for g in graph.groups() if g.unit == "head")
     graph.prune({group.id: [0, 3]})
-    attn = next(m for n, m in model.named_modules() if n.startswith(group.id.rsplit(".", 1)[0]))
+    attn = model.get_submodule(group.id.split("#")[0].rsplit(".", 1)[0])  # "...attention.q_proj#heads"
     counts = {a: getattr(attn, a) for a in ("num_attention_heads", "all_head_size") if hasattr(attn, a)}
     assert counts and counts.get("num_attention_heads", 2) == 2
     assert counts.get("all_head_size", 16) == 16
@@ -210,3 +210,77 @@ def test_unsupported_attention_layout_is_blocked_with_the_parameter_named() -> N
     assert "sinks" in graph.report()
     assert not any(g.unit == "head" for g in graph.groups())
     assert issubclass(UnsupportedAttentionError, ValueError)
+
+
+_TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+# Attention classes matched by layout, not by name: GQA + q_norm/k_norm, out_proj, q_lin/out_lin.
+FAMILIES = {
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(_TINY, num_key_value_heads=2), "kv_head"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(_TINY, num_key_value_heads=2, head_dim=8), "kv_head"),
+    "opt": (
+        "OPTConfig",
+        "OPTForCausalLM",
+        dict(_TINY, ffn_dim=64, word_embed_proj_dim=32, max_position_embeddings=32),
+        "head",
+    ),
+    "distilbert": (
+        "DistilBertConfig",
+        "DistilBertForSequenceClassification",
+        dict(vocab_size=64, dim=32, hidden_dim=64, n_layers=1, n_heads=4, max_position_embeddings=32),
+        "head",
+    ),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_other_transformers_families_prune_whole_heads_exactly(family: str) -> None:
+    import transformers
+
+    config_name, model_name, kwargs, unit = FAMILIES[family]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_name)(**kwargs, attn_implementation="eager")
+    model = getattr(transformers, model_name)(config).eval()
+    inputs = {"input_ids": torch.randint(1, 64, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
+    original = copy.deepcopy(model)
+    graph = DependencyGraph.build(model, inputs)
+    heads = [g for g in graph.groups() if g.unit == unit]
+    assert len(heads) == 1, graph.report()
+    plan = {heads[0].id: [0]}
+    graph.prune(plan)
+    assert verify_pruning(original, model, inputs, plan) <= 1e-5
+    _train_step(model, inputs)
+
+
+@pytest.mark.parametrize("name", ["hf_llama", "hf_gpt2"])
+def test_pruned_transformer_reloads_with_save_pruned(name: str, tmp_path: Any) -> None:
+    from torchpare.prune.io import apply_plan, load_pruned, save_pruned
+
+    model, inputs = _build(name)
+    fresh = copy.deepcopy(model)
+    graph = DependencyGraph.build(copy.deepcopy(model), inputs)
+    plan = {g.id: [0] for g in graph.groups()}  # heads and hidden channels of every layer
+    pruned = apply_plan(model, inputs, plan)
+    save_pruned(pruned, tmp_path)
+    reloaded = load_pruned(tmp_path, fresh)
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(reloaded, inputs), _logits(pruned, inputs), rtol=0, atol=0)
+    if name == "hf_llama":
+        assert reloaded.model.layers[0].self_attn.k_proj.out_features == 8  # 1 of 2 kv heads left
+    else:
+        assert reloaded.transformer.h[0].attn.split_size == 24  # 3 of 4 heads of 8 dims left
+
+
+def test_convnext_layer_scale_is_sliced_with_its_channels() -> None:
+    model, inputs = _build("hf_convnext")
+    layer = model.convnext.encoder.stages[0].layers[0]
+    scale_before = layer.layer_scale_parameter.detach().clone()
+    dw_before = layer.dwconv.weight.detach().clone()
+    graph = DependencyGraph.build(model, inputs)
+    group = next(g for g in graph.groups() if g.id == "convnext.embeddings.patch_embeddings")
+    assert not group.exact  # the channels feed LayerNorm statistics
+    graph.prune({group.id: [0, 5]})
+    keep = [i for i in range(16) if i not in (0, 5)]
+    torch.testing.assert_close(layer.layer_scale_parameter.detach(), scale_before[keep])
+    torch.testing.assert_close(layer.dwconv.weight.detach(), dw_before[keep])
+    assert layer.layernorm.weight.shape == (14,)
+    assert torch.isfinite(_logits(model, inputs)).all()

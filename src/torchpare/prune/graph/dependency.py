@@ -7,6 +7,7 @@ consumers (``role == "in"`` slices) — checked by :func:`torchpare.prune.verify
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -77,6 +78,17 @@ class DependencyGraph:
         return graph
 
     def _trace(self) -> None:
+        # The label bookkeeping allocates many small tuples; a full GC pass in the middle can cost
+        # more than the whole trace, so collection is paused (and restored) around it.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._trace_unpaused()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _trace_unpaused(self) -> None:
         ctx = LabelContext(self.model)
         trace_labels(self.model, self.example_inputs, ctx)
         for ig in self.ignored:

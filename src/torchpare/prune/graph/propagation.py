@@ -87,6 +87,7 @@ class LabelContext:
             self.param_names[id(p)] = name
         self.current_leaf: str | None = None
         self.deferred: list[Callable[[], None]] = []
+        self._by_tensor: dict[tuple[int, int], int] = {}
         self._modules: dict[str, nn.Module] = {}
         for name, m in model.named_modules(remove_duplicate=False):
             self._modules.setdefault(name, m)
@@ -150,6 +151,13 @@ class LabelContext:
                 self.current_leaf,
             )
             self.slices[key] = info
+            # A tensor shared by several modules (tied embeddings) is one tensor: its slices along
+            # the same dim are the same channels, whatever module declared them.
+            shared = (id(tensor), info.dim)
+            other = self._by_tensor.setdefault(shared, info.start)
+            if other != info.start:
+                for i in range(size):
+                    self.uf.union(other + i, info.start + i)
         return torch.arange(info.start, info.start + info.size)
 
     # ----------------------------------------------------------------- labels of tensors

@@ -27,7 +27,8 @@ __all__ = ["trace_labels", "func_name", "tensors_in"]
 def func_name(func: Any) -> str:
     """Readable name of a torch function for reports (``torch.cat``, ``Tensor.flatten``)."""
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
-    name = name.replace("TensorBase.", "Tensor.").replace("_TensorBase.", "Tensor.")
+    name = name.replace("_VariableFunctionsClass.", "").replace("_TensorBase.", "Tensor.")
+    name = name.replace("TensorBase.", "Tensor.")
     module = getattr(func, "__module__", None)
     if module and not name.startswith("Tensor.") and module.startswith("torch"):
         module = module.replace("torch._C._nn", "torch.nn.functional").replace("torch._C._VariableFunctions", "torch")

@@ -1,0 +1,135 @@
+"""Unknown ops block what flows through them; users extend the analysis with rules and ignored modules."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from tests.prune._models import CustomLayerNet, Scale, UnknownOpNet
+from torchpare.prune import DependencyGraph, verify_pruning
+from torchpare.prune.rules import MODULE_RULES, ModuleRule, register_rule
+from torchpare.prune.rules.base import ROLE_OUT
+
+
+def test_unknown_op_blocks_its_channels_and_the_report_names_op_and_layer():
+    graph = DependencyGraph.build(UnknownOpNet().eval(), torch.randn(2, 2, 5))
+    blocked = graph.group("conv")
+    assert blocked.blocked_by == "blocked by torch.cummax at layer '<root>'"
+    assert blocked.size == 4  # blocked groups keep their units for the report
+    assert [g.id for g in graph.groups()] == ["other"]  # the concat partner stays prunable
+    report = graph.report()
+    assert "blocked by torch.cummax at layer '<root>': groups conv" in report
+    assert "other: 3 channels" in report
+
+
+def test_other_branch_of_a_blocked_concat_still_prunes_exactly():
+    model, x = UnknownOpNet().eval(), torch.randn(2, 2, 5)
+    original = copy.deepcopy(model)
+    DependencyGraph.build(model, x).prune({"other": [1]})
+    assert verify_pruning(original, model, x, {"other": [1]}) <= 1e-5
+    assert model.head.in_channels == 6
+
+
+class _ScaleRule(ModuleRule):
+    def propagate(self, ctx, call):
+        w = ctx.param(call.module_name, "w", dim=0, role=ROLE_OUT)
+        x = ctx.label(call.args[0])
+        ctx.union(ctx.channels(x, 1), w)
+        return x
+
+
+def test_register_rule_turns_a_custom_layer_into_a_prunable_leaf():
+    model, x = CustomLayerNet().eval(), torch.randn(2, 2, 5)
+    before = DependencyGraph.build(model, x)
+    assert "blocked by torch.functional.einsum" in before.group("conv").blocked_by
+    register_rule(Scale, _ScaleRule())
+    try:
+        graph = DependencyGraph.build(model, x)
+        conv = graph.group("conv")
+        assert conv.blocked_by is None
+        assert ("scale", "w", 0) in {(m.module_name, m.param_name, m.dim) for m in conv.members}
+        original = copy.deepcopy(model)
+        graph.prune({"conv": [0, 2]})
+        assert model.scale.w.shape == (2,)
+        assert verify_pruning(original, model, x, {"conv": [0, 2]}) <= 1e-5
+    finally:
+        MODULE_RULES.pop(Scale)
+
+
+def test_register_rule_refuses_duplicates_and_wrong_rule_kinds():
+    with pytest.raises(ValueError, match=r"register_rule\(Linear\).*already registered.*override=True"):
+        register_rule(nn.Linear, _ScaleRule())
+    with pytest.raises(TypeError, match=r"register_rule\(.*cat\).*FunctionRule"):
+        register_rule(torch.cat, _ScaleRule())
+
+
+def test_subclass_with_its_own_forward_is_traced_through_not_treated_as_the_base_leaf():
+    class DoubledLinear(nn.Linear):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    model = nn.Sequential(DoubledLinear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    x = torch.randn(2, 3)
+    graph = DependencyGraph.build(model, x)
+    assert graph.group("0").size == 4  # seen through F.linear on its parameters
+    original = copy.deepcopy(model)
+    graph.prune({"0": [3]})
+    assert model[0].out_features == 3  # the base rule's update still refreshes attributes
+    assert verify_pruning(original, model, x, {"0": [3]}) <= 1e-5
+
+
+@pytest.mark.parametrize("as_module", [False, True])
+def test_ignored_modules_are_never_pruned_on_their_output_side(as_module):
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+    graph = DependencyGraph.build(model, torch.randn(2, 3), ignored=[model[2] if as_module else "2"])
+    assert [g.id for g in graph.groups()] == ["0"]
+    assert graph.group("2").blocked_by == "ignored module '2'"
+
+
+def test_unknown_ignored_name_raises_with_suggestion():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(KeyError, match=r"ignored='22'.*did you mean '2'"):
+        DependencyGraph.build(model, torch.randn(1, 3), ignored=["22"])
+
+
+def test_hooks_and_mode_are_removed_when_the_forward_raises():
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    model = Boom()
+    with pytest.raises(RuntimeError, match="boom"):
+        DependencyGraph.build(model, torch.randn(1, 3))
+    assert not model._forward_hooks and not model._forward_pre_hooks
+    assert not model.fc._forward_hooks and not model.fc._forward_pre_hooks
+    assert not torch.overrides._is_torch_function_mode_enabled()
+
+
+def test_trace_restores_training_mode_and_leaves_running_stats_alone():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).train()
+    stats = model[1].running_mean.clone()
+    DependencyGraph.build(model, torch.randn(2, 3, 4, 4) + 3)
+    assert model.training and model[1].training
+    assert torch.equal(model[1].running_mean, stats)
+
+
+def test_dict_and_tuple_example_inputs_are_accepted():
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 4)
+            self.b = nn.Linear(4, 2)
+
+        def forward(self, x, scale=1.0):
+            return self.b(torch.relu(self.a(x))) * scale
+
+    model = TwoInputs()
+    for inputs in ({"x": torch.randn(2, 3)}, (torch.randn(2, 3), 2.0)):
+        assert [g.id for g in DependencyGraph.build(model, inputs).groups()] == ["a"]
