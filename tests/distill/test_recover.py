@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -227,3 +228,21 @@ def test_frozen_adapters_stay_the_exact_selection(pruned_pair):
     optimizer.step()
     assert recovery.adapter("layer1.conv").weight[:, :, 0, 0].argmax(1).tolist() == keep1.tolist()
     assert recovery.adapter("layer1.conv").weight.sum().item() == len(keep1)
+
+
+def test_model_pruned_by_torchpare_gets_exact_adapters_on_every_pruned_conv():
+    from torchpare.prune.target import prune
+
+    teacher = DigitsCNN(width=8).eval()
+    x = torch.rand(4, 1, 8, 8)
+    pruned, _ = prune(copy.deepcopy(teacher), x, importance="l1", target_flops_ratio=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an inexact match would warn: every adapter must be exact
+        recovery = recover(pruned, teacher).eval()
+    narrowed = [n for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)]
+    narrowed = [
+        n for n in narrowed if pruned.get_submodule(n).out_channels < teacher.get_submodule(n).out_channels
+    ]
+    assert recovery.layers == narrowed and narrowed
+    first = narrowed[0]  # the first pruned conv reads complete inputs: exact before any training
+    assert recovery.loss(x)[f"distill.loss_{first}"].item() < 1e-12

@@ -14,9 +14,10 @@ def randomize_norms(model: nn.Module) -> nn.Module:
             if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.5)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)) and getattr(
-                m, "weight", None
-            ) is not None:
+            if (
+                isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+                and getattr(m, "weight", None) is not None
+            ):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g))
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g))
     return model

@@ -89,8 +89,12 @@ def test_residual_add_couples_stem_and_block_output():
     model, x = randomize_norms(ResidualNet()).eval(), torch.randn(2, 3, 4, 4)
     graph = DependencyGraph.build(model, x)
     stream = _members(graph.group("stem"))
-    assert {("conv2", "weight", 0, "out"), ("bn2", "weight", 0, "out"), ("head", "weight", 1, "in"),
-            ("conv1", "weight", 1, "in")} <= set(stream)
+    assert {
+        ("conv2", "weight", 0, "out"),
+        ("bn2", "weight", 0, "out"),
+        ("head", "weight", 1, "in"),
+        ("conv1", "weight", 1, "in"),
+    } <= set(stream)
     _prune_and_verify(model, x, {"stem": [1, 2], "conv1": [0]})
     assert model.head.in_features == 4 and model.bn1.num_features == 4
 

@@ -79,3 +79,14 @@ def test_bert_prunes_heads_by_importance_and_reloads_with_load_pruned(tmp_path):
     save_pruned(model, tmp_path)
     fresh, _ = hf_bert()
     torch.testing.assert_close(load_pruned(tmp_path, fresh.eval())(**inputs).logits, logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("importance", ["taylor", "fisher"])
+def test_data_dependent_criteria_prune_llama_heads_from_labelled_dict_batches(importance):
+    torch.manual_seed(0)
+    model, inputs = hf_llama()
+    batches = [{**inputs, "labels": inputs["input_ids"]}]
+    model, summary = prune(model, inputs, importance=importance, target_params_ratio=0.86,
+                           global_pruning=False, units=("kv_head",), data=batches)
+    assert [b for b, a in summary.groups.values()] != [a for b, a in summary.groups.values()]
+    assert torch.isfinite(model(**inputs).logits).all()

@@ -213,42 +213,90 @@ def test_unsupported_attention_layout_is_blocked_with_the_parameter_named() -> N
 
 
 _TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
-# Attention classes matched by layout, not by name: GQA + q_norm/k_norm, out_proj, q_lin/out_lin.
+_GQA = dict(_TINY, num_key_value_heads=2)
+# Attention classes matched by layout, not by name: (config, model class, config kwargs, head unit or
+# None when the heads must be refused). The default run covers GQA + q_norm/k_norm, out_proj and
+# q_lin/out_lin; the rest is the slow sweep behind docs/design/pruning-transformers.md.
 FAMILIES = {
-    "mistral": ("MistralConfig", "MistralForCausalLM", dict(_TINY, num_key_value_heads=2), "kv_head"),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(_TINY, num_key_value_heads=2, head_dim=8), "kv_head"),
-    "opt": (
-        "OPTConfig",
-        "OPTForCausalLM",
-        dict(_TINY, ffn_dim=64, word_embed_proj_dim=32, max_position_embeddings=32),
-        "head",
-    ),
+    "mistral": ("MistralConfig", "MistralForCausalLM", _GQA, "kv_head"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(_GQA, head_dim=8), "kv_head"),
+    "opt": ("OPTConfig", "OPTForCausalLM", dict(_TINY, ffn_dim=64, word_embed_proj_dim=32), "head"),
     "distilbert": (
         "DistilBertConfig",
         "DistilBertForSequenceClassification",
-        dict(vocab_size=64, dim=32, hidden_dim=64, n_layers=1, n_heads=4, max_position_embeddings=32),
+        dict(vocab_size=64, dim=32, hidden_dim=64, n_layers=1, n_heads=4),
         "head",
     ),
 }
+SLOW_FAMILIES = {
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", _GQA, "kv_head"),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", dict(_GQA, head_dim=8), "kv_head"),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(_GQA, head_dim=8), "kv_head"),
+    "granite": ("GraniteConfig", "GraniteForCausalLM", _GQA, "kv_head"),
+    "starcoder2": ("Starcoder2Config", "Starcoder2ForCausalLM", _GQA, "kv_head"),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(_GQA, num_local_experts=2), "kv_head"),
+    "qwen2_moe": (
+        "Qwen2MoeConfig",
+        "Qwen2MoeForCausalLM",
+        dict(
+            _GQA,
+            num_experts=2,
+            num_experts_per_tok=1,
+            moe_intermediate_size=16,
+            shared_expert_intermediate_size=16,
+        ),
+        "kv_head",
+    ),
+    "phi": ("PhiConfig", "PhiForCausalLM", _TINY, "head"),
+    "gptj": (
+        "GPTJConfig",
+        "GPTJForCausalLM",
+        dict(vocab_size=64, n_embd=32, n_layer=1, n_head=4, rotary_dim=4),
+        "head",
+    ),
+    "gpt_neo": (
+        "GPTNeoConfig",
+        "GPTNeoForCausalLM",
+        dict(vocab_size=64, hidden_size=32, num_layers=1, num_heads=4, attention_types=[[["global"], 1]]),
+        "head",
+    ),
+    "roberta": ("RobertaConfig", "RobertaForSequenceClassification", _TINY, "head"),
+    "electra": ("ElectraConfig", "ElectraForSequenceClassification", dict(_TINY, embedding_size=32), "head"),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(_GQA, pad_token_id=0), None),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", _TINY, None),
+}
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_other_transformers_families_prune_whole_heads_exactly(family: str) -> None:
+def _check_family(config_name: str, model_name: str, kwargs: dict[str, Any], unit: str | None) -> None:
     import transformers
 
-    config_name, model_name, kwargs, unit = FAMILIES[family]
     torch.manual_seed(0)
     config = getattr(transformers, config_name)(**kwargs, attn_implementation="eager")
     model = getattr(transformers, model_name)(config).eval()
     inputs = {"input_ids": torch.randint(1, 64, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
     original = copy.deepcopy(model)
     graph = DependencyGraph.build(model, inputs)
-    heads = [g for g in graph.groups() if g.unit == unit]
-    assert len(heads) == 1, graph.report()
-    plan = {heads[0].id: [0]}
+    heads = [g for g in graph.groups() if g.unit in ("head", "kv_head")]
+    if unit is None:  # refused: no head group, and every group that remains is still exact to prune
+        assert heads == [], graph.report()
+    else:
+        assert [g.unit for g in heads] == [unit], graph.report()
+    plan = {g.id: [0] for g in graph.groups() if g.exact and g.size > 1}
+    assert plan, graph.report()
     graph.prune(plan)
     assert verify_pruning(original, model, inputs, plan) <= 1e-5
     _train_step(model, inputs)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_other_transformers_families_prune_whole_heads_exactly(family: str) -> None:
+    _check_family(*FAMILIES[family])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(SLOW_FAMILIES))
+def test_transformers_sweep_prunes_heads_exactly_or_refuses(family: str) -> None:
+    _check_family(*SLOW_FAMILIES[family])
 
 
 @pytest.mark.parametrize("name", ["hf_llama", "hf_gpt2"])

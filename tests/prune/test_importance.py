@@ -123,3 +123,19 @@ def test_data_dependent_criteria_reject_missing_data():
     net, x, _ = _mlp()
     with pytest.raises(ValueError, match="calibration data"):
         TaylorImportance().prepare(net, None)
+
+
+def test_fisher_hooks_and_model_state_are_restored_when_the_loss_raises():
+    net, x, y = _mlp()
+    graph = DependencyGraph.build(net, x)
+    net.train()
+
+    def failing(model, batch):
+        model(batch[0])
+        raise RuntimeError("loss exploded")
+
+    with pytest.raises(RuntimeError, match="loss exploded"):
+        GroupFisherImportance().prepare(net, [(x, y)], batch_loss=failing, graph=graph)
+    assert net.training
+    assert not any(m._forward_pre_hooks for m in net.modules())
+    assert all(p.grad is None and p.requires_grad for p in net.parameters())

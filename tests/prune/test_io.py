@@ -112,3 +112,16 @@ def test_export_onnx_of_a_head_pruned_bert_takes_keyword_inputs(tmp_path):
     feed = {i.name: inputs[i.name].numpy() for i in session.get_inputs()}
     (logits,) = session.run(["logits"], feed)
     torch.testing.assert_close(torch.from_numpy(logits), model(**inputs).logits.detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_unrecorded_pruning_after_save_record_is_detected_on_load(tmp_path):
+    from torchpare.prune.graph import DependencyGraph
+
+    model, x, _ = _pruned()
+    graph = DependencyGraph.build(model, x)
+    group = graph.groups()[0]
+    graph.prune({group.id: [0]})  # bypasses torchpare's record
+    save_pruned(model, tmp_path)
+    fresh, _ = build_zoo_model("resnet")
+    with pytest.raises(PruningFileError, match="changed after torchpare pruned it"):
+        load_pruned(tmp_path, fresh)

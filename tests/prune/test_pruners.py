@@ -13,7 +13,7 @@ from torch import nn
 
 from torchpare.prune import RandomPruner, RatioPruner, StructurePruner, deploy_subnet
 from torchpare.registry import PRUNERS
-from torchpare.zoo.catalog import build_zoo_model
+from torchpare.zoo.catalog import HF_MODELS, ZOO, build_zoo_model
 
 
 def _resnet():
@@ -199,3 +199,25 @@ def test_random_subnets_deploy_equal_masked_supernet(seed, name):
     fresh.load_state_dict(model.state_dict())
     deployed = deploy_subnet(fresh.eval(), pruner.export_subnet())
     torch.testing.assert_close(deployed(x), masked, atol=1e-5, rtol=1e-5)
+
+
+def _logits(model, inputs):
+    out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    return getattr(out, "logits", out)
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_every_zoo_model_deploys_a_random_subnet_equal_to_the_masked_supernet(name):
+    if name in HF_MODELS:
+        pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model, inputs = ZOO[name]()
+    state = copy.deepcopy(model.state_dict())
+    pruner = RandomPruner(model, inputs)
+    pruner.set_subnet(pruner.sample_subnet(torch.Generator().manual_seed(0)))
+    masked = _logits(model, inputs)
+    fresh, _ = ZOO[name]()
+    fresh.load_state_dict(state)
+    deployed = deploy_subnet(fresh, pruner.export_subnet())
+    torch.testing.assert_close(_logits(deployed, inputs), masked, atol=1e-5, rtol=1e-5)
+    assert sum(p.numel() for p in deployed.parameters()) < sum(p.numel() for p in model.parameters())

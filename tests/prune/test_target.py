@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torchpare.engine.data import load_digits_split
 from torchpare.prune import PruneSummary, prune
 from torchpare.prune.count import count
-from torchpare.zoo.catalog import build_zoo_model
+from torchpare.zoo.catalog import HF_MODELS, ZOO, build_zoo_model
 from torchpare.zoo.digits import DigitsCNN
 
 
@@ -114,3 +114,32 @@ def test_digits_cnn_pruned_to_half_flops_recovers_accuracy_after_finetuning(caps
         print(f"\n[digits] full {acc_full:.3f} | pruned to {summary.flops_ratio:.3f} FLOPs {acc_pruned:.3f} "
               f"| fine-tuned {acc_tuned:.3f}")
     assert acc_tuned >= 0.85  # chance is 0.10
+
+
+_SWEEP = [n for n in ZOO if n != "shared_conv"]  # shared_conv has one 8-channel group: too coarse for 2%
+
+
+def _logits(model, inputs):
+    out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    return getattr(out, "logits", out)
+
+
+@pytest.mark.parametrize("name", _SWEEP)
+def test_every_zoo_model_reaches_half_flops_and_still_runs(name):
+    if name in HF_MODELS:
+        pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model, inputs = ZOO[name]()
+    reference = _logits(model, inputs)
+    model, summary = prune(model, inputs, target_flops_ratio=0.5)
+    assert summary.within_tolerance, summary.table()
+    out = _logits(model, inputs)
+    assert out.shape == reference.shape and torch.isfinite(out).all()
+
+
+def test_single_coarse_group_warns_when_the_target_band_is_unreachable():
+    torch.manual_seed(0)
+    model, x = ZOO["shared_conv"]()
+    with pytest.warns(UserWarning, match="not within 2% of the target"):
+        _, summary = prune(model, x, target_flops_ratio=0.5)
+    assert not summary.within_tolerance

@@ -49,16 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--output", help="run folder (overrides the config's 'output')")
         p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoints/last.pt")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
-        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p = sub.add_parser("report", help="rebuild report.html and PNGs of a run folder from its saved metrics")
     p.add_argument("run_dir", help="a folder written by 'torchpare demo' or another command")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p = sub.add_parser("demo", help="the end-to-end example on scikit-learn digits (or --task text)")
     p.add_argument("--task", choices=("digits", "text"), default="digits")
     p.add_argument("--fast", action="store_true", help="a reduced version for tests (seconds)")
     p.add_argument("--output", default=None, help="run folder (default runs/demo, runs/demo_text)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 

@@ -13,12 +13,18 @@ _TABLE = {
     "OnlineDistill": "algorithms",
     "OFDDistiller": "algorithms",
     "Mapping": "mapping",
+    "MappingEntry": "mapping",
+    "DistillModel": "mapping",
     "distill": "mapping",
     "conv2d_adapter": "adapters",
     "inverted_conv2d_adapter": "adapters",
     "linear_adapter": "adapters",
     "inverted_linear_adapter": "adapters",
-    "recover": "recover",
+    "match_channels": "adapters",
+    "ChannelMatch": "adapters",
+    # the module is `recovery`: a submodule named like the function would shadow it once imported
+    "recover": "recovery",
+    "Recovery": "recovery",
 }
 __all__ = sorted(_TABLE)
 __getattr__, __dir__ = lazy_exports(__name__, _TABLE, fallbacks=("losses", "connectors"))

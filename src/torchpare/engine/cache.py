@@ -90,7 +90,7 @@ class _CachedTeacher(nn.Module):
         for source in cache.sources:
             value = self.get_submodule(source)(outs[source]) if source else outs[source]
             result = value
-        return outs[""] if "" in outs else result
+        return outs.get("", result)
 
 
 class TeacherCache:

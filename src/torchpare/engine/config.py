@@ -1,4 +1,4 @@
-"""YAML run configs: load (``yaml.safe_load``), ``--set key.sub=value`` overrides, validation.
+"""YAML run configs: load (a ``yaml.SafeLoader`` that also reads ``1e-3`` as a float), ``--set key.sub=value`` overrides, validation.
 
 A config has these top-level sections (all optional except what the command needs)::
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import yaml
 
 from torchpare._utils import did_you_mean
+from torchpare.engine._imports import prune_function, recover_function
 from torchpare.engine.schedule import TrainConfig
 
 __all__ = [
@@ -59,6 +61,25 @@ _ENGINE_KEYS = {
 }
 
 
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python tags) that also reads ``1e-3`` as a float, as YAML 1.2 does."""
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def _safe_load(text: str) -> Any:
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 class ConfigError(ValueError):
     """A config that cannot run; ``errors`` lists every ``"key.path: problem"``."""
 
@@ -80,7 +101,7 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"load_config(): no config file at '{path}'.")
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        cfg = _safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"'{path}'", [f"<file>: not valid YAML ({str(exc).splitlines()[0]})"]) from None
     if cfg is None:
@@ -106,7 +127,7 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
             continue
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = _safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         node: Any = out
@@ -238,15 +259,15 @@ def validate_config(cfg: Mapping[str, Any], task: str, source: str = "<config>")
         )
     if task == "prune" and cfg.get("pruner") is not None:
         try:
-            from torchpare.prune.target import prune as prune_fn
-        except (ImportError, AttributeError):
+            prune_fn = prune_function()
+        except ImportError:
             errors.append("pruner: torchpare.prune.prune is not available in this installation")
         else:
             _check_function_args(cfg["pruner"], "pruner", prune_fn, errors, ("model", "example_inputs"))
     if task == "prune" and cfg.get("recover") is not None:
         try:
-            from torchpare.distill.recover import recover as recover_fn
-        except (ImportError, AttributeError):
+            recover_fn = recover_function()
+        except ImportError:
             errors.append("recover: torchpare.distill.recover is not available in this installation")
         else:
             _check_function_args(cfg["recover"], "recover", recover_fn, errors, ("pruned", "original"))

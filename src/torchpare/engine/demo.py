@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from torchpare._utils import atomic_write_bytes
+from torchpare.engine._imports import prune_function, recover_function
 from torchpare.engine.cache import CachedObjective, TeacherCache
 from torchpare.engine.measure import model_stats
 from torchpare.engine.report import build_report, format_table
@@ -124,6 +126,7 @@ def run_demo(output: str | Path = "runs/demo", fast: bool = False, quiet: bool =
 
     t_start = time.perf_counter()
     demo = _Demo(Path(output), fast, quiet)
+    shutil.rmtree(demo.out / "teacher_cache", ignore_errors=True)  # a previous run's teacher may differ
     pct = f"{LABEL_FRACTION:.0%}"
     seed_everything(0)
     t = DigitsCNN(width=20)
@@ -163,8 +166,7 @@ def run_demo(output: str | Path = "runs/demo", fast: bool = False, quiet: bool =
 
 def _prune_stage(demo: _Demo, teacher: nn.Module) -> None:
     try:
-        from torchpare.distill.recover import recover
-        from torchpare.prune.target import prune
+        prune, recover = prune_function(), recover_function()
     except ImportError as exc:
         demo.notes.append(f"pruning stage skipped: {exc}")
         return
@@ -175,7 +177,12 @@ def _prune_stage(demo: _Demo, teacher: nn.Module) -> None:
         demo.notes.append(f"pruning stage skipped: {exc}")
         return
     demo.record("teacher_pruned_50%_flops_no_training", pruned)
-    demo.notes.append(f"pruning: {summary}")
+    fb, fa = getattr(summary, "flops_before", None), getattr(summary, "flops_after", None)
+    demo.notes.append(
+        f"pruning: the teacher pruned with the dependency graph (L1 importance) from {fb:,} to {fa:,} FLOPs "
+        f"({fa / fb:.0%}), then recovered by distillation from the unpruned teacher through adapters."
+        if fb and fa else f"pruning: {summary}"
+    )
     recovered = copy.deepcopy(pruned)
     demo.train("teacher_pruned_recovered_by_distillation", recover(recovered, teacher), recovered, demo.full,
                demo.epochs("recover"), 1e-3)

@@ -253,7 +253,6 @@ class Trainer:
             else [p for p in self.objective.parameters() if p.requires_grad]
         )
         optimizer = build_optimizer(params, c)
-        n = len(self.train_data)  # type: ignore[arg-type]
         steps_per_epoch = len(self._batches(0))
         total_steps = min(c.max_steps or 10**12, steps_per_epoch * c.epochs)
         scheduler = build_scheduler(optimizer, c, total_steps)

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "GroupFisherImportance",
     "RandomImportance",
     "reduce_group",
+    "sum_units",
     "batch_loss",
     "build_importance",
 ]
@@ -67,6 +69,24 @@ def _tensor_of(model: nn.Module, member: Any) -> torch.Tensor | None:
     path, leaf = _owner(member)
     tensor = getattr(get_submodule(model, path, "importance"), leaf, None)
     return tensor if isinstance(tensor, torch.Tensor) else None
+
+
+@functools.lru_cache(maxsize=256)
+def unit_index(index_map: tuple[tuple[int, ...], ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(flat indices, unit id of each)`` of an ``index_map``, for one vectorised ``index_add``."""
+    flat = [i for idx in index_map for i in idx]
+    units = [u for u, idx in enumerate(index_map) for _ in idx]
+    return torch.tensor(flat, dtype=torch.long), torch.tensor(units, dtype=torch.long)
+
+
+def sum_units(values: torch.Tensor, index_map: tuple[tuple[int, ...], ...], dim: int = -1) -> torch.Tensor:
+    """Sum ``values`` along ``dim`` over each unit's indices: the result has ``len(index_map)`` there."""
+    flat, units = unit_index(index_map)
+    flat, units = flat.to(values.device), units.to(values.device)
+    dim = dim % values.ndim
+    shape = list(values.shape)
+    shape[dim] = len(index_map)
+    return values.new_zeros(shape).index_add_(dim, units, values.index_select(dim, flat))
 
 
 def _per_index(values: torch.Tensor, dim: int) -> torch.Tensor:
@@ -101,8 +121,7 @@ def reduce_group(
         per_index = member_scores(member, tensor)
         if per_index is None:
             continue
-        per_index = per_index.detach().float().cpu()
-        rows.append(torch.stack([per_index[list(idx)].sum() for idx in member.index_map]))
+        rows.append(sum_units(per_index.detach().float().cpu(), member.index_map))
     if not rows:
         return None
     stacked = torch.stack(rows)

@@ -238,7 +238,9 @@ def save_pruned(model: nn.Module, path: str | os.PathLike[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     # safetensors refuses aliased tensors; save_model de-duplicates tied weights (e.g. LM heads).
     atomic_save(folder / WEIGHTS_NAME, lambda tmp: save_model(model, tmp))
-    payload = json.dumps({**record, "weights": WEIGHTS_NAME}, indent=1).encode()
+    payload = json.dumps(
+        {**record, "weights": WEIGHTS_NAME, "pruned_fingerprint": architecture_fingerprint(model)}, indent=1
+    ).encode()
     atomic_write_bytes(folder / CONFIG_NAME, payload)
 
 
@@ -321,6 +323,16 @@ def load_pruned(path: str | os.PathLike[str], model: nn.Module, example_inputs: 
                 graph = DependencyGraph.build(model, example_inputs, ignored=tuple(graph_ignored))
             graph.prune({gid: list(idx) for gid, idx in step["plan"].items()})
             append_step(model, step["plan"], graph_ignored)
+    expected = record.get("pruned_fingerprint")
+    if expected is not None and architecture_fingerprint(model) != expected:
+        rebuilt = dict((n, s) for n, s in architecture_fingerprint(model))
+        first = next((n for n, s in expected if rebuilt.get(n) != s), "?")
+        raise PruningFileError(
+            f"load_pruned(): replaying the recorded pruning steps does not give the saved architecture "
+            f"(first difference at parameter {first!r}); the saved model was changed after torchpare "
+            "pruned it (e.g. DependencyGraph.prune called directly). Prune with torchpare.prune.prune, "
+            "deploy_subnet or torchpare.prune.io.apply_plan so every step is recorded."
+        )
     missing, unexpected = load_model(model, str(weights_file), strict=False)
     if missing or unexpected:
         raise PruningFileError(

@@ -69,7 +69,7 @@ def apply_plan(graph: DependencyGraph, plan: dict[str, list[int]]) -> None:
         keep = torch.tensor(sorted(set(range(tensor.shape[dim])) - removed), dtype=torch.long)
         leaf = leaf_of.get((module, pname))
         if leaf is not None:
-            rel = f"{module[len(leaf):].lstrip('.')}.{pname}".lstrip(".")
+            rel = f"{module[len(leaf) :].lstrip('.')}.{pname}".lstrip(".")
             per_leaf[leaf][(rel, dim)] = keep
         else:
             generic.append((module, pname, dim, keep))
@@ -78,8 +78,10 @@ def apply_plan(graph: DependencyGraph, plan: dict[str, list[int]]) -> None:
         module = get_submodule(model, leaf, who="prune")
         rule = module_rule_for(module)
         if rule is None:
-            raise TypeError(f"prune(): no rule for leaf module {leaf!r} ({type(module).__name__}); "
-                            f"was a rule unregistered after building the graph?")
+            raise TypeError(
+                f"prune(): no rule for leaf module {leaf!r} ({type(module).__name__}); "
+                f"was a rule unregistered after building the graph?"
+            )
         rule.prune(module, keep)
     owners: dict[str, nn.Module] = {}
     for module, pname, dim, keep in generic:

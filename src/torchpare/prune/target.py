@@ -119,10 +119,11 @@ class _Planner:
     ) -> None:
         self.groups, self.round_to = groups, round_to
         self.order = {gid: torch.argsort(s, stable=True).tolist() for gid, s in scores.items()}
+        self.cap: dict[str, int] = {}
         entries: list[tuple[float, str]] = []
         for gid, s in scores.items():
             size = groups[gid].size
-            cap = min(size - 1, int(math.floor(max_group_ratio * size)))
+            self.cap[gid] = cap = min(size - 1, int(math.floor(max_group_ratio * size)))
             for rank in range(cap):
                 key = float(s[self.order[gid][rank]]) if global_pruning else (rank + 1) / size
                 entries.append((key, gid))
@@ -130,44 +131,75 @@ class _Planner:
         self.flat = [gid for _, gid in entries]
         self.total = len(self.flat)
 
-    def plan(self, k: int) -> dict[str, list[int]]:
-        counts: dict[str, int] = {}
+    def counts(self, k: int) -> dict[str, int]:
+        """Units removed per group by the first ``k`` of the order."""
+        counts = dict.fromkeys(self.order, 0)
         for gid in self.flat[:k]:
-            counts[gid] = counts.get(gid, 0) + 1
+            counts[gid] += 1
+        return counts
+
+    def step(self, gid: str) -> int:
+        """Granularity of a group's count (``round_to`` for channel groups)."""
+        return self.round_to if self.round_to and self.groups[gid].unit == "channel" else 1
+
+    def plan(self, counts: Mapping[str, int]) -> dict[str, list[int]]:
+        """``{group id: lowest-scored unit indices}`` removing (about) ``counts[gid]`` units each."""
         plan = {}
         for gid, n in counts.items():
             size = self.groups[gid].size
-            unit_round = self.round_to if self.groups[gid].unit == "channel" else None
-            n = size - _round_keep(size - n, size, unit_round)
+            n = size - _round_keep(size - n, size, self.step(gid) if self.step(gid) > 1 else None)
+            n = max(0, min(n, self.cap[gid] if self.step(gid) == 1 else size - 1))
             if n > 0:
                 plan[gid] = sorted(self.order[gid][:n])
         return plan
 
 
 def _search(
-    planner: _Planner, goal: float, metric_of: Callable[[Mapping[str, list[int]]], float]
+    planner: _Planner, goal: float, tolerance: float, metric_of: Callable[[Mapping[str, list[int]]], float]
 ) -> dict[str, list[int]]:
-    """The plan whose metric is closest to ``goal``: bisection for the smallest ``k`` reaching it
-    (the metric falls as ``k`` grows), then the closer of ``k`` and ``k - 1``."""
-    cache: dict[int, tuple[float, dict[str, list[int]]]] = {}
+    """The plan whose metric is closest to ``goal``.
 
-    def evaluate(k: int) -> float:
-        if k not in cache:
-            plan = planner.plan(k)
-            cache[k] = (metric_of(plan), plan)
-        return cache[k][0]
+    Bisection finds the smallest ``k`` reaching the goal along the planner's order (the metric falls
+    as ``k`` grows) and keeps the closer of ``k`` and ``k - 1``. If that misses the tolerance (coarse
+    groups), a short greedy search moves single units (or ``round_to`` steps) of one group at a time
+    while that brings the metric closer.
+    """
+    cache: dict[tuple[tuple[str, int], ...], tuple[float, dict[str, list[int]]]] = {}
+
+    def evaluate(counts: Mapping[str, int]) -> float:
+        plan = planner.plan(counts)
+        key = tuple(sorted((gid, len(idx)) for gid, idx in plan.items()))
+        if key not in cache:
+            cache[key] = (metric_of(plan), plan)
+        return cache[key][0]
 
     lo, hi = 0, planner.total
-    if evaluate(hi) <= goal:
+    best = planner.counts(0)
+    if evaluate(planner.counts(hi)) <= goal:
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if evaluate(mid) <= goal:
+            if evaluate(planner.counts(mid)) <= goal:
                 hi = mid
             else:
                 lo = mid
-        evaluate(lo)
-    best_k = min(cache, key=lambda k: (abs(cache[k][0] - goal), k))
-    return cache[best_k][1]
+        best = min((planner.counts(lo), planner.counts(hi)), key=lambda c: abs(evaluate(c) - goal))
+    else:
+        best = planner.counts(hi)
+    err = abs(evaluate(best) - goal)
+    for _ in range(4 * len(best)):
+        if err <= tolerance * goal:
+            break
+        candidates = []
+        for gid in best:
+            for delta in (planner.step(gid), -planner.step(gid)):
+                n = best[gid] + delta
+                if 0 <= n < planner.groups[gid].size:
+                    candidates.append({**best, gid: n})
+        scored = [(abs(evaluate(c) - goal), c) for c in candidates]
+        if not scored or min(e for e, _ in scored) >= err:
+            break
+        err, best = min(scored, key=lambda t: t[0])
+    return planner.plan(best)
 
 
 def sync_hf_config(model: nn.Module) -> list[str]:
@@ -358,7 +390,7 @@ def _prune_eval(
         if not scores:
             raise ValueError(f"{who}: criterion {type(imp).__name__} scored no group of {type(model).__name__}.")
         planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
-        best_plan = _search(planner, goal, metric_of)
+        best_plan = _search(planner, goal, tolerance if step == iterative_steps else 0.25 * tolerance, metric_of)
         if best_plan:
             graph.prune(dict(best_plan))
             append_step(model, best_plan, names)

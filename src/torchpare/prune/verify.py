@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchpare._utils import get_parameter
+from torchpare._utils import get_submodule
 from torchpare.prune.graph import DependencyGraph
 from torchpare.prune.graph.dependency import Plan
 from torchpare.prune.graph.trace import _split_inputs
@@ -62,7 +62,7 @@ def mask_like_plan(
             for m in group.members:
                 if m.role != "in":
                     continue
-                tensor = get_parameter(masked, m.path, who="mask_like_plan")
+                tensor = getattr(get_submodule(masked, m.module_name, who="mask_like_plan"), m.param_name)
                 idx = torch.tensor(sorted(i for u in units for i in m.index_map[u]), device=tensor.device)
                 tensor.index_fill_(m.dim, idx, 0)
     return masked
@@ -119,8 +119,10 @@ def verify_pruning(
     worst, where = 0.0, ""
     for path, a, b in _pairs(ref, got, ""):
         if a.shape != b.shape:
-            raise PruningMismatchError(f"verify_pruning(): output {path or '<output>'} has shape "
-                                       f"{tuple(b.shape)} after pruning, {tuple(a.shape)} before.")
+            raise PruningMismatchError(
+                f"verify_pruning(): output {path or '<output>'} has shape "
+                f"{tuple(b.shape)} after pruning, {tuple(a.shape)} before."
+            )
         if a.is_floating_point() and a.numel():
             diff = (a.double() - b.double()).abs().max().item()
             if diff > worst:
@@ -139,8 +141,10 @@ def verify_pruning(
 def _pairs(a: Any, b: Any, path: str) -> Iterable[tuple[str, torch.Tensor, torch.Tensor]]:
     if isinstance(a, torch.Tensor):
         if not isinstance(b, torch.Tensor):
-            raise PruningMismatchError(f"verify_pruning(): output {path or '<output>'} is a tensor before "
-                                       f"pruning and {type(b).__name__} after.")
+            raise PruningMismatchError(
+                f"verify_pruning(): output {path or '<output>'} is a tensor before "
+                f"pruning and {type(b).__name__} after."
+            )
         yield path, a, b
     elif isinstance(a, Mapping):
         for k in a:

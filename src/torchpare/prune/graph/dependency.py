@@ -72,7 +72,9 @@ class DependencyGraph:
             [('0', 8)]
         """
         if not isinstance(model, nn.Module):
-            raise TypeError(f"DependencyGraph.build(): model must be an nn.Module, got {type(model).__name__}.")
+            raise TypeError(
+                f"DependencyGraph.build(): model must be an nn.Module, got {type(model).__name__}."
+            )
         graph = cls(model, example_inputs, _ignored_names(model, ignored))
         graph._trace()
         return graph
@@ -141,8 +143,10 @@ class DependencyGraph:
             ValueError: blocked group, index out of range, duplicate-free removal of every unit.
         """
         if not isinstance(plan, Mapping):
-            raise TypeError(f"DependencyGraph.prune(): plan must be a mapping group id -> indices, "
-                            f"got {type(plan).__name__}.")
+            raise TypeError(
+                f"DependencyGraph.prune(): plan must be a mapping group id -> indices, "
+                f"got {type(plan).__name__}."
+            )
         out: dict[str, list[int]] = {}
         for key, indices in plan.items():
             g = self.group(key)
@@ -150,15 +154,21 @@ class DependencyGraph:
                 indices = indices.reshape(-1).tolist()
             idx = sorted({int(i) for i in indices})
             if g.blocked_by is not None:
-                raise ValueError(f"DependencyGraph.prune(): group {g.id!r} is blocked ({g.blocked_by}); "
-                                 f"it cannot be pruned. See graph.report().")
+                raise ValueError(
+                    f"DependencyGraph.prune(): group {g.id!r} is blocked ({g.blocked_by}); "
+                    f"it cannot be pruned. See graph.report()."
+                )
             bad = [i for i in idx if i < 0 or i >= g.size]
             if bad:
-                raise ValueError(f"DependencyGraph.prune(): group {g.id!r} has {g.size} {g.unit}s; "
-                                 f"indices {bad[:5]} are out of range [0, {g.size}).")
+                raise ValueError(
+                    f"DependencyGraph.prune(): group {g.id!r} has {g.size} {g.unit}s; "
+                    f"indices {bad[:5]} are out of range [0, {g.size})."
+                )
             if len(idx) >= g.size:
-                raise ValueError(f"DependencyGraph.prune(): plan removes all {g.size} {g.unit}s of group "
-                                 f"{g.id!r}; keep at least one.")
+                raise ValueError(
+                    f"DependencyGraph.prune(): plan removes all {g.size} {g.unit}s of group "
+                    f"{g.id!r}; keep at least one."
+                )
             if idx:
                 out[g.id] = idx
         return out
@@ -187,8 +197,10 @@ class DependencyGraph:
         self._trace()
 
     def __repr__(self) -> str:
-        return (f"DependencyGraph({type(self.model).__name__}: {len(self.groups())} prunable groups, "
-                f"{len(self._groups) - len(self.groups())} blocked)")
+        return (
+            f"DependencyGraph({type(self.model).__name__}: {len(self.groups())} prunable groups, "
+            f"{len(self._groups) - len(self.groups())} blocked)"
+        )
 
 
 def _under(name: str, prefix: str) -> bool:
@@ -206,16 +218,22 @@ def _ignored_names(model: nn.Module, ignored: Iterable[str | nn.Module]) -> tupl
     for item in ignored:
         if isinstance(item, nn.Module):
             if item not in by_module:
-                raise KeyError(f"DependencyGraph.build(ignored=...): {type(item).__name__} module is not part "
-                               f"of {type(model).__name__}.")
+                raise KeyError(
+                    f"DependencyGraph.build(ignored=...): {type(item).__name__} module is not part "
+                    f"of {type(model).__name__}."
+                )
             out.append(by_module[item])
         elif isinstance(item, str):
             if item not in names:
-                raise KeyError(f"DependencyGraph.build(ignored={item!r}): no such module in "
-                               f"{type(model).__name__}{did_you_mean(item, names)}. "
-                               f"Use names from model.named_modules().")
+                raise KeyError(
+                    f"DependencyGraph.build(ignored={item!r}): no such module in "
+                    f"{type(model).__name__}{did_you_mean(item, names)}. "
+                    f"Use names from model.named_modules()."
+                )
             out.append(item)
         else:
-            raise TypeError(f"DependencyGraph.build(ignored=...): expected module names or modules, "
-                            f"got {type(item).__name__}.")
+            raise TypeError(
+                f"DependencyGraph.build(ignored=...): expected module names or modules, "
+                f"got {type(item).__name__}."
+            )
     return tuple(out)

@@ -67,8 +67,10 @@ class ChannelGroup:
 
     def __repr__(self) -> str:
         state = f", blocked_by={self.blocked_by!r}" if self.blocked_by else ""
-        return (f"ChannelGroup(id={self.id!r}, size={self.size}, unit={self.unit!r}, "
-                f"members={len(self.members)}, exact={self.exact}{state})")
+        return (
+            f"ChannelGroup(id={self.id!r}, size={self.size}, unit={self.unit!r}, "
+            f"members={len(self.members)}, exact={self.exact}{state})"
+        )
 
 
 def _resolve_free(ctx: LabelContext) -> dict[tuple[str, str, int, str], dict[int, list[int]]]:
@@ -86,7 +88,7 @@ def _resolve_free(ctx: LabelContext) -> dict[tuple[str, str, int, str], dict[int
             if shape[d] <= 1:
                 continue
             stride = 1
-            for s in shape[d + 1:]:
+            for s in shape[d + 1 :]:
                 stride *= s
             per_index: list[int | None] = [None] * shape[d]
             ok = True
@@ -152,8 +154,12 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
             reason = "no layer produces these channels (they come from a constant or padding)"
         kinds = [unit_kind[k] for k in sig if unit_kind[k] != "channel"]
         exact = not any(r in inexact for r in roots)
-        groups.append((key_order[sig[0]], ChannelGroup("", len(roots), kinds[0] if kinds else "channel",
-                                                       members, exact, reason)))
+        groups.append(
+            (
+                key_order[sig[0]],
+                ChannelGroup("", len(roots), kinds[0] if kinds else "channel", members, exact, reason),
+            )
+        )
     groups.sort(key=lambda g: g[0])
     used: dict[str, int] = {}
     named = []

@@ -8,8 +8,8 @@ containing a sentinel is blocked. ``NEUTRAL`` (-1) marks entries with no channel
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -49,6 +49,21 @@ class UnionFind:
                 self.parent[rb] = ra
             else:
                 self.parent[ra] = rb
+
+    def union_many(self, xs: list[int], ys: list[int]) -> None:
+        """``union(x, y)`` for each pair, skipping negative (neutral) ids; inlined for speed."""
+        parent = self.parent
+        for x, y in zip(xs, ys):
+            if x < 0 or y < 0 or x == y:
+                continue
+            rx = x
+            while parent[rx] != rx:
+                rx = parent[rx]
+            ry = y
+            while parent[ry] != ry:
+                ry = parent[ry]
+            r = rx if rx < ry else ry
+            parent[rx] = parent[ry] = parent[x] = parent[y] = r
 
 
 @dataclass
@@ -224,11 +239,8 @@ class LabelContext:
     # ----------------------------------------------------------------- unions
     def union(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Union ``a`` and ``b`` entry by entry after broadcasting (neutral entries skipped)."""
-        pairs = _unique_pairs(a, b)
-        uf = self.uf
-        for x, y in pairs:
-            if x != NEUTRAL and y != NEUTRAL:
-                uf.union(x, y)
+        xs, ys = _unique_pairs(a, b)
+        self.uf.union_many(xs, ys)
 
     def union_all(self, lab: torch.Tensor, element: int) -> None:
         """Union every (non-neutral) entry of ``lab`` with ``element``."""
@@ -292,14 +304,14 @@ def _squeeze_broadcast(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, 
     return a, b
 
 
-def _unique_pairs(a: torch.Tensor, b: torch.Tensor) -> list[tuple[int, int]]:
+def _unique_pairs(a: torch.Tensor, b: torch.Tensor) -> tuple[list[int], list[int]]:
+    """Distinct ``(a, b)`` entry pairs after broadcasting (small inputs are returned as they are)."""
     a, b = _squeeze_broadcast(a, b)
-    if a.numel() == 0:
-        return []
-    pairs = torch.stack([a.reshape(-1), b.reshape(-1)], dim=1)
-    if pairs.shape[0] > 1:
-        pairs = torch.unique(pairs, dim=0)
-    return [tuple(p) for p in pairs.tolist()]
+    a, b = a.reshape(-1), b.reshape(-1)
+    if a.numel() > 4096:  # one 1-D unique over packed pairs is much cheaper than unique(dim=0)
+        packed = torch.unique(((a + 1) << 32) | (b + 1))
+        a, b = (packed >> 32) - 1, (packed & 0xFFFFFFFF) - 1
+    return a.tolist(), b.tolist()
 
 
 def _unique(lab: torch.Tensor) -> list[int]:

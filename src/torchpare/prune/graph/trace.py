@@ -31,7 +31,9 @@ def func_name(func: Any) -> str:
     name = name.replace("TensorBase.", "Tensor.")
     module = getattr(func, "__module__", None)
     if module and not name.startswith("Tensor.") and module.startswith("torch"):
-        module = module.replace("torch._C._nn", "torch.nn.functional").replace("torch._C._VariableFunctions", "torch")
+        module = module.replace("torch._C._nn", "torch.nn.functional").replace(
+            "torch._C._VariableFunctions", "torch"
+        )
         return f"{module}.{name}"
     return name if name.startswith("Tensor.") else f"torch.{name}"
 

@@ -130,9 +130,9 @@ class StructurePruner:
             model, ignored, except_start_keys, who, strict_keys=except_start_keys is not _DEFAULT_EXCEPT
         )
         self.graph = DependencyGraph.build(model, example_inputs, ignored=tuple(self.ignored))
-        self.groups = {}
-        self.skipped: dict[str, str] = {}
-        sites = {}
+        self.groups: dict[str, Any] = {}  # space id -> ChannelGroup
+        self.skipped: dict[str, str] = {}  # group id -> why it is not a space
+        sites: dict[str, list[Any]] = {}
         for group in self.graph.groups():
             if not group.exact:
                 self.skipped[group.id] = "masking is not exact for it (e.g. it passes through a LayerNorm)"

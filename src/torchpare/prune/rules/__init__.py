@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+from torchpare.prune.rules import conv, embedding, linear, norm, ops, reduce, shape  # noqa: E402, F401, I001
 from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule, slice_tensor_attr
 from torchpare.prune.rules.registry import (
     FUNCTION_RULES,
@@ -19,8 +20,6 @@ from torchpare.prune.rules.registry import (
     register_rule,
     register_trace_hook,
 )
-
-from torchpare.prune.rules import conv, embedding, linear, norm, ops, reduce, shape  # noqa: E402, F401, I001
 
 for _optional in ("hf_conv1d", "hf_attention"):
     if importlib.util.find_spec(f"{__name__}.{_optional}") is not None:

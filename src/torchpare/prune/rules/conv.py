@@ -71,8 +71,18 @@ class ConvRule(ModuleRule):
 
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
         m = call.module
-        return conv_like(ctx, ctx.label(call.arg(0, "input")), call.module_name, m.weight, m.bias is not None,
-                         m.groups, call.output.shape, len(m.kernel_size), call.where, m.transposed)
+        return conv_like(
+            ctx,
+            ctx.label(call.arg(0, "input")),
+            call.module_name,
+            m.weight,
+            m.bias is not None,
+            m.groups,
+            call.output.shape,
+            len(m.kernel_size),
+            call.where,
+            m.transposed,
+        )
 
     def prune(self, module: nn.Module, keep: Mapping[tuple[str, int], torch.Tensor]) -> None:
         groups, transposed = module.groups, module.transposed
@@ -114,11 +124,13 @@ class FunctionalConvRule(FunctionRule):
             for t in (x, w, b):
                 ctx.block(ctx.label(t), reason)
             return ctx.constant(ctx.sentinel(reason), call.output.shape)
-        return conv_like(ctx, ctx.label(x), owner, w, b is not None, groups, call.output.shape,
-                         self.n_spatial, call.where)
+        return conv_like(
+            ctx, ctx.label(x), owner, w, b is not None, groups, call.output.shape, self.n_spatial, call.where
+        )
 
 
-register_rule((nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d),
-              ConvRule())
+register_rule(
+    (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d), ConvRule()
+)
 for _n, _f in ((1, F.conv1d), (2, F.conv2d), (3, F.conv3d)):
     register_rule(_f, FunctionalConvRule(_n))

@@ -52,8 +52,15 @@ class LinearRule(ModuleRule):
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
         m = call.module
         bias = "bias" if m.bias is not None else None
-        return linear_like(ctx, ctx.label(call.arg(0, "input")), call.module_name, "weight", bias,
-                           call.output.shape, call.where)
+        return linear_like(
+            ctx,
+            ctx.label(call.arg(0, "input")),
+            call.module_name,
+            "weight",
+            bias,
+            call.output.shape,
+            call.where,
+        )
 
     def update(self, module: nn.Module) -> None:
         module.out_features, module.in_features = module.weight.shape

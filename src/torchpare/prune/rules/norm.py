@@ -23,8 +23,17 @@ def _channel_dim(lab: torch.Tensor, n_spatial: int | None) -> int:
     return 0 if n_spatial is not None and lab.dim() == n_spatial + 1 else 1
 
 
-@register_rule((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
-                nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d))
+@register_rule(
+    (
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.BatchNorm3d,
+        nn.SyncBatchNorm,
+        nn.InstanceNorm1d,
+        nn.InstanceNorm2d,
+        nn.InstanceNorm3d,
+    )
+)
 class BatchNormRule(ModuleRule):
     """Per-channel affine parameters and running statistics on dim 1 of the input."""
 
@@ -76,8 +85,14 @@ class GroupNormRule(ModuleRule):
             module.num_groups = module.num_channels // per
 
 
-def _last_dim_norm(ctx: LabelContext, call: Call, x: torch.Tensor | None, owner: str,
-                   names: tuple[str | None, ...], n_norm: int) -> torch.Tensor | None:
+def _last_dim_norm(
+    ctx: LabelContext,
+    call: Call,
+    x: torch.Tensor | None,
+    owner: str,
+    names: tuple[str | None, ...],
+    n_norm: int,
+) -> torch.Tensor | None:
     if x is None:
         return None
     if n_norm != 1:
@@ -97,8 +112,9 @@ class LayerNormRule(ModuleRule):
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
         m = call.module
         names = tuple(n for n in ("weight", "bias") if getattr(m, n, None) is not None)
-        return _last_dim_norm(ctx, call, ctx.label(call.arg(0, "input")), call.module_name, names,
-                              len(m.normalized_shape))
+        return _last_dim_norm(
+            ctx, call, ctx.label(call.arg(0, "input")), call.module_name, names, len(m.normalized_shape)
+        )
 
     def update(self, module: nn.Module) -> None:
         if getattr(module, "weight", None) is not None:
@@ -118,8 +134,12 @@ class FunctionalNormRule(FunctionRule):
             tensors = [call.arg(2, "weight"), call.arg(3, "bias") if func is F.layer_norm else None]
             n_norm = len(call.arg(1, "normalized_shape"))
         elif func is F.batch_norm:
-            tensors = [call.arg(1, "running_mean"), call.arg(2, "running_var"), call.arg(3, "weight"),
-                       call.arg(4, "bias")]
+            tensors = [
+                call.arg(1, "running_mean"),
+                call.arg(2, "running_var"),
+                call.arg(3, "weight"),
+                call.arg(4, "bias"),
+            ]
             n_norm = 0
         else:  # group_norm
             tensors = [call.arg(2, "weight"), call.arg(3, "bias")]

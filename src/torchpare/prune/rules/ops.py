@@ -20,29 +20,169 @@ from torchpare.prune.rules.registry import register_rule
 
 __all__ = ["ElementwiseRule", "IdentityRule", "NeutralRule", "SetItemRule", "elementwise", "functions_named"]
 
-_UNARY = (
-    "relu relu6 gelu silu sigmoid tanh hardtanh elu selu celu leaky_relu softplus softsign hardswish "
-    "hardsigmoid mish logsigmoid tanhshrink hardshrink softshrink threshold rrelu neg negative abs absolute exp exp2 "
-    "expm1 log log1p log2 log10 sqrt rsqrt square reciprocal sin cos tan sinh cosh asin acos atan asinh "
-    "acosh atanh erf erfc erfinv sign sgn floor ceil round trunc frac clamp clamp_min clamp_max clip "
-    "nan_to_num positive bitwise_not logical_not isnan isinf isfinite signbit sigmoid_ tril triu "
-    "fill_ zero_ masked_fill dropout alpha_dropout feature_alpha_dropout dropout1d dropout2d dropout3d"
-).split()
-_BINARY = (
-    "add sub subtract mul multiply div divide true_divide floor_divide rsub pow float_power fmod remainder "
-    "maximum minimum fmax fmin eq ne lt le gt ge greater less equal not_equal logical_and logical_or "
-    "logical_xor bitwise_and bitwise_or bitwise_xor atan2 hypot copysign xlogy lerp addcmul addcdiv where "
-    "copy_ masked_fill_ masked_scatter"
-).split()
-_DUNDER = "add sub mul truediv div floordiv mod pow and or xor".split()
-_IDENTITY = (
-    "clone detach contiguous to float half double bfloat16 type type_as cpu cuda requires_grad_ "
-    "detach_ pin_memory"
-).split()
-_FACTORY_LIKE = (
-    "zeros_like ones_like full_like empty_like rand_like randn_like randint_like new_zeros new_ones "
-    "new_full new_empty new_tensor"
-).split()
+_UNARY = [
+    "relu",
+    "relu6",
+    "gelu",
+    "silu",
+    "sigmoid",
+    "tanh",
+    "hardtanh",
+    "elu",
+    "selu",
+    "celu",
+    "leaky_relu",
+    "softplus",
+    "softsign",
+    "hardswish",
+    "hardsigmoid",
+    "mish",
+    "logsigmoid",
+    "tanhshrink",
+    "hardshrink",
+    "softshrink",
+    "threshold",
+    "rrelu",
+    "neg",
+    "negative",
+    "abs",
+    "absolute",
+    "exp",
+    "exp2",
+    "expm1",
+    "log",
+    "log1p",
+    "log2",
+    "log10",
+    "sqrt",
+    "rsqrt",
+    "square",
+    "reciprocal",
+    "sin",
+    "cos",
+    "tan",
+    "sinh",
+    "cosh",
+    "asin",
+    "acos",
+    "atan",
+    "asinh",
+    "acosh",
+    "atanh",
+    "erf",
+    "erfc",
+    "erfinv",
+    "sign",
+    "sgn",
+    "floor",
+    "ceil",
+    "round",
+    "trunc",
+    "frac",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "clip",
+    "nan_to_num",
+    "positive",
+    "bitwise_not",
+    "logical_not",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "signbit",
+    "sigmoid_",
+    "tril",
+    "triu",
+    "fill_",
+    "zero_",
+    "masked_fill",
+    "dropout",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
+]
+_BINARY = [
+    "add",
+    "sub",
+    "subtract",
+    "mul",
+    "multiply",
+    "div",
+    "divide",
+    "true_divide",
+    "floor_divide",
+    "rsub",
+    "pow",
+    "float_power",
+    "fmod",
+    "remainder",
+    "maximum",
+    "minimum",
+    "fmax",
+    "fmin",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "greater",
+    "less",
+    "equal",
+    "not_equal",
+    "logical_and",
+    "logical_or",
+    "logical_xor",
+    "bitwise_and",
+    "bitwise_or",
+    "bitwise_xor",
+    "atan2",
+    "hypot",
+    "copysign",
+    "xlogy",
+    "lerp",
+    "addcmul",
+    "addcdiv",
+    "where",
+    "copy_",
+    "masked_fill_",
+    "masked_scatter",
+]
+_DUNDER = ["add", "sub", "mul", "truediv", "div", "floordiv", "mod", "pow", "and", "or", "xor"]
+_IDENTITY = [
+    "clone",
+    "detach",
+    "contiguous",
+    "to",
+    "float",
+    "half",
+    "double",
+    "bfloat16",
+    "type",
+    "type_as",
+    "cpu",
+    "cuda",
+    "requires_grad_",
+    "detach_",
+    "pin_memory",
+]
+_FACTORY_LIKE = [
+    "zeros_like",
+    "ones_like",
+    "full_like",
+    "empty_like",
+    "rand_like",
+    "randn_like",
+    "randint_like",
+    "new_zeros",
+    "new_ones",
+    "new_full",
+    "new_empty",
+    "new_tensor",
+]
 
 
 def functions_named(names: list[str], inplace: bool = True) -> tuple[Any, ...]:
@@ -57,14 +197,18 @@ def functions_named(names: list[str], inplace: bool = True) -> tuple[Any, ...]:
     return tuple(found)
 
 
-def elementwise(ctx: LabelContext, labels: list[torch.Tensor | None], out_shape: Any, where: str) -> torch.Tensor:
+def elementwise(
+    ctx: LabelContext, labels: list[torch.Tensor | None], out_shape: Any, where: str
+) -> torch.Tensor:
     """Union broadcast-aligned ``labels`` and return the output label of shape ``out_shape``."""
     out_shape = tuple(out_shape)
     labs = [lab for lab in labels if lab is not None]
     if not labs:
         return ctx.neutral(out_shape)
     n = len(out_shape)
-    aligned = [lab.reshape((1,) * (n - lab.dim()) + tuple(lab.shape)) if lab.dim() < n else lab for lab in labs]
+    aligned = [
+        lab.reshape((1,) * (n - lab.dim()) + tuple(lab.shape)) if lab.dim() < n else lab for lab in labs
+    ]
     participants: list[torch.Tensor] = []
     for i, lab in enumerate(aligned):
         bdims = [d for d in range(n) if lab.shape[d] == 1 and out_shape[d] > 1]
@@ -161,11 +305,27 @@ def _cpu_index(idx: Any) -> Any:
 
 
 _dunders = tuple(
-    getattr(torch.Tensor, f"__{p}{n}__") for n in _DUNDER for p in ("", "r", "i") if hasattr(torch.Tensor, f"__{p}{n}__")
+    getattr(torch.Tensor, f"__{p}{n}__")
+    for n in _DUNDER
+    for p in ("", "r", "i")
+    if hasattr(torch.Tensor, f"__{p}{n}__")
 )
-register_rule(functions_named(_UNARY + _BINARY) + _dunders + (torch.Tensor.__neg__, torch.Tensor.__abs__,
-              torch.Tensor.__invert__, torch.Tensor.__eq__, torch.Tensor.__ne__, torch.Tensor.__lt__,
-              torch.Tensor.__le__, torch.Tensor.__gt__, torch.Tensor.__ge__), ElementwiseRule())
+register_rule(
+    functions_named(_UNARY + _BINARY)
+    + _dunders
+    + (
+        torch.Tensor.__neg__,
+        torch.Tensor.__abs__,
+        torch.Tensor.__invert__,
+        torch.Tensor.__eq__,
+        torch.Tensor.__ne__,
+        torch.Tensor.__lt__,
+        torch.Tensor.__le__,
+        torch.Tensor.__gt__,
+        torch.Tensor.__ge__,
+    ),
+    ElementwiseRule(),
+)
 register_rule(functions_named(_IDENTITY, inplace=False) + (torch.Tensor.data.__get__,), IdentityRule())
 register_rule(functions_named(_FACTORY_LIKE, inplace=False), NeutralRule())
 register_rule(torch.Tensor.__setitem__, SetItemRule())

@@ -96,7 +96,9 @@ class OrderRule(FunctionRule):
 
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
         lab = ctx.label(call.args[0])
-        dim = call.arg(2, "dim", -1) if call.func in (torch.topk, torch.Tensor.topk) else call.arg(1, "dim", -1)
+        dim = (
+            call.arg(2, "dim", -1) if call.func in (torch.topk, torch.Tensor.topk) else call.arg(1, "dim", -1)
+        )
         if lab is None:
             return None
         if isinstance(dim, int) and lab.dim() and varies_along(lab, dim):
@@ -168,7 +170,9 @@ class MatmulRule(FunctionRule):
         name_b = ctx.param_names.get(id(b))
         if name_b is not None and b.dim() == 2:
             owner, _, pname = name_b.rpartition(".")
-            return linear_like(ctx, ctx.label(a), owner, pname, None, out.shape, call.where, in_dim=0, out_dim=1)
+            return linear_like(
+                ctx, ctx.label(a), owner, pname, None, out.shape, call.where, in_dim=0, out_dim=1
+            )
         la, lb = ctx.label(a), ctx.label(b)
         if ctx.param_names.get(id(a)) is not None:
             ctx.block(lb, f"{call.where}: parameter on the left of matmul")
@@ -191,12 +195,37 @@ class MatmulRule(FunctionRule):
         return elementwise(ctx, [rows, cols], out.shape, call.where)
 
 
-register_rule(functions_named("sum mean nansum nanmean amax amin std var logsumexp prod all any argmax argmin "
-                              "count_nonzero".split(), inplace=False), ReductionRule())
+register_rule(
+    functions_named(
+        [
+            "sum",
+            "mean",
+            "nansum",
+            "nanmean",
+            "amax",
+            "amin",
+            "std",
+            "var",
+            "logsumexp",
+            "prod",
+            "all",
+            "any",
+            "argmax",
+            "argmin",
+            "count_nonzero",
+        ],
+        inplace=False,
+    ),
+    ReductionRule(),
+)
 register_rule(functions_named(["max", "min", "median", "nanmedian", "mode"], inplace=False), ReductionRule())
 register_rule(functions_named(["norm"], inplace=False), ReductionRule(dim_pos=2))
-register_rule(functions_named("softmax log_softmax softmin cumsum cumprod logcumsumexp".split(), inplace=False),
-              ScanRule())
+register_rule(
+    functions_named(
+        ["softmax", "log_softmax", "softmin", "cumsum", "cumprod", "logcumsumexp"], inplace=False
+    ),
+    ScanRule(),
+)
 register_rule(functions_named(["normalize"], inplace=False), ScanRule(dim_pos=2))
 register_rule(functions_named(["sort", "argsort", "topk"], inplace=False), OrderRule())
 register_rule(functions_named(["pad"], inplace=False), PadRule())
@@ -206,6 +235,10 @@ for _n, _names in {
     3: "avg_pool3d max_pool3d adaptive_avg_pool3d adaptive_max_pool3d lp_pool3d max_pool3d_with_indices",
 }.items():
     register_rule(functions_named(_names.split(), inplace=False), SpatialRule(_n))
-register_rule(functions_named(["interpolate", "upsample", "upsample_nearest", "upsample_bilinear"],
-                              inplace=False), SpatialRule())
-register_rule(functions_named(["matmul", "mm", "bmm"], inplace=False) + (torch.Tensor.__matmul__,), MatmulRule())
+register_rule(
+    functions_named(["interpolate", "upsample", "upsample_nearest", "upsample_bilinear"], inplace=False),
+    SpatialRule(),
+)
+register_rule(
+    functions_named(["matmul", "mm", "bmm"], inplace=False) + (torch.Tensor.__matmul__,), MatmulRule()
+)

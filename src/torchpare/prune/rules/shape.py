@@ -40,8 +40,9 @@ def _replay(ctx: LabelContext, call: Call, func: Any = None) -> Any:
     else:  # keyword-only call, e.g. torch.flatten(input=x)
         key = "input" if "input" in kwargs else "tensors"
         value = kwargs.pop(key)
-        data = (type(value)(ctx.label(t) for t in value) if isinstance(value, (list, tuple))
-                else ctx.label(value))
+        data = (
+            type(value)(ctx.label(t) for t in value) if isinstance(value, (list, tuple)) else ctx.label(value)
+        )
         rest = []
         kwargs = {key: data, **{k: _cpu_index(v) for k, v in kwargs.items()}}
         return func(*rest, **kwargs)
@@ -128,17 +129,64 @@ class SplitRule(FunctionRule):
         return parts
 
 
-_MOVE = (
-    "permute transpose swapaxes swapdims t movedim moveaxis squeeze unsqueeze expand expand_as repeat "
-    "repeat_interleave tile flip fliplr flipud roll cat concat concatenate stack hstack vstack dstack "
-    "pixel_shuffle pixel_unshuffle broadcast_to atleast_1d atleast_2d atleast_3d ravel"
-).split()
-_RESHAPE = "view view_as reshape reshape_as flatten unflatten".split()
-_SELECT = "__getitem__ narrow select index_select gather take_along_dim masked_select diagonal".split()
+_MOVE = [
+    "permute",
+    "transpose",
+    "swapaxes",
+    "swapdims",
+    "t",
+    "movedim",
+    "moveaxis",
+    "squeeze",
+    "unsqueeze",
+    "expand",
+    "expand_as",
+    "repeat",
+    "repeat_interleave",
+    "tile",
+    "flip",
+    "fliplr",
+    "flipud",
+    "roll",
+    "cat",
+    "concat",
+    "concatenate",
+    "stack",
+    "hstack",
+    "vstack",
+    "dstack",
+    "pixel_shuffle",
+    "pixel_unshuffle",
+    "broadcast_to",
+    "atleast_1d",
+    "atleast_2d",
+    "atleast_3d",
+    "ravel",
+]
+_RESHAPE = ["view", "view_as", "reshape", "reshape_as", "flatten", "unflatten"]
+_SELECT = [
+    "__getitem__",
+    "narrow",
+    "select",
+    "index_select",
+    "gather",
+    "take_along_dim",
+    "masked_select",
+    "diagonal",
+]
 
-register_rule(functions_named(_MOVE, inplace=False) + (torch.Tensor.squeeze_, torch.Tensor.unsqueeze_,
-              torch.Tensor.t_, torch.Tensor.transpose_, torch.Tensor.T.__get__, torch.Tensor.mT.__get__),
-              ReplayRule())
+register_rule(
+    functions_named(_MOVE, inplace=False)
+    + (
+        torch.Tensor.squeeze_,
+        torch.Tensor.unsqueeze_,
+        torch.Tensor.t_,
+        torch.Tensor.transpose_,
+        torch.Tensor.T.__get__,
+        torch.Tensor.mT.__get__,
+    ),
+    ReplayRule(),
+)
 register_rule(functions_named(_RESHAPE, inplace=False), ReshapeRule())
 register_rule(functions_named(_SELECT, inplace=False), SelectRule())
 register_rule(functions_named(["chunk", "unbind"], inplace=False), ChunkRule())

@@ -1,0 +1,269 @@
+"""torchpare vs Torch-Pruning on the zoo: graph build time, groups found, correctness; pruned-CNN latency.
+
+Run::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prune_vs_torch_pruning.py [--repeats 7] [--timeout 60]
+
+Part 1, per zoo model, in ONE child process per model (both tools side by side, so their times are
+comparable; a child that exceeds ``--timeout`` is killed, which is how a Torch-Pruning hang shows):
+
+* build time, median of repeats: ``DependencyGraph.build`` vs ``build_dependency`` + ``get_all_groups``
+  (Torch-Pruning's groups come from the second call), also as a multiple of one eval forward;
+* prunable groups each finds (Torch-Pruning: roots Conv/Linear, the last Linear ignored);
+* correctness: a random 30% plan on every group whose pruning has a zeroed equivalent (torchpare:
+  ``group.exact``; Torch-Pruning: groups without a LayerNorm/RMSNorm/GroupNorm member), pruned vs the
+  original with those units zeroed at their consumers, max relative difference (ok <= 1e-4).
+
+Part 2: latency of a 50%-channel-pruned VGG and ResNet (batch 32, 3x64x64, one thread, median of
+repeats, interleaved) next to the FLOPs ratio; target: speed-up >= 0.8 x FLOPs reduction.
+Torch-Pruning is optional: without it, only torchpare is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import multiprocessing as mp
+import statistics
+import time
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchpare.prune import DependencyGraph, count
+from torchpare.prune.verify import mask_like_plan
+from torchpare.zoo import ZOO, ResNetBottleneck, VGGNet
+
+try:
+    import torch_pruning as tp
+except ImportError:  # optional: the comparison columns are skipped
+    tp = None
+
+_NORM_NAMES = ("LayerNorm", "RMSNorm", "GroupNorm")
+
+
+def _forward(model: nn.Module, x: Any) -> torch.Tensor:
+    out = model(**x) if isinstance(x, dict) else model(x)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def _median_s(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def _subset(size: int, gen: torch.Generator) -> list[int]:
+    k = max(1, min(size - 1, round(0.3 * size)))
+    return sorted(torch.randperm(size, generator=gen)[:k].tolist())
+
+
+# -- torchpare ------------------------------------------------------------------------------------
+def _torchpare(name: str, repeats: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model, x = ZOO[name]()
+    build = _median_s(lambda: DependencyGraph.build(model, x), repeats)
+    graph = DependencyGraph.build(model, x)
+    gen = torch.Generator().manual_seed(0)
+    plan = {g.id: _subset(g.size, gen) for g in graph.groups() if g.exact and g.size > 1}
+    masked = mask_like_plan(model, plan, x)
+    graph.prune(plan)
+    with torch.no_grad():
+        diff = _rel_diff(_forward(model, x), _forward(masked, x))
+    return {"build_ms": build * 1e3, "groups": len(graph.groups()), "planned": len(plan), "rel_diff": diff}
+
+
+# -- Torch-Pruning --------------------------------------------------------------------------------
+def _tp_graph(model: nn.Module, x: Any) -> tuple[Any, list[Any]]:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    kwargs = {"output_transform": (lambda out: out.logits)} if isinstance(x, dict) else {}
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=x, **kwargs)
+    groups = list(dg.get_all_groups(ignored_layers=[last], root_module_types=[nn.Conv2d, nn.Linear]))
+    return dg, groups
+
+
+def _tp_masked(model: nn.Module, groups: list[Any]) -> nn.Module:
+    """Copy of ``model`` with each group's planned channels zeroed at the layers reading them."""
+    names = {m: n for n, m in model.named_modules()}
+    masked = copy.deepcopy(model)
+    with torch.no_grad():
+        for group in groups:
+            for item in group:
+                handler = getattr(item.dep.handler, "__name__", "")
+                module = item.dep.target.module
+                if handler != "prune_in_channels" or module not in names:
+                    continue
+                target = masked.get_submodule(names[module])
+                weight = getattr(target, "weight", None)
+                if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
+                    dim = 0 if type(target).__name__ == "Conv1D" else 1
+                    weight.index_fill_(dim, torch.tensor(sorted(item.idxs)), 0)
+    return masked
+
+
+def _torch_pruning(name: str, repeats: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model, x = ZOO[name]()
+    build = _median_s(lambda: _tp_graph(model, x), repeats)
+    dg, groups = _tp_graph(model, x)
+    gen = torch.Generator().manual_seed(0)
+    roots = []
+    for group in groups:
+        if any(any(k in type(it.dep.target.module).__name__ for k in _NORM_NAMES) for it in group):
+            continue
+        size = len(group[0].idxs)
+        if size > 1:
+            roots.append((group[0].dep.target.module, group[0].dep.handler, _subset(size, gen)))
+    planned = [dg.get_pruning_group(m, h, idxs=i) for m, h, i in roots]
+    masked = _tp_masked(model, planned)
+    for m, h, i in roots:  # re-derive each group on the current model: earlier pruning shifts indices
+        dg.get_pruning_group(m, h, idxs=i).prune()
+    with torch.no_grad():
+        diff = _rel_diff(_forward(model, x), _forward(masked, x))
+    return {"build_ms": build * 1e3, "groups": len(groups), "planned": len(roots), "rel_diff": diff}
+
+
+def _child(name: str, repeats: int, queue: Any) -> None:
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model, x = ZOO[name]()
+    with torch.no_grad():
+        queue.put(("forward_ms", _median_s(lambda: _forward(model, x), repeats) * 1e3))
+    for key, fn in (("torchpare", _torchpare), ("tp", _torch_pruning if tp is not None else None)):
+        if fn is None:
+            continue
+        try:
+            queue.put((key, fn(name, repeats)))
+        except Exception as err:  # a tool failing on a model is a result, not a crash of the benchmark
+            queue.put((key, {"error": f"{type(err).__name__}: {str(err)[:80]}"}))
+    queue.put(("done", None))
+
+
+def _run_model(name: str, repeats: int, timeout: float) -> dict[str, Any]:
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(name, repeats, queue))
+    proc.start()
+    results: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            key, value = queue.get(timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:
+            break
+        if key == "done":
+            break
+        results[key] = value
+    if proc.is_alive():
+        proc.kill()
+        results.setdefault("tp", {"error": f"no result within {timeout:.0f} s (killed)"})
+    proc.join()
+    return results
+
+
+def _cell(r: dict[str, Any] | None, fwd: float) -> str:
+    if r is None:
+        return f"{'-':>8s} {'-':>6s} {'-':>4s} {'-':>9s}"
+    if "error" in r:
+        return f"{r['error'][:31]:>31s}"
+    ok = "ok" if r["rel_diff"] <= 1e-4 else "WRONG"
+    return f"{r['build_ms']:8.1f} {r['build_ms'] / fwd:6.1f} {r['groups']:4d} {r['rel_diff']:7.1e} {ok:5s}"
+
+
+def part1(repeats: int, timeout: float) -> None:
+    print("Part 1: graph build (median ms, x one eval forward), prunable groups, random 30% plan vs masked")
+    print(f"{'model':16s} {'fwd ms':>7s} | {'torchpare':^36s} | {'Torch-Pruning':^36s} | TP/ours")
+    print(f"{'':16s} {'':>7s} | {'ms':>8s} {'x fwd':>6s} {'grps':>4s} {'rel diff':>7s} {'':5s} |")
+    for name in ZOO:
+        res = _run_model(name, repeats, timeout)
+        fwd = res.get("forward_ms", float("nan"))
+        ours, theirs = res.get("torchpare"), res.get("tp")
+        ratio = ""
+        if ours and theirs and "error" not in ours and "error" not in theirs:
+            ratio = f"{theirs['build_ms'] / ours['build_ms']:.2f}"
+        print(f"{name:16s} {fwd:7.2f} | {_cell(ours, fwd)} | {_cell(theirs, fwd)} | {ratio}")
+
+
+# -- Part 2: latency ------------------------------------------------------------------------------
+def _half_plan(graph: DependencyGraph) -> dict[str, list[int]]:
+    plan = {}
+    for g in graph.groups():
+        if g.unit == "channel" and g.size > 1:
+            w = _l1_scores(graph, g)
+            plan[g.id] = sorted(torch.argsort(w)[: g.size // 2].tolist())
+    return plan
+
+
+def _l1_scores(graph: DependencyGraph, group: Any) -> torch.Tensor:
+    scores = torch.zeros(group.size)
+    for m in group.members:
+        if m.role != "out" or m.param_name != "weight":
+            continue
+        w = graph.model.get_submodule(m.module_name).weight.detach().abs()
+        per = w.transpose(0, m.dim).reshape(w.shape[m.dim], -1).sum(1)
+        scores += torch.tensor([float(per[list(ix)].sum()) for ix in m.index_map])
+    return scores
+
+
+def part2(repeats: int) -> None:
+    print("\nPart 2: 50%-channel pruning (L1), batch 32 x 3x64x64, 1 thread, median ms")
+    print(
+        f"{'model':28s} {'FLOPs ratio':>11s} {'ms before':>9s} {'ms after':>8s} {'speed-up':>8s} {'/ FLOPs x':>9s}"
+    )
+    torch.set_num_threads(1)
+    x = torch.randn(32, 3, 64, 64)
+    for label, make in (
+        ("VGGNet(32,64,128,128)", lambda: VGGNet(widths=(32, 64, 128, 128), image_size=64)),
+        ("ResNetBottleneck(width=16)", lambda: ResNetBottleneck(width=16)),
+    ):
+        torch.manual_seed(0)
+        base = make().eval()
+        pruned = copy.deepcopy(base)
+        graph = DependencyGraph.build(pruned, x[:2])
+        graph.prune(_half_plan(graph))
+        flops_ratio = count(pruned, x)["flops"] / count(base, x)["flops"]
+        before, after = [], []
+        with torch.no_grad():
+            for _ in range(2):  # warm-up
+                base(x), pruned(x)
+            for _ in range(repeats):  # interleaved, so load changes hit both alike
+                t0 = time.perf_counter()
+                base(x)
+                before.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                pruned(x)
+                after.append(time.perf_counter() - t0)
+        b, a = statistics.median(before) * 1e3, statistics.median(after) * 1e3
+        speedup = b / a
+        print(
+            f"{label:28s} {flops_ratio:11.3f} {b:9.1f} {a:8.1f} {speedup:7.2f}x {speedup * flops_ratio:9.2f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per model (both tools)")
+    parser.add_argument("--skip-latency", action="store_true")
+    args = parser.parse_args()
+    if tp is None:
+        print("torch-pruning is not installed (pip install torch-pruning): only torchpare is measured.")
+    part1(args.repeats, args.timeout)
+    if not args.skip_latency:
+        part2(max(args.repeats, 10))
+
+
+if __name__ == "__main__":
+    main()
