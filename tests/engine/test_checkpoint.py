@@ -80,3 +80,9 @@ def test_save_is_atomic_previous_file_survives_failing_writer(tmp_path: Path) ->
         atomic_save(path, failing_writer)
     assert load_checkpoint(path)["v"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_resume_without_checkpoint_is_an_error_not_a_fresh_start(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"no checkpoint at .*last\.pt'; run without --resume"):
+        _trainer(tmp_path).fit(resume=True)
+    assert not (tmp_path / "metrics.jsonl").exists()

@@ -68,3 +68,22 @@ def test_yaml_python_tags_are_refused(tmp_path: Path) -> None:
     bad.write_text("model: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_shipped_distill_and_prune_configs_validate_once_the_teacher_exists(tmp_path: Path) -> None:
+    import torch
+
+    from torchpare.zoo import DigitsCNN
+
+    ckpt = tmp_path / "teacher.pt"
+    torch.save(DigitsCNN(width=32).state_dict(), ckpt)
+    kd = apply_overrides(load_config(CONFIGS / "digits_kd.yaml"), [f"teacher.checkpoint={ckpt}"])
+    assert validate_config(kd, "distill").epochs == 30
+    pr = apply_overrides(load_config(CONFIGS / "digits_prune.yaml"), [f"model.checkpoint={ckpt}"])
+    assert validate_config(pr, "prune").lr == 0.002
+
+
+def test_unknown_pruner_argument_is_named_with_suggestion() -> None:
+    cfg = {"model": {"type": "DigitsCNN"}, "pruner": {"target_flop_ratio": 0.5}}
+    with pytest.raises(ConfigError, match=r"pruner\.target_flop_ratio: unknown argument; did you mean 'target_flops_ratio'"):
+        validate_config(cfg, "prune")

@@ -133,3 +133,24 @@ def test_dict_and_tuple_example_inputs_are_accepted():
     model = TwoInputs()
     for inputs in ({"x": torch.randn(2, 3)}, (torch.randn(2, 3), 2.0)):
         assert [g.id for g in DependencyGraph.build(model, inputs).groups()] == ["a"]
+
+
+def test_trace_hooks_run_before_every_trace_and_can_register_rules():
+    from torchpare.prune.rules import TRACE_HOOKS, register_trace_hook
+
+    seen = []
+
+    def hook(model):
+        seen.append(type(model).__name__)
+        if Scale not in MODULE_RULES:
+            register_rule(Scale, _ScaleRule())
+
+    register_trace_hook(hook)
+    register_trace_hook(hook)  # idempotent
+    try:
+        graph = DependencyGraph.build(CustomLayerNet().eval(), torch.randn(2, 2, 5))
+        assert seen == ["CustomLayerNet"]
+        assert graph.group("conv").blocked_by is None
+    finally:
+        TRACE_HOOKS.remove(hook)
+        MODULE_RULES.pop(Scale, None)

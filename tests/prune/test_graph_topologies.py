@@ -136,3 +136,30 @@ def test_conv_on_unbatched_input_reads_channels_on_dim_zero(unbatched):
     x = torch.randn(2, 5) if unbatched else torch.randn(1, 2, 5)
     _prune_and_verify(model, x, {"0": [1]})
     assert model[2].in_channels == 3
+
+
+def test_matmul_with_a_transposed_parameter_is_a_linear_layer():
+    class TLinear(nn.Module):
+        def __init__(self, i, o):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(o, i))
+            self.bias = nn.Parameter(torch.randn(o))
+
+        def forward(self, x):
+            return x @ self.weight.T + self.bias
+
+    model = nn.Sequential(TLinear(3, 5), nn.ReLU(), TLinear(5, 2))
+    x = torch.randn(2, 3)
+    graph = DependencyGraph.build(model, x)
+    members = _members(graph.group("0"))
+    assert {("0", "weight", 0, "out"), ("0", "bias", 0, "out"), ("2", "weight", 1, "in")} <= set(members)
+    _prune_and_verify(model, x, {"0": [1, 4]})
+    assert model[0].weight.shape == (3, 3) and model[2].weight.shape == (2, 3)
+
+
+def test_grouped_conv_pruned_down_to_one_input_per_group_keeps_its_groups():
+    model, x = GroupedNet().eval(), torch.randn(2, 3, 4, 4)
+    graph = _prune_and_verify(model, x, {"c1": [0, 1, 2]})
+    assert (model.g.in_channels, model.g.out_channels, model.g.groups) == (2, 6, 2)
+    assert model(x).shape == (2, 2, 4, 4)
+    assert graph.group("c1").size == 2  # now depthwise-like: one input channel per group

@@ -62,7 +62,8 @@ def _train_step(model: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
     logits = _logits(model, inputs)
     loss = logits.float().pow(2).mean()
     loss.backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.grad is not None)
+    grads = [(p, p.grad) for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.shape == p.shape and torch.isfinite(g).all() for p, g in grads)
     opt.step()
     model.eval()
     return loss.item()
@@ -262,8 +263,35 @@ SLOW_FAMILIES = {
     ),
     "roberta": ("RobertaConfig", "RobertaForSequenceClassification", _TINY, "head"),
     "electra": ("ElectraConfig", "ElectraForSequenceClassification", dict(_TINY, embedding_size=32), "head"),
+    "bart": (
+        "BartConfig",
+        "BartForSequenceClassification",
+        dict(
+            vocab_size=64,
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+        ),
+        "head",
+    ),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(_GQA, pad_token_id=0), None),
-    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", _TINY, None),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", _TINY, "head"),
+    "falcon": (
+        "FalconConfig",
+        "FalconForCausalLM",
+        dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4),
+        None,
+    ),
+    "bloom": (
+        "BloomConfig",
+        "BloomForCausalLM",
+        dict(vocab_size=64, hidden_size=32, n_layer=1, n_head=4),
+        None,
+    ),
 }
 
 
@@ -273,14 +301,16 @@ def _check_family(config_name: str, model_name: str, kwargs: dict[str, Any], uni
     torch.manual_seed(0)
     config = getattr(transformers, config_name)(**kwargs, attn_implementation="eager")
     model = getattr(transformers, model_name)(config).eval()
-    inputs = {"input_ids": torch.randint(1, 64, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
+    input_ids = torch.randint(3, 64, (2, 6))
+    input_ids[:, -1] = 2  # an end-of-sequence token, which BART's classification head looks for
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones(2, 6, dtype=torch.long)}
     original = copy.deepcopy(model)
     graph = DependencyGraph.build(model, inputs)
     heads = [g for g in graph.groups() if g.unit in ("head", "kv_head")]
     if unit is None:  # refused: no head group, and every group that remains is still exact to prune
         assert heads == [], graph.report()
-    else:
-        assert [g.unit for g in heads] == [unit], graph.report()
+    else:  # one group per attention module (BART: encoder self, decoder self, decoder cross)
+        assert heads and {g.unit for g in heads} == {unit}, graph.report()
     plan = {g.id: [0] for g in graph.groups() if g.exact and g.size > 1}
     assert plan, graph.report()
     graph.prune(plan)
@@ -331,4 +361,71 @@ def test_convnext_layer_scale_is_sliced_with_its_channels() -> None:
     torch.testing.assert_close(layer.layer_scale_parameter.detach(), scale_before[keep])
     torch.testing.assert_close(layer.dwconv.weight.detach(), dw_before[keep])
     assert layer.layernorm.weight.shape == (14,)
+    assert torch.isfinite(_logits(model, inputs)).all()
+
+
+def test_cross_attention_keys_read_encoder_states_and_heads_prune_exactly() -> None:
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        is_decoder=True,
+        add_cross_attention=True,
+        attn_implementation="eager",
+    )
+    model = transformers.BertModel(config).eval()
+    inputs = {"input_ids": torch.randint(1, 64, (2, 6)), "encoder_hidden_states": torch.randn(2, 5, 32)}
+    original = copy.deepcopy(model)
+    graph = DependencyGraph.build(model, inputs)
+    cross = graph.group("encoder.layer.0.crossattention.self.query#heads")
+    assert (cross.unit, cross.size, cross.exact) == ("head", 4, True)
+    graph.prune({cross.id: [1]})
+    assert verify_pruning(original, model, inputs, {cross.id: [1]}) <= 1e-5
+    key = model.encoder.layer[0].crossattention.self.key
+    assert tuple(key.weight.shape) == (24, 32)  # one head fewer; still reads the 32 encoder channels
+
+
+@pytest.mark.parametrize(
+    ("name", "group_id", "params"),
+    [
+        (
+            "hf_vit",
+            "vit.embeddings.patch_embeddings.projection",
+            {
+                "vit.embeddings.cls_token": 2,
+                "vit.embeddings.position_embeddings": 2,
+                "vit.layernorm.weight": 0,
+            },
+        ),
+        (
+            "hf_bert",
+            "bert.embeddings.word_embeddings",
+            {
+                "bert.embeddings.word_embeddings.weight": 1,
+                "bert.embeddings.position_embeddings.weight": 1,
+                "bert.embeddings.token_type_embeddings.weight": 1,
+                "bert.embeddings.LayerNorm.weight": 0,
+            },
+        ),
+        ("hf_llama", "model.embed_tokens", {"model.norm.weight": 0, "lm_head.weight": 1}),
+    ],
+)
+def test_hidden_width_pruning_slices_embeddings_and_norms(
+    name: str, group_id: str, params: dict[str, int]
+) -> None:
+    model, inputs = _build(name)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    graph = DependencyGraph.build(model, inputs)
+    group = graph.group(group_id)
+    assert group.size == 32 and not group.exact  # through LayerNorm/RMSNorm statistics
+    graph.prune({group.id: [3, 7]})
+    keep = torch.tensor([i for i in range(32) if i not in (3, 7)])
+    after = dict(model.named_parameters())
+    for pname, dim in params.items():
+        torch.testing.assert_close(after[pname].detach(), before[pname].index_select(dim, keep))
     assert torch.isfinite(_logits(model, inputs)).all()

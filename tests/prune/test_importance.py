@@ -40,7 +40,9 @@ def test_l1_scores_sum_producer_rows_and_consumer_columns():
     cols = net[2].weight.abs().sum(0)
     torch.testing.assert_close(L1Importance(normalize=None, members="out")(net, group), out)
     torch.testing.assert_close(L1Importance(normalize=None, reduction="sum")(net, group), out + cols)
-    torch.testing.assert_close(L1Importance(normalize=None, reduction="max")(net, group), torch.maximum(out, cols))
+    torch.testing.assert_close(
+        L1Importance(normalize=None, reduction="max")(net, group), torch.maximum(out, cols)
+    )
     torch.testing.assert_close(L1Importance(normalize=None)(net, group), (out + cols) / 2)
 
 
@@ -87,7 +89,9 @@ def test_group_fisher_equals_per_sample_mask_gradients_squared():
     graph = DependencyGraph.build(net, x)
     imp = GroupFisherImportance(normalize=None)
     batches = [(x[:3], y[:3]), (x[3:], y[3:])]
-    imp.prepare(net, batches, batch_loss=lambda m, b: F.cross_entropy(m(b[0]), b[1], reduction="sum"), graph=graph)
+    imp.prepare(
+        net, batches, batch_loss=lambda m, b: F.cross_entropy(m(b[0]), b[1], reduction="sum"), graph=graph
+    )
     expected = torch.zeros(5)
     for i in range(len(x)):
         mask = torch.ones(5, requires_grad=True)
@@ -105,8 +109,14 @@ def test_random_importance_is_reproducible_with_a_seed():
 
 
 def test_every_criterion_is_registered_and_reachable_from_the_package():
-    for alias, cls in [("l1", L1Importance), ("l2", L2Importance), ("bn_scale", BNScaleImportance),
-                       ("taylor", TaylorImportance), ("fisher", GroupFisherImportance), ("random", RandomImportance)]:
+    for alias, cls in [
+        ("l1", L1Importance),
+        ("l2", L2Importance),
+        ("bn_scale", BNScaleImportance),
+        ("taylor", TaylorImportance),
+        ("fisher", GroupFisherImportance),
+        ("random", RandomImportance),
+    ]:
         assert IMPORTANCES.get(alias) is cls
         assert getattr(tp, cls.__name__) is cls
     assert isinstance(build_importance({"type": "L1", "reduction": "max"}), L1Importance)

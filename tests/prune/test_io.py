@@ -82,11 +82,16 @@ def test_save_leaves_no_temporary_files_and_overwrites_atomically(tmp_path):
 
 
 def test_input_spec_round_trip_keeps_shapes_dtypes_and_valid_masks():
-    inputs = {"input_ids": torch.randint(1, 9, (2, 5)), "attention_mask": torch.ones(2, 5, dtype=torch.long),
-              "pixel_values": torch.randn(1, 3, 4, 4)}
+    inputs = {
+        "input_ids": torch.randint(1, 9, (2, 5)),
+        "attention_mask": torch.ones(2, 5, dtype=torch.long),
+        "pixel_values": torch.randn(1, 3, 4, 4),
+    }
     spec = json.loads(json.dumps(input_spec(inputs)))
     rebuilt = inputs_from_spec(spec)
-    assert {k: (v.shape, v.dtype) for k, v in rebuilt.items()} == {k: (v.shape, v.dtype) for k, v in inputs.items()}
+    assert {k: (v.shape, v.dtype) for k, v in rebuilt.items()} == {
+        k: (v.shape, v.dtype) for k, v in inputs.items()
+    }
     assert bool((rebuilt["attention_mask"] == 1).all()) and bool((rebuilt["input_ids"] == 0).all())
 
 
@@ -111,7 +116,9 @@ def test_export_onnx_of_a_head_pruned_bert_takes_keyword_inputs(tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {i.name: inputs[i.name].numpy() for i in session.get_inputs()}
     (logits,) = session.run(["logits"], feed)
-    torch.testing.assert_close(torch.from_numpy(logits), model(**inputs).logits.detach(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.from_numpy(logits), model(**inputs).logits.detach(), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_unrecorded_pruning_after_save_record_is_detected_on_load(tmp_path):
@@ -125,3 +132,13 @@ def test_unrecorded_pruning_after_save_record_is_detected_on_load(tmp_path):
     fresh, _ = build_zoo_model("resnet")
     with pytest.raises(PruningFileError, match="changed after torchpare pruned it"):
         load_pruned(tmp_path, fresh)
+
+
+@pytest.mark.slow
+def test_export_onnx_with_the_dynamo_exporter_matches(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model, x, _ = _pruned()
+    path = export_onnx(model, x, tmp_path / "dynamo.onnx", dynamo=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), model(x).detach(), atol=1e-4, rtol=1e-4)

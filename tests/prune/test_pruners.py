@@ -221,3 +221,39 @@ def test_every_zoo_model_deploys_a_random_subnet_equal_to_the_masked_supernet(na
     deployed = deploy_subnet(fresh, pruner.export_subnet())
     torch.testing.assert_close(_logits(deployed, inputs), masked, atol=1e-5, rtol=1e-5)
     assert sum(p.numel() for p in deployed.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_training_a_subnet_leaves_masked_units_without_gradient():
+    model, x = _resnet()
+    model.train()
+    pruner = StructurePruner(model, x)
+    gid = "layer1.0.conv1" if "layer1.0.conv1" in pruner.groups else next(iter(pruner.groups))
+    size = pruner.groups[gid].size
+    mask = torch.arange(size) % 2 == 0
+    pruner.set_subnet({gid: mask})
+    model(x).square().mean().backward()
+    producer = next(m for m in pruner.groups[gid].members if m.role == "out" and m.param_name == "weight")
+    grad = model.get_submodule(producer.module_name).weight.grad
+    off = [i for u in (~mask).nonzero().flatten().tolist() for i in producer.index_map[u]]
+    on = [i for u in mask.nonzero().flatten().tolist() for i in producer.index_map[u]]
+    assert torch.count_nonzero(grad.index_select(producer.dim, torch.tensor(off))) == 0
+    assert torch.count_nonzero(grad.index_select(producer.dim, torch.tensor(on))) > 0
+
+
+def test_partial_subnet_keeps_omitted_spaces_whole_and_bins_handle_uneven_sizes():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 10), nn.ReLU(), nn.Linear(10, 6), nn.ReLU(), nn.Linear(6, 2))
+    pruner = StructurePruner(model, torch.randn(2, 4))
+    first, second = pruner.groups
+    pruner.set_subnet({first: torch.arange(10) < 5})
+    assert bool(pruner.current_subnet[second].all())
+    pruner.set_channel_bins({first: [1, 0, 1]}, max_channel_bins=3)  # 10 units: bins of 4, 3, 3
+    assert pruner.current_subnet[first].int().tolist() == [1, 1, 1, 1, 0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="fewer than max_channel_bins=7"):
+        pruner.get_max_channel_bins(7)  # the second space has 6 units
+
+
+def test_deploy_subnet_requires_the_exported_config():
+    model, _ = _resnet()
+    with pytest.raises(KeyError, match="'__subnet__'"):
+        deploy_subnet(model, {"layer1.0.conv1": {"in_channels": 1, "out_channels": 1}})

@@ -144,6 +144,8 @@ class TeacherCache:
         filled = self.path / "filled.npy"
         self._filled = np.lib.format.open_memmap(filled, mode="r+" if filled.is_file() else "w+", dtype=np.bool_,
                                                  shape=(num_views, num_samples))
+        self._filled_t = torch.from_numpy(self._filled)
+        self._tensors = {s: torch.from_numpy(a) for s, a in self._arrays.items()}
 
     def _file(self, source: str) -> Path:
         return self.path / f"{source or '_output'}.npy"
@@ -193,6 +195,8 @@ class TeacherCache:
                 self._meta.setdefault("shapes", {})[s] = list(shape)
                 self._meta.setdefault("dtypes", {})[s] = str(v.dtype).removeprefix("torch.")
                 atomic_write_bytes(self.path / "meta.json", json.dumps(self._meta).encode())
+            if s not in self._tensors:
+                self._tensors[s] = torch.from_numpy(self._arrays[s])
             self._arrays[s][view, idx] = v.float().cpu().numpy()
         self._filled[view, idx] = True
 
@@ -203,19 +207,18 @@ class TeacherCache:
         Raises:
             IndexError: ``view`` or an index out of range (names the limit).
         """
-        idx = indices.detach().cpu().numpy().astype(np.int64)
+        idx = indices.detach().to("cpu", torch.long)
         if not 0 <= view < self.num_views:
             raise IndexError(f"TeacherCache: view {view} out of range; this cache holds {self.num_views} view(s).")
-        if idx.size and (idx.min() < 0 or idx.max() >= self.num_samples):
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.num_samples):
             raise IndexError(f"TeacherCache: sample index {int(idx.max())} out of range 0..{self.num_samples - 1}.")
-        device = indices.device
-        if self._filled[view, idx].all():
-            self.hits += 1
-            return {s: torch.from_numpy(np.ascontiguousarray(self._arrays[s][view, idx])).to(device, self._dtypes[s])
+        if bool(self._filled_t[view].index_select(0, idx).all()):
+            self.hits += 1  # torch views of the memory maps: no copy of the whole array, no numpy round trip
+            return {s: self._tensors[s][view].index_select(0, idx).to(indices.device, self._dtypes[s])
                     for s in self.sources}
         self.misses += 1
         values = self._compute(inputs)
-        self._store(values, idx, view)
+        self._store(values, idx.numpy(), view)
         return values
 
     def flush(self) -> None:

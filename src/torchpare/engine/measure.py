@@ -29,12 +29,15 @@ def count_params_flops(model: nn.Module, example_inputs: Any) -> dict[str, int]:
 
 
 @torch.inference_mode()
-def cpu_latency_ms(model: nn.Module, example_inputs: torch.Tensor, repeats: int = 30, warmup: int = 3) -> float:
-    """Median wall time (ms) of one eval forward on CPU over ``repeats`` runs (the model is moved back)."""
+def cpu_latency_ms(model: nn.Module, example_inputs: Any, repeats: int = 30, warmup: int = 3) -> float:
+    """Median wall time (ms) of one eval forward on CPU over ``repeats`` runs (the model is moved back).
+
+    ``example_inputs``: a tensor, or a dict of tensors passed as the one positional argument.
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval().cpu()
-    x = example_inputs.cpu()
+    x = {k: v.cpu() for k, v in example_inputs.items()} if isinstance(example_inputs, dict) else example_inputs.cpu()
     try:
         for _ in range(warmup):
             model(x)
@@ -55,7 +58,7 @@ def size_on_disk(model: nn.Module) -> int:
     return buf.getbuffer().nbytes
 
 
-def model_stats(model: nn.Module, example_inputs: torch.Tensor, batch_inputs: torch.Tensor | None = None,
+def model_stats(model: nn.Module, example_inputs: Any, batch_inputs: Any = None,
                 repeats: int = 30) -> dict[str, Any]:
     """Parameters, FLOPs (per ``example_inputs``), CPU latency (per ``batch_inputs``), size on disk."""
     stats: dict[str, Any] = count_params_flops(model, example_inputs)

@@ -35,10 +35,22 @@ def _row(m: dict[str, Any]) -> list[str]:
             f"{m['latency_ms']:.3f}", f"{m['size_bytes'] / 1024:.1f}"]
 
 
-def format_table(models: list[dict[str, Any]]) -> str:
-    """The results as a plain-text table (what the demo prints last)."""
-    rows = [list(COLUMNS), *[_row(m) for m in models]]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+def _columns(labels: dict[str, str] | None) -> list[str]:
+    labels = labels or {}
+    return [COLUMNS[0], labels.get("accuracy", COLUMNS[1]), *COLUMNS[2:4], labels.get("latency_ms", COLUMNS[4]),
+            COLUMNS[5]]
+
+
+def format_table(models: list[dict[str, Any]], labels: dict[str, str] | None = None) -> str:
+    """The results as a plain-text table (what the demo prints last).
+
+    Args:
+        models: Result entries (``name``, ``accuracy``, ``params``, ``flops``, ``latency_ms``, ``size_bytes``).
+        labels: Other headers for the ``accuracy`` / ``latency_ms`` columns (e.g. a cosine similarity).
+    """
+    columns = _columns(labels)
+    rows = [columns, *[_row(m) for m in models]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -74,26 +86,30 @@ def _curves(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _plots(run_dir: Path, models: list[dict[str, Any]]) -> list[Path]:
+def _plots(run_dir: Path, models: list[dict[str, Any]], labels: dict[str, str]) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     paths = []
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    colors = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
+    markers = "osD^v<>ph*"
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
     for ax, key, label in zip(axes, ("params", "flops", "latency_ms"),
-                              ("parameters", "FLOPs per image", "CPU latency, ms per 64 images")):
-        for m in models:
-            ax.scatter(m[key], 100 * m["accuracy"], s=40)
-            ax.annotate(m["name"], (m[key], 100 * m["accuracy"]), fontsize=7, xytext=(4, 2),
-                        textcoords="offset points")
+                              ("parameters", labels.get("flops", "FLOPs per image"),
+                               labels.get("latency_ms", "CPU latency, ms per 64 images"))):
+        for i, m in enumerate(models):
+            ax.scatter(m[key], 100 * m["accuracy"], s=60, color=colors(i), marker=markers[i % len(markers)],
+                       label=m["name"], edgecolors="black", linewidths=0.5)
         ax.set_xscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy %")
+        ax.set_ylabel(labels.get("accuracy", "test accuracy %"))
         ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(models)), fontsize=8, frameon=False)
     fig.suptitle("accuracy vs cost")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 + 0.045 * ((len(models) - 1) // 4), 1, 1))
     paths.append(run_dir / "accuracy_vs_cost.png")
     fig.savefig(paths[-1], dpi=90)
     plt.close(fig)
@@ -101,11 +117,13 @@ def _plots(run_dir: Path, models: list[dict[str, Any]]) -> list[Path]:
     curves = _curves(run_dir)
     if curves:
         fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(13, 4.2))
-        for name, eps in curves.items():
+        order = {m["name"]: i for i, m in enumerate(models)}
+        for name, eps in sorted(curves.items(), key=lambda kv: order.get(kv[0], len(order))):
             x = [e["epoch"] + 1 for e in eps]
-            ax_l.plot(x, [e["train_loss"] for e in eps], label=name)
+            color = colors(order[name]) if name in order else None
+            ax_l.plot(x, [e["train_loss"] for e in eps], label=name, color=color)
             if "val_accuracy" in eps[0]:
-                ax_a.plot(x, [100 * e["val_accuracy"] for e in eps], label=name)
+                ax_a.plot(x, [100 * e["val_accuracy"] for e in eps], label=name, color=color)
         ax_l.set(xlabel="epoch", ylabel="training loss (total)", yscale="log", title="training loss")
         ax_a.set(xlabel="epoch", ylabel="validation accuracy %", title="validation accuracy")
         for ax in (ax_l, ax_a):
@@ -130,8 +148,9 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
     run_dir = Path(run_dir)
     data = load_results(run_dir)
     models = data["models"]
-    pngs = _plots(run_dir, models)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    pngs = _plots(run_dir, models, data.get("labels") or {})
+    labels = data.get("labels")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in _columns(labels))
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _row(m)) + "</tr>" for m in models)
     notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in data.get("notes", []))
     imgs = "".join(

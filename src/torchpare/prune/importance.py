@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -33,20 +32,19 @@ import torch
 from torch import nn
 
 from torchpare._utils import get_submodule
+from torchpare.prune.pruners._masking import unit_index
 from torchpare.registry import IMPORTANCES
 
+# The registered criteria only: ``torchpare.prune.<Name>`` resolves through this list. The base class
+# and helpers (GroupImportance, reduce_group, sum_units, batch_loss, build_importance) are imported
+# from this module directly.
 __all__ = [
-    "GroupImportance",
     "L1Importance",
     "L2Importance",
     "BNScaleImportance",
     "TaylorImportance",
     "GroupFisherImportance",
     "RandomImportance",
-    "reduce_group",
-    "sum_units",
-    "batch_loss",
-    "build_importance",
 ]
 
 _REDUCTIONS = ("mean", "sum", "max")
@@ -69,14 +67,6 @@ def _tensor_of(model: nn.Module, member: Any) -> torch.Tensor | None:
     path, leaf = _owner(member)
     tensor = getattr(get_submodule(model, path, "importance"), leaf, None)
     return tensor if isinstance(tensor, torch.Tensor) else None
-
-
-@functools.lru_cache(maxsize=256)
-def unit_index(index_map: tuple[tuple[int, ...], ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(flat indices, unit id of each)`` of an ``index_map``, for one vectorised ``index_add``."""
-    flat = [i for idx in index_map for i in idx]
-    units = [u for u, idx in enumerate(index_map) for _ in idx]
-    return torch.tensor(flat, dtype=torch.long), torch.tensor(units, dtype=torch.long)
 
 
 def sum_units(values: torch.Tensor, index_map: tuple[tuple[int, ...], ...], dim: int = -1) -> torch.Tensor:

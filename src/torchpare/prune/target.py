@@ -95,8 +95,12 @@ class PruneSummary:
 
 
 def _round_keep(keep: int, size: int, round_to: int | None) -> int:
-    if not round_to or size <= round_to:
+    """``keep`` rounded to the nearest multiple of ``round_to`` (at least one multiple); groups of at
+    most ``round_to`` units are left whole, since no smaller multiple exists."""
+    if not round_to:
         return keep
+    if size <= round_to:
+        return size
     rounded = int(round(keep / round_to)) * round_to
     return min(size, max(round_to, rounded))
 
@@ -207,7 +211,8 @@ def sync_hf_config(model: nn.Module) -> list[str]:
 
     Head pruning leaves the per-module attributes right but the shared config stale. When every
     ``q_proj``/``k_proj`` attention module (LLaMA-style) keeps the same number of query and kv heads,
-    ``num_attention_heads``, ``num_key_value_heads`` and an explicit ``head_dim`` are updated; when
+    ``num_attention_heads``, ``num_key_value_heads``, an explicit ``head_dim`` and ``hidden_size``
+    (the input embedding width) are updated; when
     every gated MLP (``gate_proj``/``up_proj``/``down_proj``) keeps the same width,
     ``intermediate_size`` is. Per-layer differences (global pruning) cannot be expressed and are left
     alone, as are layouts whose config derives the head size from the hidden size (BERT, ViT, GPT-2).
@@ -235,7 +240,14 @@ def sync_hf_config(model: nn.Module) -> list[str]:
     changed = []
     if len(heads) == 1 and hasattr(config, "num_key_value_heads"):
         n_q, n_kv, head_dim = heads.pop()
-        for field_name, value in (("num_attention_heads", n_q), ("num_key_value_heads", n_kv), ("head_dim", head_dim)):
+        updates = {"num_attention_heads": n_q, "num_key_value_heads": n_kv, "head_dim": head_dim}
+        # The residual stream is one group, so a pruned hidden size is uniform by nature; these
+        # configs read head_dim explicitly, so hidden_size no longer fixes the head size.
+        get_embeddings = getattr(model, "get_input_embeddings", None)
+        embeddings = get_embeddings() if callable(get_embeddings) else None
+        if isinstance(embeddings, nn.Embedding):
+            updates["hidden_size"] = embeddings.embedding_dim
+        for field_name, value in updates.items():
             if getattr(config, field_name, None) != value:
                 setattr(config, field_name, value)
                 changed.append(field_name)
@@ -327,8 +339,21 @@ def prune(
     model.eval()
     try:
         return _prune_eval(
-            model, example_inputs, imp, target, ratio, names, global_pruning, round_to, iterative_steps,
-            max_group_ratio, units, data, loss_fn, batch_loss, tolerance,
+            model,
+            example_inputs,
+            imp,
+            target,
+            ratio,
+            names,
+            global_pruning,
+            round_to,
+            iterative_steps,
+            max_group_ratio,
+            units,
+            data,
+            loss_fn,
+            batch_loss,
+            tolerance,
         )
     finally:
         model.train(was_training)
@@ -369,9 +394,11 @@ def _prune_eval(
     def metric_of(plan: Mapping[str, list[int]]) -> float:
         if not plan:
             return count(model, example_inputs)[target] / base
-        # Copying the graph copies its model with it (one deepcopy memo); the surgery alone, without
-        # re-tracing, is enough to count the trial (about 3x faster than tracing a fresh copy).
-        trial = copy.deepcopy(graph)
+        # A shallow graph copy over a deep copy of the model: the surgery only reads the graph's
+        # groups and slices, and counting the trial needs no re-trace, so no trial pays for a trace
+        # or for copying the graph's index maps.
+        trial = copy.copy(graph)
+        trial.model = copy.deepcopy(model)
         apply_plan(trial, trial.normalize_plan(plan))
         return count(trial.model, example_inputs)[target] / base
 
@@ -388,9 +415,13 @@ def _prune_eval(
             if s is not None:
                 scores[gid] = s
         if not scores:
-            raise ValueError(f"{who}: criterion {type(imp).__name__} scored no group of {type(model).__name__}.")
+            raise ValueError(
+                f"{who}: criterion {type(imp).__name__} scored no group of {type(model).__name__}."
+            )
         planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
-        best_plan = _search(planner, goal, tolerance if step == iterative_steps else 0.25 * tolerance, metric_of)
+        best_plan = _search(
+            planner, goal, tolerance if step == iterative_steps else 0.25 * tolerance, metric_of
+        )
         if best_plan:
             graph.prune(dict(best_plan))
             append_step(model, best_plan, names)
@@ -403,8 +434,9 @@ def _prune_eval(
     if not within:
         warnings.warn(
             f"{who}: reached {target} ratio {achieved:.4f}, not within {tolerance:.0%} of the target "
-            f"{ratio:.4f} (limits: max_group_ratio={max_group_ratio}, round_to={round_to}, "
-            f"{len(sizes_before)} groups).",
+            f"{ratio:.4f}: {len(sizes_before)} prunable groups, max_group_ratio={max_group_ratio}, "
+            f"round_to={round_to}. Raise max_group_ratio, drop round_to, or read "
+            "DependencyGraph.build(model, example_inputs).report() for the groups that are blocked.",
             stacklevel=2,
         )
     layers = {}

@@ -103,6 +103,7 @@ class DependencyGraph:
                     ctx.fix(torch.arange(start, start + int(torch.Size(shape).numel())), reason)
         self.ctx = ctx
         self._groups = build_groups(ctx)
+        ctx.release()
         self._by_id = {g.id: g for g in self._groups}
 
     # ------------------------------------------------------------------ queries

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
+
 from torchpare.prune.graph.propagation import LabelContext
 
 __all__ = ["GroupMember", "ChannelGroup", "build_groups"]
@@ -73,93 +75,103 @@ class ChannelGroup:
         )
 
 
-def _resolve_free(ctx: LabelContext) -> dict[tuple[str, str, int, str], dict[int, list[int]]]:
-    """Map free parameters (one element per flat position) back to ``(dim, index)`` slices."""
-    out: dict[tuple[str, str, int, str], dict[int, list[int]]] = {}
-    find = ctx.uf.find
+def _roots(parent: list[int]) -> np.ndarray:
+    """Root of every element (pointer jumping over the union-find's parent array)."""
+    roots = np.asarray(parent, dtype=np.int64)
+    while True:
+        nxt = roots[roots]
+        if np.array_equal(nxt, roots):
+            return roots
+        roots = nxt
+
+
+def _resolve_free(ctx: LabelContext, roots: np.ndarray) -> list[tuple[tuple[str, str, int, str], np.ndarray]]:
+    """Map free parameters (one element per flat position) back to ``(dim, index)`` slices.
+
+    Returns ``(key, root_of_index)`` pairs: the dim whose every index lies in a single component.
+    A parameter whose components cut across dims is marked blocked.
+    """
+    out = []
     for name, (start, shape) in ctx.free.items():
         owner, _, pname = name.rpartition(".")
-        n = 1
-        for s in shape:
-            n *= s
-        roots = [find(start + i) for i in range(n)]
+        flat = roots[start : start + int(np.prod(shape, dtype=np.int64))].reshape(shape)
         chosen = None
         for d in range(len(shape)):
             if shape[d] <= 1:
                 continue
-            stride = 1
-            for s in shape[d + 1 :]:
-                stride *= s
-            per_index: list[int | None] = [None] * shape[d]
-            ok = True
-            for i, r in enumerate(roots):
-                k = (i // stride) % shape[d]
-                if per_index[k] is None:
-                    per_index[k] = r
-                elif per_index[k] != r:
-                    ok = False
-                    break
-            if ok and len(set(per_index)) == shape[d]:
-                chosen = (d, per_index)
+            moved = np.moveaxis(flat, d, 0).reshape(shape[d], -1)
+            if (moved == moved[:, :1]).all():
+                chosen = (d, moved[:, 0])
                 break
         if chosen is None:
-            if len(set(roots)) > 1:
+            distinct_roots = set(flat.reshape(-1).tolist())
+            if len(distinct_roots) > 1:
                 reason = f"free parameter {name!r} couples channels on several dims"
-                for r in set(roots):
-                    ctx._mark(r, reason, False)
+                for r in distinct_roots:
+                    ctx._mark(int(r), reason, False)
             continue
-        d, per_index = chosen
-        entry: dict[int, list[int]] = defaultdict(list)
-        for k, r in enumerate(per_index):
-            entry[r].append(k)  # type: ignore[index]
-        out[(owner, pname, d, "out")] = entry
+        out.append(((owner, pname, chosen[0], "out"), chosen[1]))
     return out
 
 
 def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     """Turn the finished union-find of ``ctx`` into channel groups (blocked ones included)."""
-    free = _resolve_free(ctx)
-    find = ctx.uf.find
-    units: dict[int, dict[tuple[str, str, int, str], list[int]]] = defaultdict(lambda: defaultdict(list))
-    key_order: dict[tuple[str, str, int, str], int] = {}
+    roots = _roots(ctx.uf.parent)
+    free = _resolve_free(ctx, roots)
+    keys: list[tuple[str, str, int, str]] = []
     unit_kind: dict[tuple[str, str, int, str], str] = {}
+    e_root, e_key, e_local = [], [], []
     for key, info in ctx.slices.items():
-        key_order[key] = len(key_order)
         unit_kind[key] = info.unit
-        for i in range(info.size):
-            units[find(info.start + i)][key].append(i)
-    for key, entry in free.items():
-        key_order.setdefault(key, len(key_order))
+        e_root.append(roots[info.start : info.start + info.size])
+        e_key.append(np.full(info.size, len(keys), dtype=np.int64))
+        e_local.append(np.arange(info.size, dtype=np.int64))
+        keys.append(key)
+    for key, root_of_index in free:
+        if key in unit_kind:
+            continue
         unit_kind[key] = "channel"
-        for old_root, idx in entry.items():
-            units[find(old_root)][key].extend(idx)
+        e_root.append(root_of_index)
+        e_key.append(np.full(len(root_of_index), len(keys), dtype=np.int64))
+        e_local.append(np.arange(len(root_of_index), dtype=np.int64))
+        keys.append(key)
+    if not keys:
+        return []
+    r, k, loc = np.concatenate(e_root), np.concatenate(e_key), np.concatenate(e_local)
+    order = np.lexsort((loc, k, r))
+    r, k, loc = r[order], k[order], loc[order]
+    # boundaries of (root, key) runs and of root runs in the sorted entries
+    pair_start = np.flatnonzero(np.r_[True, (r[1:] != r[:-1]) | (k[1:] != k[:-1])])
+    pair_end = np.r_[pair_start[1:], len(r)]
+    pair_root, pair_key = r[pair_start].tolist(), k[pair_start].tolist()
+    loc_list = loc.tolist()
+    units: dict[int, dict[int, tuple[int, ...]]] = {}
+    for root, key, lo, hi in zip(pair_root, pair_key, pair_start.tolist(), pair_end.tolist()):
+        units.setdefault(root, {})[key] = tuple(loc_list[lo:hi])
+    find = {int(e): int(roots[e]) for e in ctx.sentinels}.__getitem__
+    inexact = set(roots[list(ctx.inexact)].tolist()) if ctx.inexact else set()
     blocked: dict[int, str] = {}
-    for s in sorted(ctx.sentinels, key=lambda e: (e in ctx.fixed_reasons, e)):  # op reasons first
-        blocked.setdefault(find(s), ctx.sentinels[s])
-    inexact = {find(e) for e in ctx.inexact}
+    for e in sorted(ctx.sentinels, key=lambda e: (e in ctx.fixed_reasons, e)):  # op reasons first
+        blocked.setdefault(find(e), ctx.sentinels[e])
 
-    by_signature: dict[tuple, list[int]] = defaultdict(list)
+    by_signature: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for root, members in units.items():
-        sig = tuple(sorted(members, key=key_order.__getitem__))
-        by_signature[sig].append(root)
+        by_signature[tuple(members)].append(root)  # keys were sorted: insertion order is key order
 
     groups: list[tuple[int, ChannelGroup]] = []
-    for sig, roots in by_signature.items():
-        roots.sort(key=lambda r: units[r][sig[0]][0])
+    for sig, group_roots in by_signature.items():
+        group_roots.sort(key=lambda root: units[root][sig[0]][0])
         members = tuple(
-            GroupMember(k[0], k[1], k[2], tuple(tuple(units[r][k]) for r in roots), k[3]) for k in sig
+            GroupMember(*keys[ki][:3], tuple(units[root][ki] for root in group_roots), keys[ki][3])
+            for ki in sig
         )
-        reason = next((blocked[r] for r in roots if r in blocked), None)
-        if reason is None and not any(k[3] == "out" for k in sig):
+        reason = next((blocked[root] for root in group_roots if root in blocked), None)
+        if reason is None and not any(keys[ki][3] == "out" for ki in sig):
             reason = "no layer produces these channels (they come from a constant or padding)"
-        kinds = [unit_kind[k] for k in sig if unit_kind[k] != "channel"]
-        exact = not any(r in inexact for r in roots)
-        groups.append(
-            (
-                key_order[sig[0]],
-                ChannelGroup("", len(roots), kinds[0] if kinds else "channel", members, exact, reason),
-            )
-        )
+        kinds = [unit_kind[keys[ki]] for ki in sig if unit_kind[keys[ki]] != "channel"]
+        exact = not any(root in inexact for root in group_roots)
+        group = ChannelGroup("", len(group_roots), kinds[0] if kinds else "channel", members, exact, reason)
+        groups.append((sig[0], group))
     groups.sort(key=lambda g: g[0])
     used: dict[str, int] = {}
     named = []

@@ -175,6 +175,12 @@ class LabelContext:
                     self.uf.union(other + i, info.start + i)
         return torch.arange(info.start, info.start + info.size)
 
+    def release(self) -> None:
+        """Drop the per-tensor labels and module table once groups are built (they hold activations)."""
+        self._labels.clear()
+        self.deferred.clear()
+        self._modules.clear()
+
     # ----------------------------------------------------------------- labels of tensors
     def label(self, t: Any) -> torch.Tensor | None:
         """The label tensor of ``t`` (``None`` if ``t`` is not a tensor).

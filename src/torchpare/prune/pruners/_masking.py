@@ -11,6 +11,7 @@ Both :class:`~torchpare.prune.pruners.StructurePruner` (subnet masks) and the Gr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,15 @@ from torch.utils.hooks import RemovableHandle
 
 from torchpare._utils import get_submodule
 
-__all__ = ["ConsumerSite", "consumer_sites", "InputMasker", "site_input", "member_owner"]
+__all__ = ["ConsumerSite", "consumer_sites", "InputMasker", "site_input", "member_owner", "unit_index"]
+
+
+@functools.lru_cache(maxsize=256)
+def unit_index(index_map: tuple[tuple[int, ...], ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(flat indices, unit of each)`` of an ``index_map``, for vectorised gathers and ``index_add``."""
+    flat = [i for idx in index_map for i in idx]
+    units = [u for u, idx in enumerate(index_map) for _ in idx]
+    return torch.tensor(flat, dtype=torch.long), torch.tensor(units, dtype=torch.long)
 
 
 @dataclass(frozen=True)
@@ -105,10 +114,10 @@ def _replace_input(
     return args, {**kwargs, key: new}
 
 
-def _broadcast(vec: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
+def _broadcast_shape(vec: torch.Tensor, x: torch.Tensor, dim: int) -> list[int]:
     shape = [1] * x.ndim
     shape[dim] = vec.numel()
-    return vec.to(device=x.device, dtype=x.dtype).view(shape)
+    return shape
 
 
 class InputMasker:
@@ -126,6 +135,8 @@ class InputMasker:
         self.model = model
         self.sites = dict(sites)
         self._vectors: dict[str, torch.Tensor] = {}
+        # Masks cast to each input's device/dtype once, not on every forward (no per-call H2D copy).
+        self._cast: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
         self._handles: dict[str, RemovableHandle] = {}
 
     def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
@@ -134,14 +145,15 @@ class InputMasker:
         for gid, mask in masks.items():
             if bool(mask.all()):
                 continue
-            off = (~mask.bool()).nonzero().flatten().tolist()
+            off = ~mask.bool().cpu()
             for site in self.sites.get(gid, ()):
                 vec = vectors.get(site.module_name)
                 if vec is None:
                     vec = vectors[site.module_name] = torch.ones(site.input_size)
-                for unit in off:
-                    vec[list(site.unit_indices[unit])] = 0.0
+                flat, units = unit_index(site.unit_indices)
+                vec[flat[off[units]]] = 0.0
         self._vectors = vectors
+        self._cast = {}
         for name in list(self._handles):
             if name not in vectors:
                 self._handles.pop(name).remove()
@@ -164,7 +176,12 @@ class InputMasker:
                     f"{site.input_dim} of input {tuple(x.shape)}, expected {vec.numel()}; the model "
                     "changed shape after the pruner was built. Build a new pruner."
                 )
-            return _replace_input(args, kwargs, x * _broadcast(vec, x, site.input_dim))
+            key = (name, x.device, x.dtype)
+            mask = self._cast.get(key)
+            if mask is None:
+                mask = vec.to(device=x.device, dtype=x.dtype).view(_broadcast_shape(vec, x, site.input_dim))
+                self._cast[key] = mask
+            return _replace_input(args, kwargs, x * mask)
 
         return hook
 
@@ -179,3 +196,4 @@ class InputMasker:
             handle.remove()
         self._handles.clear()
         self._vectors = {}
+        self._cast = {}

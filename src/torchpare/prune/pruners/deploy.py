@@ -30,6 +30,8 @@ def module_channels(module: nn.Module) -> tuple[int, int] | None:
         return int(n), int(n)
     if not isinstance(weight, torch.Tensor):
         return None
+    if isinstance(module, nn.Embedding):  # (vocabulary, width)
+        return int(weight.shape[0]), int(weight.shape[1])
     if type(module).__name__ == "Conv1D" and weight.ndim == 2:  # transformers' GPT-2 layer: (in, out)
         return int(weight.shape[0]), int(weight.shape[1])
     if weight.ndim >= 2:
@@ -55,6 +57,18 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
         KeyError: ``channel_cfg`` lacks ``"__subnet__"`` or names a space the model does not have.
         ValueError: a space whose size differs from the model's, or a pruned layer whose channels do
             not match ``channel_cfg`` (the message names the module).
+
+    Example:
+        >>> import copy
+        >>> from torchpare.prune import RandomPruner
+        >>> supernet = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 2))
+        >>> fresh = copy.deepcopy(supernet)
+        >>> x = torch.randn(3, 4)
+        >>> pruner = RandomPruner(supernet, x)
+        >>> pruner.set_subnet(pruner.sample_subnet(torch.Generator().manual_seed(0)))
+        >>> small = deploy_subnet(fresh, pruner.export_subnet())
+        >>> small[0].out_features < 8, torch.allclose(small(x), supernet(x), atol=1e-6)
+        (True, True)
     """
     from torchpare.prune.graph import DependencyGraph
     from torchpare.prune.io import append_step, begin_record, inputs_from_spec

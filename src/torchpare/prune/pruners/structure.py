@@ -14,7 +14,7 @@ import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,6 +22,10 @@ from torch import nn
 from torchpare._utils import did_you_mean
 from torchpare.prune.pruners._masking import InputMasker, consumer_sites, member_owner
 from torchpare.registry import PRUNERS
+
+if TYPE_CHECKING:
+    from torchpare.prune.graph import ChannelGroup
+    from torchpare.prune.pruners._masking import ConsumerSite
 
 __all__ = ["StructurePruner", "RatioPruner", "RandomPruner", "resolve_ignored"]
 
@@ -130,9 +134,9 @@ class StructurePruner:
             model, ignored, except_start_keys, who, strict_keys=except_start_keys is not _DEFAULT_EXCEPT
         )
         self.graph = DependencyGraph.build(model, example_inputs, ignored=tuple(self.ignored))
-        self.groups: dict[str, Any] = {}  # space id -> ChannelGroup
+        self.groups: dict[str, ChannelGroup] = {}  # space id -> its channel group
         self.skipped: dict[str, str] = {}  # group id -> why it is not a space
-        sites: dict[str, list[Any]] = {}
+        sites: dict[str, list[ConsumerSite]] = {}
         for group in self.graph.groups():
             if not group.exact:
                 self.skipped[group.id] = "masking is not exact for it (e.g. it passes through a LayerNorm)"
@@ -343,6 +347,13 @@ class RatioPruner(StructurePruner):
 
     Raises:
         ValueError: an empty ``ratios`` or a ratio outside ``(0, 1]``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> pruner = RatioPruner(net, torch.randn(1, 4), ratios=(0.5, 1.0))
+        >>> pruner.set_min_channel()
+        >>> [mask.int().tolist() for mask in pruner.current_subnet.values()]
+        [[1, 1, 1, 1, 0, 0, 0, 0]]
     """
 
     def __init__(

@@ -8,7 +8,6 @@ is one unit, output slot ``l`` (row ``l`` of every group) another, so ``groups``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchpare.prune.graph.propagation import LabelContext
-from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, FunctionRule, ModuleRule, slice_tensor_attr
+from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, FunctionRule, ModuleRule
 from torchpare.prune.rules.registry import register_rule
 
 __all__ = ["ConvRule", "FunctionalConvRule", "conv_like"]
@@ -56,9 +55,7 @@ def conv_like(
     c_out = weight.shape[0]
     per_out = c_out // groups
     if per_in == 1:  # depthwise (with channel multiplier per_out)
-        ctx.union(ch.repeat_interleave(per_out), out)
-        for k in range(1, per_out):
-            ctx.union(out.view(groups, per_out)[:, 0], out.view(groups, per_out)[:, k])
+        ctx.union(ch.repeat_interleave(per_out), out)  # input j and its per_out rows: one unit
     else:
         ctx.union(ch, ctx.param(owner, "weight", in_dim, ROLE_IN).repeat(groups))
         slots = out.view(groups, per_out)
@@ -84,27 +81,17 @@ class ConvRule(ModuleRule):
             m.transposed,
         )
 
-    def prune(self, module: nn.Module, keep: Mapping[tuple[str, int], torch.Tensor]) -> None:
-        groups, transposed = module.groups, module.transposed
-        per_out = module.out_channels // groups
-        depthwise = groups > 1 and module.weight.shape[1] == 1 and not transposed
-        for (path, dim), idx in keep.items():
-            slice_tensor_attr(module, path, dim, idx)
-        w = module.weight
-        if transposed:
+    def update(self, module: nn.Module) -> None:
+        """Sizes from the sliced weight; the attributes still hold the sizes before slicing."""
+        w, groups = module.weight, module.groups
+        if module.transposed:
             module.in_channels, module.out_channels = w.shape[0], w.shape[1] * groups
-        elif depthwise:
+        elif groups > 1 and module.in_channels == groups:  # depthwise: a removed unit took a group
+            per_out = module.out_channels // groups
             module.groups = w.shape[0] // per_out
             module.in_channels, module.out_channels = module.groups, w.shape[0]
         else:
             module.in_channels, module.out_channels = w.shape[1] * groups, w.shape[0]
-
-    def update(self, module: nn.Module) -> None:
-        w = module.weight
-        if module.transposed:
-            module.in_channels, module.out_channels = w.shape[0], w.shape[1] * module.groups
-        else:
-            module.in_channels, module.out_channels = w.shape[1] * module.groups, w.shape[0]
 
 
 class FunctionalConvRule(FunctionRule):

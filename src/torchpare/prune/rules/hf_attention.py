@@ -6,13 +6,15 @@ query, key and value rows of head ``h`` and the output-projection columns readin
 ``(..., -1, head_dim)``). With grouped-query attention (``n_kv < n_q``) the unit is a *kv head*: its
 key/value rows, the rows of the ``n_q / n_kv`` query heads that read it and their output columns.
 
-Two rules cover the layouts whose forwards (transformers 5.23) reshape with ``-1`` heads:
+Three rules cover the layouts whose forwards (transformers 5.23) reshape with ``-1`` heads:
 
 * :class:`ProjAttentionRule`: separate query/key/value ``nn.Linear`` plus an output Linear inside the
   module (``o_proj`` in LLaMA, ViT, Mistral, Qwen, Gemma...; ``out_proj`` in OPT, BART, CLIP,
   Whisper...; ``dense`` in Phi; ``q_lin``...``out_lin`` in DistilBERT) or outside it (BERT's
   ``query``/``key``/``value``, whose ``BertSelfOutput.dense`` the generic Linear rule handles).
   ``q_norm``/``k_norm`` over ``head_dim`` are kept whole.
+* :class:`InterleavedQKVRule`: one fused Linear laid out per head as ``[q_h | k_h | v_h]`` plus an
+  output Linear (GPT-NeoX ``query_key_value`` / ``dense``).
 * :class:`GPT2AttentionRule`: fused ``c_attn`` (``Conv1D``, q|k|v thirds) + ``c_proj``; ``split_size``
   and ``num_heads`` are refreshed.
 
@@ -42,6 +44,7 @@ from torchpare.prune.rules.registry import MODULE_RULES, register_rule, register
 __all__ = [
     "ProjAttentionRule",
     "GPT2AttentionRule",
+    "InterleavedQKVRule",
     "register_transformers_rules",
     "UnsupportedAttentionError",
 ]
@@ -79,6 +82,23 @@ def _input_channels(ctx: Any, call: Call, args: dict[str, Any], name: str) -> to
     return ctx.channels(ctx.label(t), -1, call.where)
 
 
+def _hidden_channels(ctx: Any, call: Call, args: dict[str, Any]) -> torch.Tensor:
+    """Channel labels of the states feeding the queries: ``hidden_states`` or the first tensor argument.
+
+    Raises:
+        UnsupportedAttentionError: no tensor input (its input columns could not be tied to a producer).
+    """
+    found = _input_channels(ctx, call, args, "hidden_states")
+    if found is not None:
+        return found
+    first = next((a for a in call.args if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
+    if first is None:
+        raise UnsupportedAttentionError(
+            f"{type(call.module).__name__} at {call.module_name!r}: no hidden_states tensor among its inputs."
+        )
+    return ctx.channels(ctx.label(first), -1, call.where)
+
+
 def _linear_like_sizes(layer: nn.Module) -> tuple[int, int]:
     """``(in, out)`` of an ``nn.Linear`` (weight ``(out, in)``) or an HF ``Conv1D`` (weight ``(in, out)``)."""
     if isinstance(layer, nn.Linear):
@@ -110,7 +130,8 @@ def _check_params(module: nn.Module, allowed: set[str], head_dim: int, who: str,
             continue
         raise UnsupportedAttentionError(
             f"{who}: {type(module).__name__} at {where!r} has parameter {pname!r} {tuple(p.shape)} that "
-            f"head pruning would not slice; add it to ignored= or register a rule for this class."
+            f"head pruning would not slice, so its heads and inputs are kept; register a rule for this "
+            f"class that slices it to prune them."
         )
 
 
@@ -258,15 +279,14 @@ class ProjAttentionRule(_HeadRule):
         heads = self.heads(module, name)
         unit = heads.unit
         args = _bind(call)
-        x_in = _input_channels(ctx, call, args, "hidden_states")
+        x_in = _hidden_channels(ctx, call, args)
         kv_in = next(
             (c for c in (_input_channels(ctx, call, args, n) for n in _KV_SOURCE_ARGS) if c is not None), x_in
         )
         rows = {}
         for proj, source in ((self.q, x_in), (self.k, kv_in), (self.v, kv_in)):
             pname = _join(name, proj)
-            if source is not None:
-                ctx.union(ctx.param(pname, "weight", dim=1, role=ROLE_IN), source)
+            ctx.union(ctx.param(pname, "weight", dim=1, role=ROLE_IN), source)
             rows[proj] = ctx.param(pname, "weight", dim=0, role=ROLE_OUT, unit=unit)
             _tie_bias(ctx, pname, getattr(module, proj), rows[proj], unit)
         per_q_head = _tie_heads(ctx, heads, rows[self.q], (rows[self.k], rows[self.v]))
@@ -307,7 +327,7 @@ class GPT2AttentionRule(_HeadRule):
         if getattr(module, "is_cross_attention", False):
             raise UnsupportedAttentionError(
                 f"{who}: cross-attention {type(module).__name__} at {where!r} (separate q_attn) is not "
-                f"supported; add it to ignored=."
+                f"supported; its heads and inputs are kept."
             )
         hd = getattr(module, "head_dim", None)
         c_attn, c_proj = getattr(module, "c_attn", None), getattr(module, "c_proj", None)
@@ -331,10 +351,8 @@ class GPT2AttentionRule(_HeadRule):
         module, name = call.module, call.module_name
         heads = self.heads(module, name)
         args = _bind(call)
-        x_in = _input_channels(ctx, call, args, "hidden_states")
         attn = _join(name, "c_attn")
-        if x_in is not None:
-            ctx.union(ctx.param(attn, "weight", dim=0, role=ROLE_IN), x_in)
+        ctx.union(ctx.param(attn, "weight", dim=0, role=ROLE_IN), _hidden_channels(ctx, call, args))
         fused = ctx.param(attn, "weight", dim=1, role=ROLE_OUT, unit="head")
         if module.c_attn.bias is not None:
             ctx.union(ctx.param(attn, "bias", dim=0, role=ROLE_OUT, unit="head"), fused)
@@ -356,6 +374,68 @@ class GPT2AttentionRule(_HeadRule):
         module.embed_dim = int(module.c_attn.weight.shape[0])  # the hidden (residual) width read by c_attn
 
 
+class InterleavedQKVRule(_HeadRule):
+    """Heads of a fused projection laid out per head as ``[q_h | k_h | v_h]`` (GPT-NeoX ``query_key_value``).
+
+    The forward views the fused output as ``(..., -1, 3 * head_size)`` and chunks it, so head ``h``
+    owns fused rows ``h*3d : (h+1)*3d`` and output-projection columns ``h*d : (h+1)*d``.
+
+    Args:
+        qkv: attribute name of the fused ``nn.Linear``.
+        o: attribute name of the output ``nn.Linear``.
+        head_dim_attr: attribute holding the per-head size.
+    """
+
+    def __init__(
+        self, qkv: str = "query_key_value", o: str = "dense", head_dim_attr: str = "head_size"
+    ) -> None:
+        self.qkv, self.o, self.head_dim_attr = qkv, o, head_dim_attr
+
+    def heads(self, module: nn.Module, where: str) -> _Heads:
+        who = type(self).__name__
+        hd = getattr(module, self.head_dim_attr, None)
+        fused, out = getattr(module, self.qkv, None), getattr(module, self.o, None)
+        if not (
+            isinstance(fused, nn.Linear) and isinstance(out, nn.Linear) and isinstance(hd, int) and hd > 0
+        ):
+            raise UnsupportedAttentionError(
+                f"{who}: {type(module).__name__} at {where!r} needs nn.Linear {self.qkv}/{self.o} and an int "
+                f"{self.head_dim_attr}."
+            )
+        n, rem = divmod(out.in_features, hd)
+        if rem or n == 0 or fused.out_features != 3 * out.in_features:
+            raise UnsupportedAttentionError(
+                f"{who}: {type(module).__name__} at {where!r}: {self.qkv} outputs {fused.out_features}, "
+                f"{self.o} reads {out.in_features}; expected 3 * heads * {self.head_dim_attr} ({hd})."
+            )
+        allowed = {f"{p}.{t}" for p in (self.qkv, self.o) for t in ("weight", "bias")}
+        _check_params(module, allowed, hd, who, where)
+        return _Heads(n, n, hd)
+
+    def propagate_heads(self, ctx: Any, call: Call) -> Any:
+        module, name = call.module, call.module_name
+        heads = self.heads(module, name)
+        fused_name, o_name = _join(name, self.qkv), _join(name, self.o)
+        ctx.union(
+            ctx.param(fused_name, "weight", dim=1, role=ROLE_IN), _hidden_channels(ctx, call, _bind(call))
+        )
+        rows = ctx.param(fused_name, "weight", dim=0, role=ROLE_OUT, unit="head")
+        _tie_bias(ctx, fused_name, getattr(module, self.qkv), rows, "head")
+        grid = rows.reshape(heads.n_q, 3 * heads.head_dim)
+        ctx.union(grid, grid[:, :1])
+        cols = ctx.param(o_name, "weight", dim=1, role=ROLE_IN, unit="head")
+        ctx.union(cols.reshape(heads.n_q, heads.head_dim), grid[:, :1])
+        hidden = ctx.param(o_name, "weight", dim=0, role=ROLE_OUT)
+        _tie_bias(ctx, o_name, getattr(module, self.o), hidden, "channel")
+        return _label_outputs(ctx, call.output, hidden, grid[:, 0])
+
+    def update(self, module: nn.Module) -> None:
+        _refresh_linear(getattr(module, self.qkv))
+        _refresh_linear(getattr(module, self.o))
+        n = getattr(module, self.o).in_features // getattr(module, self.head_dim_attr)
+        _set_if_present(module, _Q_HEAD_ATTRS, n)
+
+
 # -- registration ------------------------------------------------------------------------------------
 _GPT2 = GPT2AttentionRule()
 # Layouts tried in order on transformers classes: (rule, attributes its forward must read on self).
@@ -368,7 +448,7 @@ _LAYOUTS: tuple[tuple[ModuleRule, set[str]], ...] = tuple(
         ("q_lin", "k_lin", "v_lin", "out_lin", "attention_head_size"),
         ("query", "key", "value", None, "attention_head_size"),
     )
-)
+) + ((InterleavedQKVRule(), {"query_key_value", "dense", "head_size"}),)
 # Sizes whose meaning after head pruning is ambiguous (hidden width or heads * head_dim?): a forward
 # reading them on self, or reading any head count from the shared config, is left to generic tracing.
 _AMBIGUOUS_SELF = {"embed_dim", "hidden_size", "dim"}
@@ -409,8 +489,12 @@ def _rule_for_class(cls: type) -> ModuleRule | None:
     """The rule for a transformers attention class, chosen from the attributes its forward reads."""
     if f"{cls.__module__}.{cls.__qualname__}" == "transformers.models.gpt2.modeling_gpt2.GPT2Attention":
         return _GPT2
-    forward = cls.__dict__.get("forward")
-    if getattr(forward, "__code__", None) is None or "Attention" not in cls.__name__:
+    forward = getattr(cls, "forward", None)  # the forward instances run, possibly inherited
+    if (
+        forward is nn.Module.forward
+        or getattr(forward, "__code__", None) is None
+        or "Attention" not in cls.__name__
+    ):
         return None
     on_self, on_config = _attribute_reads(forward)
     if on_config & _CONFIG_SIZES or on_self & _AMBIGUOUS_SELF:

@@ -168,10 +168,22 @@ class MatmulRule(FunctionRule):
                 ctx.block(lab, f"{call.where}: matmul with a 1-D operand")
             return ctx.constant(ctx.sentinel(f"{call.where}: matmul with a 1-D operand"), out.shape)
         name_b = ctx.param_names.get(id(b))
+        in_dim, out_dim = 0, 1
+        base = getattr(b, "_base", None)
+        transposed_param = (
+            name_b is None
+            and b.dim() == 2
+            and base is not None
+            and ctx.param_names.get(id(base)) is not None
+            and tuple(b.shape) == tuple(base.shape)[::-1]
+            and b.stride() == base.stride()[::-1]
+        )
+        if transposed_param:
+            name_b, in_dim, out_dim = ctx.param_names[id(base)], 1, 0  # x @ self.weight.T
         if name_b is not None and b.dim() == 2:
             owner, _, pname = name_b.rpartition(".")
             return linear_like(
-                ctx, ctx.label(a), owner, pname, None, out.shape, call.where, in_dim=0, out_dim=1
+                ctx, ctx.label(a), owner, pname, None, out.shape, call.where, in_dim=in_dim, out_dim=out_dim
             )
         la, lb = ctx.label(a), ctx.label(b)
         if ctx.param_names.get(id(a)) is not None:

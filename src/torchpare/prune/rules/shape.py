@@ -26,8 +26,37 @@ __all__ = ["ReplayRule", "ReshapeRule", "SelectRule", "ChunkRule", "SplitRule"]
 
 
 def _replay(ctx: LabelContext, call: Call, func: Any = None) -> Any:
-    """Call ``func`` (default: the traced one) with label tensors for the data argument(s)."""
-    func = func or call.func
+    """Call ``func`` (default: the traced one) with label tensors for the data argument(s).
+
+    If the op refuses int64 label tensors, its inputs are blocked (and the report says so) rather
+    than the trace failing.
+    """
+    try:
+        return _replay_raw(ctx, call, func or call.func)
+    except (RuntimeError, TypeError, IndexError, ValueError, NotImplementedError) as exc:
+        reason = f"{call.where}: cannot replay on channel labels ({type(exc).__name__})"
+        for t in _tensors(list(call.args)) + _tensors(list(call.kwargs.values())):
+            ctx.block(ctx.label(t), reason)
+        return _like(call.output, ctx.constant(ctx.sentinel(reason), ()))
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _tensors(o)]
+    return []
+
+
+def _like(out: Any, scalar: torch.Tensor) -> Any:
+    if isinstance(out, torch.Tensor):
+        return scalar.expand(out.shape)
+    if isinstance(out, (list, tuple)):
+        return tuple(_like(o, scalar) for o in out)
+    return None
+
+
+def _replay_raw(ctx: LabelContext, call: Call, func: Any) -> Any:
     args = list(call.args)
     if args and isinstance(args[0], (list, tuple)):  # cat / stack: a sequence of tensors
         args[0] = type(args[0])(ctx.label(t) if isinstance(t, torch.Tensor) else t for t in args[0])
