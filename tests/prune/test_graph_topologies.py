@@ -163,3 +163,21 @@ def test_grouped_conv_pruned_down_to_one_input_per_group_keeps_its_groups():
     assert (model.g.in_channels, model.g.out_channels, model.g.groups) == (2, 6, 2)
     assert model(x).shape == (2, 2, 4, 4)
     assert graph.group("c1").size == 2  # now depthwise-like: one input channel per group
+
+
+def test_position_table_sliced_to_the_sequence_length_is_pruned_whole_along_hidden():
+    class Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 6)
+            self.pos = nn.Parameter(torch.randn(1, 16, 6))  # longer than the input
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, ids):
+            return self.fc(torch.relu(self.emb(ids) + self.pos[:, : ids.shape[1]]))
+
+    model, ids = Seq().eval(), torch.tensor([[1, 2, 3, 4]])
+    graph = DependencyGraph.build(model, ids)
+    assert ("", "pos", 2, "out") in _members(graph.group("emb"))
+    _prune_and_verify(model, ids, {"emb": [0, 5]})
+    assert model.pos.shape == (1, 16, 4) and model(torch.tensor([[1] * 16])).shape == (1, 16, 3)

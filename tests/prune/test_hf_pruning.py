@@ -18,7 +18,7 @@ from torchpare.prune.rules.hf_attention import (  # noqa: E402
     UnsupportedAttentionError,
 )
 from torchpare.prune.verify import verify_pruning  # noqa: E402
-from torchpare.zoo import ZOO  # noqa: E402
+from torchpare.zoo import hf  # noqa: E402
 
 HF = ["hf_resnet", "hf_convnext", "hf_mobilenetv2", "hf_vit", "hf_bert", "hf_gpt2", "hf_llama"]
 # model -> (unit of its attention groups, groups, units per group)
@@ -32,13 +32,7 @@ HEADS = {
 
 def _build(name: str, **kwargs: Any) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
-    return ZOO[name]() if not kwargs else _builder(name)(**kwargs)
-
-
-def _builder(name: str) -> Any:
-    from torchpare.zoo import hf
-
-    return getattr(hf, name)
+    return getattr(hf, name)(**kwargs)
 
 
 def _logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -191,24 +185,24 @@ def test_encoder_head_pruning_updates_head_counts(name: str) -> None:
 
 
 def test_unsupported_attention_layout_is_blocked_with_the_parameter_named() -> None:
-    class SinkAttention(nn.Module):
+    class BiasTableAttention(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.head_dim = 4
             self.q_proj, self.k_proj = nn.Linear(8, 8), nn.Linear(8, 8)
             self.v_proj, self.o_proj = nn.Linear(8, 8), nn.Linear(8, 8)
-            self.sinks = nn.Parameter(torch.zeros(2))  # per-head tensor the rule does not slice
+            self.bias_table = nn.Parameter(torch.zeros(5, 2))  # per-head table the rule does not slice
 
         def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-            q = self.q_proj(hidden_states) + self.k_proj(hidden_states) + self.sinks.sum()
+            q = self.q_proj(hidden_states) + self.k_proj(hidden_states) + self.bias_table.sum()
             return self.o_proj(q * self.v_proj(hidden_states))
 
     from torchpare.prune.rules import register_rule
 
-    register_rule(SinkAttention, ProjAttentionRule(), override=True)
-    model = nn.Sequential(nn.Linear(8, 8), SinkAttention(), nn.Linear(8, 2))
+    register_rule(BiasTableAttention, ProjAttentionRule(), override=True)
+    model = nn.Sequential(nn.Linear(8, 8), BiasTableAttention(), nn.Linear(8, 2))
     graph = DependencyGraph.build(model, torch.randn(2, 8))
-    assert "sinks" in graph.report()
+    assert "bias_table" in graph.report()
     assert not any(g.unit == "head" for g in graph.groups())
     assert issubclass(UnsupportedAttentionError, ValueError)
 
@@ -278,6 +272,13 @@ SLOW_FAMILIES = {
         ),
         "head",
     ),
+    "gpt_oss": (  # per-head attention sinks
+        "GptOssConfig",
+        "GptOssForCausalLM",
+        dict(_GQA, head_dim=8, intermediate_size=32, num_local_experts=2, num_experts_per_tok=1),
+        "kv_head",
+    ),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", dict(_GQA, pad_token_id=0), None),  # q_norm spans all heads
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(_GQA, pad_token_id=0), None),
     "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", _TINY, "head"),
     "falcon": (
@@ -429,3 +430,66 @@ def test_hidden_width_pruning_slices_embeddings_and_norms(
     for pname, dim in params.items():
         torch.testing.assert_close(after[pname].detach(), before[pname].index_select(dim, keep))
     assert torch.isfinite(_logits(model, inputs)).all()
+
+
+def test_swin_heads_prune_with_their_relative_position_bias_columns() -> None:
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.SwinConfig(
+        image_size=32,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1],
+        num_heads=[2, 4],
+        window_size=4,
+        attn_implementation="eager",
+    )
+    model = transformers.SwinForImageClassification(config).eval()
+    inputs = {"pixel_values": torch.randn(2, 3, 32, 32)}
+    attn = model.swin.encoder.layers[1].blocks[0].attention
+    with torch.no_grad():  # distinct per-head biases, so slicing the wrong columns would show
+        attn.relative_position_bias.relative_position_bias_table.normal_()
+    table = attn.relative_position_bias.relative_position_bias_table.detach().clone()
+    original = copy.deepcopy(model)
+    graph = DependencyGraph.build(model, inputs)
+    group = graph.group("swin.encoder.layers.1.blocks.0.attention.q_proj#heads")
+    graph.prune({group.id: [1, 2]})
+    assert verify_pruning(original, model, inputs, {group.id: [1, 2]}) <= 1e-5
+    after = attn.relative_position_bias.relative_position_bias_table.detach()
+    torch.testing.assert_close(after, table[:, [0, 3]])
+
+
+def test_heads_receiving_a_per_head_bias_from_outside_are_blocked() -> None:
+    class BiasedAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head_dim = 4
+            self.q_proj, self.k_proj = nn.Linear(8, 8), nn.Linear(8, 8)
+            self.v_proj, self.o_proj = nn.Linear(8, 8), nn.Linear(8, 8)
+
+        def forward(self, hidden_states: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
+            b, s, _ = hidden_states.shape
+            q = self.q_proj(hidden_states).view(b, s, -1, 4).transpose(1, 2)
+            k = self.k_proj(hidden_states).view(b, s, -1, 4).transpose(1, 2)
+            v = self.v_proj(hidden_states).view(b, s, -1, 4).transpose(1, 2)
+            weights = (q @ k.transpose(-1, -2) + position_bias).softmax(-1)
+            return self.o_proj((weights @ v).transpose(1, 2).reshape(b, s, -1))
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = nn.Parameter(torch.randn(1, 2, 3, 3))  # shared by both layers, one slice per head
+            self.layers = nn.ModuleList([BiasedAttention(), BiasedAttention()])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers:
+                x = x + layer(x, self.bias * 1.0)
+            return x
+
+    from torchpare.prune.rules import register_rule
+
+    register_rule(BiasedAttention, ProjAttentionRule(), override=True)
+    graph = DependencyGraph.build(Net(), torch.randn(2, 3, 8))
+    assert not any(g.unit == "head" for g in graph.groups())
+    assert "per-head input of shape (1, 2, 3, 3)" in graph.report()

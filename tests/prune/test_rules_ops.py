@@ -79,3 +79,19 @@ def test_activation_matmul_contracting_channels_is_inexact():
 def test_sum_over_spatial_dims_keeps_channels():
     g = _stem(lambda m, h: h.sum(dim=(2, 3), keepdim=True).amax(-1, keepdim=True))
     assert g.blocked_by is None and g.exact and g.size == 4
+
+
+def test_prelu_weights_follow_their_channels_and_glu_couples_its_halves():
+    import copy
+
+    from torchpare.prune import verify_pruning
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.PReLU(8), nn.GLU(dim=1), nn.Conv2d(4, 2, 1)).eval()
+    x = torch.randn(2, 3, 4, 4)
+    graph = DependencyGraph.build(model, x)
+    g = graph.group("0")
+    assert g.size == 4 and ("1", "weight", 0) in {(m.module_name, m.param_name, m.dim) for m in g.members}
+    original = copy.deepcopy(model)
+    graph.prune({"0": [1]})
+    assert model[1].weight.shape == (6,) and model[3].in_channels == 3
+    assert verify_pruning(original, model, x, {"0": [1]}) <= 1e-5

@@ -67,12 +67,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         from torchpare.engine.config import apply_overrides, load_config
+        from torchpare.engine.distributed import shutdown_distributed
         from torchpare.engine.runner import run_task
 
         cfg = apply_overrides(load_config(args.config), args.overrides)
         if args.output:
             cfg["output"] = args.output
-        entry = run_task(cfg, args.command, resume=args.resume, quiet=args.quiet, source=f"'{Path(args.config)}'")
+        try:
+            entry = run_task(cfg, args.command, resume=args.resume, quiet=args.quiet,
+                             source=f"'{Path(args.config)}'")
+        finally:
+            shutdown_distributed()
         if entry:
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()
                            if k != "prune_summary"))

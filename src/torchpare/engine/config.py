@@ -241,7 +241,7 @@ def validate_config(cfg: Mapping[str, Any], task: str, source: str = "<config>")
             continue
         section = cfg[key]
         ckpt = section.get("checkpoint") if isinstance(section, dict) else None
-        if ckpt is not None and not Path(str(ckpt)).is_file():
+        if ckpt is not None and not Path(str(ckpt)).exists():
             errors.append(f"{key}.checkpoint: no file at '{ckpt}'")
         if isinstance(section, dict) and "type" not in section and ckpt is not None:
             continue  # a pruned model file carries its own architecture

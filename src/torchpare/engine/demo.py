@@ -21,7 +21,7 @@ from torch import nn
 from torchpare._utils import atomic_write_bytes
 from torchpare.engine._imports import prune_function, recover_function
 from torchpare.engine.cache import CachedObjective, TeacherCache
-from torchpare.engine.measure import model_stats
+from torchpare.engine.measure import compare_latency_ms, count_params_flops, size_on_disk
 from torchpare.engine.report import build_report, format_table
 from torchpare.engine.rng import seed_everything
 from torchpare.engine.runner import DigitsData
@@ -66,6 +66,7 @@ class _Demo:
         self.full = DigitsData(split, 1.0)
         self.scarce = DigitsData(split, LABEL_FRACTION)
         self.models: list[dict[str, Any]] = []
+        self.nets: dict[str, nn.Module] = {}  # eval copies, for side-by-side latency at the end
         self.notes: list[str] = []
 
     def epochs(self, key: str) -> int:
@@ -82,13 +83,17 @@ class _Demo:
 
     def record(self, name: str, model: nn.Module, **extra: Any) -> None:
         d = self.full
-        stats = model_stats(model, d.example, d.batch, repeats=3 if self.fast else 30)
-        entry = {"name": name, "accuracy": evaluate(model, d.test)["accuracy"], **stats, **extra}
+        entry = {"name": name, "accuracy": evaluate(model, d.test)["accuracy"],
+                 **count_params_flops(model, d.example), "size_bytes": size_on_disk(model), **extra}
         self.models.append(entry)
+        self.nets[name] = copy.deepcopy(model).eval()
         if not self.quiet:
             print(f"  {name}: test accuracy {100 * entry['accuracy']:.2f}%")
 
     def save(self, total_s: float) -> Path:
+        latency = compare_latency_ms(self.nets, self.full.batch, repeats=3 if self.fast else 25)
+        for entry in self.models:
+            entry["latency_ms"] = latency[entry["name"]]
         data = {"title": "torchpare demo: distillation and pruning on scikit-learn digits",
                 "models": self.models, "notes": [*self.notes, f"total demo time {total_s:.0f} s"]}
         atomic_write_bytes(self.out / "results.json", json.dumps(data, indent=2).encode())
@@ -154,7 +159,8 @@ def run_demo(output: str | Path = "runs/demo", fast: bool = False, quiet: bool =
         f"Students marked '{pct}_labels' see {pct} of the training labels; the distilled ones also see every "
         f"training image unlabelled (the teacher labels them). On all labels, logit KD gives a small MLP no "
         f"gain on digits (see BASELINES.md), so the demo shows distillation where it helps. The frozen "
-        f"teacher's outputs are cached on disk after the first epoch (TeacherCache)."
+        f"teacher's outputs are cached on disk after the first epoch (TeacherCache). CPU latency: every model "
+        f"measured side by side at the end (interleaved rounds, median), a batch of 64 test images."
     )
     _prune_stage(demo, teacher)
     path = demo.save(time.perf_counter() - t_start)

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "resolve_device", "all_reduce_mean", "gather_objects"]
+__all__ = ["DistInfo", "init_distributed", "shutdown_distributed", "resolve_device", "all_reduce_mean",
+           "gather_objects"]
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,14 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def shutdown_distributed() -> None:
+    """Wait for every rank, then destroy the process group (no-op in a single process).
+
+    Without it a rank that finishes first can tear the connections down under a slower one, which
+    then aborts at exit.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -17,15 +17,35 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["count_params_flops", "cpu_latency_ms", "size_on_disk", "model_stats"]
+__all__ = ["count_params_flops", "cpu_latency_ms", "compare_latency_ms", "size_on_disk", "model_stats"]
 
 
 def count_params_flops(model: nn.Module, example_inputs: Any) -> dict[str, int]:
-    """``{"params", "flops"}`` through :func:`torchpare.prune.count` (FLOPs of one forward on the inputs)."""
+    """``{"params", "flops"}`` through :func:`torchpare.prune.count` (FLOPs of one eval-mode forward).
+
+    The model runs in eval mode (batch-norm statistics are not touched) and gets its mode back.
+    """
     from torchpare.prune.count import count  # the package name `count` is shadowed by its submodule
 
-    out = count(model, example_inputs)
+    was_training = model.training
+    model.eval()
+    try:
+        out = count(model, example_inputs)
+    finally:
+        model.train(was_training)
     return {"params": int(out["params"]), "flops": int(out["flops"])}
+
+
+def compare_latency_ms(models: dict[str, nn.Module], example_inputs: Any, repeats: int = 15) -> dict[str, float]:
+    """CPU latency of several models measured side by side (interleaved rounds, median per model).
+
+    Interleaving spreads machine noise over every model alike, so ratios stay meaningful on a busy machine.
+    """
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            times[name].append(cpu_latency_ms(model, example_inputs, repeats=1, warmup=1))
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 @torch.inference_mode()

@@ -116,17 +116,20 @@ def _plots(run_dir: Path, models: list[dict[str, Any]], labels: dict[str, str]) 
 
     curves = _curves(run_dir)
     if curves:
-        fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(13, 4.2))
+        with_val = any("val_accuracy" in eps[0] for eps in curves.values())
+        fig, axes_c = plt.subplots(1, 2 if with_val else 1, figsize=(13 if with_val else 7, 4.2), squeeze=False)
+        ax_l, ax_a = axes_c[0, 0], (axes_c[0, 1] if with_val else None)
         order = {m["name"]: i for i, m in enumerate(models)}
         for name, eps in sorted(curves.items(), key=lambda kv: order.get(kv[0], len(order))):
             x = [e["epoch"] + 1 for e in eps]
             color = colors(order[name]) if name in order else None
             ax_l.plot(x, [e["train_loss"] for e in eps], label=name, color=color)
-            if "val_accuracy" in eps[0]:
+            if ax_a is not None and "val_accuracy" in eps[0]:
                 ax_a.plot(x, [100 * e["val_accuracy"] for e in eps], label=name, color=color)
         ax_l.set(xlabel="epoch", ylabel="training loss (total)", yscale="log", title="training loss")
-        ax_a.set(xlabel="epoch", ylabel="validation accuracy %", title="validation accuracy")
-        for ax in (ax_l, ax_a):
+        if ax_a is not None:
+            ax_a.set(xlabel="epoch", ylabel="validation accuracy %", title="validation accuracy")
+        for ax in [a for a in (ax_l, ax_a) if a is not None]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.tight_layout()

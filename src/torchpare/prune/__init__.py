@@ -11,9 +11,11 @@ _TABLE = {
     "ChannelGroup": "graph",
     "GroupMember": "graph",
     "register_rule": "rules",
+    "register_trace_hook": "rules",
     "prune_group": "surgery",
     "verify_pruning": "verify",
     "mask_like_plan": "verify",
+    "PruningMismatchError": "verify",
     "count": "count",
     # algorithms: spaces/subnets, importance, target pruning, save/load/export
     "StructurePruner": "pruners",

@@ -59,7 +59,10 @@ def apply_plan(graph: DependencyGraph, plan: dict[str, list[int]]) -> None:
             target = removals[(m.module_name, m.param_name, m.dim)]
             for u in units:
                 target.update(m.index_map[u])
-    leaf_of = {(k[0], k[1]): info.leaf for k, info in graph.ctx.slices.items()}
+    leaf_of: dict[tuple[str, str], str | None] = {}
+    for k, info in graph.ctx.slices.items():  # a leaf's rule owns the tensor even if functions read it too
+        if leaf_of.get((k[0], k[1])) is None:
+            leaf_of[(k[0], k[1])] = info.leaf
     tied = _tied_owners(model)
 
     per_leaf: dict[str, dict[tuple[str, int], torch.Tensor]] = defaultdict(dict)

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from torchpare.engine.data import load_digits_split
+from torchpare.engine.distributed import shutdown_distributed
 from torchpare.engine.schedule import TrainConfig
 from torchpare.engine.trainer import Trainer
 
@@ -40,6 +41,7 @@ def main() -> None:
     trainer.fit(resume=args.resume)
     if trainer.dist.is_main:
         torch.save(model.state_dict(), Path(args.run_dir) / "final.pt")
+    shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -92,16 +92,25 @@ def _resolve_free(ctx: LabelContext, roots: np.ndarray) -> list[tuple[tuple[str,
     A parameter whose components cut across dims is marked blocked.
     """
     out = []
+    linked = np.frombuffer(bytes(ctx.uf.linked), dtype=np.uint8).astype(bool)
     for name, (start, shape) in ctx.free.items():
         owner, _, pname = name.rpartition(".")
-        flat = roots[start : start + int(np.prod(shape, dtype=np.int64))].reshape(shape)
+        n = int(np.prod(shape, dtype=np.int64))
+        flat = roots[start : start + n].reshape(shape)
+        # positions no op ever touched (e.g. sliced off ``pos[:, :seq_len]``) follow their index
+        used = (
+            linked[start : start + n] | (roots[start : start + n] != np.arange(start, start + n))
+        ).reshape(shape)
         chosen = None
         for d in range(len(shape)):
             if shape[d] <= 1:
                 continue
             moved = np.moveaxis(flat, d, 0).reshape(shape[d], -1)
-            if (moved == moved[:, :1]).all():
-                chosen = (d, moved[:, 0])
+            mask = np.moveaxis(used, d, 0).reshape(shape[d], -1)
+            pick = np.where(mask.any(axis=1), mask.argmax(axis=1), 0)
+            ref = moved[np.arange(shape[d]), pick][:, None]
+            if ((moved == ref) | ~mask).all():
+                chosen = (d, ref[:, 0])
                 break
         if chosen is None:
             distinct_roots = set(flat.reshape(-1).tolist())
@@ -143,11 +152,16 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     # boundaries of (root, key) runs and of root runs in the sorted entries
     pair_start = np.flatnonzero(np.r_[True, (r[1:] != r[:-1]) | (k[1:] != k[:-1])])
     pair_end = np.r_[pair_start[1:], len(r)]
-    pair_root, pair_key = r[pair_start].tolist(), k[pair_start].tolist()
+    pair_root = r[pair_start]
+    pair_key = k[pair_start].tolist()
+    pair_count = pair_end - pair_start
+    first_loc = loc[pair_start]
     loc_list = loc.tolist()
-    units: dict[int, dict[int, tuple[int, ...]]] = {}
-    for root, key, lo, hi in zip(pair_root, pair_key, pair_start.tolist(), pair_end.tolist()):
-        units.setdefault(root, {})[key] = tuple(loc_list[lo:hi])
+    # each root's pairs are contiguous: root_first[i] is the first pair of the i-th root
+    root_first = np.flatnonzero(np.r_[True, pair_root[1:] != pair_root[:-1]])
+    root_last = np.r_[root_first[1:], len(pair_root)]
+    roots_of_pairs = pair_root.tolist()
+
     find = {int(e): int(roots[e]) for e in ctx.sentinels}.__getitem__
     inexact = set(roots[list(ctx.inexact)].tolist()) if ctx.inexact else set()
     blocked: dict[int, str] = {}
@@ -155,23 +169,32 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
         blocked.setdefault(find(e), ctx.sentinels[e])
 
     by_signature: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for root, members in units.items():
-        by_signature[tuple(members)].append(root)  # keys were sorted: insertion order is key order
+    for a, b in zip(root_first.tolist(), root_last.tolist()):
+        by_signature[tuple(pair_key[a:b])].append(a)  # keys are sorted within a root
 
     groups: list[tuple[int, ChannelGroup]] = []
-    for sig, group_roots in by_signature.items():
-        group_roots.sort(key=lambda root: units[root][sig[0]][0])
-        members = tuple(
-            GroupMember(*keys[ki][:3], tuple(units[root][ki] for root in group_roots), keys[ki][3])
-            for ki in sig
-        )
+    for sig, firsts in by_signature.items():
+        first_pairs = np.asarray(firsts)
+        first_pairs = first_pairs[np.argsort(first_loc[first_pairs], kind="stable")]  # unit order
+        members = []
+        for j, ki in enumerate(sig):
+            pidx = first_pairs + j
+            if (pair_count[pidx] == 1).all():  # the common case: one index per unit, built in C
+                index_map = tuple(zip(first_loc[pidx].tolist()))
+            else:
+                index_map = tuple(
+                    tuple(loc_list[lo:hi])
+                    for lo, hi in zip(pair_start[pidx].tolist(), pair_end[pidx].tolist())
+                )
+            members.append(GroupMember(*keys[ki][:3], index_map, keys[ki][3]))
+        group_roots = [roots_of_pairs[i] for i in first_pairs.tolist()]
         reason = next((blocked[root] for root in group_roots if root in blocked), None)
         if reason is None and not any(keys[ki][3] == "out" for ki in sig):
             reason = "no layer produces these channels (they come from a constant or padding)"
         kinds = [unit_kind[keys[ki]] for ki in sig if unit_kind[keys[ki]] != "channel"]
         exact = not any(root in inexact for root in group_roots)
-        group = ChannelGroup("", len(group_roots), kinds[0] if kinds else "channel", members, exact, reason)
-        groups.append((sig[0], group))
+        unit = kinds[0] if kinds else "channel"
+        groups.append((sig[0], ChannelGroup("", len(group_roots), unit, tuple(members), exact, reason)))
     groups.sort(key=lambda g: g[0])
     used: dict[str, int] = {}
     named = []

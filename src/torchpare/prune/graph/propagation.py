@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,14 +24,20 @@ NEUTRAL = -1
 
 
 class UnionFind:
-    """Union-find over consecutive ints; the smallest id of a component is its root (stable order)."""
+    """Union-find over consecutive ints (roots are arbitrary members; only identity matters).
+
+    ``linked`` flags elements that took part in a union: a run of never-linked elements (a fresh
+    parameter slice) can be attached to other elements in one slice assignment.
+    """
 
     def __init__(self) -> None:
         self.parent: list[int] = []
+        self.linked = bytearray()
 
     def add(self, n: int) -> int:
         start = len(self.parent)
         self.parent.extend(range(start, start + n))
+        self.linked.extend(bytes(n))
         return start
 
     def find(self, x: int) -> int:
@@ -43,16 +50,13 @@ class UnionFind:
         return root
 
     def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            if ra < rb:
-                self.parent[rb] = ra
-            else:
-                self.parent[ra] = rb
+        self.union_many([a], [b])
 
     def union_many(self, xs: list[int], ys: list[int]) -> None:
         """``union(x, y)`` for each pair, skipping negative (neutral) ids; inlined for speed."""
-        parent = self.parent
+        if len(ys) > 8 and self._attach_fresh(xs, ys):
+            return
+        parent, linked = self.parent, self.linked
         for x, y in zip(xs, ys):
             if x < 0 or y < 0 or x == y:
                 continue
@@ -64,6 +68,22 @@ class UnionFind:
                 ry = parent[ry]
             r = rx if rx < ry else ry
             parent[rx] = parent[ry] = parent[x] = parent[y] = r
+            linked[x] = linked[y] = linked[rx] = linked[ry] = 1
+
+    def _attach_fresh(self, xs: list[int], ys: list[int]) -> bool:
+        """Fast path: ``ys`` is a run of never-linked elements (its own singletons): point each at its x."""
+        n, y0 = len(ys), ys[0]
+        if ys[-1] - y0 != n - 1 or ys != list(range(y0, y0 + n)) or self.linked.find(1, y0, y0 + n) != -1:
+            return False
+        lo, hi = min(xs), max(xs)
+        if lo < 0 or (lo < y0 + n and hi >= y0):
+            return False
+        self.parent[y0 : y0 + n] = xs
+        self.linked[y0 : y0 + n] = b"\x01" * n
+        flags = np.frombuffer(self.linked, dtype=np.uint8)  # a transient view: released on return
+        flags[np.asarray(xs, dtype=np.int64)] = 1
+        del flags
+        return True
 
 
 @dataclass
@@ -82,6 +102,12 @@ class SliceInfo:
 
 class LabelContext:
     """What rules use during a trace: labels of tensors, parameter elements, unions, blocking.
+
+    Rule-facing methods: :meth:`label` (labels of a tensor), :meth:`param` (elements of a parameter
+    slice), :meth:`channels` (1-D labels along a dim), :meth:`along` / :meth:`constant` /
+    :meth:`neutral` (build label tensors), :meth:`union`, :meth:`block` / :meth:`fix` (never prune,
+    with a reason for the report), :meth:`mark_inexact`, :meth:`defer` (checks after the forward),
+    :meth:`sentinel` (an element standing for a reason, e.g. for the outputs of an opaque op).
 
     Args:
         model: the traced model (parameter lookups, names).
@@ -103,6 +129,7 @@ class LabelContext:
         self.current_leaf: str | None = None
         self.deferred: list[Callable[[], None]] = []
         self._by_tensor: dict[tuple[int, int], int] = {}
+        self._free_ranges: list[tuple[int, int]] = []
         self._modules: dict[str, nn.Module] = {}
         for name, m in model.named_modules(remove_duplicate=False):
             self._modules.setdefault(name, m)
@@ -197,6 +224,7 @@ class LabelContext:
         if name is not None:
             start = self.uf.add(t.numel())
             self.free[name] = (start, tuple(t.shape))
+            self._free_ranges.append((start, t.numel()))
             lab = torch.arange(start, start + t.numel()).reshape(t.shape)
         elif t.numel() <= 1:
             lab = self.neutral(t.shape)
@@ -276,8 +304,17 @@ class LabelContext:
         self.deferred.append(check)
 
     def roots(self, lab: torch.Tensor) -> set[int]:
-        """Components present in ``lab`` (neutral entries aside)."""
-        return {self.uf.find(x) for x in _unique(lab) if x != NEUTRAL}
+        """Components present in ``lab``, neutral entries and untouched free-parameter positions aside.
+
+        A free parameter sliced along a non-channel dim (``self.pos[:, :seq_len]``) leaves positions
+        that no op ever used; they follow their channel and must not count as channels dropped.
+        """
+        find, linked = self.uf.find, self.uf.linked
+        return {find(x) for x in _unique(lab) if x != NEUTRAL and (linked[x] or not self.in_free(x))}
+
+    def in_free(self, element: int) -> bool:
+        """True when ``element`` is a flat position of a free parameter."""
+        return any(start <= element < start + n for start, n in self._free_ranges)
 
     def mark_inexact(self, lab: torch.Tensor | None) -> None:
         """Pruning these elements is not the same as zeroing them at consumers (e.g. norm statistics)."""

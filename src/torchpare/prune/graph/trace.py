@@ -20,22 +20,9 @@ from torch.overrides import TorchFunctionMode
 
 from torchpare.prune.graph.propagation import LabelContext
 from torchpare.prune.rules import TRACE_HOOKS, Call, function_rule_for, module_rule_for
+from torchpare.prune.rules.base import func_name
 
 __all__ = ["trace_labels", "func_name", "tensors_in"]
-
-
-def func_name(func: Any) -> str:
-    """Readable name of a torch function for reports (``torch.cat``, ``Tensor.flatten``)."""
-    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
-    name = name.replace("_VariableFunctionsClass.", "").replace("_TensorBase.", "Tensor.")
-    name = name.replace("TensorBase.", "Tensor.")
-    module = getattr(func, "__module__", None)
-    if module and not name.startswith("Tensor.") and module.startswith("torch"):
-        module = module.replace("torch._C._nn", "torch.nn.functional").replace(
-            "torch._C._VariableFunctions", "torch"
-        )
-        return f"{module}.{name}"
-    return name if name.startswith("Tensor.") else f"torch.{name}"
 
 
 def tensors_in(obj: Any, depth: int = 0) -> list[torch.Tensor]:

@@ -53,7 +53,7 @@ from torchpare._utils import get_submodule
 if TYPE_CHECKING:  # the context lives in the graph package; rules only use its methods
     from torchpare.prune.graph.propagation import LabelContext
 
-__all__ = ["Call", "ModuleRule", "FunctionRule", "slice_tensor_attr", "ROLE_IN", "ROLE_OUT"]
+__all__ = ["Call", "ModuleRule", "FunctionRule", "slice_tensor_attr", "func_name", "ROLE_IN", "ROLE_OUT"]
 
 ROLE_OUT = "out"
 ROLE_IN = "in"
@@ -88,7 +88,7 @@ class Call:
     @property
     def where(self) -> str:
         """``"aten.cat at layer 'stage1'"``-style location used in reports."""
-        what = getattr(self.func, "__name__", None) or type(self.module).__name__
+        what = func_name(self.func) if self.func is not None else type(self.module).__name__
         return f"{what} at layer {self.module_name or '<root>'!r}"
 
 
@@ -180,3 +180,17 @@ def slice_tensor_attr(module: nn.Module, path: str, dim: int, keep: torch.Tensor
             f"slice_tensor_attr(): {type(owner).__name__} at {owner_path or '<module>'!r} has no "
             f"parameter or buffer {name!r}."
         )
+
+
+def func_name(func: Any) -> str:
+    """Readable name of a torch function for reports (``torch.cat``, ``Tensor.flatten``)."""
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    name = name.replace("_VariableFunctionsClass.", "").replace("_TensorBase.", "Tensor.")
+    name = name.replace("TensorBase.", "Tensor.")
+    module = getattr(func, "__module__", None)
+    if module and not name.startswith("Tensor.") and module.startswith("torch"):
+        module = module.replace("torch._C._nn", "torch.nn.functional").replace(
+            "torch._C._VariableFunctions", "torch"
+        )
+        return f"{module}.{name}"
+    return name if name.startswith("Tensor.") else f"torch.{name}"

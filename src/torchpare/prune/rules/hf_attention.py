@@ -12,7 +12,7 @@ Three rules cover the layouts whose forwards (transformers 5.23) reshape with ``
   module (``o_proj`` in LLaMA, ViT, Mistral, Qwen, Gemma...; ``out_proj`` in OPT, BART, CLIP,
   Whisper...; ``dense`` in Phi; ``q_lin``...``out_lin`` in DistilBERT) or outside it (BERT's
   ``query``/``key``/``value``, whose ``BertSelfOutput.dense`` the generic Linear rule handles).
-  ``q_norm``/``k_norm`` over ``head_dim`` are kept whole.
+  ``q_norm``/``k_norm`` over ``head_dim`` are kept whole; per-head ``sinks`` (gpt-oss) and Swin's relative position bias table are sliced.
 * :class:`InterleavedQKVRule`: one fused Linear laid out per head as ``[q_h | k_h | v_h]`` plus an
   output Linear (GPT-NeoX ``query_key_value`` / ``dense``).
 * :class:`GPT2AttentionRule`: fused ``c_attn`` (``Conv1D``, q|k|v thirds) + ``c_proj``; ``split_size``
@@ -56,6 +56,20 @@ _KV_HEAD_ATTRS = ("num_key_value_heads", "num_kv_heads")
 _KV_SOURCE_ARGS = ("key_value_states", "encoder_hidden_states")
 
 
+# Parameters holding one slice per query head, sliced with their heads: path -> head dim.
+# gpt-oss attention sinks (n_heads,); Swin's relative position bias table (positions, n_heads).
+_PER_HEAD_PARAMS = {"sinks": 0, "relative_position_bias.relative_position_bias_table": 1}
+
+
+def _per_head_param(module: nn.Module, path: str, n_q: int) -> torch.Tensor | None:
+    try:
+        p = module.get_parameter(path)
+    except AttributeError:
+        return None
+    dim = _PER_HEAD_PARAMS[path]
+    return p if p.dim() == dim + 1 and p.shape[dim] == n_q else None
+
+
 class UnsupportedAttentionError(ValueError):
     """An attention module matched by class has a layout this rule cannot prune by heads."""
 
@@ -97,6 +111,21 @@ def _hidden_channels(ctx: Any, call: Call, args: dict[str, Any]) -> torch.Tensor
             f"{type(call.module).__name__} at {call.module_name!r}: no hidden_states tensor among its inputs."
         )
     return ctx.channels(ctx.label(first), -1, call.where)
+
+
+def _guard_per_head_inputs(ctx: Any, call: Call, n_q: int, per_q_head: torch.Tensor) -> None:
+    """Block the heads when another input carries one slice per head (a position bias shared across
+    layers, an ALiBi tensor): the rule does not slice it, so removing a head would break its shape."""
+    if n_q < 2:
+        return
+    for t in [*call.args, *call.kwargs.values()]:
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() == 4 and t.shape[1] == n_q:
+            reason = (
+                f"{type(call.module).__name__} at {call.module_name!r} receives a per-head input of shape "
+                f"{tuple(t.shape)} that head pruning does not slice"
+            )
+            ctx.block(per_q_head, reason)
+            ctx.block(ctx.label(t), reason)
 
 
 def _linear_like_sizes(layer: nn.Module) -> tuple[int, int]:
@@ -271,6 +300,7 @@ class ProjAttentionRule(_HeadRule):
                 f"{self.head_dim_attr}={hd} with grouped kv heads."
             )
         allowed = {f"{p}.{t}" for p in self.projections for t in ("weight", "bias")}
+        allowed |= {p for p in _PER_HEAD_PARAMS if _per_head_param(module, p, n_q) is not None}
         _check_params(module, allowed, hd, who, where)
         return _Heads(n_q, n_kv, hd)
 
@@ -290,6 +320,11 @@ class ProjAttentionRule(_HeadRule):
             rows[proj] = ctx.param(pname, "weight", dim=0, role=ROLE_OUT, unit=unit)
             _tie_bias(ctx, pname, getattr(module, proj), rows[proj], unit)
         per_q_head = _tie_heads(ctx, heads, rows[self.q], (rows[self.k], rows[self.v]))
+        _guard_per_head_inputs(ctx, call, heads.n_q, per_q_head)
+        for path, dim in _PER_HEAD_PARAMS.items():
+            if _per_head_param(module, path, heads.n_q) is not None:
+                owner, _, pname = path.rpartition(".")
+                ctx.union(ctx.param(_join(name, owner), pname, dim=dim, role=ROLE_OUT, unit=unit), per_q_head)
         if self.o is None:
             if heads.n_q != heads.n_kv:  # the consumer outside would read repeated value heads
                 raise UnsupportedAttentionError(
@@ -358,6 +393,7 @@ class GPT2AttentionRule(_HeadRule):
             ctx.union(ctx.param(attn, "bias", dim=0, role=ROLE_OUT, unit="head"), fused)
         q, k, v = fused.reshape(3, -1)
         per_head = _tie_heads(ctx, heads, q, (k, v))
+        _guard_per_head_inputs(ctx, call, heads.n_q, per_head)
         proj = _join(name, "c_proj")
         ctx.union(ctx.param(proj, "weight", dim=0, role=ROLE_IN, unit="head"), q)
         hidden = ctx.param(proj, "weight", dim=1, role=ROLE_OUT)
@@ -423,6 +459,7 @@ class InterleavedQKVRule(_HeadRule):
         _tie_bias(ctx, fused_name, getattr(module, self.qkv), rows, "head")
         grid = rows.reshape(heads.n_q, 3 * heads.head_dim)
         ctx.union(grid, grid[:, :1])
+        _guard_per_head_inputs(ctx, call, heads.n_q, grid[:, 0])
         cols = ctx.param(o_name, "weight", dim=1, role=ROLE_IN, unit="head")
         ctx.union(cols.reshape(heads.n_q, heads.head_dim), grid[:, :1])
         hidden = ctx.param(o_name, "weight", dim=0, role=ROLE_OUT)

@@ -5,30 +5,22 @@ computes ``x @ weight + bias``, so output channels live on ``weight`` dim 1 (and
 input channels on ``weight`` dim 0: the opposite of ``nn.Linear``. Its forward reads ``self.nf`` to
 shape the output, so the surgery must refresh ``nf`` and ``nx``.
 
-The rule is registered only when ``transformers`` is installed; importing this file does not import
-``transformers`` unless it is already loaded or installed (``transformers.pytorch_utils`` is light).
+The class is registered by a trace hook when a traced model contains it, so importing torchpare never
+imports ``transformers``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from torch import nn
 
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, ModuleRule
-from torchpare.prune.rules.registry import register_rule
+from torchpare.prune.rules.registry import MODULE_RULES, register_rule, register_trace_hook
 
-__all__ = ["Conv1DRule", "conv1d_class"]
+__all__ = ["Conv1DRule", "register_conv1d_rule"]
 
-
-def conv1d_class() -> type[nn.Module] | None:
-    """``transformers.pytorch_utils.Conv1D``, or ``None`` when transformers is not installed."""
-    if importlib.util.find_spec("transformers") is None:
-        return None
-    from transformers.pytorch_utils import Conv1D
-
-    return Conv1D
+_CONV1D_PATH = ("transformers.pytorch_utils", "Conv1D")
 
 
 class Conv1DRule(ModuleRule):
@@ -51,6 +43,24 @@ class Conv1DRule(ModuleRule):
         module.nx, module.nf = (int(s) for s in module.weight.shape)
 
 
-_CONV1D = conv1d_class()
-if _CONV1D is not None:
-    register_rule(_CONV1D, Conv1DRule(), override=True)
+def register_conv1d_rule(model: nn.Module) -> list[type]:
+    """Register :class:`Conv1DRule` for transformers' ``Conv1D`` if ``model`` uses it (a trace hook).
+
+    Args:
+        model: the model about to be traced.
+
+    Returns:
+        ``[Conv1D]`` when newly registered, else ``[]``.
+
+    Example:
+        >>> register_conv1d_rule(nn.Linear(2, 2))
+        []
+    """
+    for cls in {type(m) for m in model.modules()}:
+        if (cls.__module__, cls.__qualname__) == _CONV1D_PATH and cls not in MODULE_RULES:
+            register_rule(cls, Conv1DRule())
+            return [cls]
+    return []
+
+
+register_trace_hook(register_conv1d_rule)

@@ -18,7 +18,16 @@ from torchpare.prune.graph.propagation import NEUTRAL, LabelContext, distinct, v
 from torchpare.prune.rules.base import Call, FunctionRule
 from torchpare.prune.rules.registry import register_rule
 
-__all__ = ["ElementwiseRule", "IdentityRule", "NeutralRule", "SetItemRule", "elementwise", "functions_named"]
+__all__ = [
+    "ElementwiseRule",
+    "IdentityRule",
+    "NeutralRule",
+    "SetItemRule",
+    "PReLURule",
+    "GLURule",
+    "elementwise",
+    "functions_named",
+]
 
 _UNARY = [
     "relu",
@@ -304,6 +313,36 @@ def _cpu_index(idx: Any) -> Any:
     return idx
 
 
+class PReLURule(FunctionRule):
+    """``F.prelu(x, weight)``: one weight per channel (dim 1), or one shared weight."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        x, w = call.arg(0, "input"), call.arg(1, "weight")
+        lab = ctx.label(x)
+        name = ctx.param_names.get(id(w))
+        if w.numel() == 1 or lab is None:
+            return lab
+        if name is None:
+            reason = f"{call.where}: PReLU weight is not a parameter"
+            ctx.block(lab, reason)
+            return lab
+        owner, _, pname = name.rpartition(".")
+        ctx.union(ctx.channels(lab, 1 if lab.dim() > 1 else 0, call.where), ctx.param(owner, pname, 0, "out"))
+        return lab
+
+
+class GLURule(FunctionRule):
+    """``F.glu(x, dim)``: halves ``a * sigmoid(b)``; channel ``i`` of both halves is one unit."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        lab = ctx.label(call.arg(0, "input"))
+        if lab is None:
+            return None
+        a, b = lab.chunk(2, dim=call.arg(1, "dim", -1))
+        ctx.union(a, b)
+        return a
+
+
 _dunders = tuple(
     getattr(torch.Tensor, f"__{p}{n}__")
     for n in _DUNDER
@@ -329,3 +368,5 @@ register_rule(
 register_rule(functions_named(_IDENTITY, inplace=False) + (torch.Tensor.data.__get__,), IdentityRule())
 register_rule(functions_named(_FACTORY_LIKE, inplace=False), NeutralRule())
 register_rule(torch.Tensor.__setitem__, SetItemRule())
+register_rule(F.prelu, PReLURule())
+register_rule(F.glu, GLURule())
