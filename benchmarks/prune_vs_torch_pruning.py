@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from torchpare.prune import DependencyGraph
-from torchpare.prune.count import count
+from torchpare.prune import count
 from torchpare.prune.verify import mask_like_plan
 from torchpare.zoo import ZOO, ResNetBottleneck, VGGNet
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from torchpare.prune.count import count
+from torchpare.prune import count
 
 
 def test_linear_flops_are_two_times_macs_and_params_include_bias() -> None:
@@ -66,3 +66,16 @@ def test_count_does_not_change_the_model_or_leave_grad_state() -> None:
 def test_non_module_raises_type_error_naming_the_type() -> None:
     with pytest.raises(TypeError, match="nn.Module, got function"):
         count(lambda x: x, torch.zeros(1))
+
+
+def test_count_is_the_function_even_after_every_prune_submodule_is_imported():
+    import importlib
+    import pkgutil
+
+    import torchpare.prune as pkg
+
+    for info in pkgutil.walk_packages(pkg.__path__, prefix="torchpare.prune."):
+        importlib.import_module(info.name)
+    from torchpare.prune import count as count_again
+
+    assert callable(count_again) and count_again.__name__ == "count"

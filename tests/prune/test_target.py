@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from torchpare.engine.data import load_digits_split
 from torchpare.prune import PruneSummary, prune
-from torchpare.prune.count import count
+from torchpare.prune import count
 from torchpare.zoo.catalog import HF_MODELS, ZOO, build_zoo_model
 from torchpare.zoo.digits import DigitsCNN
 

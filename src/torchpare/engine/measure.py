@@ -25,7 +25,7 @@ def count_params_flops(model: nn.Module, example_inputs: Any) -> dict[str, int]:
 
     The model runs in eval mode (batch-norm statistics are not touched) and gets its mode back.
     """
-    from torchpare.prune.count import count  # the package name `count` is shadowed by its submodule
+    from torchpare.prune import count
 
     was_training = model.training
     model.eval()

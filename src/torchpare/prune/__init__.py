@@ -16,7 +16,7 @@ _TABLE = {
     "verify_pruning": "verify",
     "mask_like_plan": "verify",
     "PruningMismatchError": "verify",
-    "count": "count",
+    "count": "counting",  # not `count.py`: a submodule named like the function would shadow it
     # algorithms: spaces/subnets, importance, target pruning, save/load/export
     "StructurePruner": "pruners",
     "RatioPruner": "pruners",

@@ -376,7 +376,7 @@ def _prune_eval(
     batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None,
     tolerance: float,
 ) -> tuple[nn.Module, PruneSummary]:
-    from torchpare.prune.count import count
+    from torchpare.prune import count
     from torchpare.prune.graph import DependencyGraph
     from torchpare.prune.io import append_step, begin_record
     from torchpare.prune.pruners.deploy import module_channels
