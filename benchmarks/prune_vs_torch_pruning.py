@@ -9,7 +9,8 @@ comparable; a child that exceeds ``--timeout`` is killed, which is how a Torch-P
 
 * build time, median of repeats: ``DependencyGraph.build`` vs ``build_dependency`` + ``get_all_groups``
   (Torch-Pruning's groups come from the second call), also as a multiple of one eval forward;
-* prunable groups each finds (Torch-Pruning: roots Conv/Linear, the last Linear ignored);
+* prunable groups each finds (Torch-Pruning: roots Conv/Linear, the last Linear ignored, Hugging Face
+  models traced with ``use_cache=False`` and ``output_transform=logits``, which it needs);
 * correctness: a random 30% plan on every group whose pruning has a zeroed equivalent (torchpare:
   ``group.exact``; Torch-Pruning: groups without a LayerNorm/RMSNorm/GroupNorm member), pruned vs the
   original with those units zeroed at their consumers, max relative difference (ok <= 1e-4).
@@ -34,8 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchpare.prune import DependencyGraph
-from torchpare.prune import count
+from torchpare.prune import DependencyGraph, count
 from torchpare.prune.verify import mask_like_plan
 from torchpare.zoo import ZOO, ResNetBottleneck, VGGNet
 
@@ -89,7 +89,11 @@ def _torchpare(name: str, repeats: int) -> dict[str, Any]:
 # -- Torch-Pruning --------------------------------------------------------------------------------
 def _tp_graph(model: nn.Module, x: Any) -> tuple[Any, list[Any]]:
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    kwargs = {"output_transform": (lambda out: out.logits)} if isinstance(x, dict) else {}
+    kwargs = {}
+    if isinstance(x, dict):
+        kwargs["output_transform"] = lambda out: out.logits
+        if getattr(getattr(model, "config", None), "use_cache", None) is not None:
+            x = {**x, "use_cache": False}  # Torch-Pruning cannot trace the KV-cache concatenation
     dg = tp.DependencyGraph().build_dependency(model, example_inputs=x, **kwargs)
     groups = list(dg.get_all_groups(ignored_layers=[last], root_module_types=[nn.Conv2d, nn.Linear]))
     return dg, groups
@@ -194,6 +198,8 @@ def _cell(r: dict[str, Any] | None, fwd: float) -> str:
     if "error" in r:
         return f"{r['error'][:31]:>31s}"
     ok = "ok" if r["rel_diff"] <= 1e-4 else "WRONG"
+    if r["planned"] == 0:
+        ok = "none"  # nothing was pruned, so nothing could go wrong
     return f"{r['build_ms']:8.1f} {r['build_ms'] / fwd:6.1f} {r['groups']:4d} {r['rel_diff']:7.1e} {ok:5s}"
 
 

@@ -1,6 +1,7 @@
 """Epoch time of distillation with the teacher-output cache, relative to a student-only epoch.
 
-Digits (1078 training images, batch 64), student DigitsMLP(16), frozen teacher DigitsCNN(20), logit KD.
+Digits (1078 training images, batch 64), students DigitsMLP(16) and DigitsSmallCNN(8), frozen teacher
+DigitsCNN(20), logit KD.
 Each setting runs one epoch through the same Trainer; the cached settings' cache is filled beforehand.
 "KD, cached teacher" uses SingleTeacherDistill (recorders, distiller) on the cached teacher; "KD, cached,
 hand loss" computes the same CE + KL by hand from the cache, isolating the cache's own cost.
@@ -26,7 +27,7 @@ from torchpare.engine.runner import DigitsData
 from torchpare.engine.schedule import TrainConfig
 from torchpare.engine.trainer import Trainer
 from torchpare.registry import ALGORITHMS
-from torchpare.zoo import DigitsCNN, DigitsMLP
+from torchpare.zoo import DigitsCNN, DigitsMLP, DigitsSmallCNN
 
 REPEATS = 7
 
@@ -54,42 +55,40 @@ def _epoch_time(make_objective) -> float:
     return time.perf_counter() - t0
 
 
+def _compare(label: str, make_student, student_logits: str, teacher: torch.nn.Module, cache: TeacherCache) -> None:
+    def algo(t: torch.nn.Module) -> torch.nn.Module:
+        return ALGORITHMS.build({"type": "SingleTeacherDistill", "student": make_student(), "teacher": t,
+                                 "distiller": kd_distiller(student_logits=student_logits)})
+
+    settings = {
+        "student only": make_student,
+        "KD, live teacher": lambda: algo(teacher),
+        "KD, cached teacher": lambda: CachedObjective(algo(cache.as_module()), cache),
+        "KD, cached, hand loss": lambda: HandWrittenCachedKD(make_student(), cache),
+    }
+    times: dict[str, list[float]] = {name: [] for name in settings}
+    for _ in range(REPEATS):  # interleaved, so machine noise hits every setting alike
+        for name, make in settings.items():
+            times[name].append(_epoch_time(make))
+    base = statistics.median(times["student only"])
+    print(f"student {label}: epoch time, median of {REPEATS}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"  {name:22s} {1e3 * med:8.1f} ms   {med / base:5.2f}x student-only")
+
+
 def main() -> None:
     torch.set_num_threads(1)
     teacher = DigitsCNN(width=20).eval()
     n = len(DATA.train)
-    cache_dir = Path(tempfile.mkdtemp()) / "cache"
-    cache = TeacherCache(teacher, cache_dir, num_samples=n, sources=("fc",))
-
-    def student_only():
-        return DigitsMLP(16)
-
-    def live_kd():
-        return ALGORITHMS.build({"type": "SingleTeacherDistill", "student": DigitsMLP(16), "teacher": teacher,
-                                 "distiller": kd_distiller()})
-
-    def cached_kd():
-        algo = ALGORITHMS.build({"type": "SingleTeacherDistill", "student": DigitsMLP(16),
-                                 "teacher": cache.as_module(), "distiller": kd_distiller()})
-        return CachedObjective(algo, cache)
-
-    def cached_hand_kd():
-        return HandWrittenCachedKD(DigitsMLP(16), cache)
-
-    _epoch_time(cached_kd)  # fills the cache
+    cache = TeacherCache(teacher, Path(tempfile.mkdtemp()) / "cache", num_samples=n, sources=("fc",))
+    _epoch_time(lambda: CachedObjective(ALGORITHMS.build({
+        "type": "SingleTeacherDistill", "student": DigitsMLP(16), "teacher": cache.as_module(),
+        "distiller": kd_distiller()}), cache))  # fills the cache
     assert cache.filled_fraction == 1.0
-    times: dict[str, list[float]] = {"student only": [], "KD, live teacher": [], "KD, cached teacher": [],
-                                     "KD, cached, hand loss": []}
-    for _ in range(REPEATS):  # interleaved, so machine noise hits every setting alike
-        times["student only"].append(_epoch_time(student_only))
-        times["KD, live teacher"].append(_epoch_time(live_kd))
-        times["KD, cached teacher"].append(_epoch_time(cached_kd))
-        times["KD, cached, hand loss"].append(_epoch_time(cached_hand_kd))
-    base = statistics.median(times["student only"])
-    print(f"epoch time, median of {REPEATS} (digits, {n} images, batch 64, 1 thread)")
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"  {name:20s} {1e3 * med:8.1f} ms   {med / base:5.2f}x student-only")
+    print(f"digits, {n} images, batch 64, 1 thread, teacher DigitsCNN(20)")
+    _compare("DigitsMLP(16), 1.2k params", lambda: DigitsMLP(16), "fc2", teacher, cache)
+    _compare("DigitsSmallCNN(8), 15.6k params", lambda: DigitsSmallCNN(8), "fc", teacher, cache)
 
 
 DATA = DigitsData(load_digits_split(0))

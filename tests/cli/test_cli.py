@@ -119,3 +119,24 @@ def test_prune_with_recovery_then_finetune_the_pruned_folder(tmp_path: Path) -> 
                  "--set", f"model.checkpoint={tmp_path / 'p' / 'model'}"]) == 0
     tuned = json.loads((tmp_path / "f" / "results.json").read_text())["models"][0]
     assert tuned["params"] == pruned["params"]
+
+
+def test_distill_from_a_trained_teacher_with_scarce_labels(tmp_path: Path) -> None:
+    teacher_args = ["--quiet", "--set", "schedule.epochs=1", "--set", "model.width=4"]
+    assert main(["train", str(CONFIGS / "digits_teacher.yaml"), "--output", str(tmp_path / "t"), *teacher_args]) == 0
+    assert main(["distill", str(CONFIGS / "digits_kd.yaml"), "--output", str(tmp_path / "kd"), "--quiet",
+                 "--set", "schedule.epochs=1", "--set", "teacher.width=4",
+                 "--set", f"teacher.checkpoint={tmp_path / 't' / 'model.pt'}"]) == 0
+    steps = [json.loads(line) for line in (tmp_path / "kd" / "metrics.jsonl").read_text().splitlines()]
+    assert {"distill.loss_kd", "student.loss"} <= steps[0].keys()
+    state = torch.load(tmp_path / "kd" / "model.pt", weights_only=True)
+    assert set(state) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}  # the student only
+
+
+def test_saved_resolved_config_runs_again_as_is(tmp_path: Path) -> None:
+    args = ["--quiet", "--set", "schedule.epochs=1", "--set", "model.width=4"]
+    assert main(["train", str(CONFIGS / "digits_teacher.yaml"), "--output", str(tmp_path / "a"), *args]) == 0
+    assert main(["train", str(tmp_path / "a" / "config.yaml"), "--output", str(tmp_path / "b"), "--quiet"]) == 0
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same config: same weights

@@ -52,9 +52,7 @@ def test_two_process_ddp_equals_one_process_with_same_global_batch(tmp_path: Pat
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT),
            str(tmp_path / "two"), "--dropout", "0"]
     two = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
-    assert two.returncode == 0, "\n".join(
-        line for line in two.stderr.splitlines() if "Error" in line or "error" in line or "rank" in line
-    )[-4000:]
+    assert two.returncode == 0, two.stderr[-8000:]
     a = torch.load(tmp_path / "one" / "final.pt", weights_only=True)
     b = torch.load(tmp_path / "two" / "final.pt", weights_only=True)
     for k in a:

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from torchpare.engine.data import load_digits_split
-from torchpare.prune import PruneSummary, prune
-from torchpare.prune import count
+from torchpare.prune import PruneSummary, count, prune
 from torchpare.zoo.catalog import HF_MODELS, ZOO, build_zoo_model
 from torchpare.zoo.digits import DigitsCNN
 

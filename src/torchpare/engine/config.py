@@ -2,6 +2,8 @@
 
 A config has these top-level sections (all optional except what the command needs)::
 
+    name: digits_kd                 # label in results.json (default: the command)
+    task: distill                   # written into the saved config.yaml; the command decides
     output: runs/digits_kd          # run folder (results, metrics, checkpoints, resolved config)
     data: {type: digits, seed: 0, label_fraction: 1.0}
     model: {type: DigitsMLP, hidden: 16, checkpoint: null}   # the model trained (the student)
@@ -45,7 +47,7 @@ __all__ = [
     "TASK_NEEDS",
 ]
 
-SECTIONS = ("output", "data", "model", "teacher", "algorithm", "pruner", "recover", "schedule")
+SECTIONS = ("name", "task", "output", "data", "model", "teacher", "algorithm", "pruner", "recover", "schedule")
 TASK_NEEDS = {
     "train": ("model",),
     "distill": ("model", "teacher", "algorithm"),

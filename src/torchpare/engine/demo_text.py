@@ -16,6 +16,7 @@ import json
 import random
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,24 @@ STDLIB = ("argparse", "bisect", "calendar", "collections", "csv", "dataclasses",
 def stdlib_corpus(min_chars: int = 40, max_chars: int = 400) -> list[str]:
     """Distinct docstring paragraphs of standard-library modules, classes and functions (sorted)."""
     seen: set[str] = set()
-    for name in STDLIB:
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:  # pragma: no cover - a stripped-down Python
-            continue
-        objs = [mod, *[v for _, v in sorted(vars(mod).items()) if inspect.isclass(v) or inspect.isfunction(v)]]
-        for obj in objs:
-            for para in (inspect.getdoc(obj) or "").split("\n\n"):
-                text = " ".join(para.split())
-                if min_chars <= len(text) <= max_chars and not text.startswith(">>>"):
-                    seen.add(text)
+    with warnings.catch_warnings():  # typing.io / typing.re warn when their docstrings are read
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for name in STDLIB:
+            _collect(name, seen, min_chars, max_chars)
     return sorted(seen)
+
+
+def _collect(name: str, seen: set[str], min_chars: int, max_chars: int) -> None:
+    try:
+        mod = importlib.import_module(name)
+    except ImportError:  # pragma: no cover - a stripped-down Python
+        return
+    objs = [mod, *[v for _, v in sorted(vars(mod).items()) if inspect.isclass(v) or inspect.isfunction(v)]]
+    for obj in objs:
+        for para in (inspect.getdoc(obj) or "").split("\n\n"):
+            text = " ".join(para.split())
+            if min_chars <= len(text) <= max_chars and not text.startswith(">>>"):
+                seen.add(text)
 
 
 class PooledEncoder(nn.Module):

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from torchpare._utils import get_submodule
-from torchpare.prune.rules import MODULE_RULES, module_rule_for, slice_tensor_attr
+from torchpare.prune.rules.base import slice_tensor_attr
+from torchpare.prune.rules.registry import MODULE_RULES, module_rule_for
 
 if TYPE_CHECKING:
     from torchpare.prune.graph import ChannelGroup, DependencyGraph

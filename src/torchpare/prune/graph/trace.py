@@ -19,8 +19,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from torchpare.prune.graph.propagation import LabelContext
-from torchpare.prune.rules import TRACE_HOOKS, Call, function_rule_for, module_rule_for
-from torchpare.prune.rules.base import func_name
+
+# Leaf modules, not the package: rules/__init__ imports rule files that import graph.propagation.
+from torchpare.prune.rules.base import Call, func_name
+from torchpare.prune.rules.registry import TRACE_HOOKS, function_rule_for, module_rule_for
 
 __all__ = ["trace_labels", "func_name", "tensors_in"]
 

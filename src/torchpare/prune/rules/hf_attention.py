@@ -75,7 +75,7 @@ class UnsupportedAttentionError(ValueError):
 
 
 def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+    return ".".join(part for part in (prefix, name) if part)
 
 
 def _bind(call: Call) -> dict[str, Any]:
