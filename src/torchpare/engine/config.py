@@ -34,7 +34,6 @@ from typing import Any
 import yaml
 
 from torchpare._utils import did_you_mean
-from torchpare.engine._imports import prune_function, recover_function
 from torchpare.engine.schedule import TrainConfig
 
 __all__ = [
@@ -260,19 +259,13 @@ def validate_config(cfg: Mapping[str, Any], task: str, source: str = "<config>")
             injected=("student", "teacher"),
         )
     if task == "prune" and cfg.get("pruner") is not None:
-        try:
-            prune_fn = prune_function()
-        except ImportError:
-            errors.append("pruner: torchpare.prune.prune is not available in this installation")
-        else:
-            _check_function_args(cfg["pruner"], "pruner", prune_fn, errors, ("model", "example_inputs"))
+        from torchpare.prune import prune
+
+        _check_function_args(cfg["pruner"], "pruner", prune, errors, ("model", "example_inputs"))
     if task == "prune" and cfg.get("recover") is not None:
-        try:
-            recover_fn = recover_function()
-        except ImportError:
-            errors.append("recover: torchpare.distill.recover is not available in this installation")
-        else:
-            _check_function_args(cfg["recover"], "recover", recover_fn, errors, ("pruned", "original"))
+        from torchpare.distill import recover
+
+        _check_function_args(cfg["recover"], "recover", recover, errors, ("pruned", "original"))
     if errors:
         raise ConfigError(source, errors)
     return train_cfg

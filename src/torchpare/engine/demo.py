@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from torchpare._utils import atomic_write_bytes
-from torchpare.engine._imports import prune_function, recover_function
+from torchpare.distill import recover
 from torchpare.engine.cache import CachedObjective, TeacherCache
 from torchpare.engine.measure import compare_latency_ms, count_params_flops, size_on_disk
 from torchpare.engine.report import build_report, format_table
@@ -27,6 +27,7 @@ from torchpare.engine.rng import seed_everything
 from torchpare.engine.runner import DigitsData
 from torchpare.engine.schedule import TrainConfig
 from torchpare.engine.trainer import Trainer, evaluate
+from torchpare.prune import prune
 
 __all__ = ["run_demo", "kd_distiller", "at_kd_distiller", "EPOCHS"]
 
@@ -171,11 +172,6 @@ def run_demo(output: str | Path = "runs/demo", fast: bool = False, quiet: bool =
 
 
 def _prune_stage(demo: _Demo, teacher: nn.Module) -> None:
-    try:
-        prune, recover = prune_function(), recover_function()
-    except ImportError as exc:
-        demo.notes.append(f"pruning stage skipped: {exc}")
-        return
     seed_everything(3)
     try:
         pruned, summary = prune(copy.deepcopy(teacher), demo.full.example, importance="l1", target_flops_ratio=0.5)

@@ -26,13 +26,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from torchpare._utils import atomic_write_bytes
-from torchpare.engine._imports import prune_function
 from torchpare.engine.cache import TeacherCache
 from torchpare.engine.measure import compare_latency_ms, count_params_flops, size_on_disk
 from torchpare.engine.report import build_report, format_table
 from torchpare.engine.rng import seed_everything
 from torchpare.engine.schedule import TrainConfig
 from torchpare.engine.trainer import Trainer, fetch_batch
+from torchpare.prune import prune
 
 __all__ = ["run_text_demo", "stdlib_corpus", "PooledEncoder"]
 
@@ -141,7 +141,7 @@ def run_text_demo(output: str | Path = "runs/demo_text", fast: bool = False, qui
 
     train, test = encode(train_text), encode(test_text)
     example = fetch_batch(test, range(2))["inputs"]
-    pruned_enc, summary = prune_function()(copy.deepcopy(teacher.encoder), example, importance="l1",
+    pruned_enc, summary = prune(copy.deepcopy(teacher.encoder), example, importance="l1",
                                            target_flops_ratio=target_flops_ratio)
     student = PooledEncoder(pruned_enc.requires_grad_(True))
     bench = fetch_batch(test, range(32))["inputs"]

@@ -19,11 +19,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from torchpare._utils import atomic_write_bytes
-from torchpare.engine._imports import prune_function, recover_function
+from torchpare.distill import recover
 from torchpare.engine.config import save_config, validate_config
 from torchpare.engine.distributed import init_distributed
 from torchpare.engine.measure import model_stats
 from torchpare.engine.trainer import Trainer, evaluate
+from torchpare.prune import prune
 
 __all__ = ["run_task", "build_data", "build_model", "save_model", "mask_labels", "DigitsData"]
 
@@ -161,11 +162,11 @@ def run_task(cfg: Mapping[str, Any], task: str, *, resume: bool = False, quiet: 
         objective = ALGORITHMS.build({**cfg["algorithm"], "student": model, "teacher": teacher})
     elif task == "prune":
         original = model
-        model, summary = prune_function()(copy.deepcopy(original), data.example, **(cfg.get("pruner") or {}))
+        model, summary = prune(copy.deepcopy(original), data.example, **(cfg.get("pruner") or {}))
         extra["prune_summary"] = str(summary)
         objective = model
         if cfg.get("recover") is not None:
-            objective = recover_function()(model, original, **cfg["recover"])
+            objective = recover(model, original, **cfg["recover"])
     if task != "evaluate" and not (task == "prune" and "schedule" not in cfg):
         trainer = Trainer(objective, data.train, val_data=data.val, config=train_cfg, run_dir=run_dir,
                           eval_model=model, name=task)
