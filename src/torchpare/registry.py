@@ -157,8 +157,9 @@ class Registry:
         if key in self._aliases:
             return self._entries[self._aliases[key]]
         known = sorted([*self._entries, *self._aliases])
+        hint = did_you_mean(key, known) or "."
         raise UnknownTypeError(
-            f"Registry '{self.name}' has no type {key!r}{did_you_mean(key, known)}. "
+            f"Registry '{self.name}' has no type {key!r}{hint} "
             f"Known types: {', '.join(self.names()) or '(none)'}."
         )
 
@@ -211,8 +212,9 @@ def check_arguments(target: Callable[..., Any], kwargs: Mapping[str, Any], where
     if accepted is not None:
         for key in kwargs:
             if key not in accepted:
+                hint = did_you_mean(key, accepted) or "."
                 raise BuildError(
-                    f"{where}: unexpected argument {key!r}{did_you_mean(key, accepted)}. "
+                    f"{where}: unexpected argument {key!r}{hint} "
                     f"Valid arguments: {', '.join(accepted) or '(none)'}."
                 )
     for n, p in params.items():

@@ -18,7 +18,7 @@ from torch import nn
 
 from torchpare._utils import did_you_mean
 from torchpare.distill.adapters import conv2d_adapter, linear_adapter
-from torchpare.distill.algorithms.base import BaseAlgorithm, StudentLoss, forward_model, logits_of
+from torchpare.distill.algorithms.base import BaseAlgorithm, StudentLoss, logits_of
 from torchpare.distill.mapping import Mapping, distill
 from torchpare.registry import LOSSES
 
@@ -59,6 +59,10 @@ class Recovery(BaseAlgorithm):
     ``recovery.total_loss(losses).backward()``. ``recovery.parameters()`` are the student's and the
     adapters' (give them to the optimiser); the teacher is frozen (``requires_grad=False``, eval mode),
     kept out of ``parameters()``/``state_dict()`` but moved by ``.to()``.
+
+    :meth:`loss` returns ``student.loss`` (when ``targets`` are given and the student loss is enabled),
+    ``distill.loss_logits`` and ``distill.loss_<layer>``; it accepts ``indices`` and further batch
+    values only for the engine's calling convention.
 
     Attributes:
         student: The pruned model (trains).
@@ -114,25 +118,9 @@ class Recovery(BaseAlgorithm):
         key = layer.replace(".", "__")
         return dict(self.adapters.items()).get(key)
 
-    def loss(
-        self,
-        inputs: Any,
-        targets: torch.Tensor | None = None,
-        indices: torch.Tensor | None = None,
-        **extra: Any,
+    def _losses(
+        self, inputs: Any, targets: torch.Tensor | None, data: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """Run the original and the pruned model on ``inputs`` and return all losses.
-
-        Args:
-            inputs: Tensor, tuple/list (positional) or dict (keyword) model inputs.
-            targets: Labels for the student's supervised loss, or ``None``.
-            indices: Accepted for the engine's calling convention; unused.
-            **extra: Accepted for the engine's calling convention; unused.
-
-        Returns:
-            ``{"student.loss": ..., "distill.loss_logits": ..., "distill.loss_<layer>": ...}``; the student
-            entry appears when ``targets`` are given (and the student loss is enabled).
-        """
         if isinstance(inputs, AbcMapping):
             args, kwargs = (), dict(inputs)
         elif isinstance(inputs, tuple | list):
@@ -144,9 +132,7 @@ class Recovery(BaseAlgorithm):
             triples = distill_model(*args, **kwargs)
             student_out, teacher_out = distill_model.student_output, distill_model.teacher_output
         if self.calculate_student_loss:
-            s_loss = self._supervised_loss(student_out, targets, self.student_loss)
-            if s_loss is not None:
-                losses["student.loss"] = s_loss
+            self._add_supervised(losses, "student.loss", student_out, targets)
         if self.logits_loss is not None:
             losses["distill.loss_logits"] = self.logits_loss(logits_of(student_out), logits_of(teacher_out))
         per_layer: dict[str, list[torch.Tensor]] = {}
@@ -166,10 +152,6 @@ class Recovery(BaseAlgorithm):
         for name, values in per_layer.items():
             losses[f"distill.loss_{name}"] = self.feature_weight * sum(values) / len(values)
         return losses
-
-    def forward(self, inputs: Any) -> Any:
-        """The pruned student's output (inference uses the student only)."""
-        return forward_model(self.student, inputs)
 
 
 def recover(

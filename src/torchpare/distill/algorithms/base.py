@@ -13,9 +13,10 @@ Hugging Face batch). ``targets`` may be ``None``. ``extra`` holds further batch 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 StudentLoss = Callable[[Any, torch.Tensor], torch.Tensor]
+Side = Literal["student", "teacher"]
 _NORMS = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
@@ -160,12 +162,20 @@ def norms_eval(model: nn.Module) -> None:
 
 
 class BaseAlgorithm(nn.Module):
-    """Common behaviour: frozen models kept out of ``parameters()``/``state_dict()`` but moved by ``.to()``.
+    """Common behaviour: the engine's :meth:`loss` entry point, frozen models, student forward.
 
     Frozen models (teachers that do not train) are held in ``self._frozen`` instead of as submodules,
     so the optimiser and checkpoints see only what trains; ``_apply`` (used by ``.to()``, ``.cuda()``,
     ``.half()``) still reaches them, and ``train()`` keeps them in eval mode.
+
+    A subclass sets ``student`` (what :meth:`forward` runs), ``student_loss`` (``None`` for the
+    default cross-entropy) and implements ``_losses(inputs, targets, data)``, which :meth:`loss` calls
+    with the batch values for ``{"from_data": key}`` gathered in ``data``; :meth:`_run`,
+    :meth:`_add_supervised` and :meth:`_add_distill` are its building blocks.
     """
+
+    student: nn.Module
+    student_loss: StudentLoss | None
 
     def __init__(self) -> None:
         super().__init__()
@@ -206,16 +216,79 @@ class BaseAlgorithm(nn.Module):
             total = total + v
         return total
 
-    @staticmethod
-    def _data(targets: Any, indices: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
+    def loss(
+        self,
+        inputs: Any,
+        targets: torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
+        **extra: Any,
+    ) -> dict[str, torch.Tensor]:
+        """Run the models on ``inputs`` and return all losses (the class docstring lists their names).
+
+        Args:
+            inputs: Tensor, tuple/list (positional) or dict (keyword) model inputs.
+            targets: Labels for the supervised losses (and ``{"from_data": "targets"}``), or ``None``.
+            indices: Sample indices for ``{"from_data": "indices"}`` (CRD).
+            **extra: Further values readable with ``{"from_data": key}``.
+
+        Returns:
+            Name -> scalar loss, named ``student...``, ``teacher...`` or ``distill...``; a supervised
+            entry appears only when it can be computed (``targets`` given, or the model returns its
+            own ``loss``).
+        """
         data = {"targets": targets, "indices": indices, **extra}
-        return {k: v for k, v in data.items() if v is not None}
+        return self._losses(inputs, targets, {k: v for k, v in data.items() if v is not None})
+
+    def _losses(
+        self, inputs: Any, targets: torch.Tensor | None, data: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must implement _losses(inputs, targets, data).")
+
+    def forward(self, inputs: Any) -> Any:
+        """The student's output (inference uses the student only)."""
+        return forward_model(self.student, inputs)
 
     @staticmethod
-    def _supervised_loss(outputs: Any, targets: Any, loss_fn: StudentLoss | None) -> torch.Tensor | None:
-        own = _own_loss(outputs)
-        if own is not None:
-            return own
-        if targets is None:
-            return None
-        return (loss_fn or default_student_loss)(outputs, targets)
+    def _run(
+        model: nn.Module,
+        inputs: Any,
+        sides: Iterable[tuple[ConfigurableDistiller, Side]],
+        grad: bool = True,
+    ) -> Any:
+        """``model`` on ``inputs`` with each distiller's recorders of the given side on.
+
+        Deliveries record on the teacher side and replay the recorded outputs on the student side.
+        """
+        with ExitStack() as stack:
+            if not grad:
+                stack.enter_context(torch.no_grad())
+            for d, side in sides:
+                stack.enter_context(d.student_recorders if side == "student" else d.teacher_recorders)
+                if d.has_deliveries:
+                    d.set_deliveries_override(side == "student")
+                    stack.enter_context(d.deliveries)
+            return forward_model(model, inputs)
+
+    def _add_supervised(
+        self, losses: dict[str, torch.Tensor], key: str, outputs: Any, targets: torch.Tensor | None
+    ) -> None:
+        """``losses[key]`` = the model's own ``loss`` if it returned one, else ``student_loss`` on
+        ``targets``; no entry when there are neither."""
+        loss = _own_loss(outputs)
+        if loss is None and targets is not None:
+            loss = (self.student_loss or default_student_loss)(outputs, targets)
+        if loss is not None:
+            losses[key] = loss
+
+    @staticmethod
+    def _add_distill(
+        losses: dict[str, torch.Tensor],
+        prefix: str,
+        distiller: ConfigurableDistiller,
+        data: Mapping[str, Any],
+        detach_teacher: bool = False,
+        weight: float | None = None,
+    ) -> None:
+        """``losses[prefix + name]`` = each of ``distiller``'s losses (times ``weight`` if given)."""
+        for name, value in distiller.compute_distill_losses(data, detach_teacher=detach_teacher).items():
+            losses[prefix + name] = value if weight is None else weight * value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from torchpare.distill.algorithms.base import (
     StudentLoss,
     build_distiller,
     build_model,
-    forward_model,
     load_checkpoint,
 )
 from torchpare.distill.distiller import ConfigurableDistiller
@@ -113,44 +111,15 @@ class MultiTeacherDistill(BaseAlgorithm):
         """Name -> frozen teacher."""
         return dict(self._frozen)
 
-    def loss(
-        self,
-        inputs: Any,
-        targets: torch.Tensor | None = None,
-        indices: torch.Tensor | None = None,
-        **extra: Any,
+    def _losses(
+        self, inputs: Any, targets: torch.Tensor | None, data: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """Run every teacher (no grad), then the student once; return all weighted losses.
-
-        Returns:
-            ``{"student.loss": ..., "distill.<teacher>.loss_<name>": weight * loss, ...}``.
-        """
         for name, d in self.distillers.items():
-            with ExitStack() as stack:
-                stack.enter_context(torch.no_grad())
-                stack.enter_context(d.teacher_recorders)
-                if d.has_deliveries:
-                    d.set_deliveries_override(False)
-                    stack.enter_context(d.deliveries)
-                forward_model(self._frozen[name], inputs)
-        with ExitStack() as stack:
-            for d in self.distillers.values():
-                stack.enter_context(d.student_recorders)
-                if d.has_deliveries:
-                    d.set_deliveries_override(True)
-                    stack.enter_context(d.deliveries)
-            outputs = forward_model(self.student, inputs)
+            self._run(self._frozen[name], inputs, [(d, "teacher")], grad=False)
+        outputs = self._run(self.student, inputs, [(d, "student") for d in self.distillers.values()])
         losses: dict[str, torch.Tensor] = {}
         if self.calculate_student_loss:
-            s_loss = self._supervised_loss(outputs, targets, self.student_loss)
-            if s_loss is not None:
-                losses["student.loss"] = s_loss
-        data = self._data(targets, indices, extra)
+            self._add_supervised(losses, "student.loss", outputs, targets)
         for name, d in self.distillers.items():
-            for key, value in d.compute_distill_losses(data).items():
-                losses[f"distill.{name}.{key}"] = self.weights[name] * value
+            self._add_distill(losses, f"distill.{name}.", d, data, weight=self.weights[name])
         return losses
-
-    def forward(self, inputs: Any) -> Any:
-        """The student's output."""
-        return forward_model(self.student, inputs)

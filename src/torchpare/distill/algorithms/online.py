@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -36,6 +35,8 @@ class OnlineDistill(BaseAlgorithm):
     recorders on ``student`` and its teacher recorders on ``peer``. Each model runs once per step with
     the recorders of every pair it belongs to; peers' recordings are detached, so a model is trained
     only through its own student-side losses, as in Zhang et al., "Deep Mutual Learning" (2018).
+    :meth:`loss` returns ``student.<name>.loss`` per model and ``distill.<s><-<t>.loss_<name>`` per
+    pair and distillation loss.
 
     Args:
         students: Name -> model (module or ``MODELS`` config dict); at least two.
@@ -106,31 +107,22 @@ class OnlineDistill(BaseAlgorithm):
         self.student_loss = student_loss
         self.calculate_student_loss = calculate_student_loss
 
-    def loss(
-        self,
-        inputs: Any,
-        targets: torch.Tensor | None = None,
-        indices: torch.Tensor | None = None,
-        **extra: Any,
+    def _losses(
+        self, inputs: Any, targets: torch.Tensor | None, data: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """Run every model once; return ``student.<name>.loss`` and ``distill.<s><-<t>.loss_<name>``."""
         losses: dict[str, torch.Tensor] = {}
         for name, model in self.students.items():
-            with ExitStack() as stack:
-                for (s, t), d in zip(self.pairs, self.distillers.values()):
-                    if s == name:
-                        stack.enter_context(d.student_recorders)
-                    if t == name:
-                        stack.enter_context(d.teacher_recorders)
-                outputs = forward_model(model, inputs)
+            # a pair never has s == t, so each model is on one side of every pair it belongs to
+            sides = [
+                (d, "student" if s == name else "teacher")
+                for (s, t), d in zip(self.pairs, self.distillers.values())
+                if name in (s, t)
+            ]
+            outputs = self._run(model, inputs, sides)
             if self.calculate_student_loss:
-                s_loss = self._supervised_loss(outputs, targets, self.student_loss)
-                if s_loss is not None:
-                    losses[f"student.{name}.loss"] = s_loss
-        data = self._data(targets, indices, extra)
+                self._add_supervised(losses, f"student.{name}.loss", outputs, targets)
         for key, d in self.distillers.items():
-            for loss_name, value in d.compute_distill_losses(data, detach_teacher=True).items():
-                losses[f"distill.{key}.{loss_name}"] = value
+            self._add_distill(losses, f"distill.{key}.", d, data, detach_teacher=True)
         return losses
 
     def forward(self, inputs: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -14,7 +13,6 @@ from torchpare.distill.algorithms.base import (
     StudentLoss,
     build_distiller,
     build_model,
-    forward_model,
 )
 from torchpare.distill.distiller import ConfigurableDistiller
 from torchpare.registry import ALGORITHMS
@@ -29,6 +27,7 @@ class SelfDistill(BaseAlgorithm):
     One forward fills both sides. The "teacher" side (e.g. the final logits or the deepest feature)
     is detached by default, so it teaches the shallower outputs without being pulled towards them;
     connectors on either side (e.g. auxiliary heads on early stages) train with the model.
+    :meth:`loss` returns ``student.loss`` and ``distill.loss_<name>`` per distillation loss.
 
     Args:
         model: The model, or a ``MODELS`` config dict.
@@ -79,32 +78,13 @@ class SelfDistill(BaseAlgorithm):
         self.distiller.prepare_from_student(self.student)
         self.distiller.prepare_from_teacher(self.student)
 
-    def loss(
-        self,
-        inputs: Any,
-        targets: torch.Tensor | None = None,
-        indices: torch.Tensor | None = None,
-        **extra: Any,
+    def _losses(
+        self, inputs: Any, targets: torch.Tensor | None, data: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """One forward with both recorder sets on; returns ``student.loss`` and ``distill.loss_<name>``.
-
-        Args and Returns as in :meth:`SingleTeacherDistill.loss`.
-        """
         d = self.distiller
-        with ExitStack() as stack:
-            stack.enter_context(d.student_recorders)
-            stack.enter_context(d.teacher_recorders)
-            outputs = forward_model(self.student, inputs)
+        outputs = self._run(self.student, inputs, [(d, "student"), (d, "teacher")])
         losses: dict[str, torch.Tensor] = {}
         if self.calculate_student_loss:
-            s_loss = self._supervised_loss(outputs, targets, self.student_loss)
-            if s_loss is not None:
-                losses["student.loss"] = s_loss
-        data = self._data(targets, indices, extra)
-        for name, value in d.compute_distill_losses(data, detach_teacher=self.detach_teacher).items():
-            losses[f"distill.{name}"] = value
+            self._add_supervised(losses, "student.loss", outputs, targets)
+        self._add_distill(losses, "distill.", d, data, detach_teacher=self.detach_teacher)
         return losses
-
-    def forward(self, inputs: Any) -> Any:
-        """The model's output."""
-        return forward_model(self.student, inputs)

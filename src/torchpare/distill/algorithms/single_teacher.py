@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from torchpare.distill.algorithms.base import (
     StudentLoss,
     build_distiller,
     build_model,
-    forward_model,
     load_checkpoint,
     norms_eval,
 )
@@ -31,6 +29,8 @@ class SingleTeacherDistill(BaseAlgorithm):
 
     Per step the teacher runs first (recorders on, deliveries recording), then the student (recorders
     on, deliveries replaying the teacher's outputs); then the distiller computes its losses.
+    :meth:`loss` returns ``student.loss``, ``distill.loss_<name>`` per distillation loss and, with a
+    trainable teacher, ``teacher.loss`` (supervised entries only when they can be computed).
 
     Args:
         student: The student, or a ``MODELS`` config dict.
@@ -113,53 +113,16 @@ class SingleTeacherDistill(BaseAlgorithm):
             norms_eval(self.teacher)
         return self
 
-    def loss(
-        self,
-        inputs: Any,
-        targets: torch.Tensor | None = None,
-        indices: torch.Tensor | None = None,
-        **extra: Any,
+    def _losses(
+        self, inputs: Any, targets: torch.Tensor | None, data: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """Run teacher and student on ``inputs`` and return all losses.
-
-        Args:
-            inputs: Tensor, tuple/list (positional) or dict (keyword) model inputs.
-            targets: Labels for the supervised losses (and ``{"from_data": "targets"}``), or ``None``.
-            indices: Sample indices for ``{"from_data": "indices"}`` (CRD).
-            **extra: Further values readable with ``{"from_data": key}``.
-
-        Returns:
-            ``{"student.loss": ..., "distill.loss_<name>": ..., "teacher.loss": ...}``; the student and
-            teacher entries appear only when a supervised loss can be computed.
-        """
         d = self.distiller
         losses: dict[str, torch.Tensor] = {}
-        grad_ctx = nullcontext() if self.teacher_trainable else torch.no_grad()
-        with ExitStack() as stack:
-            stack.enter_context(grad_ctx)
-            stack.enter_context(d.teacher_recorders)
-            if d.has_deliveries:
-                d.set_deliveries_override(False)
-                stack.enter_context(d.deliveries)
-            teacher_out = forward_model(self.teacher, inputs)
+        teacher_out = self._run(self.teacher, inputs, [(d, "teacher")], grad=self.teacher_trainable)
         if self.teacher_trainable:
-            t_loss = self._supervised_loss(teacher_out, targets, self.student_loss)
-            if t_loss is not None:
-                losses["teacher.loss"] = t_loss
-        with ExitStack() as stack:
-            stack.enter_context(d.student_recorders)
-            if d.has_deliveries:
-                d.set_deliveries_override(True)
-                stack.enter_context(d.deliveries)
-            student_out = forward_model(self.student, inputs)
+            self._add_supervised(losses, "teacher.loss", teacher_out, targets)
+        student_out = self._run(self.student, inputs, [(d, "student")])
         if self.calculate_student_loss:
-            s_loss = self._supervised_loss(student_out, targets, self.student_loss)
-            if s_loss is not None:
-                losses["student.loss"] = s_loss
-        for name, value in d.compute_distill_losses(self._data(targets, indices, extra)).items():
-            losses[f"distill.{name}"] = value
+            self._add_supervised(losses, "student.loss", student_out, targets)
+        self._add_distill(losses, "distill.", d, data)
         return losses
-
-    def forward(self, inputs: Any) -> Any:
-        """The student's output (inference uses the student only)."""
-        return forward_model(self.student, inputs)

@@ -10,7 +10,15 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["LossShapeError", "check_same_shape", "check_dims", "check_dims_match", "check_tensor"]
+__all__ = [
+    "LossShapeError",
+    "check_same_shape",
+    "check_dims",
+    "check_dims_match",
+    "check_logits",
+    "check_positive",
+    "check_tensor",
+]
 
 
 class LossShapeError(ValueError):
@@ -66,6 +74,32 @@ def check_dims(who: str, x: torch.Tensor, ndims: int | Sequence[int], name: str)
             f"{who}: {name} must be {want}, got shape {_shape(x)}; reshape it (e.g. a TorchNNConnector "
             f"with module_name='Flatten') before the loss."
         )
+
+
+def check_logits(
+    who: str,
+    preds_S: torch.Tensor,
+    preds_T: torch.Tensor,
+    ndims: int | Sequence[int] = 2,
+    hint: str = "logits must have the same shape",
+) -> None:
+    """Raise :class:`LossShapeError` unless student and teacher logits have one shape of ``ndims`` dims.
+
+    Example:
+        >>> import torch
+        >>> check_logits("DKDLoss", torch.zeros(2, 3), torch.zeros(2, 4))
+        Traceback (most recent call last):
+        ...
+        torchpare.distill.losses._checks.LossShapeError: DKDLoss: preds_S has shape (2, 3) but preds_T has shape (2, 4); logits must have the same shape.
+    """
+    check_same_shape(who, preds_S, preds_T, ("preds_S", "preds_T"), hint)
+    check_dims(who, preds_S, ndims, "preds_S")
+
+
+def check_positive(who: str, name: str, value: float) -> None:
+    """Raise ValueError unless the constructor argument ``name`` is > 0 (e.g. a temperature)."""
+    if value <= 0:
+        raise ValueError(f"{who}: {name} must be > 0, got {value}.")
 
 
 def check_dims_match(

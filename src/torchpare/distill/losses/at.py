@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from torchpare.distill.losses._base import DistillLoss
 from torchpare.distill.losses._checks import check_dims, check_dims_match
 from torchpare.registry import LOSSES
 
@@ -46,7 +46,7 @@ def at_loss(s_feature: torch.Tensor, t_feature: torch.Tensor, p: float = 2.0) ->
 
 
 @LOSSES.register(aliases=("AT",))
-class ATLoss(nn.Module):
+class ATLoss(DistillLoss):
     """Attention transfer: ``L = loss_weight * mean_{n,j} (Q_S,nj - Q_T,nj)^2``,
     ``Q = vec(mean_c |A_c|^p) / ||vec(mean_c |A_c|^p)||_2``.
 
@@ -70,16 +70,12 @@ class ATLoss(nn.Module):
     """
 
     def __init__(self, p: float = 2.0, loss_weight: float = 1.0, teacher_detach: bool = True) -> None:
-        super().__init__()
+        super().__init__(loss_weight, teacher_detach)
         self.p = p
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
 
     def forward(self, s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
         """Loss for ``(N, C_s, H, W)`` and ``(N, C_t, H, W)`` feature maps."""
         check_dims("ATLoss", s_feature, (3, 4, 5), "s_feature")
         dims = [0, *range(2, s_feature.dim())]
         check_dims_match("ATLoss", s_feature, t_feature, dims, what="batch and spatial")
-        if self.teacher_detach:
-            t_feature = t_feature.detach()
-        return self.loss_weight * at_loss(s_feature, t_feature, self.p)
+        return self.loss_weight * at_loss(s_feature, self.detached(t_feature), self.p)

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torchpare.distill.losses._base import DistillLoss
 from torchpare.distill.losses._checks import LossShapeError, check_tensor
 from torchpare.registry import LOSSES
 
@@ -44,7 +45,7 @@ class _Embed(nn.Module):
 
 
 @LOSSES.register(aliases=("CRD",))
-class CRDLoss(nn.Module):
+class CRDLoss(DistillLoss):
     """CRD: NCE between student and teacher embeddings, negatives drawn from a momentum memory bank.
 
     Tian et al., "Contrastive Representation Distillation" (ICLR 2020); checked against
@@ -88,13 +89,11 @@ class CRDLoss(nn.Module):
         loss_weight: float = 1.0,
         teacher_detach: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(loss_weight, teacher_detach)
         if num_data < 1 or nce_k < 1:
             raise ValueError(f"CRDLoss: num_data and nce_k must be >= 1, got {num_data} and {nce_k}.")
         self.num_data, self.s_dim, self.t_dim = num_data, s_dim, t_dim
         self.nce_k, self.nce_t, self.nce_m = nce_k, nce_t, nce_m
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
         self.embed_s = _Embed(s_dim, feat_dim)
         self.embed_t = _Embed(t_dim, feat_dim)
         stdv = 1.0 / math.sqrt(feat_dim / 3)
@@ -146,8 +145,7 @@ class CRDLoss(nn.Module):
                 (with ``idx`` in column 0) when omitted.
         """
         self._check(s_feature, t_feature, idx, contrast_idx)
-        if self.teacher_detach:
-            t_feature = t_feature.detach()
+        t_feature = self.detached(t_feature)
         device = self.memory_s.device  # indices may come from a CPU data loader
         idx = idx.to(device=device, dtype=torch.long)
         v_s, v_t = self.embed_s(s_feature), self.embed_t(t_feature)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from torchpare.distill.losses._checks import check_dims, check_same_shape
+from torchpare.distill.losses._base import DistillLoss
+from torchpare.distill.losses._checks import check_dims, check_positive, check_same_shape
 from torchpare.registry import LOSSES
 
 __all__ = ["ChannelWiseDivergence", "channel_wise_divergence"]
@@ -39,7 +39,7 @@ def channel_wise_divergence(
 
 
 @LOSSES.register(aliases=("CWD",))
-class ChannelWiseDivergence(nn.Module):
+class ChannelWiseDivergence(DistillLoss):
     """CWD: ``L = loss_weight * tau^2 / (N C) * sum_{n,c} sum_i phi(t_nc)_i log(phi(t_nc)_i / phi(s_nc)_i)``.
 
     ``phi`` is a softmax over the spatial positions of one channel at temperature ``tau``. Shu et al.,
@@ -63,17 +63,12 @@ class ChannelWiseDivergence(nn.Module):
     """
 
     def __init__(self, tau: float = 1.0, loss_weight: float = 1.0, teacher_detach: bool = True) -> None:
-        super().__init__()
-        if tau <= 0:
-            raise ValueError(f"ChannelWiseDivergence: tau must be > 0, got {tau}.")
+        super().__init__(loss_weight, teacher_detach)
+        check_positive("ChannelWiseDivergence", "tau", tau)
         self.tau = tau
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
 
     def forward(self, s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
         """Loss for same-shaped ``(N, C, H, W)`` (or ``(N, C, L)``) student/teacher maps."""
         check_same_shape("ChannelWiseDivergence", s_feature, t_feature)
         check_dims("ChannelWiseDivergence", s_feature, (3, 4, 5), "s_feature")
-        if self.teacher_detach:
-            t_feature = t_feature.detach()
-        return self.loss_weight * channel_wise_divergence(s_feature, t_feature, self.tau)
+        return self.loss_weight * channel_wise_divergence(s_feature, self.detached(t_feature), self.tau)

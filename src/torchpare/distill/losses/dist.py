@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
-from torchpare.distill.losses._checks import LossShapeError, check_dims, check_same_shape
+from torchpare.distill.losses._base import DistillLoss
+from torchpare.distill.losses._checks import LossShapeError, check_logits
 from torchpare.registry import LOSSES
 
 __all__ = ["DISTLoss", "dist_loss", "pearson_correlation"]
@@ -59,7 +59,7 @@ def dist_loss(
 
 
 @LOSSES.register(aliases=("DIST",))
-class DISTLoss(nn.Module):
+class DISTLoss(DistillLoss):
     """DIST: ``L = loss_weight * tau^2 * (beta * L_inter + gamma * L_intra)``, ``L = 1 - Pearson r``.
 
     Huang et al., "Knowledge Distillation from A Stronger Teacher" (NeurIPS 2022); checked against
@@ -90,24 +90,17 @@ class DISTLoss(nn.Module):
         loss_weight: float = 1.0,
         teacher_detach: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(loss_weight, teacher_detach)
         self.beta = beta
         self.gamma = gamma
         self.tau = tau
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         """Loss for ``(N, C)`` student/teacher logits, ``N >= 2``."""
-        check_same_shape(
-            "DISTLoss", preds_S, preds_T, ("preds_S", "preds_T"), "logits must have the same shape"
-        )
-        check_dims("DISTLoss", preds_S, 2, "preds_S")
+        check_logits("DISTLoss", preds_S, preds_T)
         if preds_S.shape[0] < 2:
             raise LossShapeError(
                 f"DISTLoss: preds_S has shape {tuple(preds_S.shape)}; the intra-class term needs a batch "
                 "of at least 2 samples."
             )
-        if self.teacher_detach:
-            preds_T = preds_T.detach()
-        return self.loss_weight * dist_loss(preds_S, preds_T, self.beta, self.gamma, self.tau)
+        return self.loss_weight * dist_loss(preds_S, self.detached(preds_T), self.beta, self.gamma, self.tau)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from torchpare.distill.losses._checks import check_dims, check_same_shape
+from torchpare.distill.losses._base import DistillLoss
+from torchpare.distill.losses._checks import check_logits, check_positive
 from torchpare.distill.losses._labels import check_labels
 from torchpare.registry import LOSSES
 
@@ -83,7 +83,7 @@ def dkd_loss(
 
 
 @LOSSES.register(aliases=("DKD",))
-class DKDLoss(nn.Module):
+class DKDLoss(DistillLoss):
     """Decoupled KD: ``L = loss_weight * tau^2 * mean_i(alpha * TCKD_i + beta * NCKD_i)``.
 
     Zhao et al., "Decoupled Knowledge Distillation" (CVPR 2022); checked against
@@ -118,22 +118,15 @@ class DKDLoss(nn.Module):
         loss_weight: float = 1.0,
         teacher_detach: bool = True,
     ) -> None:
-        super().__init__()
-        if tau <= 0:
-            raise ValueError(f"DKDLoss: tau must be > 0, got {tau}.")
+        super().__init__(loss_weight, teacher_detach)
+        check_positive("DKDLoss", "tau", tau)
         self.tau = tau
         self.alpha = alpha
         self.beta = beta
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor, gt_labels: torch.Tensor) -> torch.Tensor:
         """Loss for ``(N, C)`` student/teacher logits and ``(N,)`` class indices ``gt_labels``."""
-        check_same_shape(
-            "DKDLoss", preds_S, preds_T, ("preds_S", "preds_T"), "logits must have the same shape"
-        )
-        check_dims("DKDLoss", preds_S, 2, "preds_S")
+        check_logits("DKDLoss", preds_S, preds_T)
         gt_labels = check_labels("DKDLoss", preds_S, gt_labels)
-        if self.teacher_detach:
-            preds_T = preds_T.detach()
+        preds_T = self.detached(preds_T)
         return self.loss_weight * dkd_loss(preds_S, preds_T, gt_labels, self.alpha, self.beta, self.tau)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from torchpare.distill.losses._base import DistillLoss
 from torchpare.distill.losses._checks import LossShapeError, check_dims, check_same_shape
 from torchpare.registry import LOSSES
 
@@ -56,7 +57,7 @@ def spatial_attention(x: torch.Tensor, temperature: float = 0.5) -> torch.Tensor
 
 
 @LOSSES.register(aliases=("FBKD",))
-class FBKDLoss(nn.Module):
+class FBKDLoss(DistillLoss):
     """FBKD: attention-guided and non-local distillation for feature maps of equal shape.
 
     Zhang & Ma, "Improve Object Detection with Feature-based Knowledge Distillation: Towards Accurate
@@ -102,12 +103,10 @@ class FBKDLoss(nn.Module):
         loss_weight: float = 1.0,
         teacher_detach: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(loss_weight, teacher_detach)
         self.in_channels = in_channels
         self.spatial_t = spatial_t
         self.weights = (mask_l2_weight, channel_weight, spatial_weight, nonlocal_weight)
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
         self.adaptation = nn.Conv2d(in_channels, in_channels, 1)
         self.channel_adaptation = nn.Linear(in_channels, in_channels)
         self.spatial_adaptation = nn.Conv2d(1, 1, 3, padding=1)
@@ -124,8 +123,7 @@ class FBKDLoss(nn.Module):
                 f"FBKDLoss(in_channels={self.in_channels}): s_feature has shape {tuple(s_feature.shape)} and "
                 f"t_feature has shape {tuple(t_feature.shape)}; set in_channels={s_feature.shape[1]}."
             )
-        if self.teacher_detach:
-            t_feature = t_feature.detach()
+        t_feature = self.detached(t_feature)
         w_mask, w_channel, w_spatial, w_nonlocal = self.weights
         mask = (
             (spatial_attention(s_feature, self.spatial_t) + spatial_attention(t_feature, self.spatial_t)) / 2

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from torchpare.distill.losses._base import DistillLoss
 from torchpare.distill.losses._checks import check_same_shape
 from torchpare.registry import LOSSES
 
@@ -35,7 +35,7 @@ def ft_loss(s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
 
 
 @LOSSES.register(aliases=("FT", "FactorTransfer"))
-class FTLoss(nn.Module):
+class FTLoss(DistillLoss):
     """Factor transfer: ``L = loss_weight * mean | F_S/||F_S||_2 - F_T/||F_T||_2 |`` (p = 1).
 
     Kim et al., "Paraphrasing Complex Network: Network Compression via Factor Transfer" (NeurIPS 2018);
@@ -56,14 +56,7 @@ class FTLoss(nn.Module):
         0
     """
 
-    def __init__(self, loss_weight: float = 1.0, teacher_detach: bool = True) -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
-
     def forward(self, s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
         """Loss between same-shaped student and teacher factors."""
         check_same_shape("FTLoss", s_feature, t_feature)
-        if self.teacher_detach:
-            t_feature = t_feature.detach()
-        return self.loss_weight * ft_loss(s_feature, t_feature)
+        return self.loss_weight * ft_loss(s_feature, self.detached(t_feature))

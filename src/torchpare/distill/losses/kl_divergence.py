@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from torchpare.distill.losses._checks import check_dims, check_same_shape
+from torchpare.distill.losses._base import DistillLoss
+from torchpare.distill.losses._checks import check_logits, check_positive
 from torchpare.registry import LOSSES
 
 __all__ = ["KLDivergence", "kl_divergence"]
@@ -48,7 +48,7 @@ def kl_divergence(
 
 
 @LOSSES.register(aliases=("KD", "KL"))
-class KLDivergence(nn.Module):
+class KLDivergence(DistillLoss):
     """Soft-target KD loss of Hinton et al., "Distilling the Knowledge in a Neural Network" (2015).
 
     ``L = loss_weight * tau^2 * sum_c p_T(c) * (log p_T(c) - log p_S(c))``, with ``p = softmax(z / tau)``
@@ -78,23 +78,17 @@ class KLDivergence(nn.Module):
         loss_weight: float = 1.0,
         teacher_detach: bool = True,
     ) -> None:
-        super().__init__()
-        if tau <= 0:
-            raise ValueError(f"KLDivergence: tau must be > 0, got {tau}.")
+        super().__init__(loss_weight, teacher_detach)
+        check_positive("KLDivergence", "tau", tau)
         if reduction not in _REDUCTIONS:
             raise ValueError(f"KLDivergence: reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
         self.tau = tau
         self.reduction = reduction
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         """Loss between student logits ``preds_S`` and teacher logits ``preds_T`` (same shape, >= 2-D)."""
-        check_same_shape("KLDivergence", preds_S, preds_T, ("preds_S", "preds_T"), _LOGIT_HINT)
-        check_dims("KLDivergence", preds_S, range(2, 9), "preds_S")
-        if self.teacher_detach:
-            preds_T = preds_T.detach()
-        return self.loss_weight * kl_divergence(preds_S, preds_T, self.tau, self.reduction)
+        check_logits("KLDivergence", preds_S, preds_T, range(2, 9), _LOGIT_HINT)
+        return self.loss_weight * kl_divergence(preds_S, self.detached(preds_T), self.tau, self.reduction)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, reduction={self.reduction!r}, loss_weight={self.loss_weight}"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from torchpare.distill.losses._base import DistillLoss
 from torchpare.distill.losses._checks import check_same_shape
 from torchpare.registry import LOSSES
 
@@ -13,7 +13,7 @@ __all__ = ["L1Loss"]
 
 
 @LOSSES.register(aliases=("L1",))
-class L1Loss(nn.Module):
+class L1Loss(DistillLoss):
     """``L = loss_weight * reduce(|s - t|)`` (``torch.nn.functional.l1_loss``).
 
     Args:
@@ -34,16 +34,12 @@ class L1Loss(nn.Module):
     def __init__(
         self, reduction: str = "mean", loss_weight: float = 1.0, teacher_detach: bool = True
     ) -> None:
-        super().__init__()
+        super().__init__(loss_weight, teacher_detach)
         if reduction not in ("mean", "sum"):
             raise ValueError(f"L1Loss: reduction must be 'mean' or 'sum', got {reduction!r}.")
         self.reduction = reduction
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
 
     def forward(self, s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
         """Loss between same-shaped ``s_feature`` and ``t_feature``."""
         check_same_shape("L1Loss", s_feature, t_feature)
-        if self.teacher_detach:
-            t_feature = t_feature.detach()
-        return self.loss_weight * F.l1_loss(s_feature, t_feature, reduction=self.reduction)
+        return self.loss_weight * F.l1_loss(s_feature, self.detached(t_feature), reduction=self.reduction)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from torchpare.distill.losses._base import DistillLoss
 from torchpare.distill.losses._checks import check_same_shape
 from torchpare.registry import LOSSES
 
@@ -42,7 +42,7 @@ def l2_loss(
 
 
 @LOSSES.register(aliases=("L2",))
-class L2Loss(nn.Module):
+class L2Loss(DistillLoss):
     """Squared L2 distance between features, per sample: ``L = loss_weight * sum ||s_i - t_i||^2 / N``.
 
     With ``normalize=True`` each sample is flattened and L2-normalised first (as in MMRazor's L2Loss,
@@ -73,23 +73,20 @@ class L2Loss(nn.Module):
         loss_weight: float = 1.0,
         teacher_detach: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(loss_weight, teacher_detach)
         self.normalize = normalize
         self.div_element = div_element
         self.dist = dist
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
 
     def forward(self, s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
         """Loss between same-shaped ``s_feature`` and ``t_feature``."""
         check_same_shape("L2Loss", s_feature, t_feature)
-        if self.teacher_detach:
-            t_feature = t_feature.detach()
+        t_feature = self.detached(t_feature)
         return self.loss_weight * l2_loss(s_feature, t_feature, self.normalize, self.div_element, self.dist)
 
 
 @LOSSES.register(aliases=("MSE", "FitNets"))
-class MSELoss(nn.Module):
+class MSELoss(DistillLoss):
     """Mean squared error ``L = loss_weight * mean((s - t)^2)``; the hint loss of FitNets.
 
     Romero et al., "FitNets: Hints for Thin Deep Nets" (ICLR 2015) regress the teacher's hint layer
@@ -110,14 +107,7 @@ class MSELoss(nn.Module):
         1.0
     """
 
-    def __init__(self, loss_weight: float = 1.0, teacher_detach: bool = True) -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
-
     def forward(self, s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
         """Loss between same-shaped ``s_feature`` and ``t_feature``."""
         check_same_shape("MSELoss", s_feature, t_feature)
-        if self.teacher_detach:
-            t_feature = t_feature.detach()
-        return self.loss_weight * F.mse_loss(s_feature, t_feature)
+        return self.loss_weight * F.mse_loss(s_feature, self.detached(t_feature))

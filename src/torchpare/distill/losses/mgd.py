@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from torchpare.distill.losses._base import DistillLoss
 from torchpare.distill.losses._checks import LossShapeError, check_dims, check_dims_match, check_same_shape
 from torchpare.registry import LOSSES
 
@@ -29,7 +30,7 @@ def random_mask(x: torch.Tensor, lambda_mgd: float, mask_on_channel: bool = Fals
 
 
 @LOSSES.register(aliases=("MGD",))
-class MGDLoss(nn.Module):
+class MGDLoss(DistillLoss):
     """MGD: ``L = loss_weight * alpha_mgd * sum (G(f_align(S) * M) - T)^2 / N``.
 
     Yang et al., "Masked Generative Distillation" (ECCV 2022); checked against yzd-v/MGD. ``M`` drops
@@ -68,14 +69,12 @@ class MGDLoss(nn.Module):
         loss_weight: float = 1.0,
         teacher_detach: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(loss_weight, teacher_detach)
         if not 0.0 <= lambda_mgd < 1.0:
             raise ValueError(f"MGDLoss: lambda_mgd must be in [0, 1), got {lambda_mgd}.")
         self.alpha_mgd = alpha_mgd
         self.lambda_mgd = lambda_mgd
         self.mask_on_channel = mask_on_channel
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
         self.student_channels = student_channels
         self.align: nn.Module | None = None
         self.generation: nn.Module | None = None
@@ -93,8 +92,7 @@ class MGDLoss(nn.Module):
         """Loss for ``(N, C_s, H, W)`` student and ``(N, C_t, H, W)`` teacher maps."""
         check_dims("MGDLoss", s_feature, 4, "s_feature")
         check_dims("MGDLoss", t_feature, 4, "t_feature")
-        if self.teacher_detach:
-            t_feature = t_feature.detach()
+        t_feature = self.detached(t_feature)
         if self.generation is not None:
             if s_feature.shape[1] != self.student_channels:
                 raise LossShapeError(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
+from torchpare.distill.losses._base import DistillLoss
 from torchpare.distill.losses._checks import check_same_shape
 from torchpare.registry import LOSSES
 
@@ -37,7 +37,7 @@ def ofd_loss(s_feature: torch.Tensor, t_feature: torch.Tensor, mul_factor: float
 
 
 @LOSSES.register(aliases=("OFD",))
-class OFDLoss(nn.Module):
+class OFDLoss(DistillLoss):
     """``L = loss_weight * sum_i,c,h,w (s - t)^2 * 1[(s > t) or (t > 0)] / N / mul_factor``.
 
     Heo et al., "A Comprehensive Overhaul of Feature Distillation" (ICCV 2019). ``s_feature`` is the
@@ -64,14 +64,10 @@ class OFDLoss(nn.Module):
     def __init__(
         self, mul_factor: float = 1000.0, loss_weight: float = 1.0, teacher_detach: bool = True
     ) -> None:
-        super().__init__()
+        super().__init__(loss_weight, teacher_detach)
         self.mul_factor = mul_factor
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
 
     def forward(self, s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
         """Loss between same-shaped ``s_feature`` and margin-clipped ``t_feature``."""
         check_same_shape("OFDLoss", s_feature, t_feature)
-        if self.teacher_detach:
-            t_feature = t_feature.detach()
-        return self.loss_weight * ofd_loss(s_feature, t_feature, self.mul_factor)
+        return self.loss_weight * ofd_loss(s_feature, self.detached(t_feature), self.mul_factor)

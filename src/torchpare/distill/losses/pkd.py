@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from torchpare.distill.losses._base import DistillLoss
 from torchpare.distill.losses._checks import LossShapeError, check_dims, check_dims_match
 from torchpare.registry import LOSSES
 
@@ -50,7 +50,7 @@ def pkd_loss(s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
 
 
 @LOSSES.register(aliases=("PKD",))
-class PKDLoss(nn.Module):
+class PKDLoss(DistillLoss):
     """PKD: ``L = loss_weight * sum_levels mse(z(S), z(T)) / 2``, ``z`` = per-channel standardisation.
 
     Cao et al., "PKD: General Distillation Framework for Object Detectors via Pearson Correlation
@@ -77,10 +77,8 @@ class PKDLoss(nn.Module):
     def __init__(
         self, resize_stu: bool = True, loss_weight: float = 1.0, teacher_detach: bool = True
     ) -> None:
-        super().__init__()
+        super().__init__(loss_weight, teacher_detach)
         self.resize_stu = resize_stu
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
 
     def forward(
         self,
@@ -107,8 +105,7 @@ class PKDLoss(nn.Module):
                 what="batch and channel",
                 hint="map the student's channels with a ConvModuleConnector",
             )
-            if self.teacher_detach:
-                t = t.detach()
+            t = self.detached(t)
             if s.shape[2:] != t.shape[2:]:
                 if self.resize_stu:
                     s = F.interpolate(s, size=t.shape[2:], mode="bilinear", align_corners=False)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from torchpare.distill.losses._base import DistillLoss
 from torchpare.distill.losses._checks import LossShapeError, check_tensor
 from torchpare.registry import LOSSES
 
@@ -92,8 +94,19 @@ def _check_pair(who: str, s: torch.Tensor, t: torch.Tensor) -> None:
         )
 
 
+class _RKDLoss(DistillLoss):
+    """What both RKD losses do around their relation function: check, detach the teacher, weight."""
+
+    _relation: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    def forward(self, s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
+        """Loss for ``(N, D_s)`` and ``(N, D_t)`` embeddings (extra dims are flattened)."""
+        _check_pair(type(self).__name__, s_feature, t_feature)
+        return self.loss_weight * self._relation(s_feature, self.detached(t_feature))
+
+
 @LOSSES.register(aliases=("RKD-D", "RKDD"))
-class RKDDistance(nn.Module):
+class RKDDistance(_RKDLoss):
     """Distance-wise RKD: ``L = loss_weight * mean_{i,j} l_delta(d_S,ij / mu_S, d_T,ij / mu_T)``.
 
     Park et al., "Relational Knowledge Distillation" (CVPR 2019); checked against lenscloth/RKD.
@@ -114,21 +127,11 @@ class RKDDistance(nn.Module):
         0
     """
 
-    def __init__(self, loss_weight: float = 1.0, teacher_detach: bool = True) -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
-
-    def forward(self, s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
-        """Loss for ``(N, D_s)`` and ``(N, D_t)`` embeddings (extra dims are flattened)."""
-        _check_pair("RKDDistance", s_feature, t_feature)
-        if self.teacher_detach:
-            t_feature = t_feature.detach()
-        return self.loss_weight * rkd_distance(s_feature, t_feature)
+    _relation = staticmethod(rkd_distance)
 
 
 @LOSSES.register(aliases=("RKD-A", "RKDA"))
-class RKDAngle(nn.Module):
+class RKDAngle(_RKDLoss):
     """Angle-wise RKD: ``L = loss_weight * mean_{i,j,k} l_delta(cos angle_S,ijk, cos angle_T,ijk)``.
 
     ``cos angle_ijk = <unit(e_i - e_j), unit(e_k - e_j)>``. Park et al., "Relational Knowledge
@@ -148,14 +151,4 @@ class RKDAngle(nn.Module):
         0
     """
 
-    def __init__(self, loss_weight: float = 1.0, teacher_detach: bool = True) -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
-
-    def forward(self, s_feature: torch.Tensor, t_feature: torch.Tensor) -> torch.Tensor:
-        """Loss for ``(N, D_s)`` and ``(N, D_t)`` embeddings (extra dims are flattened)."""
-        _check_pair("RKDAngle", s_feature, t_feature)
-        if self.teacher_detach:
-            t_feature = t_feature.detach()
-        return self.loss_weight * rkd_angle(s_feature, t_feature)
+    _relation = staticmethod(rkd_angle)

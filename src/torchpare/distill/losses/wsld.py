@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from torchpare.distill.losses._checks import check_dims, check_same_shape
+from torchpare.distill.losses._base import DistillLoss
+from torchpare.distill.losses._checks import check_logits, check_positive
 from torchpare.distill.losses._labels import check_labels
 from torchpare.registry import LOSSES
 
@@ -43,7 +43,7 @@ def wsld_loss(
 
 
 @LOSSES.register(aliases=("WSLD", "WSL"))
-class WSLDLoss(nn.Module):
+class WSLDLoss(DistillLoss):
     """WSLD: ``L = loss_weight * tau^2 * mean_i (1 - exp(-CE_S,i / CE_T,i)) * H(p_T,i, p_S,i)``.
 
     Zhou et al., "Rethinking Soft Labels for Knowledge Distillation: A Bias-Variance Tradeoff
@@ -68,20 +68,12 @@ class WSLDLoss(nn.Module):
     """
 
     def __init__(self, tau: float = 2.0, loss_weight: float = 1.0, teacher_detach: bool = True) -> None:
-        super().__init__()
-        if tau <= 0:
-            raise ValueError(f"WSLDLoss: tau must be > 0, got {tau}.")
+        super().__init__(loss_weight, teacher_detach)
+        check_positive("WSLDLoss", "tau", tau)
         self.tau = tau
-        self.loss_weight = loss_weight
-        self.teacher_detach = teacher_detach
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor, gt_labels: torch.Tensor) -> torch.Tensor:
         """Loss for ``(N, C)`` student/teacher logits and ``(N,)`` class indices ``gt_labels``."""
-        check_same_shape(
-            "WSLDLoss", preds_S, preds_T, ("preds_S", "preds_T"), "logits must have the same shape"
-        )
-        check_dims("WSLDLoss", preds_S, 2, "preds_S")
+        check_logits("WSLDLoss", preds_S, preds_T)
         gt_labels = check_labels("WSLDLoss", preds_S, gt_labels)
-        if self.teacher_detach:
-            preds_T = preds_T.detach()
-        return self.loss_weight * wsld_loss(preds_S, preds_T, gt_labels, self.tau)
+        return self.loss_weight * wsld_loss(preds_S, self.detached(preds_T), gt_labels, self.tau)
