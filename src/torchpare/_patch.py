@@ -36,7 +36,15 @@ from typing import Any, Literal, Protocol
 
 from torchpare._utils import resolve_import_path
 
-__all__ = ["Interceptor", "PatchTarget", "PatchHandle", "resolve_target", "patch_target", "patch_path"]
+__all__ = [
+    "Interceptor",
+    "PatchTarget",
+    "PatchHandle",
+    "PathPatching",
+    "resolve_target",
+    "patch_target",
+    "patch_path",
+]
 
 _MISSING = object()
 _LOCK = threading.RLock()
@@ -278,6 +286,42 @@ def patch_path(
 ) -> PatchHandle:
     """Resolve ``path`` (see :func:`resolve_target`) and install ``interceptor`` on it."""
     return patch_target(resolve_target(path, kind, who), interceptor, who)
+
+
+class PathPatching:
+    """Mixin for an :class:`Interceptor` that installs itself on the callable at an import path.
+
+    The host class provides ``_who()`` (the error-message prefix), :meth:`_import_path` and
+    :meth:`intercept`, and sets ``_kind``. The target is resolved on first use and kept; list
+    ``_target`` and ``_patch`` among the attributes that copies and pickles drop (a resolved target
+    holds a module or class object).
+    """
+
+    _kind: Literal["function", "method"] = "function"
+    _target: PatchTarget | None = None
+    _patch: PatchHandle | None = None
+    _who: Callable[[], str]  # provided by the host class
+
+    def _import_path(self) -> str:
+        """The ``"pkg.mod.func"`` or ``"pkg.mod.Class.method"`` path to patch."""
+        raise NotImplementedError
+
+    def intercept(self, call_next: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run one patched call (see :class:`Interceptor`)."""
+        raise NotImplementedError
+
+    def _resolved(self) -> PatchTarget:
+        if self._target is None:  # a copied or unpickled object drops the module reference
+            self._target = resolve_target(self._import_path(), self._kind, self._who())
+        return self._target
+
+    def _install_patch(self) -> None:
+        self._patch = patch_target(self._resolved(), self, self._who())
+
+    def _remove_patch(self) -> None:
+        patch, self._patch = self._patch, None
+        if patch is not None:
+            patch.remove()
 
 
 def active_patch_count() -> int:

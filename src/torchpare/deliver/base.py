@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
-from torchpare._patch import PatchHandle, PatchTarget, patch_target, resolve_target
+from torchpare._context import NestedContext
+from torchpare._patch import PathPatching
 
 __all__ = ["BaseDelivery", "DeliveryQueueError", "DeliveryQueueFullError", "DeliveryQueueEmptyError"]
 
@@ -30,7 +31,7 @@ class DeliveryQueueEmptyError(DeliveryQueueError):
     """The student side asked for an output the teacher side has not produced."""
 
 
-class BaseDelivery:
+class BaseDelivery(NestedContext, PathPatching):
     """Bounded FIFO plus the patch that fills it or replays from it (see the module docstring).
 
     Args:
@@ -45,7 +46,7 @@ class BaseDelivery:
     Entering an already open delivery only counts the nesting; the patch goes with the outermost exit.
     """
 
-    _kind: Literal["function", "method"] = "function"
+    _transient = ("_target", "_patch")  # a module object and a live patch do not copy
 
     def __init__(self, max_keep_data: int, path: str) -> None:
         name = type(self).__name__
@@ -61,9 +62,6 @@ class BaseDelivery:
         self._path = path
         self._queue: deque[Any] = deque()
         self._override_data = False
-        self._depth = 0
-        self._target: PatchTarget | None = None
-        self._patch: PatchHandle | None = None
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -91,11 +89,6 @@ class BaseDelivery:
         if not isinstance(value, bool):
             raise TypeError(f"{self._who()}: override_data must be True or False, got {value!r}.")
         self._override_data = value
-
-    @property
-    def active(self) -> bool:
-        """Whether the callable is patched by this delivery right now."""
-        return self._depth > 0
 
     def _who(self) -> str:
         return f"{type(self).__name__}({self._path!r})"
@@ -157,27 +150,11 @@ class BaseDelivery:
         self._queue.append(out)
         return out
 
-    def _resolved(self) -> PatchTarget:
-        if self._target is None:
-            self._target = resolve_target(self._path, self._kind, self._who())
-        return self._target
+    def _import_path(self) -> str:
+        return self._path
 
-    def __enter__(self) -> BaseDelivery:
-        if self._depth == 0:
-            self._patch = patch_target(self._resolved(), self, self._who())
-        self._depth += 1
-        return self
+    def _open(self) -> None:
+        self._install_patch()
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._depth == 0:
-            return
-        self._depth -= 1
-        if self._depth == 0:
-            patch, self._patch = self._patch, None
-            if patch is not None:
-                patch.remove()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.update(_depth=0, _target=None, _patch=None)  # module objects and live patches do not copy
-        return state
+    def _close(self) -> None:
+        self._remove_patch()

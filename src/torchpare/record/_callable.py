@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
-from torchpare._patch import PatchHandle, PatchTarget, patch_target, resolve_target
+from torchpare._patch import PathPatching, resolve_target
 from torchpare._utils import did_you_mean
 from torchpare.record.base import BaseRecorder, RecordIndexError
 
 __all__ = ["CallableRecorder", "CallableOutputsRecorder", "CallableInputsRecorder"]
 
 
-class CallableRecorder(BaseRecorder):
+class CallableRecorder(BaseRecorder, PathPatching):
     """A recorder whose source is an import path; the callable is patched only inside the context.
 
     The patch replaces the attribute on its owner (module or class), so code that imported the
@@ -23,34 +23,20 @@ class CallableRecorder(BaseRecorder):
     needs_model = False
     #: Recorders wrap deliveries on the same callable, so they record what the caller receives.
     patch_layer = 1
-    _kind: Literal["function", "method"] = "function"
     _transient = ("_target", "_patch")
 
-    def __init__(self, source: str) -> None:
-        super().__init__(source)
-        self._target: PatchTarget | None = None
-        self._patch: PatchHandle | None = None
+    def _import_path(self) -> str:
+        return self._source
 
     def _prepare(self, model: Any) -> None:
         # ``model`` is not needed: the callable is found by its import path.
         self._target = resolve_target(self._source, self._kind, self._who())
 
-    def _resolved(self) -> PatchTarget:
-        if self._target is None:  # a copied or unpickled recorder drops the module reference
-            self._target = resolve_target(self._source, self._kind, self._who())
-        return self._target
-
     def _attach(self) -> None:
-        self._patch = patch_target(self._resolved(), self, self._who())
+        self._install_patch()
 
     def _detach(self) -> None:
-        patch, self._patch = self._patch, None
-        if patch is not None:
-            patch.remove()
-
-    def intercept(self, call_next: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run one patched call (see :class:`torchpare._patch.Interceptor`)."""
-        raise NotImplementedError
+        self._remove_patch()
 
 
 class CallableOutputsRecorder(CallableRecorder):
@@ -71,7 +57,7 @@ class CallableInputsRecorder(CallableRecorder):
     ``get_record_data(data_idx="name")`` selects one by name.
     """
 
-    _transient = ("_target", "_patch", "_signature")
+    _transient = (*CallableRecorder._transient, "_signature")
 
     def __init__(self, source: str) -> None:
         super().__init__(source)

@@ -1,4 +1,4 @@
-"""Shared set-up of the recorders that hook an ``nn.Module`` found by its dotted name."""
+"""Shared set-up of the recorders whose source is a dotted name inside the model given to ``initialize``."""
 
 from __future__ import annotations
 
@@ -10,38 +10,61 @@ from torch.utils.hooks import RemovableHandle
 from torchpare._utils import get_submodule
 from torchpare.record.base import BaseRecorder, RecorderNotInitializedError
 
-__all__ = ["ModuleHookRecorder"]
+__all__ = ["ModelRecorder", "ModuleHookRecorder"]
 
 
-class ModuleHookRecorder(BaseRecorder):
+class ModelRecorder(BaseRecorder):
+    """A recorder bound by ``initialize(model)`` to an ``nn.Module`` in which its source must exist.
+
+    The model is kept, not what the source names in it: subclasses look the source up again on every
+    enter, so a module or parameter replaced after ``initialize`` (e.g. by pruning) is still found.
+    """
+
+    #: What the model is for, in the error for an ``initialize`` argument that is not an ``nn.Module``.
+    _model_role = "to record from"
+
+    def __init__(self, source: str) -> None:
+        super().__init__(source)
+        self._model: nn.Module | None = None
+
+    def _prepare(self, model: Any) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"{self._who()}: initialize(model) needs the nn.Module {self._model_role}, "
+                f"got {type(model).__name__}."
+            )
+        self._check_source(model)
+        self._model = model
+
+    def _check_source(self, model: nn.Module) -> None:
+        """Raise (naming the closest names) if the source does not exist in ``model``."""
+        raise NotImplementedError
+
+    def _bound_model(self) -> nn.Module:
+        model = self._model
+        if model is None:
+            raise RecorderNotInitializedError(f"{self._who()}: call recorder.initialize(model) first.")
+        return model
+
+
+class ModuleHookRecorder(ModelRecorder):
     """A recorder whose source is a module name (``""`` = the model itself) hooked while active.
 
-    The model is kept and the module looked up again on every enter, so a module replaced after
-    ``initialize`` (e.g. by pruning) is still found. The hook handle exists only inside the context.
+    The hook handle exists only inside the context.
     """
 
     _transient = ("_handle",)
 
     def __init__(self, source: str) -> None:
         super().__init__(source)
-        self._model: nn.Module | None = None
-        self._parts: tuple[str, ...] = ()
+        self._parts: tuple[str, ...] = tuple(source.split(".")) if source else ()
         self._handle: RemovableHandle | None = None
 
-    def _prepare(self, model: Any) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(
-                f"{self._who()}: initialize(model) needs the nn.Module to record from, "
-                f"got {type(model).__name__}."
-            )
-        get_submodule(model, self._source, who=self._who())  # raises with the closest names
-        self._model = model
-        self._parts = tuple(self._source.split(".")) if self._source else ()
+    def _check_source(self, model: nn.Module) -> None:
+        get_submodule(model, self._source, who=self._who())
 
     def _module(self) -> nn.Module:
-        model = self._model
-        if model is None:
-            raise RecorderNotInitializedError(f"{self._who()}: call recorder.initialize(model) first.")
+        model = self._bound_model()
         # Walk ``_modules`` directly: a tenth of ``get_submodule``'s cost, which matters with 50
         # recorders entered every step; anything unusual falls back to the checked lookup.
         module = model

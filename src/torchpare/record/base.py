@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
+from torchpare._context import NestedContext
 from torchpare._utils import did_you_mean
 
 __all__ = ["BaseRecorder", "RecordIndexError", "RecorderNotInitializedError"]
@@ -27,7 +28,7 @@ class RecorderNotInitializedError(ValueError):
     """A recorder that needs a model was entered before ``initialize(model)``."""
 
 
-class BaseRecorder(ABC):
+class BaseRecorder(NestedContext, ABC):
     """Base class: source bookkeeping, the data buffer, re-entrant context management.
 
     Subclasses implement :meth:`_prepare` (check the source against the model), :meth:`_attach`
@@ -52,7 +53,6 @@ class BaseRecorder(ABC):
         self._source = source
         self._data_buffer: list[Any] = []
         self._initialized = False
-        self._depth = 0
         self._ever_entered = False
 
     # -- properties ---------------------------------------------------------------------------
@@ -70,11 +70,6 @@ class BaseRecorder(ABC):
     def initialized(self) -> bool:
         """Whether :meth:`initialize` has run."""
         return self._initialized
-
-    @property
-    def active(self) -> bool:
-        """Whether the recorder is inside its context right now."""
-        return self._depth > 0
 
     def _who(self) -> str:
         return f"{type(self).__name__}(source={self._source!r})"
@@ -105,27 +100,20 @@ class BaseRecorder(ABC):
         """Start a fresh, empty buffer (earlier buffer lists handed out stay untouched)."""
         self._data_buffer = []
 
-    def __enter__(self) -> BaseRecorder:
-        if self._depth == 0:
-            if not self._initialized:
-                if self.needs_model:
-                    raise RecorderNotInitializedError(
-                        f"{self._who()}: call recorder.initialize(model) before `with recorder:` "
-                        f"(RecorderManager.initialize(model) does it for all its recorders)."
-                    )
-                self.initialize(None)
-            self.reset_data_buffer()
-            self._attach()
-            self._ever_entered = True
-        self._depth += 1
-        return self
+    def _open(self) -> None:
+        if not self._initialized:
+            if self.needs_model:
+                raise RecorderNotInitializedError(
+                    f"{self._who()}: call recorder.initialize(model) before `with recorder:` "
+                    f"(RecorderManager.initialize(model) does it for all its recorders)."
+                )
+            self.initialize(None)
+        self.reset_data_buffer()
+        self._attach()
+        self._ever_entered = True
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._depth == 0:
-            return
-        self._depth -= 1
-        if self._depth == 0:
-            self._detach()
+    def _close(self) -> None:
+        self._detach()
 
     # -- subclass hooks -----------------------------------------------------------------------
     @abstractmethod
@@ -205,15 +193,9 @@ class BaseRecorder(ABC):
         return record[data_idx]
 
     # -- copying ------------------------------------------------------------------------------
-    #: Attributes that only live inside a context (handles, patches); dropped when copied/pickled.
-    _transient: tuple[str, ...] = ()
-
     def __getstate__(self) -> dict[str, Any]:
-        # Copies and pickles start outside any context with an empty buffer: records belong to one
-        # forward and are often non-leaf tensors, which ``copy.deepcopy`` refuses.
-        state = self.__dict__.copy()
-        state["_depth"] = 0
+        # Copies and pickles start with an empty buffer too: records belong to one forward and are
+        # often non-leaf tensors, which ``copy.deepcopy`` refuses.
+        state = super().__getstate__()
         state["_data_buffer"] = []
-        for name in self._transient:
-            state[name] = None
         return state

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
+from collections.abc import Mapping
 from typing import Any
 
-from torchpare._utils import did_you_mean
+from torchpare._context import ContextGroup, UnknownNameError
 from torchpare.record.base import BaseRecorder
 from torchpare.registry import RECORDERS
 
 __all__ = ["RecorderManager", "UnknownRecorderError"]
 
 
-class UnknownRecorderError(KeyError):
-    """``get_recorder`` was asked for a name the manager does not have."""
-
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return str(self.args[0]) if self.args else ""
+class UnknownRecorderError(UnknownNameError):
+    """``get_recorder`` was asked for a name the manager does not have (a ``KeyError``)."""
 
 
-class RecorderManager:
+class RecorderManager(ContextGroup[BaseRecorder]):
     """Hold recorders by name; ``initialize(model)`` and ``with manager:`` apply to all of them.
 
     Args:
@@ -47,32 +43,19 @@ class RecorderManager:
         ['hidden', 'weight']
     """
 
+    _item_type = BaseRecorder
+    _registry = RECORDERS
+    _noun = ("recorder", "recorders")
+    _config_example = "{'type': 'ModuleOutputs', 'source': 'fc'}"
+    _unknown_error = UnknownRecorderError
+
     def __init__(self, recorders: Mapping[str, BaseRecorder | Mapping[str, Any]]) -> None:
-        if not isinstance(recorders, Mapping):
-            raise TypeError(
-                f"RecorderManager: recorders must be a dict name -> recorder or config, "
-                f"got {type(recorders).__name__}."
-            )
-        self._recorders: dict[str, BaseRecorder] = {}
-        for name, cfg in recorders.items():
-            if not isinstance(name, str):
-                raise TypeError(f"RecorderManager: recorder names must be strings, got {name!r}.")
-            if isinstance(cfg, Mapping):
-                recorder = RECORDERS.build(cfg)
-            else:
-                recorder = cfg
-            if not isinstance(recorder, BaseRecorder):
-                raise TypeError(
-                    f"RecorderManager: recorder {name!r} must be a BaseRecorder or a config dict like "
-                    f"{{'type': 'ModuleOutputs', 'source': 'fc'}}, got {type(recorder).__name__}."
-                )
-            self._recorders[name] = recorder
-        self._stacks: list[ExitStack] = []  # one per open context; recorders count their own nesting
+        super().__init__(recorders)
 
     @property
     def recorders(self) -> dict[str, BaseRecorder]:
         """The recorders by name (a copy; changing it does not change the manager)."""
-        return dict(self._recorders)
+        return dict(self._items)
 
     def initialize(self, model: Any = None) -> None:
         """Call ``initialize(model)`` on every recorder (function/method recorders ignore ``model``).
@@ -80,7 +63,7 @@ class RecorderManager:
         Raises:
             TypeError, AttributeError: as raised by the recorders, e.g. a source missing in ``model``.
         """
-        for recorder in self._recorders.values():
+        for recorder in self._items.values():
             recorder.initialize(model)
 
     def get_recorder(self, name: str) -> BaseRecorder:
@@ -89,43 +72,4 @@ class RecorderManager:
         Raises:
             UnknownRecorderError: (a ``KeyError``) ``name`` is unknown; the message lists the known names.
         """
-        try:
-            return self._recorders[name]
-        except KeyError:
-            known = list(self._recorders)
-            raise UnknownRecorderError(
-                f"RecorderManager: no recorder named {name!r}{did_you_mean(name, known)}. "
-                f"Known recorders: {', '.join(map(repr, known)) or '(none)'}."
-            ) from None
-
-    def __iter__(self) -> Iterator[tuple[str, BaseRecorder]]:
-        return iter(self._recorders.items())
-
-    def __len__(self) -> int:
-        return len(self._recorders)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._recorders
-
-    def __repr__(self) -> str:
-        return f"RecorderManager({self._recorders!r})"
-
-    def __enter__(self) -> RecorderManager:
-        stack = ExitStack()
-        try:
-            for recorder in self._recorders.values():
-                stack.enter_context(recorder)
-        except BaseException:
-            stack.close()  # undo the recorders already entered
-            raise
-        self._stacks.append(stack)
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._stacks:
-            self._stacks.pop().__exit__(exc_type, exc, tb)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_stacks"] = []
-        return state
+        return self._get(name)

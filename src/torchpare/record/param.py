@@ -7,14 +7,14 @@ from typing import Any
 from torch import nn
 
 from torchpare._utils import get_parameter
-from torchpare.record.base import BaseRecorder, RecorderNotInitializedError
+from torchpare.record._module import ModelRecorder
 from torchpare.registry import RECORDERS
 
 __all__ = ["ParameterRecorder"]
 
 
 @RECORDERS.register(aliases=("Parameter",))
-class ParameterRecorder(BaseRecorder):
+class ParameterRecorder(ModelRecorder):
     """Record the parameter (or buffer) named ``source``: one record, the live tensor itself.
 
     The record is not a copy, so a loss computed from it sends gradients into the model. The tensor
@@ -39,24 +39,17 @@ class ParameterRecorder(BaseRecorder):
         True
     """
 
-    def __init__(self, source: str) -> None:
-        super().__init__(source)
-        self._model: nn.Module | None = None
+    _model_role = "owning the parameter"
 
     def _prepare(self, model: Any) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(
-                f"{self._who()}: initialize(model) needs the nn.Module owning the parameter, "
-                f"got {type(model).__name__}."
-            )
-        get_parameter(model, self._source, who=self._who())  # raises with the closest names
-        self._model = model
+        super()._prepare(model)
         self._data_buffer = [self._lookup()]
 
+    def _check_source(self, model: nn.Module) -> None:
+        get_parameter(model, self._source, who=self._who())
+
     def _lookup(self) -> Any:
-        model = self._model
-        if model is None:
-            raise RecorderNotInitializedError(f"{self._who()}: call recorder.initialize(model) first.")
+        model = self._bound_model()
         module_path, _, name = self._source.rpartition(".")
         try:
             return getattr(model.get_submodule(module_path) if module_path else model, name)
