@@ -17,6 +17,7 @@ from torchpare.prune.importance import (
     RandomImportance,
     TaylorImportance,
     build_importance,
+    sum_units,
 )
 from torchpare.registry import IMPORTANCES, UnknownTypeError
 from torchpare.zoo.catalog import build_zoo_model
@@ -149,3 +150,25 @@ def test_fisher_hooks_and_model_state_are_restored_when_the_loss_raises():
     assert net.training
     assert not any(m._forward_pre_hooks for m in net.modules())
     assert all(p.grad is None and p.requires_grad for p in net.parameters())
+
+
+
+@pytest.mark.parametrize("name", ["densenet", "mobilenetv2", "grouped_conv", "resnet"])
+def test_each_member_is_summed_over_its_own_index_map(name):
+    # Concatenations shift a unit's index differently at each member: every member must be gathered
+    # with its own index map (checked against a per-unit loop).
+    torch.manual_seed(0)
+    model, x = build_zoo_model(name)
+    checked = 0
+    for group in DependencyGraph.build(model, x).groups():
+        for member in group.members:
+            tensor = getattr(model.get_submodule(member.module_name), member.param_name, None)
+            if not isinstance(tensor, torch.Tensor) or member.param_name == "num_batches_tracked":
+                continue
+            values = tensor.detach().abs()
+            expected = torch.stack([values.index_select(member.dim, torch.tensor(idx)).sum()
+                                    for idx in member.index_map])
+            got = sum_units(L1Importance().member_scores(member, tensor), member.index_map, 0)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+            checked += 1
+    assert checked > 10

@@ -145,3 +145,22 @@ def test_single_coarse_group_warns_when_the_target_band_is_unreachable():
     with pytest.warns(UserWarning, match="not within 2% of the target"):
         _, summary = prune(model, x, target_flops_ratio=0.5)
     assert not summary.within_tolerance
+
+
+@pytest.mark.parametrize("global_pruning", [True, False])
+def test_prune_removes_the_lowest_scored_units_of_every_group(global_pruning):
+    # The pruned model keeps exactly the top-scored units: every removed unit scores below every
+    # kept one of its group (a sign or ordering slip would remove the most important ones).
+    from torchpare.prune.graph import DependencyGraph
+    from torchpare.prune.importance import L1Importance
+
+    torch.manual_seed(0)
+    model, x = build_zoo_model("digits_cnn")
+    graph = DependencyGraph.build(model, x)
+    scores = {g.id: L1Importance()(model, g) for g in graph.groups()}
+    _, summary = prune(model, x, importance="l1", target_flops_ratio=0.5, global_pruning=global_pruning)
+    (plan,) = summary.plans
+    assert plan and plan.keys() <= scores.keys()
+    for gid, removed in plan.items():
+        kept = sorted(set(range(len(scores[gid]))) - set(removed))
+        assert scores[gid][removed].max() <= scores[gid][kept].min(), gid

@@ -23,6 +23,7 @@ _TABLE = {
     "RandomPruner": "pruners",
     "deploy_subnet": "pruners",
     "prune": "target",
+    "recalibrate_bn": "calibrate",
     "PruneSummary": "target",
     "save_pruned": "io",
     "load_pruned": "io",

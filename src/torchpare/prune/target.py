@@ -5,6 +5,9 @@ many of the lowest-scored units to remove so that the pruned model's FLOPs (or p
 on the example inputs, land on the step's goal. Global pruning ranks the units of all groups together
 (scores are normalised per group); per-layer pruning removes the same fraction of every group.
 ``iterative_steps > 1`` re-scores between steps and approaches the target geometrically in FLOPs.
+With ``bn_calibration`` batches, BatchNorm running statistics are re-estimated after every step
+(:func:`~torchpare.prune.calibrate.recalibrate_bn`): the removed channels change what the next
+BatchNorm layers see, and stale statistics can drop a pruned network to chance before any training.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class PruneSummary:
         groups: ``{group_id: (units_before, units_after)}``.
         plans: The applied plans (group id -> removed unit indices), in application order.
         within_tolerance: Whether the achieved ratio is within ``tolerance`` of the target.
+        bn_recalibrated: Whether BatchNorm statistics were re-estimated (``bn_calibration``).
     """
 
     target: str
@@ -46,6 +50,7 @@ class PruneSummary:
     groups: dict[str, tuple[int, int]] = field(default_factory=dict)
     plans: list[dict[str, list[int]]] = field(default_factory=list)
     within_tolerance: bool = True
+    bn_recalibrated: bool = False
 
     @property
     def flops_ratio(self) -> float:
@@ -74,6 +79,7 @@ class PruneSummary:
             "groups": {k: list(v) for k, v in self.groups.items()},
             "plans": self.plans,
             "within_tolerance": self.within_tolerance,
+            "bn_recalibrated": self.bn_recalibrated,
         }
 
     def table(self) -> str:
@@ -87,6 +93,7 @@ class PruneSummary:
             f"FLOPs {self.flops_before:,} -> {self.flops_after:,} ({self.flops_ratio:.3f}); "
             f"params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.3f}); "
             f"target {self.target} {self.target_ratio:.3f}"
+            + ("; BatchNorm statistics recalibrated" if self.bn_recalibrated else "")
         )
         return "\n".join(lines)
 
@@ -276,6 +283,7 @@ def prune(
     loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
     batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
     tolerance: float = 0.02,
+    bn_calibration: Iterable[Any] | None = None,
 ) -> tuple[nn.Module, PruneSummary]:
     """Prune ``model`` in place until its FLOPs (or parameters) reach a ratio of the original.
 
@@ -299,13 +307,18 @@ def prune(
             batch)``; dict batches with ``labels`` need neither. ``data`` must be re-iterable when
             ``iterative_steps > 1``.
         tolerance: Relative tolerance on the target; a warning is issued when it cannot be met.
+        bn_calibration: Batches (same layouts as ``data``; targets are ignored) to re-estimate every
+            BatchNorm layer's running statistics with after each step, so that scoring between steps
+            and the returned model see statistics that fit the pruned channels; see
+            :func:`~torchpare.prune.calibrate.recalibrate_bn`. Must be re-iterable when
+            ``iterative_steps > 1``. ``None`` (default) leaves the statistics as trained.
 
     Returns:
         ``(model, summary)``; the model carries its pruning record, so ``save_pruned`` works.
 
     Raises:
-        ValueError: no target or both targets, a ratio outside ``(0, 1]``, bad steps/limits, or no
-            prunable group.
+        ValueError: no target or both targets, a ratio outside ``(0, 1]``, bad steps/limits, no
+            prunable group, or ``bn_calibration`` for a model without BatchNorm running statistics.
 
     Example:
         >>> import torch
@@ -331,6 +344,13 @@ def prune(
         raise ValueError(f"{who}: max_group_ratio must be in (0, 1), got {max_group_ratio}.")
     if round_to is not None and round_to < 1:
         raise ValueError(f"{who}: round_to must be a positive int or None, got {round_to}.")
+    if bn_calibration is not None and not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules()
+    ):
+        raise ValueError(
+            f"{who}: bn_calibration was given but {type(model).__name__} has no BatchNorm layer with "
+            "running statistics; drop bn_calibration."
+        )
     imp = build_importance(importance)
     names = resolve_ignored(model, ignored, except_start_keys, who)
 
@@ -354,6 +374,7 @@ def prune(
             loss_fn,
             batch_loss,
             tolerance,
+            bn_calibration,
         )
     finally:
         model.train(was_training)
@@ -375,8 +396,10 @@ def _prune_eval(
     loss_fn: Callable[[Any, Any], torch.Tensor] | None,
     batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None,
     tolerance: float,
+    bn_calibration: Iterable[Any] | None = None,
 ) -> tuple[nn.Module, PruneSummary]:
     from torchpare.prune import count
+    from torchpare.prune.calibrate import recalibrate_bn
     from torchpare.prune.graph import DependencyGraph
     from torchpare.prune.io import append_step, begin_record
     from torchpare.prune.pruners.deploy import module_channels
@@ -426,6 +449,8 @@ def _prune_eval(
             graph.prune(dict(best_plan))
             append_step(model, best_plan, names)
             plans.append(best_plan)
+            if bn_calibration is not None:
+                recalibrate_bn(model, bn_calibration)
 
     sync_hf_config(model)
     after = count(model, example_inputs)
@@ -457,5 +482,6 @@ def _prune_eval(
         groups={gid: (n, sizes_after.get(gid, n)) for gid, n in sizes_before.items()},
         plans=plans,
         within_tolerance=within,
+        bn_recalibrated=bn_calibration is not None and bool(plans),
     )
     return model, summary
