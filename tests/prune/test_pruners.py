@@ -49,7 +49,7 @@ def test_seed_scenario_exported_subnet_deployed_on_fresh_copy_matches_masked_sup
     assert sum(p.numel() for p in deployed.parameters()) < sum(p.numel() for p in model.parameters())
     pruner.set_max_channel()
     assert torch.equal(model(x), full)
-    assert not any(m._forward_pre_hooks for m in model.modules())
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
 
 
 def test_deploy_uses_kept_indices_not_first_channels():
@@ -184,7 +184,7 @@ def test_pruner_context_manager_removes_hooks_even_on_error():
         pruner.set_min_channel()
         assert any(m._forward_pre_hooks for m in model.modules())
         raise RuntimeError("boom")
-    assert not any(m._forward_pre_hooks for m in model.modules())
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

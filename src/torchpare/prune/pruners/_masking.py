@@ -3,8 +3,10 @@
 A physically pruned model no longer has the input columns that consumers (conv/linear layers) used to
 read the removed units with. Multiplying each consumer's *input* by a 0/1 mask therefore gives the
 pruned model's outputs exactly, whatever sits between producer and consumer (BatchNorm biases,
-residual additions, activations with ``f(0) != 0`` such as sigmoid). Zeroing the producers' outputs
-instead would not: a BatchNorm bias or ``sigmoid(0) = 0.5`` leaks a non-zero value to the consumer.
+residual additions, activations with ``f(0) != 0`` such as sigmoid). Zeroing only the producers'
+outputs would not: a BatchNorm bias or ``sigmoid(0) = 0.5`` leaks a non-zero value to the consumer.
+(Producers are zeroed *as well*, by ``_producer_masking.py``, so intermediate features lack the
+masked units; the consumer masks are what make the output exact.)
 Both :class:`~torchpare.prune.pruners.StructurePruner` (subnet masks) and the GroupFisher importance
 (gradients of those masks) build on these sites.
 """

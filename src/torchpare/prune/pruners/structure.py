@@ -2,8 +2,10 @@
 
 Every prunable :class:`~torchpare.prune.ChannelGroup` of the model is one *space*; a *subnet* maps
 space ids to boolean masks over the group's units (channels or heads). ``set_subnet`` applies masks
-in place without changing any shape (masked units are zeroed where consumers read them, see
-``_masking.py`` for why), so many subnets can be trained inside one supernet; ``export_subnet`` and
+in place without changing any shape (masked units are zeroed where consumers read them, which keeps
+the supernet exactly equal to the deployed model, see ``_masking.py``, and where their producers
+output them, so recorded features lack them too, see ``_producer_masking.py``), so many subnets can
+be trained inside one supernet; ``export_subnet`` and
 :func:`~torchpare.prune.deploy_subnet` turn a subnet into a physically smaller model that computes
 the same outputs as the masked supernet.
 """
@@ -21,11 +23,13 @@ from torch import nn
 
 from torchpare._utils import did_you_mean
 from torchpare.prune.pruners._masking import InputMasker, consumer_sites, member_owner
+from torchpare.prune.pruners._producer_masking import OutputMasker, producer_sites
 from torchpare.registry import PRUNERS
 
 if TYPE_CHECKING:
     from torchpare.prune.graph import ChannelGroup
     from torchpare.prune.pruners._masking import ConsumerSite
+    from torchpare.prune.pruners._producer_masking import ProducerSite
 
 __all__ = ["StructurePruner", "RatioPruner", "RandomPruner", "resolve_ignored"]
 
@@ -137,6 +141,7 @@ class StructurePruner:
         self.groups: dict[str, ChannelGroup] = {}  # space id -> its channel group
         self.skipped: dict[str, str] = {}  # group id -> why it is not a space
         sites: dict[str, list[ConsumerSite]] = {}
+        producers: dict[str, list[ProducerSite]] = {}
         for group in self.graph.groups():
             if not group.exact:
                 self.skipped[group.id] = "masking is not exact for it (e.g. it passes through a LayerNorm)"
@@ -151,12 +156,14 @@ class StructurePruner:
                 continue
             self.groups[group.id] = group
             sites[group.id] = group_sites
+            producers[group.id] = producer_sites(model, group, who)
         if not self.groups:
             raise ValueError(
                 f"{who}: {type(model).__name__} has no channel group that can be masked "
                 f"(skipped: {self.skipped or 'none'}).\n{self.graph.report()}"
             )
         self._masker = InputMasker(model, sites)
+        self._zeroer = OutputMasker(model, producers)
         self._subnet: Subnet = self.max_subnet()
 
     # -- spaces and subnets ---------------------------------------------------------------------
@@ -215,18 +222,53 @@ class StructurePruner:
         return out
 
     def set_subnet(self, subnet: Mapping[str, Any]) -> None:
-        """Apply ``subnet`` in place: masked units read as zeros; no shape changes.
+        """Apply ``subnet`` in place through hooks, without changing any shape.
+
+        Masked units are zero in two places:
+
+        * at the **consumer inputs**: every layer reading the group (next conv/linear, attention
+          output projection) multiplies its input by the mask, so the network output equals the
+          deployed (physically pruned) model's;
+        * at the **producer outputs**: every conv, linear, BatchNorm/GroupNorm/LayerNorm, embedding
+          or transformers ``Conv1D`` computing the group (q/k/v projections for heads) multiplies its
+          output by the mask, so recorded features lack the masked channels and they get no gradient.
+
+        Activations with ``f(0) = 0`` (ReLU, GELU, SiLU, tanh) and residual sums of zeroed branches
+        keep the zeros. Exceptions, which the next consumer still reads as zeros: an op with
+        ``f(0) != 0`` (sigmoid: 0.5) outputs that value on masked channels, a masked head's
+        attention probabilities are uniform (its context output is zero), and outputs of layers
+        not listed above (custom modules, free parameters) keep masked units. In training mode,
+        masked BatchNorm channels keep their running statistics. The producer hooks run before
+        hooks registered earlier, so recorders attached before this call see the zeros too. Undo
+        with :meth:`set_max_channel` (or leave the ``with`` block, also on an exception).
 
         Raises:
             KeyError, ValueError: see :meth:`check_subnet`.
+
+        Example:
+            >>> net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+            >>> pruner = StructurePruner(net, torch.randn(1, 4))
+            >>> (space,) = pruner.channel_spaces
+            >>> pruner.set_subnet({space: torch.arange(6) < 2})
+            >>> net[0](torch.randn(3, 4))[:, 2:].abs().sum().item()
+            0.0
+            >>> pruner.set_max_channel()
         """
         masks = self.check_subnet(subnet)
-        self._masker.set_masks(masks)
+        try:
+            self._masker.set_masks(masks)
+            self._zeroer.set_masks(masks)
+        except BaseException:
+            self._masker.remove()
+            self._zeroer.remove()
+            self._subnet = self.max_subnet()
+            raise
         self._subnet = masks
 
     def set_max_channel(self) -> None:
         """Keep every unit: removes every masking hook, so outputs equal the unmasked model's exactly."""
         self._masker.remove()
+        self._zeroer.remove()
         self._subnet = self.max_subnet()
 
     def set_min_channel(self) -> None:
@@ -286,10 +328,12 @@ class StructurePruner:
     def _hooks_suspended(self) -> Any:
         masks = self._subnet
         self._masker.remove()
+        self._zeroer.remove()
         try:
             yield
         finally:
             self._masker.set_masks(masks)
+            self._zeroer.set_masks(masks)
 
     def export_subnet(self, subnet: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The channel config of ``subnet`` (default: the current one), JSON-serialisable.
