@@ -55,7 +55,7 @@ def test_full_demo_shows_kd_gain_with_scarce_labels_and_pruned_teacher_recovers(
         rec = models["teacher_pruned_recovered_by_distillation"]
         assert rec["flops"] <= 0.6 * models["teacher_cnn"]["flops"]
         assert rec["accuracy"] > 0.95
-    assert elapsed < 300
+    assert elapsed < 180  # the issue asks for the full demo in under 3 minutes
 
 
 @pytest.mark.slow

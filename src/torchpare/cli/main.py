@@ -18,6 +18,8 @@ examples:
   torchpare train configs/digits_teacher.yaml
   torchpare distill configs/digits_kd.yaml --set schedule.epochs=5 --set data.label_fraction=0.1
   torchpare prune configs/digits_prune.yaml --set pruner.target_flops_ratio=0.4
+  torchpare distill configs/digits_self_distill.yaml      # SelfDistill: no teacher section
+  torchpare prune configs/digits_ratio_prune.yaml --set pruner.subnet=0.75   # RatioPruner subnet
   torchpare train configs/digits_teacher.yaml --resume    # continue exactly after a crash
   torchrun --nproc_per_node=2 -m torchpare train configs/digits_teacher.yaml   # several processes
   torchpare report runs/demo                      # rebuild report.html + PNGs from saved metrics
@@ -25,8 +27,10 @@ examples:
 
 TASKS = {
     "train": "train a model from scratch (config: model, data, schedule)",
-    "distill": "distill a student from a teacher (config: model, teacher, algorithm, schedule)",
-    "prune": "prune a model to a FLOPs target, optionally recover by distillation (config: model, pruner)",
+    "distill": "distill a student with any algorithm (config: model, algorithm, and the teacher, teachers or "
+               "students section it takes; schedule)",
+    "prune": "prune a model to a FLOPs target or deploy a pruner's subnet, optionally recover by distillation "
+             "(config: model, pruner)",
     "finetune": "fine-tune saved weights or a pruned model (config: model.checkpoint, schedule)",
     "evaluate": "test accuracy, parameters, FLOPs, latency and size of a model (config: model)",
 }

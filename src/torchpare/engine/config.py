@@ -8,8 +8,11 @@ A config has these top-level sections (all optional except what the command need
     data: {type: digits, seed: 0, label_fraction: 1.0}
     model: {type: DigitsMLP, hidden: 16, checkpoint: null}   # the model trained (the student)
     teacher: {type: DigitsCNN, width: 32, checkpoint: runs/teacher/model.pt}
-    algorithm: {type: SingleTeacherDistill, distiller: {...}}   # student/teacher filled in
-    pruner: {importance: l1, target_flops_ratio: 0.5}           # arguments of torchpare.prune.prune
+    teachers: {cnn: {type: DigitsCNN, ...}, small: {...}}     # MultiTeacherDistill's teachers
+    students: {peer: {type: DigitsMLP, hidden: 16}}           # OnlineDistill's peers of ``model``
+    algorithm: {type: SingleTeacherDistill, distiller: {...}}   # models filled in (see ALGORITHM_MODELS)
+    pruner: {importance: l1, target_flops_ratio: 0.5}           # arguments of torchpare.prune.prune, or
+    #       {type: RatioPruner, ratios: [0.5, 1.0], subnet: 0.5}  # a PRUNERS class + the subnet to deploy
     recover: {}                                                 # arguments of torchpare.distill.recover
     schedule: {epochs: 10, lr: 0.003, batch_size: 64}           # TrainConfig fields
 
@@ -44,16 +47,35 @@ __all__ = [
     "save_config",
     "SECTIONS",
     "TASK_NEEDS",
+    "ALGORITHM_MODELS",
+    "PRUNER_KEYS",
+    "algorithm_models",
 ]
 
-SECTIONS = ("name", "task", "output", "data", "model", "teacher", "algorithm", "pruner", "recover", "schedule")
+SECTIONS = (
+    "name", "task", "output", "data", "model", "teacher", "teachers", "students", "algorithm", "pruner",
+    "recover", "schedule",
+)
 TASK_NEEDS = {
     "train": ("model",),
-    "distill": ("model", "teacher", "algorithm"),
+    "distill": ("model", "algorithm"),  # + the model sections the algorithm takes (ALGORITHM_MODELS)
     "prune": ("model", "pruner"),
     "finetune": ("model",),
     "evaluate": ("model",),
 }
+# Constructor argument of an ALGORITHMS class -> the config section the engine builds it from.
+# ``model``/``student``: the ``model`` section; ``teachers``: name -> model config; ``students``: the
+# ``model`` section (named "model", the one evaluated and saved) plus the peers of the ``students`` section.
+ALGORITHM_MODELS = {
+    "student": "model",
+    "model": "model",
+    "teacher": "teacher",
+    "teachers": "teachers",
+    "students": "students",
+}
+# Keys of a ``pruner`` section with a ``type`` that the engine reads itself (not constructor arguments).
+PRUNER_KEYS = ("subnet", "seed")
+_SUBNET_WORDS = ("sample", "min", "max")
 # Keys of the model/data sections read by the engine itself, not passed to the registered builder.
 _ENGINE_KEYS = {
     "model": ("type", "checkpoint"),
@@ -87,6 +109,9 @@ class ConfigError(ValueError):
     def __init__(self, source: str, errors: Sequence[str]) -> None:
         self.source = source
         self.errors = list(errors)
+        if len(self.errors) == 1:  # one problem: one line
+            super().__init__(f"config {source}: {self.errors[0]}")
+            return
         lines = "\n".join(f"  - {e}" for e in self.errors)
         super().__init__(f"config {source}: {len(self.errors)} problem(s):\n{lines}")
 
@@ -200,6 +225,173 @@ def _check_function_args(cfg: Any, key: str, func: Any, errors: list[str], injec
             )
 
 
+def algorithm_models(target: Any) -> dict[str, str]:
+    """The model arguments of an ``ALGORITHMS`` class that the engine fills in: ``{argument: section}``.
+
+    Example:
+        >>> from torchpare.registry import ALGORITHMS
+        >>> algorithm_models(ALGORITHMS.get("SelfDistill")), algorithm_models(ALGORITHMS.get("MultiTeacher"))
+        ({'model': 'model'}, {'student': 'model', 'teachers': 'teachers'})
+    """
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # pragma: no cover - classes always have a signature
+        return {}
+    return {name: ALGORITHM_MODELS[name] for name in params if name in ALGORITHM_MODELS}
+
+
+def _check_model_section(section: Any, key: str, errors: list[str]) -> None:
+    from torchpare.registry import MODELS
+
+    ckpt = section.get("checkpoint") if isinstance(section, dict) else None
+    if ckpt is not None and not Path(str(ckpt)).exists():
+        errors.append(f"{key}.checkpoint: no file at '{ckpt}'")
+    if isinstance(section, dict) and "type" not in section and ckpt is not None:
+        return  # a pruned model file carries its own architecture
+    _check_registered(section, key, MODELS, errors, skip=("checkpoint",))
+
+
+def _check_named_models(cfg: Mapping[str, Any], key: str, errors: list[str]) -> list[str]:
+    """``teachers`` / ``students``: a non-empty mapping name -> model section; returns the names."""
+    section = cfg.get(key)
+    if section is None:
+        return []
+    if not isinstance(section, dict) or not section:
+        errors.append(f"{key}: must be a non-empty mapping of name -> model section (type, checkpoint, ...)")
+        return []
+    for name, model in section.items():
+        if key == "students" and name == "model":
+            errors.append("students.model: 'model' names the model section's student; use another name")
+        _check_model_section(model, f"{key}.{name}", errors)
+    return [str(n) for n in section]
+
+
+def _check_names(table: Any, key: str, names: Sequence[str], what: str, errors: list[str]) -> None:
+    if not isinstance(table, dict):
+        return
+    for k in table:
+        if k not in names:
+            errors.append(f"{key}.{k}: not a {what} name{did_you_mean(str(k), names)}; {what}s: {', '.join(names)}")
+
+
+def _check_algorithm(cfg: Mapping[str, Any], errors: list[str], named: Mapping[str, list[str]]) -> None:
+    """The ``algorithm`` section and the model sections its class takes (``ALGORITHM_MODELS``)."""
+    from torchpare.registry import ALGORITHMS, check_arguments
+
+    algo = cfg.get("algorithm")
+    if algo is None:
+        return  # reported as missing
+    if not isinstance(algo, dict) or "type" not in algo:
+        _check_registered(algo, "algorithm", ALGORITHMS, errors)
+        return
+    try:
+        target = ALGORITHMS.get(algo["type"])
+    except (KeyError, TypeError) as exc:
+        errors.append(f"algorithm.type: {exc}")
+        return
+    kind = algo["type"]
+    models = algorithm_models(target)
+    for arg, section in models.items():
+        if arg in algo:
+            errors.append(f"algorithm.{arg}: filled in from the '{section}' section; remove it here")
+    kwargs = {k: v for k, v in algo.items() if k != "type" and k not in models}
+    try:
+        check_arguments(target, {**kwargs, **dict.fromkeys(models)}, where=f"algorithm ({kind})")
+    except TypeError as exc:
+        errors.append(f"algorithm: {exc}")
+    used = set(models.values())
+    for section in ("teacher", "teachers", "students"):
+        present = cfg.get(section) is not None
+        if section in used and not present:
+            errors.append(f"{section}: required by '{kind}' but missing")
+        elif present and section not in used:
+            errors.append(
+                f"{section}: not used by {kind} (it takes {', '.join(models) or 'no model'}); remove the section"
+            )
+    teachers = named.get("teachers") or []
+    if "teachers" in used and teachers:
+        for arg in ("distillers", "weights", "teacher_ckpts"):
+            _check_names(algo.get(arg), f"algorithm.{arg}", teachers, "teacher", errors)
+        if isinstance(algo.get("distillers"), dict):
+            for name in teachers:
+                if name not in algo["distillers"]:
+                    errors.append(f"algorithm.distillers: no entry for teacher '{name}'")
+    if "students" in used and named.get("students") and isinstance(algo.get("pairs"), list):
+        names = ["model", *named["students"]]
+        for i, pair in enumerate(algo["pairs"]):
+            for n in pair if isinstance(pair, list | tuple) else [pair]:
+                if n not in names:
+                    errors.append(
+                        f"algorithm.pairs[{i}]: {n!r} is not a student{did_you_mean(str(n), names)}; "
+                        f"students: {', '.join(names)}"
+                    )
+    ckpts = [("teacher_ckpt", algo.get("teacher_ckpt"))]
+    if isinstance(algo.get("teacher_ckpts"), dict):
+        ckpts += [(f"teacher_ckpts.{k}", v) for k, v in algo["teacher_ckpts"].items()]
+    for key, path in ckpts:
+        if isinstance(path, str) and not Path(path).exists():
+            errors.append(f"algorithm.{key}: no file at '{path}'")
+
+
+def _is_ratio(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_pruner(pruner: Any, errors: list[str]) -> None:
+    """``pruner``: arguments of ``torchpare.prune.prune``, or a ``PRUNERS`` class with ``subnet``/``seed``."""
+    from torchpare.registry import PRUNERS
+
+    if pruner is None:
+        return
+    if not (isinstance(pruner, dict) and "type" in pruner):
+        from torchpare.prune import prune
+
+        _check_function_args(pruner, "pruner", prune, errors, ("model", "example_inputs"))
+        return
+    for arg in ("model", "example_inputs"):
+        if arg in pruner:
+            errors.append(f"pruner.{arg}: filled in by the engine (the model section); remove it here")
+    n_errors = len(errors)
+    _check_registered(pruner, "pruner", PRUNERS, errors, skip=(*PRUNER_KEYS, "model", "example_inputs"),
+                      injected=("model", "example_inputs"))
+    if len(errors) > n_errors and any(e.startswith("pruner.type:") for e in errors[n_errors:]):
+        return
+    kind = pruner["type"]
+    takes_ratio = hasattr(PRUNERS.get(kind), "ratio_subnet")
+    ratio_hint = "a width ratio needs RatioPruner" if not takes_ratio else ""
+
+    def check_ratio(key: str, value: Any) -> None:
+        if not takes_ratio:
+            errors.append(f"{key}: {ratio_hint}; {kind} takes 'sample', 'min', 'max' or masks per space")
+        elif not 0 < value <= 1:
+            errors.append(f"{key}: a width ratio must be in (0, 1], got {value!r}")
+
+    subnet = pruner.get("subnet", "sample")
+    if isinstance(subnet, str):
+        if subnet not in _SUBNET_WORDS:
+            errors.append(
+                f"pruner.subnet: unknown subnet {subnet!r}{did_you_mean(subnet, _SUBNET_WORDS)}; use "
+                f"{', '.join(_SUBNET_WORDS)}, a ratio (RatioPruner) or a mapping space -> mask/ratio"
+            )
+    elif _is_ratio(subnet):
+        check_ratio("pruner.subnet", subnet)
+    elif isinstance(subnet, dict) and subnet:
+        for space, value in subnet.items():
+            key = f"pruner.subnet.{space}"
+            if _is_ratio(value):
+                check_ratio(key, value)
+            elif not (isinstance(value, list) and value and all(v in (0, 1) for v in value)):
+                errors.append(f"{key}: must be a list of 0/1 (one per unit) or a ratio, got {value!r}")
+    else:
+        errors.append(
+            f"pruner.subnet: must be {', '.join(_SUBNET_WORDS)}, a ratio or a mapping space -> mask/ratio, "
+            f"got {subnet!r}"
+        )
+    seed = pruner.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        errors.append(f"pruner.seed: must be an integer, got {seed!r}")
+
+
 def validate_config(cfg: Mapping[str, Any], task: str, source: str = "<config>") -> TrainConfig:
     """Check ``cfg`` for ``task`` and return its :class:`TrainConfig`.
 
@@ -207,7 +399,7 @@ def validate_config(cfg: Mapping[str, Any], task: str, source: str = "<config>")
         ConfigError: listing every problem with its key path (unknown sections and keys, unknown
             registered types, bad constructor arguments, invalid schedule values, missing files).
     """
-    from torchpare.registry import ALGORITHMS, DATASETS, MODELS
+    from torchpare.registry import DATASETS
 
     errors: list[str] = []
     if task not in TASK_NEEDS:
@@ -238,30 +430,15 @@ def validate_config(cfg: Mapping[str, Any], task: str, source: str = "<config>")
             errors.append(f"data.label_fraction: must be in (0, 1], got {frac!r}")
     _check_registered(data, "data", DATASETS, errors, skip=("label_fraction", "batch_size"))
     for key in ("model", "teacher"):
-        if cfg.get(key) is None:
-            continue
-        section = cfg[key]
-        ckpt = section.get("checkpoint") if isinstance(section, dict) else None
-        if ckpt is not None and not Path(str(ckpt)).exists():
-            errors.append(f"{key}.checkpoint: no file at '{ckpt}'")
-        if isinstance(section, dict) and "type" not in section and ckpt is not None:
-            continue  # a pruned model file carries its own architecture
-        _check_registered(section, key, MODELS, errors, skip=("checkpoint",))
+        if cfg.get(key) is not None:
+            _check_model_section(cfg[key], key, errors)
+    named = {key: _check_named_models(cfg, key, errors) for key in ("teachers", "students")}
     if task == "finetune" and isinstance(cfg.get("model"), dict) and not cfg["model"].get("checkpoint"):
         errors.append("model.checkpoint: 'finetune' needs the weights (or pruned model) to start from")
-    if cfg.get("algorithm") is not None and task == "distill":
-        _check_registered(
-            cfg["algorithm"],
-            "algorithm",
-            ALGORITHMS,
-            errors,
-            skip=("student", "teacher"),
-            injected=("student", "teacher"),
-        )
-    if task == "prune" and cfg.get("pruner") is not None:
-        from torchpare.prune import prune
-
-        _check_function_args(cfg["pruner"], "pruner", prune, errors, ("model", "example_inputs"))
+    if task == "distill":
+        _check_algorithm(cfg, errors, named)
+    if task == "prune":
+        _check_pruner(cfg.get("pruner"), errors)
     if task == "prune" and cfg.get("recover") is not None:
         from torchpare.distill import recover
 

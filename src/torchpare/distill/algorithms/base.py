@@ -111,31 +111,75 @@ def build_distiller(spec: ConfigurableDistiller | Mapping[str, Any], who: str) -
     return spec
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, who: str) -> dict[str, list[str]]:
+def load_checkpoint(
+    model: nn.Module, path: str | Path, who: str, arg: str = "teacher_ckpt"
+) -> dict[str, list[str]]:
     """Load ``path`` (``torch.save`` state dict, ``weights_only=True``, or ``.safetensors``) into ``model``.
 
     A dict wrapping the weights under ``"state_dict"`` or ``"model"`` is unwrapped. Loading is not
-    strict: missing and unexpected keys are returned and reported with a warning.
+    strict: missing and unexpected keys are returned and reported with a warning. Shapes are compared
+    before loading, so a checkpoint of another width fails with a message naming the tensor.
+
+    Args:
+        model: The module to load into (in place).
+        path: The checkpoint file.
+        who: The caller, e.g. the algorithm's class name (starts every message).
+        arg: The argument ``path`` came from (``teacher_ckpt``, ``teacher_ckpts['a']``), for messages.
 
     Returns:
         ``{"missing_keys": [...], "unexpected_keys": [...]}``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` is not a state dict (not loadable with ``weights_only=True``, or not a
+            mapping of tensors), or a tensor's shape differs from the model's (the first one is named
+            with both shapes).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     torch.save(nn.Linear(2, 4).state_dict(), f"{tmp}/t.pt")
+        ...     load_checkpoint(nn.Linear(2, 4), f"{tmp}/t.pt", "Algo")
+        {'missing_keys': [], 'unexpected_keys': []}
     """
     path = Path(path)
+    where = f"{who}({arg}={str(path)!r})"
     if not path.is_file():
-        raise FileNotFoundError(f"{who}: teacher checkpoint {str(path)!r} does not exist.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        raise FileNotFoundError(f"{where}: teacher checkpoint {str(path)!r} does not exist.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling, zip and safetensors errors all mean "not a state dict"
+        # torch's weights_only message advises weights_only=False (unsafe); keep only its actual cause
+        text = str(exc).split("WeightsUnpickler error:", 1)[-1]
+        cause = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+        raise ValueError(
+            f"{where}: not a torch state dict ({type(exc).__name__}: {cause[:200]}). Give a file written "
+            f"by torch.save(model.state_dict(), path) or safetensors."
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
             break
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"{where}: not a torch state dict (got {type(state).__name__}"
+            f"{' with non-tensor values' if isinstance(state, Mapping) else ''}). Give a file written by "
+            f"torch.save(model.state_dict(), path) or safetensors."
+        )
+    own = model.state_dict()
+    differ = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if differ:
+        k = differ[0]
+        raise ValueError(
+            f"{where}: does not fit {type(model).__name__}: {len(differ)} tensor(s) differ in shape, first "
+            f"{k} {tuple(state[k].shape)} in the checkpoint vs {tuple(own[k].shape)} in the model. Build the "
+            f"teacher with the arguments (width, hidden, ...) it was trained with."
+        )
     result = model.load_state_dict(state, strict=False)
     report = {"missing_keys": list(result.missing_keys), "unexpected_keys": list(result.unexpected_keys)}
     if report["missing_keys"] or report["unexpected_keys"]:

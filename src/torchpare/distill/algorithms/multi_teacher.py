@@ -101,7 +101,7 @@ class MultiTeacherDistill(BaseAlgorithm):
         for name in names:
             teacher = build_model(teachers[name], f"{who}(teachers[{name!r}])")
             if teacher_ckpts and name in teacher_ckpts:
-                self.teacher_load_reports[name] = load_checkpoint(teacher, teacher_ckpts[name], who)
+                self.teacher_load_reports[name] = load_checkpoint(teacher, teacher_ckpts[name], who, arg=f"teacher_ckpts[{name!r}]")
             self._add_frozen(name, teacher)
             self.distillers[name].prepare_from_student(self.student)
             self.distillers[name].prepare_from_teacher(teacher)
