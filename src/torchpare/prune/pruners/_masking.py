@@ -35,6 +35,29 @@ def unit_index(index_map: tuple[tuple[int, ...], ...]) -> tuple[torch.Tensor, to
     return torch.tensor(flat, dtype=torch.long), torch.tensor(units, dtype=torch.long)
 
 
+def mask_vectors(
+    masks: Mapping[str, torch.Tensor], sites: Mapping[str, list[Any]], size_attr: str
+) -> dict[str, torch.Tensor]:
+    """Per-module 0/1 vectors from ``{group_id: bool[size]}`` masks over the groups' sites.
+
+    Each site has ``module_name``, ``unit_indices`` and a size attribute (``size_attr``: the length
+    of the masked dim); a module shared by several groups gets the product of their masks.
+    Groups whose mask keeps every unit add nothing.
+    """
+    vectors: dict[str, torch.Tensor] = {}
+    for gid, mask in masks.items():
+        if bool(mask.all()):
+            continue
+        off = ~mask.bool().cpu()
+        for site in sites.get(gid, ()):
+            vec = vectors.get(site.module_name)
+            if vec is None:
+                vec = vectors[site.module_name] = torch.ones(getattr(site, size_attr))
+            flat, units = unit_index(site.unit_indices)
+            vec[flat[off[units]]] = 0.0
+    return vectors
+
+
 @dataclass(frozen=True)
 class ConsumerSite:
     """One module reading a group's units: its first input's ``input_dim`` holds ``input_size`` channels;
@@ -143,17 +166,7 @@ class InputMasker:
 
     def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
         """Apply ``{group_id: bool[size]}``; groups not given keep every unit."""
-        vectors: dict[str, torch.Tensor] = {}
-        for gid, mask in masks.items():
-            if bool(mask.all()):
-                continue
-            off = ~mask.bool().cpu()
-            for site in self.sites.get(gid, ()):
-                vec = vectors.get(site.module_name)
-                if vec is None:
-                    vec = vectors[site.module_name] = torch.ones(site.input_size)
-                flat, units = unit_index(site.unit_indices)
-                vec[flat[off[units]]] = 0.0
+        vectors = mask_vectors(masks, self.sites, "input_size")
         self._vectors = vectors
         self._cast = {}
         for name in list(self._handles):

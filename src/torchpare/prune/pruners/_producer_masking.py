@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from torchpare._utils import get_submodule
-from torchpare.prune.pruners._masking import member_owner, unit_index
+from torchpare.prune.pruners._masking import mask_vectors, member_owner
 
 __all__ = ["ProducerSite", "producer_sites", "OutputMasker"]
 
@@ -117,17 +117,7 @@ class OutputMasker:
 
     def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
         """Apply ``{group_id: bool[size]}``; groups not given keep every unit."""
-        vectors: dict[str, torch.Tensor] = {}
-        for gid, mask in masks.items():
-            if bool(mask.all()):
-                continue
-            off = ~mask.bool().cpu()
-            for site in self.sites.get(gid, ()):
-                vec = vectors.get(site.module_name)
-                if vec is None:
-                    vec = vectors[site.module_name] = torch.ones(site.output_size)
-                flat, units = unit_index(site.unit_indices)
-                vec[flat[off[units]]] = 0.0
+        vectors = mask_vectors(masks, self.sites, "output_size")
         self._vectors = vectors
         self._cast = {}
         self._off_index = {}
