@@ -212,9 +212,10 @@ def _ignored_names(model: nn.Module, ignored: Iterable[str | nn.Module]) -> tupl
     if isinstance(ignored, (str, nn.Module)):
         ignored = [ignored]
     by_module: dict[nn.Module, str] = {}
+    names: list[str] = []
     for n, m in model.named_modules():
         by_module.setdefault(m, n)
-    names = [n for n, _ in model.named_modules()]
+        names.append(n)
     out: list[str] = []
     for item in ignored:
         if isinstance(item, nn.Module):

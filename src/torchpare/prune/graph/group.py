@@ -7,7 +7,6 @@ member. A component holding a marked element is blocked (model input/output, ign
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +14,8 @@ import numpy as np
 from torchpare.prune.graph.propagation import LabelContext
 
 __all__ = ["GroupMember", "ChannelGroup", "build_groups"]
+
+_IDENTITY_MAPS: dict[int, tuple[tuple[int, ...], ...]] = {}
 
 
 @dataclass(frozen=True)
@@ -123,19 +124,83 @@ def _resolve_free(ctx: LabelContext, roots: np.ndarray) -> list[tuple[tuple[str,
     return out
 
 
+def _identity_map(n: int) -> tuple[tuple[int, ...], ...]:
+    """``((0,), (1,), ..., (n-1,))``: the index map of most members, shared (tuples are immutable)."""
+    m = _IDENTITY_MAPS.get(n)
+    if m is None:
+        m = tuple(zip(range(n)))
+        if len(_IDENTITY_MAPS) < 512:
+            _IDENTITY_MAPS[n] = m
+    return m
+
+
+def _run_starts(a: np.ndarray, b: np.ndarray | None = None, end: bool = False) -> np.ndarray:
+    """Indices where a run of equal ``a`` (and ``b``) values starts; with ``end``, ``len(a)`` appended."""
+    if not len(a):
+        return np.zeros(int(end), dtype=np.int64)
+    change = np.empty(len(a) + end, dtype=bool)
+    change[0] = True
+    np.not_equal(a[1:], a[:-1], out=change[1 : len(a)])
+    if b is not None:
+        change[1 : len(a)] |= b[1:] != b[:-1]
+    if end:
+        change[-1] = True
+    return np.flatnonzero(change)
+
+
+def _by_signature(pair_key: np.ndarray, root_first: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """Roots (as their first pair) grouped by signature, the sorted keys they touch, with its length.
+
+    Signatures come in the order of their first root (as a dict keyed by signature would give);
+    the roots of one signature in increasing order. Exact: every key of a signature is compared.
+    """
+    n_pairs = np.diff(root_first, append=len(pair_key))
+    if len(root_first) <= 1024:  # few units: a dict keyed by the keys' bytes beats the passes below
+        by_sig: dict[bytes, list[int]] = {}
+        raw, width = pair_key.astype(np.int64).tobytes(), 8
+        for a, c in zip(root_first.tolist(), n_pairs.tolist()):
+            by_sig.setdefault(raw[width * a : width * (a + c)], []).append(a)
+        return [(np.asarray(firsts), len(sig) // width) for sig, firsts in by_sig.items()]
+    sig_of_root = np.empty(len(root_first), dtype=np.int64)
+    n_sigs = 0
+    n_keys = int(pair_key.max()) + 1 if len(pair_key) else 1
+    for c in np.unique(n_pairs).tolist():
+        sel = np.flatnonzero(n_pairs == c)
+        rows = pair_key[root_first[sel][:, None] + np.arange(c)]
+        # one int per row: digits in base n_keys, re-ranked before the code could overflow
+        code, bound = rows[:, 0].copy(), n_keys
+        for col in range(1, c):
+            if bound * n_keys >= 1 << 62:
+                code = np.unique(code, return_inverse=True)[1].reshape(-1)
+                bound = int(code.max()) + 1
+            code = code * n_keys + rows[:, col]
+            bound *= n_keys
+        _, inverse = np.unique(code, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        sig_of_root[sel] = inverse + n_sigs
+        n_sigs += int(inverse.max()) + 1
+    # roots of each signature in increasing order (sort by signature, then position)
+    order = np.argsort(sig_of_root * len(sig_of_root) + np.arange(len(sig_of_root)))
+    bounds = _run_starts(sig_of_root[order], end=True)
+    firsts = [root_first[order[a:b]] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+    parts = [(f, int(n_pairs[order[a]])) for f, a in zip(firsts, bounds[:-1].tolist())]
+    parts.sort(key=lambda p: int(p[0][0]))  # by first root: the order a dict keyed by signature gives
+    return parts
+
+
 def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     """Turn the finished union-find of ``ctx`` into channel groups (blocked ones included)."""
     roots = _roots(ctx.uf.parent)
     free = _resolve_free(ctx, roots)
-    keys: list[tuple[str, str, int, str]] = []
-    unit_kind: dict[tuple[str, str, int, str], str] = {}
-    e_root, e_key, e_local = [], [], []
-    for key, info in ctx.slices.items():
-        unit_kind[key] = info.unit
-        e_root.append(roots[info.start : info.start + info.size])
-        e_key.append(np.full(info.size, len(keys), dtype=np.int64))
-        e_local.append(np.arange(info.size, dtype=np.int64))
-        keys.append(key)
+    keys: list[tuple[str, str, int, str]] = list(ctx.slices)
+    unit_kind: dict[tuple[str, str, int, str], str] = {key: info.unit for key, info in ctx.slices.items()}
+    infos = ctx.slices.values()
+    starts = np.fromiter((info.start for info in infos), dtype=np.int64, count=len(keys))
+    sizes = np.fromiter((info.size for info in infos), dtype=np.int64, count=len(keys))
+    # one entry per (slice, index): its key, its local index and the root of its element
+    e_key = [np.repeat(np.arange(len(keys), dtype=np.int64), sizes)]
+    e_local = [np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)]
+    e_root = [roots[e_local[0] + np.repeat(starts, sizes)]]
     for key, root_of_index in free:
         if key in unit_kind:
             continue
@@ -147,19 +212,20 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     if not keys:
         return []
     r, k, loc = np.concatenate(e_root), np.concatenate(e_key), np.concatenate(e_local)
-    order = np.lexsort((loc, k, r))
+    # entries are already ordered by (key, local index): a stable sort by root orders by all three
+    # (an unstable sort of root * n + position is that stable sort, and several times faster)
+    order = np.argsort(r * len(r) + np.arange(len(r)))
     r, k, loc = r[order], k[order], loc[order]
     # boundaries of (root, key) runs and of root runs in the sorted entries
-    pair_start = np.flatnonzero(np.r_[True, (r[1:] != r[:-1]) | (k[1:] != k[:-1])])
-    pair_end = np.r_[pair_start[1:], len(r)]
+    pair_start = _run_starts(r, k)
+    pair_end = np.append(pair_start[1:], len(r))
     pair_root = r[pair_start]
-    pair_key = k[pair_start].tolist()
-    pair_count = pair_end - pair_start
+    pair_key_arr = k[pair_start]
+    pair_key = pair_key_arr.tolist()
+    single = pair_end - pair_start == 1
     first_loc = loc[pair_start]
-    loc_list = loc.tolist()
     # each root's pairs are contiguous: root_first[i] is the first pair of the i-th root
-    root_first = np.flatnonzero(np.r_[True, pair_root[1:] != pair_root[:-1]])
-    root_last = np.r_[root_first[1:], len(pair_root)]
+    root_first = _run_starts(pair_root)
     roots_of_pairs = pair_root.tolist()
 
     find = {int(e): int(roots[e]) for e in ctx.sentinels}.__getitem__
@@ -168,23 +234,28 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     for e in sorted(ctx.sentinels, key=lambda e: (e in ctx.fixed_reasons, e)):  # op reasons first
         blocked.setdefault(find(e), ctx.sentinels[e])
 
-    by_signature: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for a, b in zip(root_first.tolist(), root_last.tolist()):
-        by_signature[tuple(pair_key[a:b])].append(a)  # keys are sorted within a root
-
     groups: list[tuple[int, ChannelGroup]] = []
-    for sig, firsts in by_signature.items():
-        first_pairs = np.asarray(firsts)
+    loc_list: list[int] | None = None
+    for first_pairs, n_keys in _by_signature(pair_key_arr, root_first):
+        sig = pair_key[first_pairs[0] : first_pairs[0] + n_keys]  # sorted keys of the unit's slices
         first_pairs = first_pairs[np.argsort(first_loc[first_pairs], kind="stable")]  # unit order
+        n = len(first_pairs)
+        pidx = first_pairs[None, :] + np.arange(len(sig))[:, None]  # (member, unit) -> pair
+        locs = first_loc[pidx]
+        all_single = single[pidx].all(axis=1).tolist()
+        identity = (locs == np.arange(n)).all(axis=1).tolist()
         members = []
         for j, ki in enumerate(sig):
-            pidx = first_pairs + j
-            if (pair_count[pidx] == 1).all():  # the common case: one index per unit, built in C
-                index_map = tuple(zip(first_loc[pidx].tolist()))
+            if identity[j] and all_single[j]:
+                index_map = _identity_map(n)  # most members: unit i is index i
+            elif all_single[j]:
+                index_map = tuple(zip(locs[j].tolist()))
             else:
+                if loc_list is None:
+                    loc_list = loc.tolist()
                 index_map = tuple(
                     tuple(loc_list[lo:hi])
-                    for lo, hi in zip(pair_start[pidx].tolist(), pair_end[pidx].tolist())
+                    for lo, hi in zip(pair_start[pidx[j]].tolist(), pair_end[pidx[j]].tolist())
                 )
             members.append(GroupMember(*keys[ki][:3], index_map, keys[ki][3]))
         group_roots = [roots_of_pairs[i] for i in first_pairs.tolist()]

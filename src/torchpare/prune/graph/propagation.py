@@ -40,6 +40,22 @@ class UnionFind:
         self.linked.extend(bytes(n))
         return start
 
+    def add_linked(self, xs: list[int]) -> int:
+        """``len(xs)`` new elements, element ``i`` united with ``xs[i]`` (all ``>= 0``); returns the first."""
+        start = len(self.parent)
+        n = len(xs)
+        self.parent.extend(xs)
+        linked = self.linked
+        linked.extend(b"\x01" * n)
+        if n <= 64:
+            for x in xs:
+                linked[x] = 1
+        else:
+            flags = np.frombuffer(linked, dtype=np.uint8)  # a transient view: released below
+            flags[np.asarray(xs, dtype=np.int64)] = 1
+            del flags
+        return start
+
     def find(self, x: int) -> int:
         parent = self.parent
         root = x
@@ -130,9 +146,10 @@ class LabelContext:
         self.deferred: list[Callable[[], None]] = []
         self._by_tensor: dict[tuple[int, int], int] = {}
         self._free_ranges: list[tuple[int, int]] = []
-        self._modules: dict[str, nn.Module] = {}
+        # every (name, module), shared modules under each of their names; the tracer reuses it
+        self.modules: dict[str, nn.Module] = {}
         for name, m in model.named_modules(remove_duplicate=False):
-            self._modules.setdefault(name, m)
+            self.modules.setdefault(name, m)
 
     # ----------------------------------------------------------------- elements & sentinels
     def fresh(self, n: int) -> torch.Tensor:
@@ -156,7 +173,13 @@ class LabelContext:
                 self.fixed_reasons.add(element)
 
     def param(
-        self, module_name: str, param_name: str, dim: int, role: str, unit: str = "channel"
+        self,
+        module_name: str,
+        param_name: str,
+        dim: int,
+        role: str,
+        unit: str = "channel",
+        tie: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Element ids (1-D int64) for the indices of ``module_name.param_name`` along ``dim``.
 
@@ -168,11 +191,13 @@ class LabelContext:
             dim: dimension carrying channels.
             role: ``"out"`` (computes the channel) or ``"in"`` (reads it).
             unit: unit kind reported by groups made of these elements (``"channel"``, ``"head"``...).
+            tie: labels to union with the slice, the same as ``union(tie, param(...))``; a new slice
+                of the same length as 1-D ``tie`` is created already united with it (cheaper).
         """
         key = (module_name, param_name, dim, role)
         info = self.slices.get(key)
         if info is None:
-            owner = self._modules.get(module_name)
+            owner = self.modules.get(module_name)
             if owner is None:
                 owner = get_submodule(self.model, module_name, who="LabelContext.param")
             tensor = getattr(owner, param_name)
@@ -182,31 +207,42 @@ class LabelContext:
                     f"(got {type(tensor).__name__})."
                 )
             size = tensor.shape[dim]
-            info = SliceInfo(
-                module_name,
-                param_name,
-                dim % tensor.dim(),
-                role,
-                unit,
-                self.uf.add(size),
-                size,
-                self.current_leaf,
-            )
-            self.slices[key] = info
             # A tensor shared by several modules (tied embeddings) is one tensor: its slices along
             # the same dim are the same channels, whatever module declared them.
-            shared = (id(tensor), info.dim)
+            shared = (id(tensor), dim % tensor.dim())
+            tied = None
+            if tie is not None and tie.dim() == 1 and tie.shape[0] == size and shared not in self._by_tensor:
+                tied = tie.tolist()
+            if not tied:
+                tied, start = None, self.uf.add(size)
+            elif tied[0] >= 0 and tied[-1] - tied[0] == size - 1 and tied == list(range(tied[0], tied[0] + size)):
+                # tied to a run of existing elements (e.g. BatchNorm after a conv): share them, which
+                # is the same component as new united elements without growing the union-find
+                start = tied[0]
+                self.uf.linked[start : start + size] = b"\x01" * size
+            elif min(tied) >= 0:
+                start = self.uf.add_linked(tied)
+            else:  # neutral entries are not united: plain elements, united below
+                tied, start = None, self.uf.add(size)
+            info = SliceInfo(module_name, param_name, shared[1], role, unit, start, size, self.current_leaf)
+            self.slices[key] = info
             other = self._by_tensor.setdefault(shared, info.start)
             if other != info.start:
                 for i in range(size):
                     self.uf.union(other + i, info.start + i)
-        return torch.arange(info.start, info.start + info.size)
+            if tied is not None:
+                # shared elements are ``tie`` itself, value for value
+                return tie if start == tied[0] else torch.arange(start, start + size)
+        ids = torch.arange(info.start, info.start + info.size)
+        if tie is not None:
+            self.union(tie, ids)
+        return ids
 
     def release(self) -> None:
         """Drop the per-tensor labels and module table once groups are built (they hold activations)."""
         self._labels.clear()
         self.deferred.clear()
-        self._modules.clear()
+        self.modules.clear()
 
     # ----------------------------------------------------------------- labels of tensors
     def label(self, t: Any) -> torch.Tensor | None:
@@ -273,6 +309,9 @@ class LabelContext:
     # ----------------------------------------------------------------- unions
     def union(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Union ``a`` and ``b`` entry by entry after broadcasting (neutral entries skipped)."""
+        if a.dim() == 1 and a.shape == b.shape and a.shape[0] <= 4096:  # the common case: 1-D channels
+            self.uf.union_many(a.tolist(), b.tolist())
+            return
         xs, ys = _unique_pairs(a, b)
         self.uf.union_many(xs, ys)
 
@@ -329,6 +368,10 @@ class LabelContext:
         carried independent channels they all end up coupled into one unit: unprunable, never wrong.
         """
         dim = dim % lab.dim()
+        shape, strides = lab.shape, lab.stride()
+        if lab.numel() and all(strides[d] == 0 or shape[d] == 1 for d in range(lab.dim()) if d != dim):
+            # constant along every other dim (an expanded view): read the channels off the strides
+            return lab.as_strided((shape[dim],), (strides[dim],))
         first = lab
         for d in range(lab.dim()):
             if d != dim and lab.shape[d] > 0:
@@ -363,6 +406,8 @@ def _unique(lab: torch.Tensor) -> list[int]:
             lab = lab.narrow(d, 0, 1)
     if lab.numel() == 0:
         return []
+    if lab.numel() <= 4096:  # torch.unique has a large fixed cost on small tensors
+        return sorted(set(lab.reshape(-1).tolist()))
     return torch.unique(lab).tolist()
 
 

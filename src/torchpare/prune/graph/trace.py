@@ -6,22 +6,26 @@ included), and nothing here depends on autograd node class names. Modules with a
 :class:`~torchpare.prune.rules.ModuleRule` are leaves (one node each; calls inside them are not
 recorded). Everything else is seen as function calls, each dispatched to its registered
 :class:`~torchpare.prune.rules.FunctionRule`; an unregistered function that returns tensors blocks its
-inputs. All hooks and the mode are removed in ``finally``, even when the forward raises.
+inputs. Module calls are seen through the two global module forward hooks of ``torch.nn`` (filtered
+to this model and this thread), or through per-module hooks appended after a module's own hooks.
+All hooks and the mode are removed in ``finally``, even when the forward raises.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
 from torchpare.prune.graph.propagation import LabelContext
 
 # Leaf modules, not the package: rules/__init__ imports rule files that import graph.propagation.
-from torchpare.prune.rules.base import Call, func_name
+from torchpare.prune.rules.base import Call, ModuleRule, func_name
 from torchpare.prune.rules.registry import TRACE_HOOKS, function_rule_for, module_rule_for
 
 __all__ = ["trace_labels", "func_name", "tensors_in"]
@@ -48,6 +52,29 @@ class _Tracer(TorchFunctionMode):
         self.stack: list[str] = [""]
         self.leaf_depth = 0
         self.busy = False
+        self.rules: dict[type, ModuleRule | None] = {}  # module_rule_for walks the MRO: once per type
+        self.own_hooks: set[nn.Module] = set()  # modules hooked one by one (see trace_labels)
+        self.thread = threading.get_ident()
+
+    def rule_of(self, module: nn.Module) -> ModuleRule | None:
+        cls = type(module)
+        if cls not in self.rules:
+            self.rules[cls] = module_rule_for(module)
+        return self.rules[cls]
+
+    # Global module hooks (two registrations instead of two per module) see every module call in the
+    # process: only this thread's calls of this model's modules are taken.
+    def global_pre_hook(self, module: nn.Module, args: tuple) -> None:
+        if module in self.names and module not in self.own_hooks and threading.get_ident() == self.thread:
+            self.stack.append(self.names[module])
+            if self.leaf_depth > 0:
+                self.leaf_depth += 1
+            elif self.rule_of(module) is not None:
+                self.leaf_depth = 1
+
+    def global_post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if module in self.names and module not in self.own_hooks and threading.get_ident() == self.thread:
+            self.post_hook(module, args, kwargs, output)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -106,7 +133,7 @@ class _Tracer(TorchFunctionMode):
         self.stack.append(name)
         if self.leaf_depth > 0:
             self.leaf_depth += 1
-        elif module_rule_for(module) is not None:
+        elif self.rule_of(module) is not None:
             self.leaf_depth = 1
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -127,7 +154,7 @@ class _Tracer(TorchFunctionMode):
         ctx = self.ctx
         if self.leaf_depth == 1:
             self.leaf_depth = 0
-            rule = module_rule_for(module)
+            rule = self.rule_of(module)
             call = Call(name, module, None, args, kwargs, output)
             ctx.current_leaf = name
             try:
@@ -166,17 +193,23 @@ def trace_labels(model: nn.Module, example_inputs: Any, ctx: LabelContext) -> An
     for hook in TRACE_HOOKS:
         hook(model)
     names: dict[nn.Module, str] = {}
-    for n, m in model.named_modules(remove_duplicate=False):
+    for n, m in ctx.modules.items():
         names.setdefault(m, n)
     tracer = _Tracer(ctx, names)
+    # A module with hooks of its own gets ours appended after them (as before: its pre-hooks run
+    # traced, its forward hooks inside the leaf); every other module is seen by two global hooks,
+    # much cheaper than registering and removing two hooks per module on every build.
+    tracer.own_hooks = {m for m in names if m._forward_pre_hooks or m._forward_hooks}
     handles = []
-    modes = {m: m.training for m in model.modules()}
+    training = [m for m in names if m.training]
     args, kwargs = _split_inputs(example_inputs)
     try:
-        for m in set(names):
+        handles.append(register_module_forward_pre_hook(tracer.global_pre_hook))
+        handles.append(register_module_forward_hook(tracer.global_post_hook, with_kwargs=True))
+        for m in tracer.own_hooks:
             handles.append(m.register_forward_pre_hook(tracer.pre_hook, with_kwargs=True))
             handles.append(m.register_forward_hook(tracer.post_hook, with_kwargs=True))
-        for m in modes:
+        for m in training:  # plain flags: train() would recurse once per module
             m.training = False
         for t in tensors_in(list(args)) + tensors_in(list(kwargs.values())):
             ctx.set_label(t, ctx.constant(ctx.sentinel("model input", fixed=True), t.shape))
@@ -190,8 +223,8 @@ def trace_labels(model: nn.Module, example_inputs: Any, ctx: LabelContext) -> An
     finally:
         for h in handles:
             h.remove()
-        for m, training in modes.items():  # plain flags: train() would recurse once per module
-            m.training = training
+        for m in training:
+            m.training = True
 
 
 def _split_inputs(example_inputs: Any) -> tuple[tuple, dict]:

@@ -39,7 +39,7 @@ def conv_like(
     in_dim, out_dim = (0, 1) if transposed else (1, 0)
     out = ctx.param(owner, "weight", out_dim, ROLE_OUT)
     if bias:
-        ctx.union(out, ctx.param(owner, "bias", 0, ROLE_OUT))
+        ctx.param(owner, "bias", 0, ROLE_OUT, tie=out)
     if x is None:
         return ctx.along(out, out_shape, ch_dim)
     ch = ctx.channels(x, ch_dim, where)
@@ -49,7 +49,7 @@ def conv_like(
         ctx.block(out, reason)
         return ctx.along(out, out_shape, ch_dim)
     if groups == 1:
-        ctx.union(ch, ctx.param(owner, "weight", in_dim, ROLE_IN))
+        ctx.param(owner, "weight", in_dim, ROLE_IN, tie=ch)
         return ctx.along(out, out_shape, ch_dim)
     per_in = weight.shape[1]
     c_out = weight.shape[0]

@@ -38,10 +38,10 @@ def linear_like(
         in_dim, out_dim: dims of ``weight`` holding input and output features.
     """
     if x is not None:
-        ctx.union(ctx.channels(x, -1, where), ctx.param(owner, weight, in_dim, ROLE_IN))
+        ctx.param(owner, weight, in_dim, ROLE_IN, tie=ctx.channels(x, -1, where))
     out = ctx.param(owner, weight, out_dim, ROLE_OUT)
     if bias is not None:
-        ctx.union(out, ctx.param(owner, bias, 0, ROLE_OUT))
+        ctx.param(owner, bias, 0, ROLE_OUT, tie=out)
     return ctx.along(out, out_shape, -1)
 
 

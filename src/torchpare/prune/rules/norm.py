@@ -44,7 +44,7 @@ class BatchNormRule(ModuleRule):
         ch = ctx.channels(x, _channel_dim(x, spatial), call.where)
         for name in _BN_TENSORS:
             if getattr(m, name, None) is not None:
-                ctx.union(ch, ctx.param(call.module_name, name, 0, ROLE_OUT))
+                ctx.param(call.module_name, name, 0, ROLE_OUT, tie=ch)
         return x
 
     def update(self, module: nn.Module) -> None:
@@ -67,8 +67,8 @@ class GroupNormRule(ModuleRule):
         grouped = ch.view(m.num_groups, per)
         ctx.union(grouped, grouped[:, :1].expand(m.num_groups, per))
         if m.affine:
-            ctx.union(ch, ctx.param(call.module_name, "weight", 0, ROLE_OUT))
-            ctx.union(ch, ctx.param(call.module_name, "bias", 0, ROLE_OUT))
+            ctx.param(call.module_name, "weight", 0, ROLE_OUT, tie=ch)
+            ctx.param(call.module_name, "bias", 0, ROLE_OUT, tie=ch)
         return x
 
     def prune(self, module: nn.Module, keep: Mapping[tuple[str, int], torch.Tensor]) -> None:
@@ -101,7 +101,7 @@ def _last_dim_norm(
     ch = ctx.channels(x, -1, call.where)
     for name in names:
         if name is not None:
-            ctx.union(ch, ctx.param(owner, name, 0, ROLE_OUT))
+            ctx.param(owner, name, 0, ROLE_OUT, tie=ch)
     ctx.mark_inexact(ch)
     return x
 
@@ -164,7 +164,7 @@ class FunctionalNormRule(FunctionRule):
             ctx.union(grouped, grouped[:, :1].expand_as(grouped))
         for p in pnames:
             if p is not None:
-                ctx.union(ch, ctx.param(owner, p, 0, ROLE_OUT))
+                ctx.param(owner, p, 0, ROLE_OUT, tie=ch)
         return x
 
 

@@ -214,6 +214,8 @@ def elementwise(
     labs = [lab for lab in labels if lab is not None]
     if not labs:
         return ctx.neutral(out_shape)
+    if len(labs) == 1 and tuple(labs[0].shape) == out_shape:  # unary op: nothing to align or unite
+        return labs[0]
     n = len(out_shape)
     aligned = [
         lab.reshape((1,) * (n - lab.dim()) + tuple(lab.shape)) if lab.dim() < n else lab for lab in labs
@@ -237,9 +239,17 @@ def elementwise(
     for other in participants[1:]:
         ctx.union(out, other)
         o = other.expand(out_shape)
-        if bool((out == NEUTRAL).any()):
+        if _any_neutral(out):
             out = torch.where(out == NEUTRAL, o, out)
     return out
+
+
+def _any_neutral(lab: torch.Tensor) -> bool:
+    """``(lab == NEUTRAL).any()`` without materializing the dims ``lab`` is expanded along."""
+    for d in range(lab.dim()):
+        if lab.shape[d] > 1 and lab.stride(d) == 0:
+            lab = lab.narrow(d, 0, 1)
+    return bool((lab == NEUTRAL).any())
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
@@ -258,6 +268,10 @@ class ElementwiseRule(FunctionRule):
         if not isinstance(out, torch.Tensor):
             return None
         tensors = _tensors(list(call.args)) + _tensors(list(call.kwargs.values()))
+        if len(tensors) == 1:  # unary (relu, exp...): the labels pass through unchanged
+            lab = ctx.label(tensors[0])
+            if lab is not None and lab.shape == out.shape:
+                return lab
         return elementwise(ctx, [ctx.label(t) for t in tensors], out.shape, call.where)
 
 
