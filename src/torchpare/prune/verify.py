@@ -55,8 +55,8 @@ def mask_like_plan(
             group = graph.group(gid)
             if not group.exact:
                 raise ValueError(
-                    f"verify_pruning(): group {gid!r} is not exact (its channels feed normalization "
-                    f"statistics or a parameter-free reduction), so pruning it has no zeroed equivalent; "
+                    f"verify_pruning(): group {gid!r} is not exact ({group.inexact_reason}), so pruning it "
+                    f"has no zeroed equivalent; "
                     f"leave it out of the plan to verify, or check it by evaluation."
                 )
             for m in group.members:

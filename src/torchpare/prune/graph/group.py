@@ -55,6 +55,7 @@ class ChannelGroup:
         members: the slices, in trace order.
         exact: pruning equals zeroing the removed units at their consumers (False through norm stats).
         blocked_by: why the group cannot be pruned, or ``None``.
+        inexact_reason: for ``exact=False``, the op that makes pruning differ from zeroing.
     """
 
     id: str
@@ -63,6 +64,7 @@ class ChannelGroup:
     members: tuple[GroupMember, ...]
     exact: bool
     blocked_by: str | None
+    inexact_reason: str | None = None
 
     def module_names(self) -> list[str]:
         """Names of the modules owning a member, in order, without repeats."""
@@ -229,7 +231,11 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     roots_of_pairs = pair_root.tolist()
 
     find = {int(e): int(roots[e]) for e in ctx.sentinels}.__getitem__
-    inexact = set(roots[list(ctx.inexact)].tolist()) if ctx.inexact else set()
+    inexact: dict[int, str] = {}
+    if ctx.inexact:
+        elements = list(ctx.inexact)
+        for root, element in zip(roots[elements].tolist(), elements):
+            inexact.setdefault(root, ctx.inexact[element])
     blocked: dict[int, str] = {}
     for e in sorted(ctx.sentinels, key=lambda e: (e in ctx.fixed_reasons, e)):  # op reasons first
         blocked.setdefault(find(e), ctx.sentinels[e])
@@ -263,9 +269,10 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
         if reason is None and not any(keys[ki][3] == "out" for ki in sig):
             reason = "no layer produces these channels (they come from a constant or padding)"
         kinds = [unit_kind[keys[ki]] for ki in sig if unit_kind[keys[ki]] != "channel"]
-        exact = not any(root in inexact for root in group_roots)
+        inexact_reason = next((inexact[root] for root in group_roots if root in inexact), None)
+        exact = inexact_reason is None
         unit = kinds[0] if kinds else "channel"
-        groups.append((sig[0], ChannelGroup("", len(group_roots), unit, tuple(members), exact, reason)))
+        groups.append((sig[0], ChannelGroup("", len(group_roots), unit, tuple(members), exact, reason, inexact_reason)))
     groups.sort(key=lambda g: g[0])
     used: dict[str, int] = {}
     named = []
@@ -280,5 +287,5 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
         n = used.get(base, 0) + 1
         used[base] = n
         gid = base if n == 1 else f"{base}#{n}"
-        named.append(ChannelGroup(gid, g.size, g.unit, g.members, g.exact, g.blocked_by))
+        named.append(ChannelGroup(gid, g.size, g.unit, g.members, g.exact, g.blocked_by, g.inexact_reason))
     return named

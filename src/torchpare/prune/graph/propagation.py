@@ -135,7 +135,7 @@ class LabelContext:
         self.sentinels: dict[int, str] = {}
         self._sentinel_by_reason: dict[str, int] = {}
         self.fixed_reasons: set[int] = set()
-        self.inexact: set[int] = set()
+        self.inexact: dict[int, str] = {}  # element -> why pruning it differs from zeroing it
         self.slices: dict[tuple[str, str, int, str], SliceInfo] = {}
         self.free: dict[str, tuple[int, tuple[int, ...]]] = {}
         self._labels: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -355,10 +355,13 @@ class LabelContext:
         """True when ``element`` is a flat position of a free parameter."""
         return any(start <= element < start + n for start, n in self._free_ranges)
 
-    def mark_inexact(self, lab: torch.Tensor | None) -> None:
-        """Pruning these elements is not the same as zeroing them at consumers (e.g. norm statistics)."""
+    def mark_inexact(self, lab: torch.Tensor | None, reason: str) -> None:
+        """Pruning these elements is not the same as zeroing them at consumers; ``reason`` says why
+        (e.g. ``"norm statistics at 'ln'"``) and is shown as the group's ``inexact_reason``."""
         if lab is not None:
-            self.inexact.update(x for x in _unique(lab) if x != NEUTRAL)
+            for x in _unique(lab):
+                if x != NEUTRAL:
+                    self.inexact.setdefault(x, reason)
 
     def channels(self, lab: torch.Tensor, dim: int, where: str = "") -> torch.Tensor:
         """1-D labels along ``dim``, after coupling every position that shares a channel index.

@@ -24,7 +24,7 @@ def format_report(graph: DependencyGraph) -> str:
         "prunable groups:",
     ]
     for g in prunable:
-        flag = "" if g.exact else "  [inexact: feeds normalization statistics]"
+        flag = "" if g.exact else f"  [inexact: {g.inexact_reason}]"
         modules = g.module_names()
         shown = ", ".join(modules[:4]) + (f", ... (+{len(modules) - 4})" if len(modules) > 4 else "")
         lines.append(f"  {g.id}: {g.size} {g.unit}s, {len(g.members)} tensors in {shown}{flag}")

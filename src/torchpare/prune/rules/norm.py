@@ -102,7 +102,7 @@ def _last_dim_norm(
     for name in names:
         if name is not None:
             ctx.param(owner, name, 0, ROLE_OUT, tie=ch)
-    ctx.mark_inexact(ch)
+    ctx.mark_inexact(ch, f"{call.where}: normalization statistics read every channel")
     return x
 
 

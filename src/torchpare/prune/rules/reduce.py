@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from torchpare.prune.graph.propagation import LabelContext, varies_along
-from torchpare.prune.rules.base import Call, FunctionRule
+from torchpare.prune.rules.base import Call, FunctionRule, func_name
 from torchpare.prune.rules.ops import elementwise, functions_named
 from torchpare.prune.rules.registry import register_rule
 
@@ -65,7 +65,7 @@ class ReductionRule(FunctionRule):
             ctx.block(lab, f"{call.where}: reduction over dims it cannot read")
             return _mirror(call.output, ctx.constant(ctx.sentinel(f"{call.where}: unreadable dims"), ()))
         if any(varies_along(lab, d) for d in dims):
-            ctx.mark_inexact(lab)
+            ctx.mark_inexact(lab, f"{call.where}: {func_name(call.func)} reduces over the channel dim")
             return _mirror(call.output, ctx.neutral(()))
         kept = lab
         for d in dims:
@@ -87,7 +87,7 @@ class ScanRule(FunctionRule):
         dim = call.arg(self.dim_pos, "dim")
         dims = _dims(dim, lab.dim()) if dim is not None else list(range(lab.dim()))
         if dims is None or any(varies_along(lab, d) for d in dims):
-            ctx.mark_inexact(lab)
+            ctx.mark_inexact(lab, f"{call.where}: {func_name(call.func)} runs along the channel dim")
         return _mirror(call.output, lab)
 
 
@@ -200,8 +200,9 @@ class MatmulRule(FunctionRule):
             ka_lab = la.narrow(-2, 0, 1).reshape(-1, la.shape[-1])[0]
             kb_lab = lb.narrow(-1, 0, 1).reshape(-1, lb.shape[-2])[0] if lb.numel() else lb
             ctx.union(ka_lab, kb_lab)
-            ctx.mark_inexact(ka_lab)
-            ctx.mark_inexact(kb_lab)
+            reason = f"{call.where}: matmul contracts channels that no parameter reads"
+            ctx.mark_inexact(ka_lab, reason)
+            ctx.mark_inexact(kb_lab, reason)
         rows = ctx.neutral(la.shape[:-1] + (1,)) if ka else la.narrow(-1, 0, 1)
         cols = ctx.neutral(lb.shape[:-2] + (1, lb.shape[-1])) if kb else lb.narrow(-2, 0, 1)
         return elementwise(ctx, [rows, cols], out.shape, call.where)
