@@ -211,6 +211,9 @@ def _under(name: str, prefix: str) -> bool:
 def _ignored_names(model: nn.Module, ignored: Iterable[str | nn.Module]) -> tuple[str, ...]:
     if isinstance(ignored, (str, nn.Module)):
         ignored = [ignored]
+    ignored = list(ignored)
+    if not ignored:  # the common case: no module walk
+        return ()
     by_module: dict[nn.Module, str] = {}
     names: list[str] = []
     for n, m in model.named_modules():

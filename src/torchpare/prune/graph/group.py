@@ -192,6 +192,8 @@ def _by_signature(pair_key: np.ndarray, root_first: np.ndarray) -> list[tuple[np
 
 def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     """Turn the finished union-find of ``ctx`` into channel groups (blocked ones included)."""
+    if not ctx.free and sum(info.size for info in ctx.slices.values()) <= _SMALL:
+        return _build_groups_small(ctx)
     roots = _roots(ctx.uf.parent)
     free = _resolve_free(ctx, roots)
     keys: list[tuple[str, str, int, str]] = list(ctx.slices)
@@ -273,6 +275,11 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
         exact = inexact_reason is None
         unit = kinds[0] if kinds else "channel"
         groups.append((sig[0], ChannelGroup("", len(group_roots), unit, tuple(members), exact, reason, inexact_reason)))
+    return _named(groups)
+
+
+def _named(groups: list[tuple[int, ChannelGroup]]) -> list[ChannelGroup]:
+    """Sort groups by their first slice and give them their readable ids."""
     groups.sort(key=lambda g: g[0])
     used: dict[str, int] = {}
     named = []
@@ -289,3 +296,74 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
         gid = base if n == 1 else f"{base}#{n}"
         named.append(ChannelGroup(gid, g.size, g.unit, g.members, g.exact, g.blocked_by, g.inexact_reason))
     return named
+
+
+# Up to this many (slice, index) entries (MLPs, tiny CNNs), plain Python beats the fixed cost of the
+# numpy passes above; both give identical groups.
+_SMALL = 450
+
+
+def _build_groups_small(ctx: LabelContext) -> list[ChannelGroup]:
+    """:func:`build_groups` without numpy, for small models without free parameters."""
+    roots = ctx.uf.parent[:]
+    for i in range(len(roots)):
+        r = roots[i]
+        if roots[r] != r:
+            while roots[r] != r:
+                r = roots[r]
+            j = i
+            while roots[j] != r:
+                roots[j], j = r, roots[j]
+    keys = list(ctx.slices)
+    # root -> {key index: local indices}, keys in increasing order, indices increasing
+    per_root: dict[int, dict[int, list[int]]] = {}
+    get = per_root.get
+    for ki, info in enumerate(ctx.slices.values()):
+        start = info.start
+        for loc, root in enumerate(roots[start : start + info.size]):
+            d = get(root)
+            if d is None:
+                per_root[root] = {ki: [loc]}
+            elif ki in d:
+                d[ki].append(loc)
+            else:
+                d[ki] = [loc]
+    by_sig: dict[tuple[int, ...], list[int]] = {}
+    for root in sorted(per_root):
+        by_sig.setdefault(tuple(per_root[root]), []).append(root)
+
+    inexact: dict[int, str] = {}
+    for element, why in ctx.inexact.items():
+        inexact.setdefault(roots[element], why)
+    blocked: dict[int, str] = {}
+    for e in sorted(ctx.sentinels, key=lambda e: (e in ctx.fixed_reasons, e)):  # op reasons first
+        blocked.setdefault(roots[e], ctx.sentinels[e])
+
+    groups: list[tuple[int, ChannelGroup]] = []
+    for sig, units in by_sig.items():
+        k0 = sig[0]
+        units.sort(key=lambda r: per_root[r][k0][0])  # unit order: index in the first member
+        n = len(units)
+        members = []
+        of_units = [per_root[r] for r in units]
+        identity = list(range(n))
+        for ki in sig:
+            lists = [d[ki] for d in of_units]
+            if max(map(len, lists)) == 1:
+                firsts = [locs[0] for locs in lists]
+                # most members: unit i is index i
+                index_map = _identity_map(n) if firsts == identity else tuple(zip(firsts))
+            else:
+                index_map = tuple(map(tuple, lists))
+            key = keys[ki]
+            members.append(GroupMember(key[0], key[1], key[2], index_map, key[3]))
+        reason = next((blocked[root] for root in units if root in blocked), None)
+        if reason is None and not any(keys[ki][3] == "out" for ki in sig):
+            reason = "no layer produces these channels (they come from a constant or padding)"
+        kinds = [ctx.slices[keys[ki]].unit for ki in sig if ctx.slices[keys[ki]].unit != "channel"]
+        inexact_reason = next((inexact[root] for root in units if root in inexact), None)
+        unit = kinds[0] if kinds else "channel"
+        groups.append(
+            (k0, ChannelGroup("", n, unit, tuple(members), inexact_reason is None, reason, inexact_reason))
+        )
+    return _named(groups)

@@ -22,6 +22,8 @@ __all__ = ["LabelContext", "UnionFind", "SliceInfo", "NEUTRAL"]
 
 NEUTRAL = -1
 
+_SCALARS: dict[int, torch.Tensor] = {}  # element -> 0-d label source of ``constant`` (read-only)
+
 
 class UnionFind:
     """Union-find over consecutive ints (roots are arbitrary members; only identity matters).
@@ -140,16 +142,24 @@ class LabelContext:
         self.free: dict[str, tuple[int, tuple[int, ...]]] = {}
         self._labels: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.param_names: dict[int, str] = {}
-        for name, p in model.named_parameters(remove_duplicate=True):
-            self.param_names[id(p)] = name
         self.current_leaf: str | None = None
         self.deferred: list[Callable[[], None]] = []
         self._by_tensor: dict[tuple[int, int], int] = {}
+        self._ids: dict[tuple[str, str, int, str], torch.Tensor] = {}
+        self._last_tie: torch.Tensor | None = None  # memo of param(tie=...): the tensor and its list
+        self._last_tied: list[int] = []
         self._free_ranges: list[tuple[int, int]] = []
         # every (name, module), shared modules under each of their names; the tracer reuses it
         self.modules: dict[str, nn.Module] = {}
+        # One walk for modules and parameters. A module's first visit comes in the order
+        # ``named_parameters()`` walks it, so the first name of a shared parameter is the same.
+        param_names = self.param_names
         for name, m in model.named_modules(remove_duplicate=False):
-            self.modules.setdefault(name, m)
+            if name not in self.modules:
+                self.modules[name] = m
+                for pn, p in m._parameters.items():
+                    if p is not None and id(p) not in param_names:
+                        param_names[id(p)] = f"{name}.{pn}" if name else pn
 
     # ----------------------------------------------------------------- elements & sentinels
     def fresh(self, n: int) -> torch.Tensor:
@@ -212,7 +222,12 @@ class LabelContext:
             shared = (id(tensor), dim % tensor.dim())
             tied = None
             if tie is not None and tie.dim() == 1 and tie.shape[0] == size and shared not in self._by_tensor:
-                tied = tie.tolist()
+                # rules tie several slices to the same labels in a row (BatchNorm: four of them)
+                if tie is self._last_tie:
+                    tied = self._last_tied
+                else:
+                    tied = tie.tolist()
+                    self._last_tie, self._last_tied = tie, tied
             if not tied:
                 tied, start = None, self.uf.add(size)
             elif tied[0] >= 0 and tied[-1] - tied[0] == size - 1 and tied == list(range(tied[0], tied[0] + size)):
@@ -233,14 +248,21 @@ class LabelContext:
             if tied is not None:
                 # shared elements are ``tie`` itself, value for value
                 return tie if start == tied[0] else torch.arange(start, start + size)
-        ids = torch.arange(info.start, info.start + info.size)
+        ids = self._ids.get(key)  # one tensor per slice: label tensors are never written in place
+        if ids is None:
+            ids = self._ids[key] = torch.arange(info.start, info.start + info.size)
         if tie is not None:
-            self.union(tie, ids)
+            if tie.dim() == 1 and tie.shape[0] == info.size <= 4096:
+                self.uf.union_many(tie.tolist(), list(range(info.start, info.start + info.size)))
+            else:
+                self.union(tie, ids)
         return ids
 
     def release(self) -> None:
         """Drop the per-tensor labels and module table once groups are built (they hold activations)."""
         self._labels.clear()
+        self._ids.clear()
+        self._last_tie = None
         self.deferred.clear()
         self.modules.clear()
 
@@ -291,7 +313,13 @@ class LabelContext:
     @staticmethod
     def constant(element: int, shape: Any) -> torch.Tensor:
         """A label tensor of ``shape`` whose entries are all ``element`` (no memory: an expanded view)."""
-        return torch.full((), element, dtype=torch.int64).expand(tuple(shape))
+        # the 0-d source is shared across calls and builds: labels are never written in place
+        scalar = _SCALARS.get(element)
+        if scalar is None:
+            scalar = torch.full((), element, dtype=torch.int64)
+            if len(_SCALARS) < 1024:
+                _SCALARS[element] = scalar
+        return scalar.expand(tuple(shape))
 
     def neutral(self, shape: Any) -> torch.Tensor:
         """Entries without channel identity."""

@@ -55,6 +55,7 @@ class _Tracer(TorchFunctionMode):
         self.rules: dict[type, ModuleRule | None] = {}  # module_rule_for walks the MRO: once per type
         self.own_hooks: set[nn.Module] = set()  # modules hooked one by one (see trace_labels)
         self.thread = threading.get_ident()
+        self.suspended = False  # popped off the mode stack while a leaf runs (see enter_leaf)
 
     def rule_of(self, module: nn.Module) -> ModuleRule | None:
         cls = type(module)
@@ -70,7 +71,22 @@ class _Tracer(TorchFunctionMode):
             if self.leaf_depth > 0:
                 self.leaf_depth += 1
             elif self.rule_of(module) is not None:
-                self.leaf_depth = 1
+                self.enter_leaf()
+
+    # Calls inside a leaf are never recorded: the mode is taken off the stack while the leaf runs, so
+    # they run at plain speed instead of through Python dispatch (other modes and tensor subclasses
+    # are untouched). Only when this mode is on top: a mode pushed by the model stays as it is.
+    def enter_leaf(self) -> None:
+        self.leaf_depth = 1
+        n = torch._C._len_torch_function_stack()
+        if n and torch._C._get_function_stack_at(n - 1) is self:
+            torch._C._pop_torch_function_stack()
+            self.suspended = True
+
+    def resume(self) -> None:
+        if self.suspended:
+            self.suspended = False
+            torch._C._push_on_torch_function_stack(self)
 
     def global_post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if module in self.names and module not in self.own_hooks and threading.get_ident() == self.thread:
@@ -134,7 +150,7 @@ class _Tracer(TorchFunctionMode):
         if self.leaf_depth > 0:
             self.leaf_depth += 1
         elif self.rule_of(module) is not None:
-            self.leaf_depth = 1
+            self.enter_leaf()
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         name = self.stack.pop()
@@ -154,6 +170,7 @@ class _Tracer(TorchFunctionMode):
         ctx = self.ctx
         if self.leaf_depth == 1:
             self.leaf_depth = 0
+            self.resume()
             rule = self.rule_of(module)
             call = Call(name, module, None, args, kwargs, output)
             ctx.current_leaf = name
@@ -214,7 +231,10 @@ def trace_labels(model: nn.Module, example_inputs: Any, ctx: LabelContext) -> An
         for t in tensors_in(list(args)) + tensors_in(list(kwargs.values())):
             ctx.set_label(t, ctx.constant(ctx.sentinel("model input", fixed=True), t.shape))
         with torch.no_grad(), tracer:
-            out = model(*args, **kwargs)
+            try:
+                out = model(*args, **kwargs)
+            finally:  # a leaf that raised left the mode suspended: put it back before the exit pops it
+                tracer.resume()
         for t in tensors_in(out):
             ctx.fix(ctx.label(t), "model output")
         for check in ctx.deferred:
