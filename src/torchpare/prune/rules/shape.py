@@ -19,7 +19,7 @@ import torch
 
 from torchpare.prune.graph.propagation import LabelContext, varies_along, varying_dims
 from torchpare.prune.rules.base import Call, FunctionRule
-from torchpare.prune.rules.ops import _cpu_index, functions_named
+from torchpare.prune.rules.ops import _cpu_index, _tensors, functions_named
 from torchpare.prune.rules.registry import register_rule
 
 __all__ = ["ReplayRule", "ReshapeRule", "SelectRule", "ChunkRule", "SplitRule"]
@@ -38,14 +38,6 @@ def _replay(ctx: LabelContext, call: Call, func: Any = None) -> Any:
         for t in _tensors(list(call.args)) + _tensors(list(call.kwargs.values())):
             ctx.block(ctx.label(t), reason)
         return _like(call.output, ctx.constant(ctx.sentinel(reason), ()))
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in _tensors(o)]
-    return []
 
 
 def _like(out: Any, scalar: torch.Tensor) -> Any:
