@@ -150,17 +150,22 @@ def _plan_to_json(plan: Mapping[Any, Sequence[int]]) -> dict[str, list[int]]:
     return out
 
 
+def _new_record(model: nn.Module, example_inputs_spec: Any) -> dict[str, Any]:
+    """An empty pruning record for ``model`` in its current (unpruned) architecture."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "model_class": type(model).__qualname__,
+        "fingerprint": architecture_fingerprint(model),
+        "example_inputs": example_inputs_spec,
+        "steps": [],
+    }
+
+
 def begin_record(model: nn.Module, example_inputs: Any) -> dict[str, Any]:
     """Create (if absent) the record on an unpruned ``model``; call *before* pruning it."""
     record = pruning_record(model)
     if record is None:
-        record = {
-            "format_version": FORMAT_VERSION,
-            "model_class": type(model).__qualname__,
-            "fingerprint": architecture_fingerprint(model),
-            "example_inputs": input_spec(example_inputs),
-            "steps": [],
-        }
+        record = _new_record(model, input_spec(example_inputs))
         # A plain attribute (not a buffer): it survives deepcopy but stays out of the state dict.
         object.__setattr__(model, _RECORD_ATTR, record)
     return record
@@ -225,13 +230,7 @@ def save_pruned(model: nn.Module, path: str | os.PathLike[str]) -> None:
     record = pruning_record(model)
     if record is None:
         # Never pruned by torchpare: only valid if it is still unpruned, i.e. the record is trivial.
-        record = {
-            "format_version": FORMAT_VERSION,
-            "model_class": type(model).__qualname__,
-            "fingerprint": architecture_fingerprint(model),
-            "example_inputs": None,
-            "steps": [],
-        }
+        record = _new_record(model, None)
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise PruningFileError(f"save_pruned(): {str(folder)!r} is a file; pass a folder path.")
