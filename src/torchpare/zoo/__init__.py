@@ -13,51 +13,12 @@ Example:
 
 from __future__ import annotations
 
-from torchpare.zoo.catalog import HF_MODELS, ZOO, build_zoo_model
-from torchpare.zoo.cnn import (
-    Bottleneck,
-    DenseNetConcat,
-    GroupedConvNet,
-    InvertedResidual,
-    MLPNet,
-    MobileNetV2Like,
-    ResNetBottleneck,
-    SharedConvNet,
-    VGGNet,
-)
-from torchpare.zoo.digits import DigitsCNN, DigitsMLP, DigitsSmallCNN, conv_bn_relu
-from torchpare.zoo.hf import (
-    hf_bert,
-    hf_convnext,
-    hf_gpt2,
-    hf_llama,
-    hf_mobilenetv2,
-    hf_resnet,
-    hf_vit,
-)
+from torchpare.zoo import catalog, cnn, digits, hf
 
-__all__ = [
-    "ZOO",
-    "HF_MODELS",
-    "build_zoo_model",
-    "DigitsCNN",
-    "DigitsSmallCNN",
-    "DigitsMLP",
-    "conv_bn_relu",
-    "VGGNet",
-    "ResNetBottleneck",
-    "Bottleneck",
-    "DenseNetConcat",
-    "MobileNetV2Like",
-    "InvertedResidual",
-    "SharedConvNet",
-    "GroupedConvNet",
-    "MLPNet",
-    "hf_resnet",
-    "hf_convnext",
-    "hf_mobilenetv2",
-    "hf_vit",
-    "hf_bert",
-    "hf_gpt2",
-    "hf_llama",
-]
+# Each submodule lists its public names once, in its own __all__; this package re-exports them.
+from torchpare.zoo.catalog import *  # noqa: F403
+from torchpare.zoo.cnn import *  # noqa: F403
+from torchpare.zoo.digits import *  # noqa: F403
+from torchpare.zoo.hf import *  # noqa: F403
+
+__all__ = [*catalog.__all__, *digits.__all__, *cnn.__all__, *hf.__all__]
