@@ -1,6 +1,7 @@
 """Dependency-graph build time: torchpare vs Torch-Pruning, as a multiple of one eval forward.
 
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/graph_build.py`` (``torch-pruning`` optional).
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/graph_build.py [zoo names...]`` (``torch-pruning``
+optional; all zoo models by default).
 Each model is timed in ONE process, the measurements side by side, median of repeats. Torch-Pruning
 is timed twice: ``build_dependency`` alone, and with ``get_all_groups`` (torchpare's build includes
 the groups). ``hf_llama`` is skipped for Torch-Pruning: it hangs on grouped-query attention.
@@ -91,7 +92,8 @@ def main() -> None:
         f"{'model':16s} {'forward ms':>10s} {'torchpare ms':>12s} {'x fwd':>6s} {'TP ms':>8s} {'x fwd':>6s} "
         f"{'TP+groups':>9s} {'x fwd':>6s} {'TP+g/ours':>8s}"
     )
-    for name in ZOO:
+    names = sys.argv[1:] or list(ZOO)  # optional: a subset of zoo names
+    for name in names:
         print(bench(name, tp), flush=True)
 
 

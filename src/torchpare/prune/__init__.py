@@ -12,6 +12,7 @@ _TABLE = {
     "GroupMember": "graph",
     "register_rule": "rules",
     "register_trace_hook": "rules",
+    "register_class_hook": "rules",
     "prune_group": "surgery",
     "verify_pruning": "verify",
     "mask_like_plan": "verify",

@@ -88,6 +88,21 @@ class UnionFind:
             parent[rx] = parent[ry] = parent[x] = parent[y] = r
             linked[x] = linked[y] = linked[rx] = linked[ry] = 1
 
+    def union_runs(self, a: int, b: int, n: int) -> None:
+        """``union(a + i, b + i)`` for ``i < n``: one slice assignment when both runs are still roots
+        (two channel runs joined by a residual add), else pair by pair. Same result either way."""
+        if a == b or n <= 0:
+            return
+        parent = self.parent
+        lo, hi = (a, b) if a < b else (b, a)
+        if lo + n <= hi and parent[lo : lo + n] == list(range(lo, lo + n)) and parent[hi : hi + n] == list(
+            range(hi, hi + n)
+        ):
+            parent[hi : hi + n] = range(lo, lo + n)  # the smaller of two roots stays root, as below
+            self.linked[lo : lo + n] = self.linked[hi : hi + n] = b"\x01" * n
+            return
+        self.union_many(list(range(a, a + n)), list(range(b, b + n)))
+
     def _attach_fresh(self, xs: list[int], ys: list[int]) -> bool:
         """Fast path: ``ys`` is a run of never-linked elements (its own singletons): point each at its x."""
         n, y0 = len(ys), ys[0]
@@ -146,26 +161,58 @@ class LabelContext:
         self.deferred: list[Callable[[], None]] = []
         self._by_tensor: dict[tuple[int, int], int] = {}
         self._ids: dict[tuple[str, str, int, str], torch.Tensor] = {}
-        self._last_tie: torch.Tensor | None = None  # memo of param(tie=...): the tensor and its list
-        self._last_tied: list[int] = []
+        # Label tensors are never written in place, so facts about them stay true: ``_run_at`` maps
+        # the storage of every ``arange`` this context made to (tensor, first element, length), so a
+        # 1-D view of it is known to be a run without reading its values; ``_along`` maps a label made
+        # by :meth:`along` to (label, ids, dim). Rules then skip most tensor work on CNN-style chains.
+        self._run_at: dict[int, tuple[torch.Tensor, int, int]] = {}
+        self._along: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._free_ranges: list[tuple[int, int]] = []
         # every (name, module), shared modules under each of their names; the tracer reuses it
         self.modules: dict[str, nn.Module] = {}
         # One walk for modules and parameters. A module's first visit comes in the order
         # ``named_parameters()`` walks it, so the first name of a shared parameter is the same.
-        param_names = self.param_names
-        for name, m in model.named_modules(remove_duplicate=False):
-            if name not in self.modules:
-                self.modules[name] = m
-                for pn, p in m._parameters.items():
-                    if p is not None and id(p) not in param_names:
-                        param_names[id(p)] = f"{name}.{pn}" if name else pn
+        param_names, modules = self.param_names, self.modules
+        # the walk of ``named_modules(remove_duplicate=False)`` (pre-order, children in order) with a
+        # stack instead of nested generators, which cost once per level for every module
+        stack: list[tuple[str, nn.Module]] = [("", model)]
+        while stack:
+            name, m = stack.pop()
+            if name in modules:
+                continue
+            modules[name] = m
+            for pn, p in m._parameters.items():
+                if p is not None and id(p) not in param_names:
+                    param_names[id(p)] = f"{name}.{pn}" if name else pn
+            children = [(f"{name}.{cn}" if name else cn, c) for cn, c in m._modules.items() if c is not None]
+            stack.extend(reversed(children))
 
     # ----------------------------------------------------------------- elements & sentinels
     def fresh(self, n: int) -> torch.Tensor:
         """``n`` new elements that belong to no parameter."""
-        start = self.uf.add(n)
-        return torch.arange(start, start + n)
+        return self._arange(self.uf.add(n), n)
+
+    def _arange(self, start: int, n: int) -> torch.Tensor:
+        """``arange(start, start + n)``, remembered as a run (see ``_run_at``)."""
+        ids = torch.arange(start, start + n)
+        if n:
+            self._run_at[ids.data_ptr()] = (ids, start, n)
+        return ids
+
+    def run_start(self, ids: torch.Tensor) -> int | None:
+        """First element when 1-D ``ids`` is (a view of) a run this context made, else ``None``.
+
+        Reads no values: the answer comes from the storage and the strides.
+        """
+        if ids.dim() != 1 or ids.shape[0] == 0 or (ids.shape[0] > 1 and ids.stride(0) != 1):
+            return None
+        hit = self._run_at.get(ids.untyped_storage().data_ptr())
+        if hit is None:
+            return None
+        offset = ids.storage_offset()
+        if offset + ids.shape[0] > hit[2]:
+            return None
+        return hit[1] + offset
 
     def sentinel(self, reason: str, fixed: bool = False) -> int:
         """The (memoized) element standing for ``reason``: components containing it are blocked."""
@@ -210,7 +257,12 @@ class LabelContext:
             owner = self.modules.get(module_name)
             if owner is None:
                 owner = get_submodule(self.model, module_name, who="LabelContext.param")
-            tensor = getattr(owner, param_name)
+            # the module's tables first: nn.Module.__getattr__ is a slow fallback
+            tensor = owner._parameters.get(param_name)
+            if tensor is None:
+                tensor = owner._buffers.get(param_name)
+                if tensor is None:
+                    tensor = getattr(owner, param_name)
             if not isinstance(tensor, torch.Tensor):
                 raise AttributeError(
                     f"LabelContext.param(): {module_name or '<root>'}.{param_name} is not a tensor "
@@ -221,16 +273,15 @@ class LabelContext:
             # the same dim are the same channels, whatever module declared them.
             shared = (id(tensor), dim % tensor.dim())
             tied = None
+            run = None
             if tie is not None and tie.dim() == 1 and tie.shape[0] == size and shared not in self._by_tensor:
-                # rules tie several slices to the same labels in a row (BatchNorm: four of them)
-                if tie is self._last_tie:
-                    tied = self._last_tied
-                else:
-                    tied = tie.tolist()
-                    self._last_tie, self._last_tied = tie, tied
+                run = self.run_start(tie)
+                tied = [run] if run is not None else tie.tolist()
             if not tied:
                 tied, start = None, self.uf.add(size)
-            elif tied[0] >= 0 and tied[-1] - tied[0] == size - 1 and tied == list(range(tied[0], tied[0] + size)):
+            elif run is not None or (
+                tied[0] >= 0 and tied[-1] - tied[0] == size - 1 and tied == list(range(tied[0], tied[0] + size))
+            ):
                 # tied to a run of existing elements (e.g. BatchNorm after a conv): share them, which
                 # is the same component as new united elements without growing the union-find
                 start = tied[0]
@@ -247,12 +298,14 @@ class LabelContext:
                     self.uf.union(other + i, info.start + i)
             if tied is not None:
                 # shared elements are ``tie`` itself, value for value
-                return tie if start == tied[0] else torch.arange(start, start + size)
+                return tie if start == tied[0] else self._arange(start, size)
         ids = self._ids.get(key)  # one tensor per slice: label tensors are never written in place
         if ids is None:
-            ids = self._ids[key] = torch.arange(info.start, info.start + info.size)
+            ids = self._ids[key] = self._arange(info.start, info.size)
         if tie is not None:
-            if tie.dim() == 1 and tie.shape[0] == info.size <= 4096:
+            if tie.dim() == 1 and tie.shape[0] == info.size and self.run_start(tie) == info.start:
+                pass  # already the same elements (a module called twice on the same input)
+            elif tie.dim() == 1 and tie.shape[0] == info.size <= 4096:
                 self.uf.union_many(tie.tolist(), list(range(info.start, info.start + info.size)))
             else:
                 self.union(tie, ids)
@@ -262,7 +315,8 @@ class LabelContext:
         """Drop the per-tensor labels and module table once groups are built (they hold activations)."""
         self._labels.clear()
         self._ids.clear()
-        self._last_tie = None
+        self._run_at.clear()
+        self._along.clear()
         self.deferred.clear()
         self.modules.clear()
 
@@ -283,7 +337,7 @@ class LabelContext:
             start = self.uf.add(t.numel())
             self.free[name] = (start, tuple(t.shape))
             self._free_ranges.append((start, t.numel()))
-            lab = torch.arange(start, start + t.numel()).reshape(t.shape)
+            lab = self._arange(start, t.numel()).reshape(t.shape)
         elif t.numel() <= 1:
             lab = self.neutral(t.shape)
         else:
@@ -325,21 +379,39 @@ class LabelContext:
         """Entries without channel identity."""
         return self.constant(NEUTRAL, shape)
 
-    @staticmethod
-    def along(ids: torch.Tensor, shape: Any, dim: int) -> torch.Tensor:
+    def along(self, ids: torch.Tensor, shape: Any, dim: int) -> torch.Tensor:
         """Place 1-D ``ids`` along ``dim`` of ``shape``, broadcast over the other dims."""
         shape = tuple(shape)
         dim = dim % len(shape)
-        view = [1] * len(shape)
-        view[dim] = ids.numel()
-        return ids.reshape(view).expand(shape)
+        if ids.dim() == 1 and ids.shape[0] == shape[dim]:
+            strides = [0] * len(shape)
+            strides[dim] = ids.stride(0)
+            lab = ids.as_strided(shape, strides)  # one op instead of reshape + expand
+        else:
+            view = [1] * len(shape)
+            view[dim] = ids.numel()
+            return ids.reshape(view).expand(shape)
+        self._along[id(lab)] = (lab, ids, dim)
+        return lab
+
+    def along_ids(self, lab: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+        """``(ids, dim)`` when ``lab`` was made by :meth:`along` (the same object), else ``None``."""
+        hit = self._along.get(id(lab))
+        if hit is None or hit[0] is not lab:
+            return None
+        return hit[1], hit[2]
 
     # ----------------------------------------------------------------- unions
     def union(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Union ``a`` and ``b`` entry by entry after broadcasting (neutral entries skipped)."""
-        if a.dim() == 1 and a.shape == b.shape and a.shape[0] <= 4096:  # the common case: 1-D channels
-            self.uf.union_many(a.tolist(), b.tolist())
-            return
+        if a.dim() == 1 and a.shape == b.shape:  # the common case: 1-D channels
+            ra, rb = self.run_start(a), self.run_start(b)
+            if ra is not None and rb is not None:
+                self.uf.union_runs(ra, rb, a.shape[0])
+                return
+            if a.shape[0] <= 4096:
+                self.uf.union_many(a.tolist(), b.tolist())
+                return
         xs, ys = _unique_pairs(a, b)
         self.uf.union_many(xs, ys)
 
@@ -399,6 +471,9 @@ class LabelContext:
         carried independent channels they all end up coupled into one unit: unprunable, never wrong.
         """
         dim = dim % lab.dim()
+        hit = self._along.get(id(lab))
+        if hit is not None and hit[0] is lab and hit[2] == dim:
+            return hit[1]
         shape, strides = lab.shape, lab.stride()
         if lab.numel() and all(strides[d] == 0 or shape[d] == 1 for d in range(lab.dim()) if d != dim):
             # constant along every other dim (an expanded view): read the channels off the strides

@@ -26,7 +26,7 @@ from torchpare.prune.graph.propagation import LabelContext
 
 # Leaf modules, not the package: rules/__init__ imports rule files that import graph.propagation.
 from torchpare.prune.rules.base import Call, ModuleRule, func_name
-from torchpare.prune.rules.registry import TRACE_HOOKS, function_rule_for, module_rule_for
+from torchpare.prune.rules.registry import TRACE_HOOKS, function_rule_for, module_rule_for, run_class_hooks
 
 __all__ = ["trace_labels", "func_name", "tensors_in"]
 
@@ -212,6 +212,7 @@ def trace_labels(model: nn.Module, example_inputs: Any, ctx: LabelContext) -> An
     names: dict[nn.Module, str] = {}
     for n, m in ctx.modules.items():
         names.setdefault(m, n)
+    run_class_hooks({type(m) for m in names})
     tracer = _Tracer(ctx, names)
     # A module with hooks of its own gets ours appended after them (as before: its pre-hooks run
     # traced, its forward hooks inside the leaf); every other module is seen by two global hooks,

@@ -12,11 +12,13 @@ import importlib.util
 from torchpare.prune.rules import conv, embedding, linear, norm, ops, reduce, shape  # noqa: E402, F401, I001
 from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule, slice_tensor_attr
 from torchpare.prune.rules.registry import (
+    CLASS_HOOKS,
     FUNCTION_RULES,
     MODULE_RULES,
     TRACE_HOOKS,
     function_rule_for,
     module_rule_for,
+    register_class_hook,
     register_rule,
     register_trace_hook,
 )
@@ -31,10 +33,12 @@ __all__ = [
     "ModuleRule",
     "register_rule",
     "register_trace_hook",
+    "register_class_hook",
     "module_rule_for",
     "function_rule_for",
     "slice_tensor_attr",
     "MODULE_RULES",
     "FUNCTION_RULES",
     "TRACE_HOOKS",
+    "CLASS_HOOKS",
 ]

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, ModuleRule
-from torchpare.prune.rules.registry import MODULE_RULES, register_rule, register_trace_hook
+from torchpare.prune.rules.registry import MODULE_RULES, register_class_hook, register_rule
 
 __all__ = [
     "ProjAttentionRule",
@@ -545,12 +545,12 @@ def _rule_for_class(cls: type) -> ModuleRule | None:
 def register_transformers_rules(model: nn.Module) -> list[type]:
     """Register head rules for the transformers attention classes used in ``model`` (idempotent, cheap).
 
-    Runs as a trace hook before every :meth:`DependencyGraph.build`, so models whose modeling module
-    was imported after torchpare are covered. Classes that already have a rule keep it; each class is
-    examined once.
+    Tracing does this by itself: a class hook offers each class the first time a traced model
+    contains it, so models whose modeling module was imported after torchpare are covered. Classes
+    that already have a rule keep it; each class is examined once.
 
     Args:
-        model: the model about to be traced.
+        model: a model.
 
     Returns:
         The classes newly registered.
@@ -560,18 +560,20 @@ def register_transformers_rules(model: nn.Module) -> list[type]:
         >>> register_transformers_rules(nn.Sequential(nn.Linear(2, 2)))
         []
     """
-    added: list[type] = []
-    for cls in {type(m) for m in model.modules()}:
-        if cls in _examined or cls in MODULE_RULES:
-            continue
-        _examined.add(cls)
-        if not cls.__module__.startswith("transformers."):
-            continue
-        rule = _rule_for_class(cls)
-        if rule is not None:
-            register_rule(cls, rule)
-            added.append(cls)
-    return added
+    return [cls for cls in {type(m) for m in model.modules()} if _register_class(cls)]
 
 
-register_trace_hook(register_transformers_rules)
+def _register_class(cls: type) -> bool:
+    if cls in _examined or cls in MODULE_RULES:
+        return False
+    _examined.add(cls)
+    if not cls.__module__.startswith("transformers."):
+        return False
+    rule = _rule_for_class(cls)
+    if rule is None:
+        return False
+    register_rule(cls, rule)
+    return True
+
+
+register_class_hook(_register_class)

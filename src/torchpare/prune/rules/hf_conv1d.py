@@ -5,8 +5,8 @@ computes ``x @ weight + bias``, so output channels live on ``weight`` dim 1 (and
 input channels on ``weight`` dim 0: the opposite of ``nn.Linear``. Its forward reads ``self.nf`` to
 shape the output, so the surgery must refresh ``nf`` and ``nx``.
 
-The class is registered by a trace hook when a traced model contains it, so importing torchpare never
-imports ``transformers``.
+The class is registered by a class hook the first time a traced model contains it, so importing
+torchpare never imports ``transformers``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, ModuleRule
-from torchpare.prune.rules.registry import MODULE_RULES, register_rule, register_trace_hook
+from torchpare.prune.rules.registry import MODULE_RULES, register_class_hook, register_rule
 
 __all__ = ["Conv1DRule", "register_conv1d_rule"]
 
@@ -44,10 +44,12 @@ class Conv1DRule(ModuleRule):
 
 
 def register_conv1d_rule(model: nn.Module) -> list[type]:
-    """Register :class:`Conv1DRule` for transformers' ``Conv1D`` if ``model`` uses it (a trace hook).
+    """Register :class:`Conv1DRule` for transformers' ``Conv1D`` if ``model`` uses it.
+
+    Tracing does this by itself (a class hook); call it to register the rule without tracing.
 
     Args:
-        model: the model about to be traced.
+        model: a model.
 
     Returns:
         ``[Conv1D]`` when newly registered, else ``[]``.
@@ -56,11 +58,14 @@ def register_conv1d_rule(model: nn.Module) -> list[type]:
         >>> register_conv1d_rule(nn.Linear(2, 2))
         []
     """
-    for cls in {type(m) for m in model.modules()}:
-        if (cls.__module__, cls.__qualname__) == _CONV1D_PATH and cls not in MODULE_RULES:
-            register_rule(cls, Conv1DRule())
-            return [cls]
-    return []
+    return [cls for cls in {type(m) for m in model.modules()} if _register_class(cls)]
 
 
-register_trace_hook(register_conv1d_rule)
+def _register_class(cls: type) -> bool:
+    if (cls.__module__, cls.__qualname__) == _CONV1D_PATH and cls not in MODULE_RULES:
+        register_rule(cls, Conv1DRule())
+        return True
+    return False
+
+
+register_class_hook(_register_class)

@@ -16,7 +16,8 @@ from torchpare.prune.rules.registry import register_rule
 
 __all__ = ["BatchNormRule", "GroupNormRule", "LayerNormRule", "FunctionalNormRule"]
 
-_BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
+_BN_TENSORS = ("weight", "bias", "running_mean", "running_var")  # two parameters, two buffers
+_INSTANCE_SPATIAL = {nn.InstanceNorm1d: 1, nn.InstanceNorm2d: 2, nn.InstanceNorm3d: 3}
 
 
 def _channel_dim(lab: torch.Tensor, n_spatial: int | None) -> int:
@@ -40,10 +41,10 @@ class BatchNormRule(ModuleRule):
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
         m = call.module
         x = ctx.label(call.arg(0, "input"))
-        spatial = {nn.InstanceNorm1d: 1, nn.InstanceNorm2d: 2, nn.InstanceNorm3d: 3}.get(type(m))
-        ch = ctx.channels(x, _channel_dim(x, spatial), call.where)
-        for name in _BN_TENSORS:
-            if getattr(m, name, None) is not None:
+        ch = ctx.channels(x, _channel_dim(x, _INSTANCE_SPATIAL.get(type(m))), call.where)
+        tables = (m._parameters, m._parameters, m._buffers, m._buffers)
+        for name, table in zip(_BN_TENSORS, tables):
+            if table.get(name) is not None or (name not in table and getattr(m, name, None) is not None):
                 ctx.param(call.module_name, name, 0, ROLE_OUT, tie=ch)
         return x
 

@@ -13,13 +13,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from torchpare.prune.graph.propagation import NEUTRAL, LabelContext, distinct, varies_along
-from torchpare.prune.rules.base import Call, FunctionRule
+from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule
 from torchpare.prune.rules.registry import register_rule
 
 __all__ = [
     "ElementwiseRule",
+    "ElementwiseModuleRule",
     "IdentityRule",
     "NeutralRule",
     "SetItemRule",
@@ -216,6 +218,17 @@ def elementwise(
         return ctx.neutral(out_shape)
     if len(labs) == 1 and tuple(labs[0].shape) == out_shape:  # unary op: nothing to align or unite
         return labs[0]
+    if len(labs) == 2 and tuple(labs[0].shape) == out_shape == tuple(labs[1].shape):
+        # a residual add of two channel labels: unite the channels, no broadcast to check
+        a, b = ctx.along_ids(labs[0]), ctx.along_ids(labs[1])
+        if a is not None and b is not None and a[1] == b[1]:
+            if ctx.run_start(a[0]) is not None:  # a run has no neutral entry to fill from the other
+                ctx.union(a[0], b[0])
+                return labs[0]
+            xs = a[0].tolist()
+            if xs and min(xs) >= 0:
+                ctx.uf.union_many(xs, b[0].tolist())
+                return labs[0]
     n = len(out_shape)
     aligned = [
         lab.reshape((1,) * (n - lab.dim()) + tuple(lab.shape)) if lab.dim() < n else lab for lab in labs
@@ -273,6 +286,24 @@ class ElementwiseRule(FunctionRule):
             if lab is not None and lab.shape == out.shape:
                 return lab
         return elementwise(ctx, [ctx.label(t) for t in tensors], out.shape, call.where)
+
+
+class ElementwiseModuleRule(ModuleRule):
+    """Parameter-free modules applied entry by entry (``nn.ReLU``, ``nn.GELU``, ``nn.Dropout`` in eval,
+    ``nn.Identity``): the output has the labels of the input.
+
+    Tracing them as leaves gives the same groups as tracing their function through, and skips the
+    per-call Python dispatch of the trace. A subclass with its own ``forward`` is traced through.
+    """
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        x, out = call.arg(0, "input"), call.output
+        if isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor) and x.shape == out.shape:
+            return ctx.label(x)
+        lab = ctx.label(x)
+        reason = f"{call.where}: output shape differs from its input's"
+        ctx.block(lab, reason)
+        return ctx.constant(ctx.sentinel(reason), out.shape) if isinstance(out, torch.Tensor) else None
 
 
 class IdentityRule(FunctionRule):
@@ -384,3 +415,37 @@ register_rule(functions_named(_FACTORY_LIKE, inplace=False), NeutralRule())
 register_rule(torch.Tensor.__setitem__, SetItemRule())
 register_rule(F.prelu, PReLURule())
 register_rule(F.glu, GLURule())
+register_rule(
+    (
+        nn.ReLU,
+        nn.ReLU6,
+        nn.LeakyReLU,
+        nn.RReLU,
+        nn.ELU,
+        nn.SELU,
+        nn.CELU,
+        nn.GELU,
+        nn.SiLU,
+        nn.Mish,
+        nn.Sigmoid,
+        nn.Tanh,
+        nn.Hardtanh,
+        nn.Hardswish,
+        nn.Hardsigmoid,
+        nn.Softplus,
+        nn.Softsign,
+        nn.LogSigmoid,
+        nn.Tanhshrink,
+        nn.Hardshrink,
+        nn.Softshrink,
+        nn.Threshold,
+        nn.Dropout,
+        nn.Dropout1d,
+        nn.Dropout2d,
+        nn.Dropout3d,
+        nn.AlphaDropout,
+        nn.FeatureAlphaDropout,
+        nn.Identity,
+    ),
+    ElementwiseModuleRule(),
+)

@@ -129,13 +129,22 @@ class SpatialRule(FunctionRule):
 
 
 def _spatial(ctx: LabelContext, call: Call, lab: torch.Tensor, dims: list[int]) -> Any:
+    out = call.output
+    hit = ctx.along_ids(lab)
+    if (
+        hit is not None
+        and hit[1] not in dims
+        and isinstance(out, torch.Tensor)
+        and out.dim() == lab.dim()
+        and out.shape[hit[1]] == lab.shape[hit[1]]
+    ):
+        return ctx.along(hit[0], out.shape, hit[1])  # channels on a dim the op keeps: nothing mixes
     kept = lab
     for d in dims:
         if varies_along(lab, d):
             ctx.block(lab, f"{call.where}: mixes positions that carry channels")
         if kept.shape[d] > 0:
             kept = kept.narrow(d, 0, 1)
-    out = call.output
     outs = out if isinstance(out, (tuple, list)) else (out,)
     labs = tuple(kept.expand(o.shape) if isinstance(o, torch.Tensor) else None for o in outs)
     return labs if isinstance(out, (tuple, list)) else labs[0]

@@ -16,16 +16,21 @@ from torchpare.prune.rules.base import FunctionRule, ModuleRule
 __all__ = [
     "register_rule",
     "register_trace_hook",
+    "register_class_hook",
+    "run_class_hooks",
     "module_rule_for",
     "function_rule_for",
     "MODULE_RULES",
     "FUNCTION_RULES",
     "TRACE_HOOKS",
+    "CLASS_HOOKS",
 ]
 
 MODULE_RULES: dict[type, ModuleRule] = {}
 FUNCTION_RULES: dict[Any, FunctionRule] = {}
 TRACE_HOOKS: list[Callable[[nn.Module], None]] = []
+CLASS_HOOKS: list[Callable[[type], Any]] = []
+_OFFERED: set[type] = set()  # classes every class hook has already seen
 
 
 def register_trace_hook(hook: Callable[[nn.Module], None]) -> Callable[[nn.Module], None]:
@@ -36,6 +41,40 @@ def register_trace_hook(hook: Callable[[nn.Module], None]) -> Callable[[nn.Modul
     if hook not in TRACE_HOOKS:
         TRACE_HOOKS.append(hook)
     return hook
+
+
+def register_class_hook(hook: Callable[[type], Any]) -> Callable[[type], Any]:
+    """Call ``hook(cls)`` once for each ``nn.Module`` class, the first time a traced model contains it.
+
+    The cheap way to register rules lazily for classes of a library that torchpare does not import
+    (the transformers rules work this way): unlike a trace hook, it costs no walk of the model on
+    later builds. Registering a hook offers it every class again, so hooks must be idempotent.
+    Registering the same function twice has no effect. Returns ``hook`` (usable as a decorator).
+
+    Example:
+        >>> from torch import nn
+        >>> seen = []
+        >>> hook = register_class_hook(seen.append)
+        >>> run_class_hooks({nn.Linear, nn.ReLU}); run_class_hooks({nn.Linear})
+        >>> sorted(c.__name__ for c in seen)
+        ['Linear', 'ReLU']
+        >>> CLASS_HOOKS.remove(hook)
+    """
+    if hook not in CLASS_HOOKS:
+        CLASS_HOOKS.append(hook)
+        _OFFERED.clear()
+    return hook
+
+
+def run_class_hooks(classes: set[type]) -> None:
+    """Offer each class of ``classes`` not offered before to every class hook (called by the tracer)."""
+    new = classes - _OFFERED
+    if not new:
+        return
+    for cls in sorted(new, key=lambda c: (c.__module__, c.__qualname__)):  # a stable order
+        for hook in list(CLASS_HOOKS):
+            hook(cls)
+    _OFFERED.update(new)
 
 
 def register_rule(

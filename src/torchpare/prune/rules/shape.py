@@ -16,13 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from torchpare.prune.graph.propagation import LabelContext, varies_along, varying_dims
-from torchpare.prune.rules.base import Call, FunctionRule
+from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule
 from torchpare.prune.rules.ops import _cpu_index, _tensors, functions_named
 from torchpare.prune.rules.registry import register_rule
 
-__all__ = ["ReplayRule", "ReshapeRule", "SelectRule", "ChunkRule", "SplitRule"]
+__all__ = ["ReplayRule", "ReshapeRule", "FlattenModuleRule", "SelectRule", "ChunkRule", "SplitRule"]
 
 
 def _replay(ctx: LabelContext, call: Call, func: Any = None) -> Any:
@@ -90,6 +91,9 @@ class ReshapeRule(FunctionRule):
             func = torch.Tensor.reshape
         elif func is torch.Tensor.view_as:
             func = torch.Tensor.reshape_as
+        fast = _reshape_along(ctx, ctx.label(call.args[0] if call.args else call.kwargs.get("input")), call.output)
+        if fast is not None:
+            return fast
         out = _replay(ctx, call, func)
         before = varying_dims(ctx.label(call.args[0]))
         after = varying_dims(out)
@@ -98,6 +102,51 @@ class ReshapeRule(FunctionRule):
             reason = f"{call.where}: reshape splits channels over several dims with fixed sizes"
             ctx.block(lab, reason)
         return out
+
+
+def _reshape_along(ctx: LabelContext, lab: Any, out: Any) -> torch.Tensor | None:
+    """Labels of a reshape of channel labels ``lab`` (made by ``ctx.along``) when the channel dim
+    survives whole, e.g. ``(N, C, 1, 1) -> (N, C)``, or of a label constant everywhere, without
+    replaying it; ``None`` otherwise.
+
+    A reshape keeps the flat order: output dim ``e`` carries the channels exactly when it has their
+    size and the dims before it hold as many entries as the dims before the channel dim did.
+    """
+    if not isinstance(lab, torch.Tensor) or not isinstance(out, torch.Tensor):
+        return None
+    hit = ctx.along_ids(lab)
+    if hit is None:
+        if lab.numel() and not any(lab.stride()):  # one label everywhere (the model input): stays so
+            return lab.as_strided(tuple(out.shape), (0,) * out.dim())
+        return None
+    ids, d = hit
+    shape, target = tuple(lab.shape), tuple(out.shape)
+    before = 1
+    for n in shape[:d]:
+        before *= n
+    prefix = 1
+    for e, n in enumerate(target):
+        if prefix == before and n == shape[d]:
+            return ctx.along(ids, target, e)
+        prefix *= n
+        if prefix > before:
+            return None
+    return None
+
+
+class FlattenModuleRule(ModuleRule):
+    """``nn.Flatten`` / ``nn.Unflatten`` as trace leaves: the reshape of :class:`ReshapeRule`."""
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        m, x = call.module, call.arg(0, "input")
+        fast = _reshape_along(ctx, ctx.label(x), call.output)
+        if fast is not None:
+            return fast
+        if isinstance(m, nn.Flatten):
+            as_call = Call(call.module_name, None, torch.flatten, (x, m.start_dim, m.end_dim), {}, call.output)
+        else:
+            as_call = Call(call.module_name, None, torch.unflatten, (x, m.dim, m.unflattened_size), {}, call.output)
+        return ReshapeRule().propagate(ctx, as_call)
 
 
 class SelectRule(FunctionRule):
@@ -209,6 +258,7 @@ register_rule(
     ReplayRule(),
 )
 register_rule(functions_named(_RESHAPE, inplace=False), ReshapeRule())
+register_rule((nn.Flatten, nn.Unflatten), FlattenModuleRule())
 register_rule(functions_named(_SELECT, inplace=False), SelectRule())
 register_rule(functions_named(["chunk", "unbind"], inplace=False), ChunkRule())
 register_rule(functions_named(["split", "split_with_sizes", "tensor_split"], inplace=False), SplitRule())

@@ -1,0 +1,202 @@
+"""The graph build's shortcuts give exactly what the general code gives.
+
+The build skips work where the answer is known without it: groups over element ranges in plain
+Python, channel runs recognised by their storage, reshapes of channel labels computed from shapes,
+parameter-free modules as leaves, and class hooks instead of trace hooks. Each is checked here against
+the general path it replaces.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import torchpare.prune.graph.group as group_module
+from torchpare.prune import DependencyGraph
+from torchpare.prune.graph.propagation import LabelContext, UnionFind
+from torchpare.prune.rules import CLASS_HOOKS, register_class_hook
+from torchpare.prune.rules.base import Call
+from torchpare.prune.rules.ops import ElementwiseModuleRule
+from torchpare.prune.rules.registry import run_class_hooks
+from torchpare.prune.rules.shape import _reshape_along
+from torchpare.zoo import ZOO
+
+
+def _snapshot(graph: DependencyGraph) -> list[tuple]:
+    return [
+        (g.id, g.size, g.unit, g.members, g.exact, g.blocked_by, g.inexact_reason) for g in graph.all_groups()
+    ]
+
+
+def _middle_leaf(model: nn.Module) -> str:
+    leaves = [n for n, m in model.named_modules() if n and not list(m.children())]
+    return leaves[len(leaves) // 2]
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_python_and_numpy_group_assembly_agree_on_every_zoo_model(name, monkeypatch):
+    torch.manual_seed(0)
+    model, x = ZOO[name]()
+    model.eval()
+    for ignored in ([], [_middle_leaf(model)]):
+        monkeypatch.setattr(group_module, "_SMALL", 10**9)
+        python = _snapshot(DependencyGraph.build(model, x, ignored=ignored))
+        monkeypatch.setattr(group_module, "_SMALL", 0)
+        vectorized = _snapshot(DependencyGraph.build(model, x, ignored=ignored))
+        assert python == vectorized
+        assert python  # every zoo model has groups
+
+
+def _random_history(n: int, pairs: list[tuple[int, int]]) -> tuple[UnionFind, UnionFind]:
+    ufs = UnionFind(), UnionFind()
+    for uf in ufs:
+        uf.add(n)
+        for a, b in pairs:
+            uf.union(a % n, b % n)
+    return ufs
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    a=st.integers(0, 40),
+    b=st.integers(0, 40),
+    history=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=8),
+)
+def test_union_runs_gives_the_components_of_pairwise_unions(n, a, b, history):
+    size = max(a, b) + n
+    fast, slow = _random_history(size, history)
+    fast.union_runs(a, b, n)
+    slow.union_many(list(range(a, a + n)), list(range(b, b + n)))
+    for x in range(size):
+        for y in range(size):
+            assert (fast.find(x) == fast.find(y)) == (slow.find(x) == slow.find(y))
+    assert fast.linked == slow.linked
+
+
+def test_run_start_recognises_views_of_runs_and_nothing_else():
+    ctx = LabelContext(nn.Linear(1, 1))
+    ctx.fresh(3)
+    ids = ctx.fresh(8)  # elements 3..10
+    assert ctx.run_start(ids) == 3
+    assert ctx.run_start(ids[2:5]) == 5
+    assert ctx.run_start(ids[::2]) is None  # strided: not consecutive
+    assert ctx.run_start(ids.clone()) is None  # same values, but not known without reading them
+    assert ctx.run_start(ids.flip(0)) is None
+    assert ctx.run_start(ids[:0]) is None
+    assert ctx.run_start(ids.reshape(2, 4)) is None
+
+
+def test_channels_of_an_along_label_are_its_ids():
+    ctx = LabelContext(nn.Linear(1, 1))
+    ids = ctx.fresh(4)
+    lab = ctx.along(ids, (2, 4, 3, 3), 1)
+    assert torch.equal(lab, ids.reshape(1, 4, 1, 1).expand(2, 4, 3, 3))
+    assert ctx.channels(lab, 1) is ids
+    assert ctx.along_ids(lab) == (ids, 1)
+    assert ctx.along_ids(lab.clone()) is None
+
+
+@st.composite
+def _reshapes(draw):
+    shape = draw(st.lists(st.integers(1, 4), min_size=1, max_size=4))
+    dim = draw(st.integers(0, len(shape) - 1))
+    # a target shape with the same number of entries: merge neighbours, split, add or drop ones
+    target = list(shape)
+    for _ in range(draw(st.integers(0, 3))):
+        op = draw(st.sampled_from(["merge", "one", "drop"]))
+        if op == "merge" and len(target) > 1:
+            i = draw(st.integers(0, len(target) - 2))
+            target[i : i + 2] = [target[i] * target[i + 1]]
+        elif op == "one":
+            target.insert(draw(st.integers(0, len(target))), 1)
+        elif op == "drop" and 1 in target and len(target) > 1:
+            target.remove(1)
+    return tuple(shape), dim, tuple(target)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_reshapes())
+def test_reshape_shortcut_equals_replaying_the_reshape(case):
+    shape, dim, target = case
+    ctx = LabelContext(nn.Linear(1, 1))
+    lab = ctx.along(ctx.fresh(shape[dim]), shape, dim)
+    fast = _reshape_along(ctx, lab, torch.empty(target))
+    if fast is not None:
+        assert torch.equal(fast, lab.reshape(target))
+    constant = ctx.constant(7, shape)
+    assert torch.equal(_reshape_along(ctx, constant, torch.empty(target)), constant.reshape(target))
+
+
+def _groups_of(model: nn.Module, x: torch.Tensor) -> list[tuple]:
+    return [(g.size, [(m.path, m.dim, m.index_map) for m in g.members]) for g in DependencyGraph.build(model, x).groups()]
+
+
+class _FunctionalNet(nn.Module):
+    def __init__(self, flat: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 3 * 3, 5)
+        self.drop = 0.0
+
+    def forward(self, x):
+        h = F.dropout(F.gelu(torch.relu(self.conv(x))), self.drop, training=False)
+        return self.fc(torch.flatten(h, 1))
+
+
+class _ModuleNet(_FunctionalNet):
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.Sequential(nn.ReLU(), nn.GELU(), nn.Dropout(0.0), nn.Identity())
+        self.flatten = nn.Flatten()
+
+    def forward(self, x):
+        return self.fc(self.flatten(self.act(self.conv(x))))
+
+
+def test_activation_and_flatten_modules_as_leaves_give_the_functional_groups():
+    torch.manual_seed(0)
+    functional, modules = _FunctionalNet().eval(), _ModuleNet().eval()
+    x = torch.randn(2, 2, 3, 3)
+    found = _groups_of(modules, x)
+    assert found == _groups_of(functional, x)
+    # flatten after conv: channel c is the 9 columns c*9 .. c*9+8 of fc
+    ((size, members),) = found
+    assert size == 4
+    assert dict((p, m) for p, _, m in members)["fc.weight"][1] == tuple(range(9, 18))
+
+
+def test_unflatten_module_that_splits_channels_is_blocked():
+    model = nn.Sequential(nn.Linear(3, 6), nn.Unflatten(1, (2, 3)), nn.Flatten(), nn.Linear(6, 2)).eval()
+    graph = DependencyGraph.build(model, torch.randn(2, 3))
+    assert graph.groups() == []
+    assert "reshape splits channels" in graph.group("0").blocked_by
+
+
+def test_elementwise_module_rule_blocks_a_shape_change():
+    ctx = LabelContext(nn.Linear(1, 1))
+    x = torch.zeros(2, 3)
+    ctx.set_label(x, ctx.along(ctx.fresh(3), x.shape, 1))
+    out = ElementwiseModuleRule().propagate(ctx, Call("act", nn.ReLU(), None, (x,), {}, torch.zeros(6)))
+    assert out.shape == (6,)
+    assert any("output shape differs" in reason for reason in ctx.sentinels.values())
+
+
+def test_class_hooks_see_each_class_once_and_again_after_a_new_hook():
+    seen: list[type] = []
+    late: list[type] = []
+    register_class_hook(seen.append)
+    try:
+        run_class_hooks({nn.Linear, nn.ReLU})
+        run_class_hooks({nn.Linear, nn.Conv2d})
+        assert sorted(c.__name__ for c in seen) == ["Conv2d", "Linear", "ReLU"]
+        register_class_hook(late.append)  # a new hook is offered the classes seen before it
+        register_class_hook(late.append)  # idempotent
+        DependencyGraph.build(nn.Sequential(nn.Linear(2, 2)), torch.randn(1, 2))
+        assert nn.Linear in late and nn.Sequential in late
+    finally:
+        CLASS_HOOKS[:] = [h for h in CLASS_HOOKS if getattr(h, "__self__", None) not in (seen, late)]
