@@ -1,19 +1,28 @@
-"""Dependency-graph build time: torchpare vs Torch-Pruning, as a multiple of one eval forward.
+"""Dependency-graph build time: torchpare vs Torch-Pruning, side by side, under three protocols.
 
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/graph_build.py [zoo names...]`` (``torch-pruning``
-optional; all zoo models by default).
-Each model is timed in ONE process, the measurements side by side, median of repeats. Torch-Pruning
-is timed twice: ``build_dependency`` alone, and with ``get_all_groups`` (torchpare's build includes
-the groups). ``hf_llama`` is skipped for Torch-Pruning: it hangs on grouped-query attention.
+Run::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/graph_build.py [zoo names...] [--rounds 21] [--first-call 5]
+
+``torch-pruning`` is optional (without it only torchpare is timed). For each zoo model (zoo example
+inputs, eval mode, one thread) it prints one eval forward and, for each protocol of ``_buildtime.py``,
+torchpare's build (groups included) next to Torch-Pruning's ``build_dependency`` + ``get_all_groups``
+and the ratio TP / torchpare (> 1: torchpare is faster):
+
+* steady: interleaved rounds, the collector paused during each timed call (the timeit convention);
+* cold: ``gc.collect()`` before every timed call, so each call starts with cold CPU caches;
+* first call (``--first-call K``, off by default: about 3 s per process): median over K fresh
+  processes of a single build.
+
+``hf_llama`` is not given to Torch-Pruning: it hangs on grouped-query attention.
 """
 
 from __future__ import annotations
 
-import gc
-import statistics
+import argparse
 import sys
-import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,10 +30,15 @@ import torch
 from torchpare.prune import DependencyGraph
 from torchpare.zoo import ZOO
 
-REPEATS = 7
+try:  # run as a script (benchmarks/ on sys.path) or imported by the first-call child
+    from _buildtime import first_call_ms, interleaved_ms
+except ImportError:  # pragma: no cover - imported as benchmarks.graph_build
+    from benchmarks._buildtime import first_call_ms, interleaved_ms
+
+TP_SKIP = {"hf_llama": "hangs on GQA"}
 
 
-def _forward(model: Any, x: Any) -> Any:
+def forward(model: Any, x: Any) -> Any:
     return model(**x) if isinstance(x, dict) else model(x)
 
 
@@ -36,65 +50,99 @@ def _first_tensor(out: Any) -> torch.Tensor:
     return next(v for v in values if isinstance(v, torch.Tensor))
 
 
-def _median(fn: Any) -> float:
-    times = []
-    for _ in range(REPEATS):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _tp_builder(groups: bool) -> Callable[[Any, Any], Any]:
+    import torch_pruning as tp
+
+    def build(model: Any, x: Any) -> Any:
+        kwargs = (
+            {"forward_fn": lambda m, inp: m(**inp), "output_transform": _first_tensor}
+            if isinstance(x, dict)
+            else {}
+        )
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=x, **kwargs)
+        return list(graph.get_all_groups()) if groups else graph
+
+    return build
 
 
-def _torch_pruning(tp: Any, model: Any, x: Any, groups: bool) -> None:
-    kwargs = (
-        {"forward_fn": lambda m, inp: m(**inp), "output_transform": _first_tensor}
-        if isinstance(x, dict)
-        else {}
-    )
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x, **kwargs)
-    if groups:
-        list(graph.get_all_groups())
+TOOLS: dict[str, Callable[[], Callable[[Any, Any], Any]]] = {
+    "torchpare": lambda: DependencyGraph.build,
+    "tp": lambda: _tp_builder(groups=True),
+    "tp_build": lambda: _tp_builder(groups=False),
+}
 
 
-def bench(name: str, tp: Any) -> str:
+def _has_tp() -> bool:
+    try:
+        import torch_pruning  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def bench(name: str, rounds: int, first_call: int, with_tp: bool) -> str:
     torch.manual_seed(0)
     model, x = ZOO[name]()
     model.eval()
     with torch.no_grad():
-        _forward(model, x)
-        fwd = _median(lambda: _forward(model, x))
-    ours = _median(lambda: DependencyGraph.build(model, x))
-    row = f"{name:16s} {fwd * 1e3:10.2f} {ours * 1e3:12.1f} {ours / fwd:6.1f}"
-    if tp is None or name == "hf_llama":
-        return row + ("   (Torch-Pruning hangs on GQA)" if tp is not None else "")
+        forward(model, x)
+        fwd = interleaved_ms({"fwd": lambda: forward(model, x)}, rounds, cold=False)["fwd"]
+    tools = {"torchpare": lambda: DependencyGraph.build(model, x)}
+    skip = TP_SKIP.get(name) if with_tp else "not installed"
+    if skip is None:
+        tp_full, tp_build = TOOLS["tp"](), TOOLS["tp_build"]()
+        tools["tp"] = lambda: tp_full(model, x)
+        tools["tp_build"] = lambda: tp_build(model, x)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tools["tp"]()
+        except Exception as exc:  # Torch-Pruning fails on some HF models: report it and go on
+            skip = f"fails: {type(exc).__name__}"
+            del tools["tp"], tools["tp_build"]
+    cells = [f"{name:16s} {fwd:7.2f}"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            theirs = _median(lambda: _torch_pruning(tp, model, x, groups=False))
-            theirs_g = _median(lambda: _torch_pruning(tp, model, x, groups=True))
-        except Exception as exc:  # Torch-Pruning fails on some HF models: report it and go on
-            return row + f"   Torch-Pruning fails: {type(exc).__name__}"
-    return (
-        row
-        + f" {theirs * 1e3:8.1f} {theirs / fwd:6.1f} {theirs_g * 1e3:9.1f} {theirs_g / fwd:6.1f} {theirs_g / ours:8.2f}"
-    )
+        for cold in (False, True):
+            t = interleaved_ms(tools, rounds, cold)
+            if skip is None:
+                cells.append(f"{t['torchpare']:7.2f} {t['tp']:7.2f} {t['tp'] / t['torchpare']:5.2f}")
+            else:
+                cells.append(f"{t['torchpare']:7.2f} {'-':>7s} {'-':>5s}")
+            if not cold:
+                cells.append(f"{t['tp_build']:7.2f}" if skip is None else f"{'-':>7s}")
+    if first_call:
+        ours = first_call_ms(name, "torchpare", first_call)
+        theirs = first_call_ms(name, "tp", first_call) if skip is None else None
+        if isinstance(ours, float) and isinstance(theirs, float):
+            cells.append(f"{ours:7.2f} {theirs:7.2f} {theirs / ours:5.2f}")
+        else:
+            cells.append(f"{ours:7.2f} {'-':>7s} {'-':>5s}" if isinstance(ours, float) else str(ours))
+    if skip is not None:
+        cells.append(f"  Torch-Pruning {skip}")
+    return " | ".join(cells)
 
 
 def main() -> None:
-    try:
-        import torch_pruning as tp
-    except ImportError:
-        tp = None
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help="zoo models (default: all)")
+    parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds per protocol")
+    parser.add_argument("--first-call", type=int, default=0, help="fresh processes per model and tool")
+    args = parser.parse_args()
+    unknown = [n for n in args.names if n not in ZOO]
+    if unknown:
+        parser.error(f"unknown zoo models {unknown}; choose from {sorted(ZOO)}")
+    with_tp = _has_tp()
+    if not with_tp:
         print("torch-pruning not installed: only torchpare is timed", file=sys.stderr)
     torch.set_num_threads(1)
-    print(
-        f"{'model':16s} {'forward ms':>10s} {'torchpare ms':>12s} {'x fwd':>6s} {'TP ms':>8s} {'x fwd':>6s} "
-        f"{'TP+groups':>9s} {'x fwd':>6s} {'TP+g/ours':>8s}"
-    )
-    names = sys.argv[1:] or list(ZOO)  # optional: a subset of zoo names
-    for name in names:
-        print(bench(name, tp), flush=True)
+    head = f"{'':16s} {'fwd ms':>7s} | {'steady: ours':>12s} {'TP':>7s} {'TP/us':>5s} | {'TP bld':>7s} | "
+    head += f"{'cold: ours':>10s} {'TP':>7s} {'TP/us':>5s}"
+    if args.first_call:
+        head += f" | {'1st: ours':>9s} {'TP':>7s} {'TP/us':>5s}"
+    print(head)
+    for name in args.names or list(ZOO):
+        print(bench(name, args.rounds, args.first_call, with_tp), flush=True)
 
 
 if __name__ == "__main__":

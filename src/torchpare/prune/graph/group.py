@@ -411,6 +411,13 @@ def _build_groups_small(
             continue
         ci = len(members_of)
         members_of.append(ris)
+        if rt.count(rt[0]) == len(rt):  # one unit over the whole range (e.g. tied to the model input)
+            d = per_root.get(rt[0])
+            if d is None:
+                per_root[rt[0]] = {ci: list(range(len(rt)))}
+            else:
+                d[ci] = list(range(len(rt)))
+            continue
         get = per_root.get
         for loc, root in enumerate(rt):
             d = get(root)

@@ -206,10 +206,10 @@ class LabelContext:
         """
         if ids.dim() != 1 or ids.shape[0] == 0 or (ids.shape[0] > 1 and ids.stride(0) != 1):
             return None
-        hit = self._run_at.get(ids.untyped_storage().data_ptr())
-        if hit is None:
-            return None
         offset = ids.storage_offset()
+        hit = self._run_at.get(ids.data_ptr() - 8 * offset)  # the storage's start (int64 labels)
+        if hit is None or ids.dtype is not torch.int64:
+            return None
         if offset + ids.shape[0] > hit[2]:
             return None
         return hit[1] + offset
@@ -417,9 +417,19 @@ class LabelContext:
 
     def union_all(self, lab: torch.Tensor, element: int) -> None:
         """Union every (non-neutral) entry of ``lab`` with ``element``."""
-        for x in _unique(lab):
+        for x in self._elements(lab):
             if x != NEUTRAL:
                 self.uf.union(x, element)
+
+    def _elements(self, lab: torch.Tensor) -> list[int]:
+        """Distinct entries of ``lab`` (neutral included), read off its ids when :meth:`along` made it."""
+        hit = self._along.get(id(lab))
+        if hit is not None and hit[0] is lab and lab.numel():
+            start = self.run_start(hit[1])
+            if start is not None:
+                return list(range(start, start + hit[1].shape[0]))
+            return sorted(set(hit[1].tolist()))
+        return _unique(lab)
 
     def block(self, lab: torch.Tensor | None, reason: str) -> None:
         """Mark every element in ``lab`` blocked by ``reason`` (shown by ``graph.report()``).
@@ -427,14 +437,14 @@ class LabelContext:
         Marking keeps the elements' own components (so a blocked group still reports its units).
         """
         if lab is not None:
-            for x in _unique(lab):
+            for x in self._elements(lab):
                 if x != NEUTRAL:
                     self._mark(x, reason, False)
 
     def fix(self, lab: torch.Tensor | None, reason: str) -> None:
         """Like :meth:`block` for structural reasons (model input/output, ignored module)."""
         if lab is not None:
-            for x in _unique(lab):
+            for x in self._elements(lab):
                 if x != NEUTRAL:
                     self._mark(x, reason, True)
 
@@ -449,7 +459,7 @@ class LabelContext:
         that no op ever used; they follow their channel and must not count as channels dropped.
         """
         find, linked = self.uf.find, self.uf.linked
-        return {find(x) for x in _unique(lab) if x != NEUTRAL and (linked[x] or not self.in_free(x))}
+        return {find(x) for x in self._elements(lab) if x != NEUTRAL and (linked[x] or not self.in_free(x))}
 
     def in_free(self, element: int) -> bool:
         """True when ``element`` is a flat position of a free parameter."""
@@ -459,7 +469,7 @@ class LabelContext:
         """Pruning these elements is not the same as zeroing them at consumers; ``reason`` says why
         (e.g. ``"norm statistics at 'ln'"``) and is shown as the group's ``inexact_reason``."""
         if lab is not None:
-            for x in _unique(lab):
+            for x in self._elements(lab):
                 if x != NEUTRAL:
                     self.inexact.setdefault(x, reason)
 

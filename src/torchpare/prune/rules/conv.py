@@ -54,12 +54,15 @@ def conv_like(
     per_in = weight.shape[1]
     c_out = weight.shape[0]
     per_out = c_out // groups
+    # unions on plain lists: a few Python loops are cheaper than the tensor ops that express them
+    outs, chs = out.tolist(), ch.tolist()
     if per_in == 1:  # depthwise (with channel multiplier per_out)
-        ctx.union(ch.repeat_interleave(per_out), out)  # input j and its per_out rows: one unit
+        # input j and its per_out rows: one unit
+        ctx.uf.union_many([c for c in chs for _ in range(per_out)], outs)
     else:
-        ctx.union(ch, ctx.param(owner, "weight", in_dim, ROLE_IN).repeat(groups))
-        slots = out.view(groups, per_out)
-        ctx.union(slots, slots[:1].expand(groups, per_out))
+        # input slot k of every group is column k; output slot l of every group is one unit
+        ctx.uf.union_many(chs, ctx.param(owner, "weight", in_dim, ROLE_IN).tolist() * groups)
+        ctx.uf.union_many(outs, outs[:per_out] * groups)
     return ctx.along(out, out_shape, ch_dim)
 
 

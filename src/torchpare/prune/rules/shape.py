@@ -75,7 +75,30 @@ class ReplayRule(FunctionRule):
     """Pure data movement: the op replayed on labels is exact (permute, transpose, cat, repeat, flip)."""
 
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        if call.func in _CATS:
+            fast = _cat_along(ctx, call)
+            if fast is not None:
+                return fast
         return _replay(ctx, call)
+
+
+def _cat_along(ctx: LabelContext, call: Call) -> torch.Tensor | None:
+    """``cat`` of channel labels along their channel dim (a DenseNet concat): the output carries the
+    concatenated channel ids, without replaying the op; ``None`` when that does not apply."""
+    parts, out = call.arg(0, "tensors"), call.output
+    if not isinstance(parts, (list, tuple)) or not parts or not isinstance(out, torch.Tensor):
+        return None
+    dim = call.arg(1, "dim", 0)
+    if not isinstance(dim, int) or out.dim() == 0:
+        return None
+    dim %= out.dim()
+    ids = []
+    for t in parts:
+        hit = ctx.along_ids(ctx.label(t)) if isinstance(t, torch.Tensor) else None
+        if hit is None or hit[1] != dim or t.dim() != out.dim():
+            return None
+        ids.append(hit[0])
+    return ctx.along(torch.cat(ids), out.shape, dim)
 
 
 class ReshapeRule(FunctionRule):
@@ -233,6 +256,7 @@ _MOVE = [
     "atleast_3d",
     "ravel",
 ]
+_CATS = functions_named(["cat", "concat", "concatenate"], inplace=False)
 _RESHAPE = ["view", "view_as", "reshape", "reshape_as", "flatten", "unflatten"]
 _SELECT = [
     "__getitem__",

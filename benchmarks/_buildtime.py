@@ -1,0 +1,86 @@
+"""How graph-build times are taken, shared by ``graph_build.py`` and ``prune_vs_torch_pruning.py``.
+
+Two in-process protocols, both *interleaved* (each round calls every tool once, in turn, so machine
+noise hits them alike) and reported as the median over rounds:
+
+* ``steady``: the timeit convention. No ``gc.collect()`` between calls and the collector paused during
+  each timed call, so neither tool is charged for collecting the other's garbage.
+* ``cold``: ``gc.collect()`` before every timed call. The collection walks every Python object (about
+  30 ms here), which evicts the CPU caches: each call then starts cold, and tools that touch more
+  distinct code and torch ops pay more (one ``torch.empty(10)`` costs ~1 us warm, ~100 us right after
+  a collection).
+
+``first_call_ms`` runs one build in a fresh process (after one forward with and one without autograd,
+so the model's own kernels are warm for both tools): what a user's single build costs.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def interleaved_ms(tools: dict[str, Callable[[], Any]], rounds: int, cold: bool) -> dict[str, float]:
+    """Median milliseconds of each tool over ``rounds`` interleaved rounds (see the module docstring)."""
+    times: dict[str, list[float]] = {name: [] for name in tools}
+    for _ in range(rounds):
+        for name, fn in tools.items():
+            if cold:
+                gc.collect()
+            was_enabled = gc.isenabled()
+            if not cold:
+                gc.disable()
+            try:
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+            finally:
+                if was_enabled:
+                    gc.enable()
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+
+
+_FIRST_CALL = r"""
+import sys, time, warnings
+warnings.simplefilter("ignore")
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, {bench_dir!r})
+from graph_build import TOOLS, forward
+from torchpare.zoo import ZOO
+torch.manual_seed(0)
+model, x = ZOO[{name!r}]()
+model.eval()
+build = TOOLS[{tool!r}]()
+with torch.no_grad():
+    forward(model, x)
+forward(model, x)
+t0 = time.perf_counter()
+build(model, x)
+print((time.perf_counter() - t0) * 1e3)
+"""
+
+
+def first_call_ms(name: str, tool: str, runs: int, timeout: float = 120.0) -> float | str:
+    """Median over ``runs`` fresh processes of the first ``tool`` build of zoo model ``name`` (ms),
+    or the error text of a run that failed."""
+    code = _FIRST_CALL.format(bench_dir=str(Path(__file__).parent), name=name, tool=tool)
+    times = []
+    for _ in range(runs):
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return f"no result within {timeout:.0f} s"
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            return lines[-1][:60] if lines else f"exit {proc.returncode}"
+        times.append(float(proc.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
