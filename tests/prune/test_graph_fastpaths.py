@@ -137,14 +137,15 @@ def _groups_of(model: nn.Module, x: torch.Tensor) -> list[tuple]:
 
 
 class _FunctionalNet(nn.Module):
-    def __init__(self, flat: bool = True) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(2, 4, 3, padding=1)
-        self.fc = nn.Linear(4 * 3 * 3, 5)
-        self.drop = 0.0
+        self.fc = nn.Linear(4 * 2 * 2, 5)
 
     def forward(self, x):
-        h = F.dropout(F.gelu(torch.relu(self.conv(x))), self.drop, training=False)
+        h = F.dropout(F.gelu(torch.relu(self.conv(x))), 0.0, training=False)
+        h, _ = F.max_pool2d(h, 2, return_indices=True)
+        h = F.adaptive_avg_pool2d(h, 2)
         return self.fc(torch.flatten(h, 1))
 
 
@@ -152,22 +153,25 @@ class _ModuleNet(_FunctionalNet):
     def __init__(self) -> None:
         super().__init__()
         self.act = nn.Sequential(nn.ReLU(), nn.GELU(), nn.Dropout(0.0), nn.Identity())
+        self.pool = nn.MaxPool2d(2, return_indices=True)
+        self.avg = nn.AdaptiveAvgPool2d(2)
         self.flatten = nn.Flatten()
 
     def forward(self, x):
-        return self.fc(self.flatten(self.act(self.conv(x))))
+        h, _ = self.pool(self.act(self.conv(x)))
+        return self.fc(self.flatten(self.avg(h)))
 
 
-def test_activation_and_flatten_modules_as_leaves_give_the_functional_groups():
+def test_activation_pool_and_flatten_modules_as_leaves_give_the_functional_groups():
     torch.manual_seed(0)
     functional, modules = _FunctionalNet().eval(), _ModuleNet().eval()
-    x = torch.randn(2, 2, 3, 3)
+    x = torch.randn(2, 2, 4, 4)
     found = _groups_of(modules, x)
     assert found == _groups_of(functional, x)
-    # flatten after conv: channel c is the 9 columns c*9 .. c*9+8 of fc
+    # flatten after conv: channel c is the 4 columns c*4 .. c*4+3 of fc
     ((size, members),) = found
     assert size == 4
-    assert dict((p, m) for p, _, m in members)["fc.weight"][1] == tuple(range(9, 18))
+    assert dict((p, m) for p, _, m in members)["fc.weight"][1] == tuple(range(4, 8))
 
 
 def test_unflatten_module_that_splits_channels_is_blocked():

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -389,9 +390,9 @@ def _build_groups_small(
     classes: dict[tuple[int, ...], list[int]] = {}
     for ri, row in enumerate(root_rows):
         classes.setdefault(row, []).append(ri)
-    counts: Counter[int] = Counter()
-    for rt in classes:
-        counts.update(rt)
+    flat = list(chain.from_iterable(classes))
+    # every root in one place only (common in CNNs): no counting needed
+    counts: dict[int, int] = dict.fromkeys(flat, 1) if len(set(flat)) == len(flat) else Counter(flat)
     found: list[tuple[int, int, ChannelGroup]] = []  # (first key, smallest root, group)
     per_root: dict[int, dict[int, list[int]]] = {}  # root -> {class: local indices}, both increasing
     members_of: list[list[int]] = []  # class -> its ranges

@@ -22,7 +22,10 @@ __all__ = ["LabelContext", "UnionFind", "SliceInfo", "NEUTRAL"]
 
 NEUTRAL = -1
 
-_SCALARS: dict[int, torch.Tensor] = {}  # element -> 0-d label source of ``constant`` (read-only)
+# ``_CONSTANTS[0][e + 1] == e``: every constant label is a stride-0 view of it, one op and no new
+# tensor per call (labels are never written in place). Grown on demand, up to ``_MAX_CONSTANT``.
+_CONSTANTS: list[torch.Tensor] = []
+_MAX_CONSTANT = 1 << 17
 
 
 class UnionFind:
@@ -367,13 +370,15 @@ class LabelContext:
     @staticmethod
     def constant(element: int, shape: Any) -> torch.Tensor:
         """A label tensor of ``shape`` whose entries are all ``element`` (no memory: an expanded view)."""
-        # the 0-d source is shared across calls and builds: labels are never written in place
-        scalar = _SCALARS.get(element)
-        if scalar is None:
-            scalar = torch.full((), element, dtype=torch.int64)
-            if len(_SCALARS) < 1024:
-                _SCALARS[element] = scalar
-        return scalar.expand(tuple(shape))
+        shape = tuple(shape)
+        if not _CONSTANTS or not -1 <= element < _CONSTANTS[0].shape[0] - 1:
+            if not -1 <= element < _MAX_CONSTANT - 1:
+                return torch.full((), element, dtype=torch.int64).expand(shape)
+            size = 1024
+            while size - 1 <= element:
+                size *= 2
+            _CONSTANTS[:] = [torch.arange(-1, min(size, _MAX_CONSTANT) - 1)]
+        return _CONSTANTS[0].as_strided(shape, (0,) * len(shape), element + 1)
 
     def neutral(self, shape: Any) -> torch.Tensor:
         """Entries without channel identity."""

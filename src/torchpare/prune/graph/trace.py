@@ -35,12 +35,12 @@ def tensors_in(obj: Any, depth: int = 0) -> list[torch.Tensor]:
     """Tensors inside nested tuples/lists/dicts/dataclass-like outputs (``ModelOutput`` included)."""
     if isinstance(obj, torch.Tensor):
         return [obj]
-    if depth > 6:
+    if depth > 6 or obj is None or isinstance(obj, (int, float, str)):  # no abc check for the common ones
         return []
-    if isinstance(obj, Mapping):
-        return [t for v in obj.values() for t in tensors_in(v, depth + 1)]
     if isinstance(obj, (list, tuple)):
         return [t for v in obj for t in tensors_in(v, depth + 1)]
+    if isinstance(obj, Mapping):
+        return [t for v in obj.values() for t in tensors_in(v, depth + 1)]
     return []
 
 
@@ -139,7 +139,7 @@ class _Tracer(TorchFunctionMode):
                 labels = [None] * len(out) if labels is None else [labels] * len(out)
             for o, lab in zip(out, labels):
                 self.assign(o, lab, call)
-        elif isinstance(out, Mapping) and isinstance(labels, Mapping):
+        elif out is not None and isinstance(out, Mapping) and isinstance(labels, Mapping):
             for k, v in out.items():
                 self.assign(v, labels.get(k), call)
 
@@ -249,6 +249,8 @@ def trace_labels(model: nn.Module, example_inputs: Any, ctx: LabelContext) -> An
 
 
 def _split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
     if isinstance(example_inputs, Mapping):
         return (), dict(example_inputs)
     if isinstance(example_inputs, tuple):

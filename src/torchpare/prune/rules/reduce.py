@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from torchpare.prune.graph.propagation import LabelContext, varies_along
-from torchpare.prune.rules.base import Call, FunctionRule, func_name
+from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule, func_name
 from torchpare.prune.rules.ops import elementwise, functions_named
 from torchpare.prune.rules.registry import register_rule
 
-__all__ = ["ReductionRule", "ScanRule", "SpatialRule", "PadRule", "MatmulRule", "OrderRule"]
+__all__ = ["ReductionRule", "ScanRule", "SpatialRule", "PoolModuleRule", "PadRule", "MatmulRule", "OrderRule"]
 
 
 def _dims(value: Any, ndim: int) -> list[int] | None:
@@ -125,6 +126,25 @@ class SpatialRule(FunctionRule):
         if lab is None:
             return None
         n = self.n_spatial if self.n_spatial is not None else max(lab.dim() - 2, 0)
+        return _spatial(ctx, call, lab, list(range(lab.dim() - n, lab.dim())))
+
+
+class PoolModuleRule(ModuleRule):
+    """Pooling modules (``nn.MaxPool2d``, ``nn.AdaptiveAvgPool2d``...) as trace leaves: per channel over
+    their last ``n_spatial`` dims, as :class:`SpatialRule` for their functions.
+
+    Args:
+        n_spatial: number of trailing spatial dims the module pools over.
+    """
+
+    def __init__(self, n_spatial: int) -> None:
+        self.n_spatial = n_spatial
+
+    def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        lab = ctx.label(call.arg(0, "input"))
+        if lab is None:
+            return None
+        n = min(self.n_spatial, lab.dim())
         return _spatial(ctx, call, lab, list(range(lab.dim() - n, lab.dim())))
 
 
@@ -257,6 +277,14 @@ for _n, _names in {
     3: "avg_pool3d max_pool3d adaptive_avg_pool3d adaptive_max_pool3d lp_pool3d max_pool3d_with_indices",
 }.items():
     register_rule(functions_named(_names.split(), inplace=False), SpatialRule(_n))
+    register_rule(
+        tuple(
+            getattr(nn, f"{kind}Pool{_n}d")
+            for kind in ("Avg", "Max", "AdaptiveAvg", "AdaptiveMax", "LP")
+            if hasattr(nn, f"{kind}Pool{_n}d")
+        ),
+        PoolModuleRule(_n),
+    )
 register_rule(
     functions_named(["interpolate", "upsample", "upsample_nearest", "upsample_bilinear"], inplace=False),
     SpatialRule(),
