@@ -39,7 +39,7 @@ def tensors_in(obj: Any, depth: int = 0) -> list[torch.Tensor]:
         return []
     if isinstance(obj, (list, tuple)):
         return [t for v in obj for t in tensors_in(v, depth + 1)]
-    if isinstance(obj, Mapping):
+    if isinstance(obj, (dict, Mapping)):  # dict first: ModelOutput is one, no abc check
         return [t for v in obj.values() for t in tensors_in(v, depth + 1)]
     return []
 
@@ -251,7 +251,7 @@ def trace_labels(model: nn.Module, example_inputs: Any, ctx: LabelContext) -> An
 def _split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,), {}
-    if isinstance(example_inputs, Mapping):
+    if isinstance(example_inputs, (dict, Mapping)):
         return (), dict(example_inputs)
     if isinstance(example_inputs, tuple):
         return example_inputs, {}

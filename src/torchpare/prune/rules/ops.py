@@ -252,13 +252,16 @@ def elementwise(
     for other in participants[1:]:
         ctx.union(out, other)
         o = other.expand(out_shape)
-        if _any_neutral(out):
+        if _any_neutral(ctx, out):
             out = torch.where(out == NEUTRAL, o, out)
     return out
 
 
-def _any_neutral(lab: torch.Tensor) -> bool:
+def _any_neutral(ctx: LabelContext, lab: torch.Tensor) -> bool:
     """``(lab == NEUTRAL).any()`` without materializing the dims ``lab`` is expanded along."""
+    hit = ctx.along_ids(lab)
+    if hit is not None and ctx.run_start(hit[0]) is not None:
+        return False  # channel ids made by the context: never neutral
     for d in range(lab.dim()):
         if lab.shape[d] > 1 and lab.stride(d) == 0:
             lab = lab.narrow(d, 0, 1)
