@@ -7,8 +7,10 @@ Run::
 Part 1, per zoo model, in ONE child process per model (both tools side by side, so their times are
 comparable; a child that exceeds ``--timeout`` is killed, which is how a Torch-Pruning hang shows):
 
-* build time, median of repeats: ``DependencyGraph.build`` vs ``build_dependency`` + ``get_all_groups``
-  (Torch-Pruning's groups come from the second call), also as a multiple of one eval forward;
+* build time, median of repeats, ``gc.collect()`` before each (cold caches), one tool after the other:
+  ``DependencyGraph.build`` vs ``build_dependency`` + ``get_all_groups`` (Torch-Pruning's groups come
+  from the second call), also as a multiple of one eval forward. ``graph_build.py`` times the builds
+  interleaved, under three protocols: it is the reference for build time;
 * prunable groups each finds (Torch-Pruning: roots Conv/Linear, the last Linear ignored, Hugging Face
   models traced with ``use_cache=False`` and ``output_transform=logits``, which it needs);
 * correctness: a random 30% plan on every group whose pruning has a zeroed equivalent (torchpare:
