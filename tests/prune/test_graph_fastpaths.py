@@ -89,6 +89,17 @@ def test_run_start_recognises_views_of_runs_and_nothing_else():
     assert ctx.run_start(ids.flip(0)) is None
     assert ctx.run_start(ids[:0]) is None
     assert ctx.run_start(ids.reshape(2, 4)) is None
+    assert ctx.run_start(ctx.neutral((1,))) is None  # [-1] is no run of elements
+    assert ctx.run_start(ctx.constant(4, (1,))) == 4
+    assert ctx.run_start(ctx.constant(4, (3,))) is None
+
+
+def test_contexts_share_no_label_storage():
+    a, b = LabelContext(nn.Linear(1, 1)), LabelContext(nn.Linear(1, 1))
+    ids_a, ids_b = a.fresh(4), b.fresh(4)
+    assert torch.equal(ids_a, ids_b)
+    assert ids_a.untyped_storage().data_ptr() != ids_b.untyped_storage().data_ptr()
+    assert b.run_start(ids_a) is None  # a run of another context is not known here
 
 
 def test_channels_of_an_along_label_are_its_ids():

@@ -22,10 +22,9 @@ __all__ = ["LabelContext", "UnionFind", "SliceInfo", "NEUTRAL"]
 
 NEUTRAL = -1
 
-# ``_CONSTANTS[0][e + 1] == e``: every constant label is a stride-0 view of it, one op and no new
-# tensor per call (labels are never written in place). Grown on demand, up to ``_MAX_CONSTANT``.
-_CONSTANTS: list[torch.Tensor] = []
-_MAX_CONSTANT = 1 << 17
+# Element ids and constant labels are views of one ``arange(-1, size - 1)`` per context (see
+# ``LabelContext._iota``), grown in powers of two up to this many entries (8 MB); beyond, tensors are made.
+_MAX_IOTA = 1 << 20
 
 
 class UnionFind:
@@ -169,6 +168,7 @@ class LabelContext:
         # 1-D view of it is known to be a run without reading its values; ``_along`` maps a label made
         # by :meth:`along` to (label, ids, dim). Rules then skip most tensor work on CNN-style chains.
         self._run_at: dict[int, tuple[torch.Tensor, int, int]] = {}
+        self._base: torch.Tensor | None = None  # see _iota
         self._along: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._free_ranges: list[tuple[int, int]] = []
         # every (name, module), shared modules under each of their names; the tracer reuses it
@@ -195,8 +195,31 @@ class LabelContext:
         """``n`` new elements that belong to no parameter."""
         return self._arange(self.uf.add(n), n)
 
+    def _iota(self, end: int) -> torch.Tensor | None:
+        """This context's ``arange(-1, size - 1)`` (entry ``e + 1`` is ``e``), grown to hold element
+        ``end - 1``; ``None`` past ``_MAX_IOTA``.
+
+        Ids and constant labels are ``as_strided`` views of it: one cheap op each instead of a new
+        tensor, and every stride-1 view is a known run. Per context, so a rule that wrote into a label
+        (which rules must not do) could not affect another build.
+        """
+        base = self._base
+        if base is not None and end < base.shape[0]:
+            return base
+        if end >= _MAX_IOTA:
+            return None
+        size = 1024
+        while size <= end:
+            size *= 2
+        base = self._base = torch.arange(-1, size - 1)
+        self._run_at[base.data_ptr()] = (base, -1, size)
+        return base
+
     def _arange(self, start: int, n: int) -> torch.Tensor:
         """``arange(start, start + n)``, remembered as a run (see ``_run_at``)."""
+        base = self._iota(start + n)
+        if base is not None:
+            return base.as_strided((n,), (1,), start + 1)
         ids = torch.arange(start, start + n)
         if n:
             self._run_at[ids.data_ptr()] = (ids, start, n)
@@ -213,9 +236,10 @@ class LabelContext:
         hit = self._run_at.get(ids.data_ptr() - 8 * offset)  # the storage's start (int64 labels)
         if hit is None or ids.dtype is not torch.int64:
             return None
-        if offset + ids.shape[0] > hit[2]:
+        start = hit[1] + offset
+        if offset + ids.shape[0] > hit[2] or start < 0:  # [-1, 0, ...] would include the neutral entry
             return None
-        return hit[1] + offset
+        return start
 
     def sentinel(self, reason: str, fixed: bool = False) -> int:
         """The (memoized) element standing for ``reason``: components containing it are blocked."""
@@ -320,6 +344,7 @@ class LabelContext:
         self._ids.clear()
         self._run_at.clear()
         self._along.clear()
+        self._base = None
         self.deferred.clear()
         self.modules.clear()
 
@@ -367,18 +392,13 @@ class LabelContext:
         return hit is not None and hit[0] is t
 
     # ----------------------------------------------------------------- label builders
-    @staticmethod
-    def constant(element: int, shape: Any) -> torch.Tensor:
+    def constant(self, element: int, shape: Any) -> torch.Tensor:
         """A label tensor of ``shape`` whose entries are all ``element`` (no memory: an expanded view)."""
         shape = tuple(shape)
-        if not _CONSTANTS or not -1 <= element < _CONSTANTS[0].shape[0] - 1:
-            if not -1 <= element < _MAX_CONSTANT - 1:
-                return torch.full((), element, dtype=torch.int64).expand(shape)
-            size = 1024
-            while size - 1 <= element:
-                size *= 2
-            _CONSTANTS[:] = [torch.arange(-1, min(size, _MAX_CONSTANT) - 1)]
-        return _CONSTANTS[0].as_strided(shape, (0,) * len(shape), element + 1)
+        base = self._iota(element + 1) if element >= -1 else None
+        if base is None:
+            return torch.full((), element, dtype=torch.int64).expand(shape)
+        return base.as_strided(shape, (0,) * len(shape), element + 1)
 
     def neutral(self, shape: Any) -> torch.Tensor:
         """Entries without channel identity."""
