@@ -215,3 +215,32 @@ def test_class_hooks_see_each_class_once_and_again_after_a_new_hook():
         assert nn.Linear in late and nn.Sequential in late
     finally:
         CLASS_HOOKS[:] = [h for h in CLASS_HOOKS if getattr(h, "__self__", None) not in (seen, late)]
+
+
+class _BareNorm(nn.Module):
+    """A LayerNorm without parameters whose forward reads its shape from an attribute."""
+
+    def __init__(self, n: int, attr: str) -> None:
+        super().__init__()
+        self.attr = attr
+        setattr(self, attr, (n,))
+
+    def forward(self, x):
+        return F.layer_norm(x, getattr(self, self.attr))
+
+
+class _ShapeFromInput(nn.Module):
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:])
+
+
+@pytest.mark.parametrize("attr", ["normalized_shape", "dims"])
+def test_norm_shape_held_in_an_attribute_shrinks_with_its_channels(attr):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), _BareNorm(6, attr), _ShapeFromInput(), nn.Linear(6, 2)).eval()
+    graph = DependencyGraph.build(model, torch.randn(2, 3))
+    assert graph.ctx.size_units[0][:3] == ("1", attr, -1)
+    graph.prune({"0": [1, 4]})
+    assert getattr(model[1], attr) == (4,)
+    assert model(torch.randn(2, 3)).shape == (2, 2)
+    assert graph.group("0").size == 4

@@ -497,3 +497,24 @@ def test_heads_receiving_a_per_head_bias_from_outside_are_blocked() -> None:
     graph = DependencyGraph.build(Net(), torch.randn(2, 3, 8))
     assert not any(g.unit == "head" for g in graph.groups())
     assert "per-head input of shape (1, 2, 3, 3)" in graph.report()
+
+
+def test_olmo_hidden_width_shrinks_the_normalized_shape_of_its_parameterless_norms() -> None:
+    # OLMo's LayerNorm has no parameters: its forward reads ``self.normalized_shape``, which used to
+    # stay at the old width and crash the first forward after pruning the hidden size.
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.OlmoConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        vocab_size=100, pad_token_id=0, bos_token_id=None, eos_token_id=1,
+    )
+    model = transformers.OlmoForCausalLM(config).eval()
+    inputs = {"input_ids": torch.randint(0, 100, (1, 6))}
+    graph = DependencyGraph.build(model, inputs)
+    graph.prune({"model.embed_tokens": [0, 3, 5]})
+    norms = [m for m in model.modules() if type(m).__name__ == "OlmoLayerNorm"]
+    assert len(norms) == 5 and all(tuple(m.normalized_shape) == (29,) for m in norms)
+    assert torch.isfinite(_logits(model, inputs)).all()
+    model.train()
+    model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    assert graph.group("model.embed_tokens").size == 29

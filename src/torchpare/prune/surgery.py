@@ -95,7 +95,25 @@ def apply_plan(graph: DependencyGraph, plan: dict[str, list[int]]) -> None:
         rule = _rule_by_class(owner)
         if rule is not None:
             rule.update(owner)
+    _resize_attributes(model, graph.ctx.size_units, plan)
     _retie(model, tied)
+
+
+def _resize_attributes(
+    model: nn.Module, size_units: list[tuple[str, str, int, list[tuple[str, int] | None]]], plan: dict[str, list[int]]
+) -> None:
+    """Set each size attribute the rules declared (``LabelContext.size_attribute``) to the channels kept."""
+    removed = {gid: set(units) for gid, units in plan.items()}
+    for module_name, attr, index, units in size_units:
+        kept = sum(1 for u in units if u is None or u[1] not in removed.get(u[0], ()))
+        module = get_submodule(model, module_name, who="prune")
+        value = getattr(module, attr)
+        if isinstance(value, int):
+            setattr(module, attr, kept)
+            continue
+        entries = list(value)
+        entries[index] = kept
+        setattr(module, attr, torch.Size(entries) if isinstance(value, torch.Size) else type(value)(entries))
 
 
 def _rule_by_class(module: nn.Module):  # noqa: ANN202 - ModuleRule | None

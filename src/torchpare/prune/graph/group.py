@@ -300,7 +300,7 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     roots_of_pairs = pair_root.tolist()
     blocked, inexact = _reasons(ctx, lambda e: int(roots[e]))
 
-    groups: list[tuple[int, ChannelGroup]] = []
+    groups: list[tuple[int, ChannelGroup, list[int]]] = []
     loc_list: list[int] | None = None
     for first_pairs, n_ranges in _by_signature(pair_key_arr, root_first):
         sig = pair_key[first_pairs[0] : first_pairs[0] + n_ranges]  # sorted ranges of the unit's slices
@@ -330,16 +330,23 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
             keys, unit_kind, member_keys, group_roots, blocked, inexact
         )
         group = ChannelGroup("", n, unit, members, inexact_reason is None, reason, inexact_reason)
-        groups.append((keys_of[sig[0]][0], group))
-    return _named(groups)
+        groups.append((keys_of[sig[0]][0], group, group_roots))
+    return _named(groups, ctx, lambda e: int(roots[e]))
 
 
-def _named(groups: list[tuple[int, ChannelGroup]]) -> list[ChannelGroup]:
-    """Sort groups by their first slice and give them their readable ids."""
+def _named(
+    groups: list[tuple[int, ChannelGroup, list[int]]], ctx: LabelContext, root_of: Callable[[int], int]
+) -> list[ChannelGroup]:
+    """Sort groups by their first slice and give them their readable ids.
+
+    ``groups`` holds ``(first slice, group, roots of its units in unit order)``; the roots resolve the
+    size attributes the rules declared (``ctx.size_attrs``) to group units, kept in ``ctx.size_units``.
+    """
     groups.sort(key=lambda g: g[0])
     used: dict[str, int] = {}
     named = []
-    for _, g in groups:
+    unit_of: dict[int, tuple[str, int]] = {}
+    for _, g, units in groups:
         first = next((m for m in g.members if m.role == "out"), None)
         if first is None:  # only readers: the model input, a constant or padding feeds them
             base = f"{g.members[0].module_name or g.members[0].param_name}#in"
@@ -351,6 +358,12 @@ def _named(groups: list[tuple[int, ChannelGroup]]) -> list[ChannelGroup]:
         used[base] = n
         gid = base if n == 1 else f"{base}#{n}"
         named.append(ChannelGroup(gid, g.size, g.unit, g.members, g.exact, g.blocked_by, g.inexact_reason))
+        if ctx.size_attrs:
+            unit_of.update((root, (gid, i)) for i, root in enumerate(units))
+    ctx.size_units = [
+        (module, attr, index, [unit_of.get(root_of(e)) for e in elements])
+        for module, attr, index, elements in ctx.size_attrs
+    ]
     return named
 
 
@@ -393,7 +406,7 @@ def _build_groups_small(
     flat = list(chain.from_iterable(classes))
     # every root in one place only (common in CNNs): no counting needed
     counts: dict[int, int] = dict.fromkeys(flat, 1) if len(set(flat)) == len(flat) else Counter(flat)
-    found: list[tuple[int, int, ChannelGroup]] = []  # (first key, smallest root, group)
+    found: list[tuple[int, int, ChannelGroup, list[int]]] = []  # (first key, smallest root, group, units)
     per_root: dict[int, dict[int, list[int]]] = {}  # root -> {class: local indices}, both increasing
     members_of: list[list[int]] = []  # class -> its ranges
     for rt, ris in classes.items():
@@ -450,11 +463,11 @@ def _build_groups_small(
                 maps[ri] = index_map
         _add_group(found, ctx, keys, keys_of, unit_kind, maps, units, blocked, inexact)
     found.sort(key=lambda g: (g[0], g[1]))  # by first slice, then in the order of their roots
-    return _named([(k0, g) for k0, _, g in found])
+    return _named([(k0, g, units) for k0, _, g, units in found], ctx, roots.__getitem__)
 
 
 def _add_group(
-    found: list[tuple[int, int, ChannelGroup]],
+    found: list[tuple[int, int, ChannelGroup, list[int]]],
     ctx: LabelContext,
     keys: list[tuple[str, str, int, str]],
     keys_of: list[list[int]],
@@ -469,4 +482,4 @@ def _add_group(
     group = ChannelGroup(
         "", len(units), unit, _members(keys, keys_of, maps), inexact_reason is None, reason, inexact_reason
     )
-    found.append((min(member_keys), min(units), group))
+    found.append((min(member_keys), min(units), group, units))

@@ -161,6 +161,10 @@ class LabelContext:
         self.param_names: dict[int, str] = {}
         self.current_leaf: str | None = None
         self.deferred: list[Callable[[], None]] = []
+        # (module, attribute, entry, elements): a size held in a module attribute (see size_attribute);
+        # build_groups resolves each element to its (group id, unit) in ``size_units``
+        self.size_attrs: list[tuple[str, str, int, list[int]]] = []
+        self.size_units: list[tuple[str, str, int, list[tuple[str, int] | None]]] = []
         self._by_tensor: dict[tuple[int, int], int] = {}
         self._ids: dict[tuple[str, str, int, str], torch.Tensor] = {}
         # Label tensors are never written in place, so facts about them stay true: ``_run_at`` maps
@@ -489,6 +493,17 @@ class LabelContext:
     def in_free(self, element: int) -> bool:
         """True when ``element`` is a flat position of a free parameter."""
         return any(start <= element < start + n for start, n in self._free_ranges)
+
+    def size_attribute(self, module_name: str, attr: str, ids: torch.Tensor, index: int = -1) -> None:
+        """Attribute ``attr`` of ``module_name`` holds the length of the dim whose channel labels are
+        1-D ``ids`` (entry ``index`` of it when the attribute is a shape): the surgery sets it to the
+        number of channels kept (e.g. ``normalized_shape`` of a norm without parameters).
+
+        Declared once per ``(module, attr, index)``; a second declaration is ignored.
+        """
+        if any(m == module_name and a == attr and i == index for m, a, i, _ in self.size_attrs):
+            return
+        self.size_attrs.append((module_name, attr, index, ids.reshape(-1).tolist()))
 
     def mark_inexact(self, lab: torch.Tensor | None, reason: str) -> None:
         """Pruning these elements is not the same as zeroing them at consumers; ``reason`` says why

@@ -157,7 +157,10 @@ class FunctionalNormRule(FunctionRule):
         owner = owners.pop() if owners else ""
         pnames = tuple(n.rpartition(".")[2] if n is not None else None for n in names)
         if n_norm > 0:
-            return _last_dim_norm(ctx, call, x, owner, pnames, n_norm)
+            out = _last_dim_norm(ctx, call, x, owner, pnames, n_norm)
+            if n_norm == 1 and x is not None:
+                _shape_from_attribute(ctx, call, x)
+            return out
         ch = ctx.channels(x, 1, call.where)
         if n_norm == -1:
             g = call.arg(1, "num_groups")
@@ -167,6 +170,21 @@ class FunctionalNormRule(FunctionRule):
             if p is not None:
                 ctx.param(owner, p, 0, ROLE_OUT, tie=ch)
         return x
+
+
+def _shape_from_attribute(ctx: LabelContext, call: Call, x: torch.Tensor) -> None:
+    """A norm whose ``normalized_shape`` is an attribute of the calling module (``self.normalized_shape``
+    of a LayerNorm without parameters, as OLMo's): the surgery must shrink it with the channels."""
+    module = ctx.modules.get(call.module_name)
+    value = call.arg(1, "normalized_shape")
+    if module is None or not isinstance(value, (tuple, list)):
+        return
+    names = ["normalized_shape"] + [n for n in vars(module) if n != "normalized_shape"]
+    for name in names:
+        attr = getattr(module, name, None) if name == "normalized_shape" else vars(module)[name]
+        if isinstance(attr, (tuple, list)) and len(attr) == len(value) and tuple(attr) == tuple(value):
+            ctx.size_attribute(call.module_name, name, ctx.channels(x, -1, call.where))
+            return
 
 
 register_rule((F.layer_norm, F.rms_norm, F.batch_norm, F.group_norm), FunctionalNormRule())
