@@ -154,3 +154,20 @@ def test_trace_hooks_run_before_every_trace_and_can_register_rules():
     finally:
         TRACE_HOOKS.remove(hook)
         MODULE_RULES.pop(Scale, None)
+
+
+def test_parametrized_weight_is_blocked_with_the_fix_named():
+    from torch.nn.utils import parametrizations, parametrize
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(2, 6, 3), nn.ReLU(), nn.Conv1d(6, 2, 1)).eval()
+    parametrizations.weight_norm(model[0])
+    x = torch.randn(1, 2, 8)
+    graph = DependencyGraph.build(model, x)
+    assert graph.groups() == []
+    reason = graph.group("0").blocked_by
+    assert "0.weight is parametrized (_WeightNorm)" in reason and "remove_parametrizations" in reason
+    parametrize.remove_parametrizations(model[0], "weight")  # the fix the message names
+    graph = DependencyGraph.build(model, x)
+    graph.prune({"0": [1, 2]})
+    assert model(x).shape == (1, 2, 6)

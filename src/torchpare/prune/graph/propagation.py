@@ -290,10 +290,12 @@ class LabelContext:
                 owner = get_submodule(self.model, module_name, who="LabelContext.param")
             # the module's tables first: nn.Module.__getattr__ is a slow fallback
             tensor = owner._parameters.get(param_name)
+            unsliceable = None
             if tensor is None:
                 tensor = owner._buffers.get(param_name)
                 if tensor is None:
                     tensor = getattr(owner, param_name)
+                    unsliceable = _unsliceable_reason(owner, module_name, param_name)
             if not isinstance(tensor, torch.Tensor):
                 raise AttributeError(
                     f"LabelContext.param(): {module_name or '<root>'}.{param_name} is not a tensor "
@@ -302,7 +304,8 @@ class LabelContext:
             size = tensor.shape[dim]
             # A tensor shared by several modules (tied embeddings) is one tensor: its slices along
             # the same dim are the same channels, whatever module declared them.
-            shared = (id(tensor), dim % tensor.dim())
+            # (a tensor computed on access has no identity: it is never shared)
+            shared = (id(tensor) if unsliceable is None else key, dim % tensor.dim())
             tied = None
             run = None
             if tie is not None and tie.dim() == 1 and tie.shape[0] == size and shared not in self._by_tensor:
@@ -323,6 +326,9 @@ class LabelContext:
                 tied, start = None, self.uf.add(size)
             info = SliceInfo(module_name, param_name, shared[1], role, unit, start, size, self.current_leaf)
             self.slices[key] = info
+            if unsliceable is not None:  # the surgery could not slice it: never prune these channels
+                for e in range(start, start + size):
+                    self._mark(e, unsliceable, False)
             other = self._by_tensor.setdefault(shared, info.start)
             if other != info.start:
                 for i in range(size):
@@ -535,6 +541,19 @@ class LabelContext:
         if not _constant_except(lab, dim, first):
             self.union(lab, first)
         return first.reshape(-1)
+
+
+def _unsliceable_reason(owner: nn.Module, module_name: str, param_name: str) -> str:
+    """Why ``owner.param_name``, a tensor that is neither a parameter nor a buffer, cannot be pruned."""
+    where = f"{module_name}.{param_name}".lstrip(".")
+    parametrizations = getattr(owner, "parametrizations", None)
+    if parametrizations is not None and param_name in parametrizations:
+        kinds = ", ".join(type(p).__name__ for p in parametrizations[param_name])
+        return (
+            f"{where} is parametrized ({kinds}): remove the parametrization "
+            f"(torch.nn.utils.parametrize.remove_parametrizations) before pruning"
+        )
+    return f"{where} is computed on access, not a parameter or buffer: it cannot be sliced"
 
 
 def _squeeze_broadcast(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
