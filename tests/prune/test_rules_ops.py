@@ -94,4 +94,5 @@ def test_prelu_weights_follow_their_channels_and_glu_couples_its_halves():
     original = copy.deepcopy(model)
     graph.prune({"0": [1]})
     assert model[1].weight.shape == (6,) and model[3].in_channels == 3
+    assert model[1].num_parameters == 6  # the count shown by repr follows the weight
     assert verify_pruning(original, model, x, {"0": [1]}) <= 1e-5

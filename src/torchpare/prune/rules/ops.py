@@ -375,7 +375,10 @@ class PReLURule(FunctionRule):
             ctx.block(lab, reason)
             return lab
         owner, _, pname = name.rpartition(".")
-        ctx.union(ctx.channels(lab, 1 if lab.dim() > 1 else 0, call.where), ctx.param(owner, pname, 0, "out"))
+        ids = ctx.param(owner, pname, 0, "out")
+        ctx.union(ctx.channels(lab, 1 if lab.dim() > 1 else 0, call.where), ids)
+        if isinstance(getattr(ctx.modules.get(owner), "num_parameters", None), int):  # nn.PReLU's count
+            ctx.size_attribute(owner, "num_parameters", ids)
         return lab
 
 
