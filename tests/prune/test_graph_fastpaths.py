@@ -244,3 +244,24 @@ def test_norm_shape_held_in_an_attribute_shrinks_with_its_channels(attr):
     assert getattr(model[1], attr) == (4,)
     assert model(torch.randn(2, 3)).shape == (2, 2)
     assert graph.group("0").size == 4
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_permute_and_transpose_shortcuts_equal_replaying_them(data):
+    from torchpare.prune.rules.shape import _permute_along
+
+    shape = tuple(data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=4)))
+    dim = data.draw(st.integers(0, len(shape) - 1))
+    ctx = LabelContext(nn.Linear(1, 1))
+    x = torch.zeros(shape)
+    lab = ctx.along(ctx.fresh(shape[dim]), shape, dim)
+    ctx.set_label(x, lab)
+    perm = data.draw(st.permutations(range(len(shape))))
+    out = x.permute(perm)
+    fast = _permute_along(ctx, Call("", None, torch.Tensor.permute, (x, *perm), {}, out))
+    assert fast is not None and torch.equal(fast, lab.permute(perm))
+    a, b = data.draw(st.integers(-len(shape), len(shape) - 1)), data.draw(st.integers(-len(shape), len(shape) - 1))
+    out = x.transpose(a, b)
+    fast = _permute_along(ctx, Call("", None, torch.transpose, (x, a, b), {}, out))
+    assert fast is not None and torch.equal(fast, lab.transpose(a, b))

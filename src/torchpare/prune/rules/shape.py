@@ -75,11 +75,39 @@ class ReplayRule(FunctionRule):
     """Pure data movement: the op replayed on labels is exact (permute, transpose, cat, repeat, flip)."""
 
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
+        fast = None
         if call.func in _CATS:
             fast = _cat_along(ctx, call)
-            if fast is not None:
-                return fast
-        return _replay(ctx, call)
+        elif call.func in _PERMUTES or call.func in _TRANSPOSES:
+            fast = _permute_along(ctx, call)
+        return fast if fast is not None else _replay(ctx, call)
+
+
+def _permute_along(ctx: LabelContext, call: Call) -> torch.Tensor | None:
+    """``permute``/``transpose`` of channel labels: the channel ids move to their new dim (ConvNeXt's
+    channels-last round trips), without replaying the op; ``None`` when that does not apply."""
+    x, out = call.arg(0, "input"), call.output
+    if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or out.dim() != x.dim():
+        return None
+    hit = ctx.along_ids(ctx.label(x))
+    if hit is None or not out.dim():
+        return None
+    ids, d = hit
+    n = out.dim()
+    try:
+        if call.func in _PERMUTES:
+            rest = call.args[1:]
+            dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+            dims = [int(i) % n for i in (dims or call.kwargs.get("dims", ()))]
+            e = dims.index(d)
+        else:
+            a, b = (int(v) % n for v in call.args[1:3])
+            e = b if d == a else a if d == b else d
+    except (TypeError, ValueError):
+        return None
+    if out.shape[e] != ids.shape[0]:
+        return None
+    return ctx.along(ids, out.shape, e)
 
 
 def _cat_along(ctx: LabelContext, call: Call) -> torch.Tensor | None:
@@ -257,6 +285,8 @@ _MOVE = [
     "ravel",
 ]
 _CATS = functions_named(["cat", "concat", "concatenate"], inplace=False)
+_PERMUTES = functions_named(["permute"], inplace=False)
+_TRANSPOSES = functions_named(["transpose", "swapaxes", "swapdims"], inplace=False)
 _RESHAPE = ["view", "view_as", "reshape", "reshape_as", "flatten", "unflatten"]
 _SELECT = [
     "__getitem__",
