@@ -91,15 +91,19 @@ def _roots(parent: list[int]) -> np.ndarray:
         roots = nxt
 
 
-def _resolve_free(ctx: LabelContext, roots: np.ndarray) -> list[tuple[tuple[str, str, int, str], np.ndarray]]:
+def _resolve_free(
+    ctx: LabelContext, roots: np.ndarray, names: list[str] | None = None
+) -> list[tuple[tuple[str, str, int, str], np.ndarray]]:
     """Map free parameters (one element per flat position) back to ``(dim, index)`` slices.
 
     Returns ``(key, root_of_index)`` pairs: the dim whose every index lies in a single component.
-    A parameter whose components cut across dims is marked blocked.
+    A parameter whose components cut across dims is marked blocked. ``names``: only these.
     """
     out = []
     linked = np.frombuffer(bytes(ctx.uf.linked), dtype=np.uint8).astype(bool)
     for name, (start, shape) in ctx.free.items():
+        if names is not None and name not in names:
+            continue
         owner, _, pname = name.rpartition(".")
         n = int(np.prod(shape, dtype=np.int64))
         flat = roots[start : start + n].reshape(shape)
@@ -127,6 +131,25 @@ def _resolve_free(ctx: LabelContext, roots: np.ndarray) -> list[tuple[tuple[str,
             continue
         out.append(((owner, pname, chosen[0], "out"), chosen[1]))
     return out
+
+
+def _free_rows(ctx: LabelContext, roots: list[int]) -> list[tuple[tuple[str, str, int, str], tuple[int, ...]]]:
+    """:func:`_resolve_free` with plain lists: a 1-D free parameter (a layer scale, an RMSNorm weight
+    applied by hand) is its own channel dim, read without numpy; others go through numpy."""
+    multi = [name for name, (_, shape) in ctx.free.items() if len(shape) != 1]
+    resolved = dict(_resolve_free(ctx, np.asarray(roots, dtype=np.int64), multi)) if multi else {}
+    rows = []
+    for name, (start, shape) in ctx.free.items():
+        owner, _, pname = name.rpartition(".")
+        key = (owner, pname, 0, "out")
+        if len(shape) == 1:
+            if shape[0] > 1:  # one entry is no channel dim (as in _resolve_free)
+                rows.append((key, tuple(roots[start : start + shape[0]])))
+            continue
+        for k, root_of_index in resolved.items():
+            if k[:2] == (owner, pname):
+                rows.append((k, tuple(root_of_index.tolist())))
+    return rows
 
 
 def _identity_map(n: int) -> tuple[tuple[int, ...], ...]:
@@ -390,12 +413,12 @@ def _build_groups_small(
     root_rows = [tuple(roots[start : start + size]) for start, size in ranges]
     if ctx.free:
         known = set(keys)
-        for key, root_of_index in _resolve_free(ctx, np.asarray(roots, dtype=np.int64)):
+        for key, row in _free_rows(ctx, roots):
             if key not in known:  # a free parameter is one more range, of its own
                 keys_of.append([len(keys)])
                 keys.append(key)
                 unit_kind.append("channel")
-                root_rows.append(tuple(root_of_index.tolist()))
+                root_rows.append(row)
     blocked, inexact = _reasons(ctx, roots.__getitem__)
     # Ranges with the same roots in the same order are the same units (a residual add joins two runs):
     # one class each. A class whose roots are distinct and found in no other class is a whole group
