@@ -171,3 +171,18 @@ def test_parametrized_weight_is_blocked_with_the_fix_named():
     graph = DependencyGraph.build(model, x)
     graph.prune({"0": [1, 2]})
     assert model(x).shape == (1, 2, 6)
+
+
+def test_pruned_model_that_no_longer_runs_raises_a_clear_error():
+    class HardCodedWidth(nn.Module):  # reshapes to a stored int, as Segformer's classifier does
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.width = nn.Linear(3, 6), nn.Linear(6, 2), 6
+
+        def forward(self, x):
+            return self.b(self.a(x).reshape(x.shape[0], -1, self.width).mean(1))
+
+    graph = DependencyGraph.build(HardCodedWidth().eval(), torch.randn(2, 3))
+    with pytest.raises(RuntimeError, match=r"no longer runs after pruning groups \['a'\]") as info:
+        graph.prune({"a": [0, 1]})
+    assert isinstance(info.value.__cause__, RuntimeError)  # the model's own error, attached

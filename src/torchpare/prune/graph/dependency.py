@@ -182,6 +182,8 @@ class DependencyGraph:
 
         Raises:
             KeyError, ValueError: see :meth:`normalize_plan`; nothing is changed in that case.
+            RuntimeError: the pruned model fails its forward (a size it reads from a config or a
+                hard-coded int did not follow the pruning); the model is left pruned.
 
         Example:
             >>> import torch
@@ -194,8 +196,18 @@ class DependencyGraph:
         """
         from torchpare.prune.surgery import apply_plan
 
-        apply_plan(self, self.normalize_plan(plan))
-        self._trace()
+        normalized = self.normalize_plan(plan)
+        apply_plan(self, normalized)
+        try:
+            self._trace()
+        except Exception as exc:  # the pruned model itself fails: say so, with the cause attached
+            raise RuntimeError(
+                f"DependencyGraph.prune(): the model no longer runs after pruning groups "
+                f"{sorted(normalized)} ({type(exc).__name__}: {exc}). The model has been changed in "
+                f"place. A size its forward reads from a config or a hard-coded int (e.g. a reshape "
+                f"to config.hidden_size) did not follow the pruning: add those modules to `ignored` "
+                f"or register a rule for them (see docs/design/pruning.md)."
+            ) from exc
 
     def __repr__(self) -> str:
         return (
