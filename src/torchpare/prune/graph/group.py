@@ -347,7 +347,7 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
                     for lo, hi in zip(pair_start[pidx[j]].tolist(), pair_end[pidx[j]].tolist())
                 )
         members = _members(keys, keys_of, maps)
-        member_keys = [ki for ri in sig for ki in keys_of[ri]]
+        member_keys = sorted(ki for ri in sig for ki in keys_of[ri])  # trace order: the first unit kind wins
         group_roots = [roots_of_pairs[i] for i in first_pairs.tolist()]
         unit, reason, inexact_reason = _group_state(
             keys, unit_kind, member_keys, group_roots, blocked, inexact
@@ -500,7 +500,7 @@ def _add_group(
     blocked: dict[int, str],
     inexact: dict[int, str],
 ) -> None:
-    member_keys = [ki for ri in maps for ki in keys_of[ri]]
+    member_keys = sorted(ki for ri in maps for ki in keys_of[ri])  # trace order: the first unit kind wins
     unit, reason, inexact_reason = _group_state(keys, unit_kind, member_keys, units, blocked, inexact)
     group = ChannelGroup(
         "", len(units), unit, _members(keys, keys_of, maps), inexact_reason is None, reason, inexact_reason
