@@ -137,7 +137,11 @@ def _free_rows(ctx: LabelContext, roots: list[int]) -> list[tuple[tuple[str, str
     """:func:`_resolve_free` with plain lists: a 1-D free parameter (a layer scale, an RMSNorm weight
     applied by hand) is its own channel dim, read without numpy; others go through numpy."""
     multi = [name for name, (_, shape) in ctx.free.items() if len(shape) != 1]
-    resolved = dict(_resolve_free(ctx, np.asarray(roots, dtype=np.int64), multi)) if multi else {}
+    resolved = (
+        {key[:2]: (key, r) for key, r in _resolve_free(ctx, np.asarray(roots, dtype=np.int64), multi)}
+        if multi
+        else {}
+    )
     rows = []
     for name, (start, shape) in ctx.free.items():
         owner, _, pname = name.rpartition(".")
@@ -146,9 +150,9 @@ def _free_rows(ctx: LabelContext, roots: list[int]) -> list[tuple[tuple[str, str
             if shape[0] > 1:  # one entry is no channel dim (as in _resolve_free)
                 rows.append((key, tuple(roots[start : start + shape[0]])))
             continue
-        for k, root_of_index in resolved.items():
-            if k[:2] == (owner, pname):
-                rows.append((k, tuple(root_of_index.tolist())))
+        if (owner, pname) in resolved:
+            k, root_of_index = resolved[(owner, pname)]
+            rows.append((k, tuple(root_of_index.tolist())))
     return rows
 
 
@@ -323,7 +327,7 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     roots_of_pairs = pair_root.tolist()
     blocked, inexact = _reasons(ctx, lambda e: int(roots[e]))
 
-    groups: list[tuple[int, ChannelGroup, list[int]]] = []
+    found: list[tuple[int, int, ChannelGroup, list[int]]] = []
     loc_list: list[int] | None = None
     for first_pairs, n_ranges in _by_signature(pair_key_arr, root_first):
         sig = pair_key[first_pairs[0] : first_pairs[0] + n_ranges]  # sorted ranges of the unit's slices
@@ -346,30 +350,24 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
                     tuple(loc_list[lo:hi])
                     for lo, hi in zip(pair_start[pidx[j]].tolist(), pair_end[pidx[j]].tolist())
                 )
-        members = _members(keys, keys_of, maps)
-        member_keys = sorted(ki for ri in sig for ki in keys_of[ri])  # trace order: the first unit kind wins
         group_roots = [roots_of_pairs[i] for i in first_pairs.tolist()]
-        unit, reason, inexact_reason = _group_state(
-            keys, unit_kind, member_keys, group_roots, blocked, inexact
-        )
-        group = ChannelGroup("", n, unit, members, inexact_reason is None, reason, inexact_reason)
-        groups.append((keys_of[sig[0]][0], group, group_roots))
-    return _named(groups, ctx, lambda e: int(roots[e]))
+        _add_group(found, keys, keys_of, unit_kind, maps, group_roots, blocked, inexact)
+    return _named(found, ctx, lambda e: int(roots[e]))
 
 
 def _named(
-    groups: list[tuple[int, ChannelGroup, list[int]]], ctx: LabelContext, root_of: Callable[[int], int]
+    found: list[tuple[int, int, ChannelGroup, list[int]]], ctx: LabelContext, root_of: Callable[[int], int]
 ) -> list[ChannelGroup]:
-    """Sort groups by their first slice and give them their readable ids.
+    """Sort groups by their first slice (then smallest root) and give them their readable ids.
 
-    ``groups`` holds ``(first slice, group, roots of its units in unit order)``; the roots resolve the
-    size attributes the rules declared (``ctx.size_attrs``) to group units, kept in ``ctx.size_units``.
+    ``found`` holds what :func:`_add_group` collects; the roots of the units resolve the size
+    attributes the rules declared (``ctx.size_attrs``) to group units, kept in ``ctx.size_units``.
     """
-    groups.sort(key=lambda g: g[0])
+    found.sort(key=lambda g: (g[0], g[1]))
     used: dict[str, int] = {}
     named = []
     unit_of: dict[int, tuple[str, int]] = {}
-    for _, g, units in groups:
+    for _, _, g, units in found:
         first = next((m for m in g.members if m.role == "out"), None)
         if first is None:  # only readers: the model input, a constant or padding feeds them
             base = f"{g.members[0].module_name or g.members[0].param_name}#in"
@@ -436,7 +434,6 @@ def _build_groups_small(
         if sum(map(counts.__getitem__, rt)) == len(rt):
             _add_group(
                 found,
-                ctx,
                 keys,
                 keys_of,
                 unit_kind,
@@ -484,14 +481,12 @@ def _build_groups_small(
                 index_map = tuple(map(tuple, lists))
             for ri in members_of[ci]:
                 maps[ri] = index_map
-        _add_group(found, ctx, keys, keys_of, unit_kind, maps, units, blocked, inexact)
-    found.sort(key=lambda g: (g[0], g[1]))  # by first slice, then in the order of their roots
-    return _named([(k0, g, units) for k0, _, g, units in found], ctx, roots.__getitem__)
+        _add_group(found, keys, keys_of, unit_kind, maps, units, blocked, inexact)
+    return _named(found, ctx, roots.__getitem__)
 
 
 def _add_group(
     found: list[tuple[int, int, ChannelGroup, list[int]]],
-    ctx: LabelContext,
     keys: list[tuple[str, str, int, str]],
     keys_of: list[list[int]],
     unit_kind: list[str],
@@ -500,9 +495,11 @@ def _add_group(
     blocked: dict[int, str],
     inexact: dict[int, str],
 ) -> None:
+    """Make the group whose ranges have index maps ``maps`` and whose units are the roots ``units``
+    (in unit order), and add ``(first slice, smallest root, group, units)`` to ``found``."""
     member_keys = sorted(ki for ri in maps for ki in keys_of[ri])  # trace order: the first unit kind wins
     unit, reason, inexact_reason = _group_state(keys, unit_kind, member_keys, units, blocked, inexact)
     group = ChannelGroup(
         "", len(units), unit, _members(keys, keys_of, maps), inexact_reason is None, reason, inexact_reason
     )
-    found.append((min(member_keys), min(units), group, units))
+    found.append((member_keys[0], min(units), group, units))

@@ -340,12 +340,7 @@ class LabelContext:
         if ids is None:
             ids = self._ids[key] = self._arange(info.start, info.size)
         if tie is not None:
-            if tie.dim() == 1 and tie.shape[0] == info.size and self.run_start(tie) == info.start:
-                pass  # already the same elements (a module called twice on the same input)
-            elif tie.dim() == 1 and tie.shape[0] == info.size <= 4096:
-                self.uf.union_many(tie.tolist(), list(range(info.start, info.start + info.size)))
-            else:
-                self.union(tie, ids)
+            self.union(tie, ids)
         return ids
 
     def release(self) -> None:
@@ -458,12 +453,12 @@ class LabelContext:
 
     def _elements(self, lab: torch.Tensor) -> list[int]:
         """Distinct entries of ``lab`` (neutral included), read off its ids when :meth:`along` made it."""
-        hit = self._along.get(id(lab))
-        if hit is not None and hit[0] is lab and lab.numel():
-            start = self.run_start(hit[1])
+        hit = self.along_ids(lab)
+        if hit is not None and lab.numel():
+            start = self.run_start(hit[0])
             if start is not None:
-                return list(range(start, start + hit[1].shape[0]))
-            return sorted(set(hit[1].tolist()))
+                return list(range(start, start + hit[0].shape[0]))
+            return sorted(set(hit[0].tolist()))
         return _unique(lab)
 
     def block(self, lab: torch.Tensor | None, reason: str) -> None:
@@ -527,9 +522,9 @@ class LabelContext:
         carried independent channels they all end up coupled into one unit: unprunable, never wrong.
         """
         dim = dim % lab.dim()
-        hit = self._along.get(id(lab))
-        if hit is not None and hit[0] is lab and hit[2] == dim:
-            return hit[1]
+        hit = self.along_ids(lab)
+        if hit is not None and hit[1] == dim:
+            return hit[0]
         shape, strides = lab.shape, lab.stride()
         if lab.numel() and all(strides[d] == 0 or shape[d] == 1 for d in range(lab.dim()) if d != dim):
             # constant along every other dim (an expanded view): read the channels off the strides

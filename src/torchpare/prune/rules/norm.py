@@ -179,10 +179,9 @@ def _shape_from_attribute(ctx: LabelContext, call: Call, x: torch.Tensor) -> Non
     value = call.arg(1, "normalized_shape")
     if module is None or not isinstance(value, (tuple, list)):
         return
-    names = ["normalized_shape"] + [n for n in vars(module) if n != "normalized_shape"]
-    for name in names:
-        attr = getattr(module, name, None) if name == "normalized_shape" else vars(module)[name]
-        if isinstance(attr, (tuple, list)) and len(attr) == len(value) and tuple(attr) == tuple(value):
+    for name in sorted(vars(module), key=lambda n: n != "normalized_shape"):  # the usual name first
+        attr = vars(module)[name]
+        if isinstance(attr, (tuple, list)) and tuple(attr) == tuple(value):
             ctx.size_attribute(call.module_name, name, ctx.channels(x, -1, call.where))
             return
 

@@ -221,14 +221,10 @@ def elementwise(
     if len(labs) == 2 and tuple(labs[0].shape) == out_shape == tuple(labs[1].shape):
         # a residual add of two channel labels: unite the channels, no broadcast to check
         a, b = ctx.along_ids(labs[0]), ctx.along_ids(labs[1])
-        if a is not None and b is not None and a[1] == b[1]:
-            if ctx.run_start(a[0]) is not None:  # a run has no neutral entry to fill from the other
-                ctx.union(a[0], b[0])
-                return labs[0]
-            xs = a[0].tolist()
-            if xs and min(xs) >= 0:
-                ctx.uf.union_many(xs, b[0].tolist())
-                return labs[0]
+        # (no neutral entry in the first to fill from the second, as the general path below does)
+        if a is not None and b is not None and a[1] == b[1] and not _any_neutral(ctx, labs[0]):
+            ctx.union(a[0], b[0])
+            return labs[0]
     n = len(out_shape)
     aligned = [
         lab.reshape((1,) * (n - lab.dim()) + tuple(lab.shape)) if lab.dim() < n else lab for lab in labs

@@ -138,14 +138,10 @@ class PoolModuleRule(ModuleRule):
     """
 
     def __init__(self, n_spatial: int) -> None:
-        self.n_spatial = n_spatial
+        self.functional = SpatialRule(n_spatial)
 
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
-        lab = ctx.label(call.arg(0, "input"))
-        if lab is None:
-            return None
-        n = min(self.n_spatial, lab.dim())
-        return _spatial(ctx, call, lab, list(range(lab.dim() - n, lab.dim())))
+        return self.functional.propagate(ctx, call)
 
 
 def _spatial(ctx: LabelContext, call: Call, lab: torch.Tensor, dims: list[int]) -> Any:

@@ -190,9 +190,6 @@ class FlattenModuleRule(ModuleRule):
 
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
         m, x = call.module, call.arg(0, "input")
-        fast = _reshape_along(ctx, ctx.label(x), call.output)
-        if fast is not None:
-            return fast
         if isinstance(m, nn.Flatten):
             as_call = Call(call.module_name, None, torch.flatten, (x, m.start_dim, m.end_dim), {}, call.output)
         else:
