@@ -5,10 +5,9 @@ noise hits them alike) and reported as the median over rounds:
 
 * ``steady``: the timeit convention. No ``gc.collect()`` between calls and the collector paused during
   each timed call, so neither tool is charged for collecting the other's garbage.
-* ``cold``: ``gc.collect()`` before every timed call. The collection walks every Python object (about
-  30 ms here), which evicts the CPU caches: each call then starts cold, and tools that touch more
-  distinct code and torch ops pay more (one ``torch.empty(10)`` costs ~1 us warm, ~100 us right after
-  a collection).
+* ``cold``: ``gc.collect()`` before every timed call. The collection walks every Python object, which
+  evicts the CPU caches: each call then starts cold, and tools that touch more distinct code and torch
+  ops pay more (``graph_build_costs.py`` measures how much).
 
 ``first_call_ms`` runs one build in a fresh process (after one forward with and one without autograd,
 so the model's own kernels are warm for both tools): what a user's single build costs.

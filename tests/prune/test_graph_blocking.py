@@ -173,6 +173,15 @@ def test_parametrized_weight_is_blocked_with_the_fix_named():
     assert model(x).shape == (1, 2, 6)
 
 
+def test_weight_set_by_a_hook_is_blocked_instead_of_crashing_the_surgery():
+    model = nn.Sequential(nn.Conv1d(2, 6, 3), nn.ReLU(), nn.Conv1d(6, 2, 1)).eval()
+    with pytest.warns(FutureWarning):  # the old hook-based weight_norm: `weight` is a plain attribute
+        torch.nn.utils.weight_norm(model[0])
+    graph = DependencyGraph.build(model, torch.randn(1, 2, 8))
+    assert graph.groups() == []
+    assert graph.group("0").blocked_by == "0.weight is computed on access, not a parameter or buffer: it cannot be sliced"
+
+
 def test_pruned_model_that_no_longer_runs_raises_a_clear_error():
     class HardCodedWidth(nn.Module):  # reshapes to a stored int, as Segformer's classifier does
         def __init__(self):

@@ -265,3 +265,38 @@ def test_permute_and_transpose_shortcuts_equal_replaying_them(data):
     out = x.transpose(a, b)
     fast = _permute_along(ctx, Call("", None, torch.transpose, (x, a, b), {}, out))
     assert fast is not None and torch.equal(fast, lab.transpose(a, b))
+
+
+def _partition(ctx: LabelContext, n: int) -> list[int]:
+    """Component of each element, as the index of its first member (comparable across contexts)."""
+    first: dict[int, int] = {}
+    return [first.setdefault(ctx.uf.find(e), e) for e in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("func", "make_args"),
+    [
+        (torch.Tensor.add, lambda a, b: (a, b)),
+        (torch.cat, lambda a, b: ([a, b], 1)),
+        (F.adaptive_avg_pool2d, lambda a, b: (a, 1)),
+        (torch.Tensor.reshape, lambda a, b: (a, 2, 4, 9)),
+        (torch.Tensor.permute, lambda a, b: (a, 0, 2, 3, 1)),
+    ],
+)
+def test_rules_give_the_same_labels_and_unions_with_or_without_the_along_shortcut(func, make_args):
+    from torchpare.prune.rules.registry import function_rule_for
+
+    results = []
+    for shortcut in (True, False):
+        ctx = LabelContext(nn.Linear(1, 1))
+        a, b = torch.zeros(2, 4, 3, 3), torch.zeros(2, 4, 3, 3)
+        for t in (a, b):
+            lab = ctx.along(ctx.fresh(4), t.shape, 1)
+            ctx.set_label(t, lab if shortcut else lab.clone())  # a clone is not known to be channel ids
+        args = make_args(a, b)
+        call = Call("", None, func, args, {}, func(*args))
+        out = function_rule_for(func).propagate(ctx, call)
+        assert (ctx.along_ids(out) is not None) == shortcut  # which path ran
+        results.append((out.clone(), _partition(ctx, len(ctx.uf.parent))))
+    assert torch.equal(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1]

@@ -389,8 +389,9 @@ def _named(
 
 
 # Up to this many (range, index) entries the plain-Python path is used: it beat the numpy passes on
-# every model measured (0.1k-48k entries: 1.5-2.5x faster; BERT hidden 512 x 6 layers, 48k entries:
-# 4.1 vs 6.9 ms). Beyond it, numpy's per-entry cost is lower. Both give identical groups.
+# every model measured (29-48k entries: 1.3-2.6x faster; BERT hidden 512 x 6 layers, 48k entries:
+# 5.0 vs 7.2 ms; `benchmarks/graph_build_costs.py`). Beyond it, numpy's per-entry cost is expected to
+# be lower. Both give identical groups.
 _SMALL = 200_000
 
 
