@@ -213,3 +213,25 @@ def test_more_transformers_reach_half_flops_run_and_reload(name, tmp_path):
     assert torch.isfinite(logits).all()
     save_pruned(model, tmp_path)
     torch.testing.assert_close(load_pruned(tmp_path, build())(**inputs).logits, logits, atol=1e-5, rtol=0)
+
+
+def test_decorated_attention_forward_still_gets_a_head_rule():
+    """transformers 5.24 wraps every attention forward in a deprecation decorator (functools.wraps):
+    the head layout must be read from the wrapped body, not from the wrapper's bytecode."""
+    import functools
+
+    from transformers.models.llama.modeling_llama import LlamaAttention
+
+    from torchpare.prune.rules.hf_attention import ProjAttentionRule, _rule_for_class
+
+    def deprecate(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    wrapped = type("WrappedLlamaAttention", (LlamaAttention,), {"forward": deprecate(LlamaAttention.forward)})
+    wrapped.__module__ = "transformers.models.wrapped.modeling_wrapped"
+    rule = _rule_for_class(wrapped)
+    assert isinstance(rule, ProjAttentionRule) and rule.o == "o_proj"

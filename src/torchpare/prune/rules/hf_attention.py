@@ -533,7 +533,8 @@ def _rule_for_class(cls: type) -> ModuleRule | None:
         or "Attention" not in cls.__name__
     ):
         return None
-    on_self, on_config = _attribute_reads(forward)
+    # Decorators (functools.wraps: transformers 5.24's deprecate_kwarg) hide the real body's bytecode.
+    on_self, on_config = _attribute_reads(inspect.unwrap(forward))
     if on_config & _CONFIG_SIZES or on_self & _AMBIGUOUS_SELF:
         return None
     for rule, needed in _LAYOUTS:
