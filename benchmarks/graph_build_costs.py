@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 import torchpare.prune.graph.group as group_module
-from torchpare.prune.graph.propagation import LabelContext
+from torchpare.prune.graph.context import LabelContext
 from torchpare.prune.graph.trace import trace_labels
 from torchpare.zoo import ZOO
 from torchpare.zoo.cnn import MobileNetV2Like, ResNetBottleneck

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchpare.engine.data import load_digits_split
+from torchpare.prune.budget import prune
 from torchpare.prune.calibrate import recalibrate_bn
 from torchpare.prune.importance import RandomImportance
-from torchpare.prune.target import prune
 from torchpare.zoo.digits import DigitsCNN
 
 

@@ -336,13 +336,13 @@ def test_transformers_sweep_prunes_heads_exactly_or_refuses(family: str) -> None
 
 @pytest.mark.parametrize("name", ["hf_llama", "hf_gpt2"])
 def test_pruned_transformer_reloads_with_save_pruned(name: str, tmp_path: Any) -> None:
-    from torchpare.prune.io import apply_plan, load_pruned, save_pruned
+    from torchpare.prune import load_pruned, prune_by_plan, save_pruned
 
     model, inputs = _build(name)
     fresh = copy.deepcopy(model)
     graph = DependencyGraph.build(copy.deepcopy(model), inputs)
     plan = {g.id: [0] for g in graph.groups()}  # heads and hidden channels of every layer
-    pruned = apply_plan(model, inputs, plan)
+    pruned = prune_by_plan(model, inputs, plan)
     save_pruned(pruned, tmp_path)
     reloaded = load_pruned(tmp_path, fresh)
     with torch.no_grad():

@@ -14,18 +14,22 @@ _TABLE = {
     "register_trace_hook": "rules",
     "register_class_hook": "rules",
     "prune_group": "surgery",
+    "apply_plan": "surgery",  # the one surgery entry point (graph, plan)
+    "prune_by_plan": "by_plan",
     "verify_pruning": "verify",
     "mask_like_plan": "verify",
     "PruningMismatchError": "verify",
     "count": "counting",  # not `count.py`: a submodule named like the function would shadow it
-    # algorithms: spaces/subnets, importance, target pruning, save/load/export
+    # algorithms: spaces/subnets, importance, budgeted pruning, save/load/export, the pruning record
     "StructurePruner": "pruners",
     "RatioPruner": "pruners",
     "RandomPruner": "pruners",
     "deploy_subnet": "pruners",
-    "prune": "target",
+    "prune": "budget",
     "recalibrate_bn": "calibrate",
-    "PruneSummary": "target",
+    "PruneSummary": "budget",
+    "IgnoredModuleError": "ignored",
+    "pruning_record": "history",
     "save_pruned": "io",
     "load_pruned": "io",
     "export_onnx": "io",

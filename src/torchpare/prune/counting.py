@@ -1,4 +1,5 @@
-"""Parameter and FLOP counts of a model on example inputs, via ``torch.utils.flop_counter``.
+"""Parameter and FLOP counts of a model on example inputs, via ``torch.utils.flop_counter``, and the
+``(in, out)`` channels of one layer (:func:`module_channels`).
 
 FLOPs are what :class:`torch.utils.flop_counter.FlopCounterMode` reports for one forward pass:
 ``2 * MACs`` of the matmul and convolution families it knows (``mm``, ``addmm``, ``bmm``, ``baddbmm``,
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count"]
+__all__ = ["count", "module_channels"]
 
 
 def _call(model: nn.Module, example_inputs: Any) -> Any:
@@ -57,3 +58,29 @@ def count(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     with torch.no_grad(), counter:
         _call(model, example_inputs)
     return {"params": int(params), "flops": int(counter.get_total_flops())}
+
+
+def module_channels(module: nn.Module) -> tuple[int, int] | None:
+    """``(in_channels, out_channels)`` read from a layer's weight shape (``None`` for weightless ones).
+
+    Example:
+        >>> module_channels(nn.Conv2d(3, 8, 3)), module_channels(nn.BatchNorm2d(8))
+        ((3, 8), (8, 8))
+    """
+    weight = getattr(module, "weight", None)
+    if isinstance(module, nn.modules.conv._ConvNd) and isinstance(weight, torch.Tensor):
+        if module.transposed:
+            return int(weight.shape[0]), int(weight.shape[1]) * module.groups
+        return int(weight.shape[1]) * module.groups, int(weight.shape[0])
+    if isinstance(module, nn.modules.batchnorm._NormBase):
+        n = module.running_mean.shape[0] if weight is None else weight.shape[0]  # type: ignore[union-attr]
+        return int(n), int(n)
+    if not isinstance(weight, torch.Tensor):
+        return None
+    if isinstance(module, nn.Embedding):  # (vocabulary, width)
+        return int(weight.shape[0]), int(weight.shape[1])
+    if type(module).__name__ == "Conv1D" and weight.ndim == 2:  # transformers' GPT-2 layer: (in, out)
+        return int(weight.shape[0]), int(weight.shape[1])
+    if weight.ndim >= 2:
+        return int(weight.shape[1]), int(weight.shape[0])
+    return int(weight.shape[0]), int(weight.shape[0])

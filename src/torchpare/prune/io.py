@@ -3,27 +3,25 @@
 A pruned model is stored as a folder with two files, each written atomically (temp file + rename):
 
 * ``model.safetensors``: the pruned weights;
-* ``pruning.json``: what is needed to rebuild the pruned architecture from an *unpruned* instance of
-  the same model: the pruning plans in the order they were applied (group id -> removed unit
-  indices), the names of the layers excluded from pruning, the example-input spec used to trace the
-  dependency graph (shapes and dtypes) and a fingerprint of the unpruned architecture (parameter
-  names and shapes), checked on load so a file made for another model fails with a clear message.
+* ``pruning.json``: the model's pruning record (:mod:`torchpare.prune.history`): what is needed to
+  rebuild the pruned architecture from an *unpruned* instance of the same model, in stable facts
+  (module and tensor names, indices kept along a dim, size attributes set), plus a fingerprint of the
+  unpruned architecture (parameter names and shapes), checked on load so a file made for another
+  model fails with a clear message.
 
 Every torchpare function that prunes (:func:`torchpare.prune.prune`,
-:func:`torchpare.prune.deploy_subnet`, :func:`apply_plan`) keeps that record on the model, so
-:func:`save_pruned` needs nothing but the model.
+:func:`torchpare.prune.deploy_subnet`, :func:`torchpare.prune.prune_by_plan`) keeps that record on
+the model, so :func:`save_pruned` needs nothing but the model.
 
 Example:
     >>> import tempfile, torch
     >>> from torch import nn
-    >>> from torchpare.prune.graph import DependencyGraph
-    >>> from torchpare.prune.io import apply_plan, save_pruned, load_pruned
+    >>> from torchpare.prune import prune_by_plan, save_pruned, load_pruned
     >>> def make():
     ...     torch.manual_seed(0)
     ...     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     >>> x = torch.randn(3, 4)
-    >>> (hidden,) = DependencyGraph.build(make(), x).groups()
-    >>> pruned = apply_plan(make(), x, {hidden.id: [0, 1, 2]})
+    >>> pruned = prune_by_plan(make(), x, {"0": [0, 1, 2]})
     >>> folder = tempfile.mkdtemp()
     >>> save_pruned(pruned, folder)
     >>> reloaded = load_pruned(folder, make())
@@ -42,15 +40,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
 
 from torchpare._utils import atomic_save, atomic_write_bytes
+from torchpare.prune.by_plan import prune_by_plan
+from torchpare.prune.graph import DependencyGraph
+from torchpare.prune.history import (
+    FORMAT_VERSION,
+    PruningFileError,
+    architecture_fingerprint,
+    begin_record,
+    input_spec,
+    inputs_from_spec,
+    new_record,
+    pruning_record,
+    set_record,
+    step_edits,
+)
+from torchpare.prune.surgery import apply_edits
+from torchpare.prune.surgery import apply_plan as _apply_plan
 
 __all__ = [
     "save_pruned",
     "load_pruned",
     "export_onnx",
-    "apply_plan",
+    # re-exported from torchpare.prune.history, where the record lives:
     "pruning_record",
     "input_spec",
     "inputs_from_spec",
@@ -60,125 +75,7 @@ __all__ = [
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "pruning.json"
-FORMAT_VERSION = 1
-_RECORD_ATTR = "_torchpare_pruning"
-
-
-class PruningFileError(ValueError):
-    """A pruning folder is missing, malformed, or was made for another architecture."""
-
-
-# -- example-input specs ---------------------------------------------------------------------------
-def input_spec(example_inputs: Any) -> Any:
-    """A JSON-able description (shapes and dtypes) of example inputs: a tensor, tuple/list or dict.
-
-    Raises:
-        TypeError: an input that is neither a tensor, a sequence, a mapping nor a JSON scalar.
-
-    Example:
-        >>> input_spec({"input_ids": torch.zeros(2, 5, dtype=torch.long)})
-        {'dict': {'input_ids': {'shape': [2, 5], 'dtype': 'int64'}}}
-    """
-    if isinstance(example_inputs, torch.Tensor):
-        return {"shape": list(example_inputs.shape), "dtype": str(example_inputs.dtype).replace("torch.", "")}
-    if isinstance(example_inputs, Mapping):
-        return {"dict": {str(k): input_spec(v) for k, v in example_inputs.items()}}
-    if isinstance(example_inputs, (tuple, list)):
-        return {"tuple": [input_spec(v) for v in example_inputs]}
-    if example_inputs is None or isinstance(example_inputs, (bool, int, float, str)):
-        return {"value": example_inputs}
-    raise TypeError(
-        f"input_spec(): cannot describe an example input of type {type(example_inputs).__name__}; "
-        "use tensors, tuples/lists or dicts of tensors."
-    )
-
-
-def inputs_from_spec(spec: Any, device: torch.device | str | None = None) -> Any:
-    """Build example inputs matching ``spec``: zeros for integer tensors (valid token ids), ones for
-    integer tensors whose key contains ``mask``, seeded normal noise for floating tensors.
-
-    Raises:
-        PruningFileError: a malformed spec.
-    """
-    gen = torch.Generator().manual_seed(0)
-
-    def build(s: Any, key: str = "") -> Any:
-        if not isinstance(s, Mapping):
-            raise PruningFileError(f"inputs_from_spec(): malformed input spec {s!r}.")
-        if "shape" in s:
-            dtype = getattr(torch, str(s["dtype"]), None)
-            if not isinstance(dtype, torch.dtype):
-                raise PruningFileError(f"inputs_from_spec(): unknown dtype {s['dtype']!r} in {s!r}.")
-            shape = [int(d) for d in s["shape"]]
-            if dtype.is_floating_point or dtype.is_complex:
-                t = torch.randn(shape, generator=gen).to(dtype)
-            elif "mask" in key:
-                t = torch.ones(shape, dtype=dtype)
-            else:
-                t = torch.zeros(shape, dtype=dtype)
-            return t.to(device) if device is not None else t
-        if "dict" in s:
-            return {k: build(v, k) for k, v in s["dict"].items()}
-        if "tuple" in s:
-            return tuple(build(v, key) for v in s["tuple"])
-        if "value" in s:
-            return s["value"]
-        raise PruningFileError(f"inputs_from_spec(): malformed input spec {s!r}.")
-
-    return build(spec)
-
-
-def architecture_fingerprint(model: nn.Module) -> list[list[Any]]:
-    """``[[parameter_name, shape], ...]`` for every parameter (shared ones once), in definition order."""
-    return [[name, list(p.shape)] for name, p in model.named_parameters()]
-
-
-# -- the pruning record kept on a model ------------------------------------------------------------
-def pruning_record(model: nn.Module) -> dict[str, Any] | None:
-    """The pruning history torchpare keeps on ``model`` (``None`` if torchpare never pruned it)."""
-    return getattr(model, _RECORD_ATTR, None)
-
-
-def _plan_to_json(plan: Mapping[Any, Sequence[int]]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for key, indices in plan.items():
-        gid = key if isinstance(key, str) else getattr(key, "id", None)
-        if not isinstance(gid, str):
-            raise TypeError(f"apply_plan(): plan keys must be group ids or ChannelGroups, got {key!r}.")
-        idx = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
-        out[gid] = sorted(int(i) for i in idx)
-    return out
-
-
-def _new_record(model: nn.Module, example_inputs_spec: Any) -> dict[str, Any]:
-    """An empty pruning record for ``model`` in its current (unpruned) architecture."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "model_class": type(model).__qualname__,
-        "fingerprint": architecture_fingerprint(model),
-        "example_inputs": example_inputs_spec,
-        "steps": [],
-    }
-
-
-def begin_record(model: nn.Module, example_inputs: Any) -> dict[str, Any]:
-    """Create (if absent) the record on an unpruned ``model``; call *before* pruning it."""
-    record = pruning_record(model)
-    if record is None:
-        record = _new_record(model, input_spec(example_inputs))
-        # A plain attribute (not a buffer): it survives deepcopy but stays out of the state dict.
-        object.__setattr__(model, _RECORD_ATTR, record)
-    return record
-
-
-def append_step(model: nn.Module, plan: Mapping[Any, Sequence[int]], ignored: Sequence[str]) -> None:
-    """Append one applied plan (indices relative to the sizes at that moment) to ``model``'s record."""
-    record = pruning_record(model)
-    if record is None:
-        raise PruningFileError("append_step(): call begin_record(model, example_inputs) before pruning.")
-    json_plan = {gid: idx for gid, idx in _plan_to_json(plan).items() if idx}
-    if json_plan:
-        record["steps"].append({"ignored": sorted(ignored), "plan": json_plan})
+_READABLE_VERSIONS = (1, FORMAT_VERSION)
 
 
 def apply_plan(
@@ -187,28 +84,17 @@ def apply_plan(
     plan: Mapping[Any, Sequence[int]],
     ignored: Sequence[str] = (),
 ) -> nn.Module:
-    """Physically prune ``model`` in place with ``plan`` and record it so :func:`save_pruned` works.
+    """Deprecated alias of :func:`torchpare.prune.prune_by_plan` (same arguments); emits ``FutureWarning``.
 
-    Args:
-        model: The model to prune (modified in place and returned).
-        example_inputs: Inputs to trace the dependency graph with (tensor, tuple or dict of kwargs).
-        plan: ``{group_id: indices of units to remove}`` with ids of ``DependencyGraph.build(model, ...)``.
-        ignored: Module names excluded from pruning when building the graph.
-
-    Returns:
-        ``model``, pruned.
-
-    Raises:
-        KeyError: an unknown group id (raised by the graph, naming close ids).
-        ValueError: a plan removing every unit of a group.
+    Renamed because :func:`torchpare.prune.surgery.apply_plan` (graph, plan) is the surgery itself.
     """
-    from torchpare.prune.graph import DependencyGraph
-
-    begin_record(model, example_inputs)
-    graph = DependencyGraph.build(model, example_inputs, ignored=tuple(ignored))
-    graph.prune(dict(plan))
-    append_step(model, plan, ignored)
-    return model
+    warnings.warn(
+        "torchpare.prune.io.apply_plan(model, example_inputs, plan) is renamed "
+        "torchpare.prune.prune_by_plan(model, example_inputs, plan); the old name will be removed.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return prune_by_plan(model, example_inputs, plan, ignored)
 
 
 # -- save / load -----------------------------------------------------------------------------------
@@ -225,12 +111,10 @@ def save_pruned(model: nn.Module, path: str | os.PathLike[str]) -> None:
         PruningFileError: ``model`` was pruned outside torchpare's recorded functions, so the
             architecture could not be rebuilt on load.
     """
-    from safetensors.torch import save_model
-
     record = pruning_record(model)
     if record is None:
         # Never pruned by torchpare: only valid if it is still unpruned, i.e. the record is trivial.
-        record = _new_record(model, None)
+        record = new_record(model, None)
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise PruningFileError(f"save_pruned(): {str(folder)!r} is a file; pass a folder path.")
@@ -273,17 +157,18 @@ def load_pruned(path: str | os.PathLike[str], model: nn.Module, example_inputs: 
     Args:
         path: Folder written by :func:`save_pruned`.
         model: A fresh, unpruned instance of the model that was pruned (modified in place).
-        example_inputs: Inputs to trace the graph with; default: built from the spec in the file.
+        example_inputs: Only for files of format 1 (which replay by tracing): inputs to trace the
+            graph with; default: built from the spec in the file. Format-2 files replay without
+            tracing.
 
     Returns:
         ``model``, pruned exactly as the saved one and holding its weights.
 
     Raises:
-        PruningFileError: missing files, a malformed config, or an architecture that differs from
-            the saved one (the message names the first differing parameter).
+        PruningFileError: missing files, a malformed config, an unknown ``format_version``, or an
+            architecture that differs from the saved one (the message names the first differing
+            parameter).
     """
-    from safetensors.torch import load_model
-
     folder = Path(path)
     cfg_file, weights_file = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     for f in (cfg_file, weights_file):
@@ -299,29 +184,17 @@ def load_pruned(path: str | os.PathLike[str], model: nn.Module, example_inputs: 
         raise PruningFileError(
             f"load_pruned(): {str(cfg_file)!r} is not a torchpare pruning config ({exc})."
         ) from None
-    if record.get("format_version") != FORMAT_VERSION:
+    version = record.get("format_version")
+    if version not in _READABLE_VERSIONS:
         raise PruningFileError(
-            f"load_pruned(): {str(cfg_file)!r} has format_version {record.get('format_version')!r}; "
-            f"this torchpare reads version {FORMAT_VERSION}."
+            f"load_pruned(): {str(cfg_file)!r} has format_version {version!r}; this torchpare reads "
+            f"versions {list(_READABLE_VERSIONS)}. Save it again with a matching torchpare."
         )
     _check_fingerprint(model, fingerprint, f"load_pruned({str(folder)!r})")
-    if steps:
-        if example_inputs is None:
-            if record.get("example_inputs") is None:
-                raise PruningFileError(f"load_pruned(): {str(cfg_file)!r} stores no example-input spec.")
-            device = next((p.device for p in model.parameters()), None)
-            example_inputs = inputs_from_spec(record["example_inputs"], device)
-        from torchpare.prune.graph import DependencyGraph
-
-        begin_record(model, example_inputs)
-        graph = None
-        graph_ignored: list[str] | None = None
-        for step in steps:
-            if graph is None or step["ignored"] != graph_ignored:
-                graph_ignored = list(step["ignored"])
-                graph = DependencyGraph.build(model, example_inputs, ignored=tuple(graph_ignored))
-            graph.prune({gid: list(idx) for gid, idx in step["plan"].items()})
-            append_step(model, step["plan"], graph_ignored)
+    if version == 1:
+        _replay_traced_steps(model, record, steps, example_inputs, cfg_file)
+    else:
+        _replay_steps(model, record, steps, cfg_file)
     expected = record.get("pruned_fingerprint")
     if expected is not None and architecture_fingerprint(model) != expected:
         rebuilt = dict((n, s) for n, s in architecture_fingerprint(model))
@@ -330,7 +203,7 @@ def load_pruned(path: str | os.PathLike[str], model: nn.Module, example_inputs: 
             f"load_pruned(): replaying the recorded pruning steps does not give the saved architecture "
             f"(first difference at parameter {first!r}); the saved model was changed after torchpare "
             "pruned it (e.g. DependencyGraph.prune called directly). Prune with torchpare.prune.prune, "
-            "deploy_subnet or torchpare.prune.io.apply_plan so every step is recorded."
+            "deploy_subnet or torchpare.prune.prune_by_plan so every step is recorded."
         )
     missing, unexpected = load_model(model, str(weights_file), strict=False)
     if missing or unexpected:
@@ -339,6 +212,56 @@ def load_pruned(path: str | os.PathLike[str], model: nn.Module, example_inputs: 
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
         )
     return model
+
+
+def _replay_steps(model: nn.Module, record: dict[str, Any], steps: list[Any], cfg_file: Path) -> None:
+    """Format 2: apply each step's recorded edits; no trace, so no dependence on the tracer."""
+    if not steps:
+        return
+    where = f"load_pruned({str(cfg_file)!r})"
+    saved = {k: v for k, v in record.items() if k not in ("weights", "pruned_fingerprint")}
+    replayed = {**saved, "steps": []}
+    for n, step in enumerate(steps):
+        edits = step_edits(step, where)
+        try:
+            apply_edits(model, edits)
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise PruningFileError(
+                f"{where}: step {n} does not fit {type(model).__name__} ({exc}); pass a fresh, unpruned "
+                "instance of the model the file was saved from."
+            ) from exc
+        replayed["steps"].append(step)
+    set_record(model, replayed)
+
+
+def _replay_traced_steps(
+    model: nn.Module, record: dict[str, Any], steps: list[Any], example_inputs: Any, cfg_file: Path
+) -> None:
+    """Format 1 (plans keyed by traced group ids): re-trace and re-apply each plan; recorded anew in
+    format 2. Such a file only loads where the tracer finds the same groups as when it was saved."""
+    if not steps:
+        return
+    if example_inputs is None:
+        if record.get("example_inputs") is None:
+            raise PruningFileError(f"load_pruned(): {str(cfg_file)!r} stores no example-input spec.")
+        device = next((p.device for p in model.parameters()), None)
+        example_inputs = inputs_from_spec(record["example_inputs"], device)
+    begin_record(model, example_inputs)
+    graph = None
+    graph_ignored: list[str] | None = None
+    for step in steps:
+        if graph is None or step["ignored"] != graph_ignored:
+            graph_ignored = list(step["ignored"])
+            graph = DependencyGraph.build(model, example_inputs, ignored=tuple(graph_ignored))
+        try:
+            _apply_plan(graph, {gid: list(idx) for gid, idx in step["plan"].items()}, retrace=True, record=True)
+        except KeyError as exc:
+            raise PruningFileError(
+                f"load_pruned(): {str(cfg_file)!r} is a format-1 file whose plans name traced group ids, "
+                f"and this model traces differently ({exc}; e.g. another transformers release). "
+                "Load it with the versions it was saved under and save it again: new files (format 2) "
+                "record module and tensor names instead."
+            ) from exc
 
 
 # -- ONNX ------------------------------------------------------------------------------------------

@@ -1,6 +1,16 @@
-"""Dependency analysis: trace a model, propagate channel labels, group coupled channels."""
+"""Dependency analysis: trace a model, propagate channel labels, group coupled channels.
 
-from torchpare.prune.graph.dependency import DependencyGraph, Plan
-from torchpare.prune.graph.group import ChannelGroup, GroupMember
+Names resolve lazily, so importing a leaf module (``graph.context``, used by every rule file) does not
+import the tracer and the rules back.
+"""
 
+from torchpare._lazy import lazy_exports
+
+_TABLE = {
+    "DependencyGraph": "dependency",
+    "Plan": "dependency",
+    "ChannelGroup": "group",
+    "GroupMember": "group",
+}
 __all__ = ["DependencyGraph", "ChannelGroup", "GroupMember", "Plan"]
+__getattr__, __dir__ = lazy_exports(__name__, _TABLE)

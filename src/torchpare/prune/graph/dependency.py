@@ -15,9 +15,12 @@ import torch
 from torch import nn
 
 from torchpare._utils import did_you_mean
+from torchpare.prune.graph.context import LabelContext
 from torchpare.prune.graph.group import ChannelGroup, build_groups
-from torchpare.prune.graph.propagation import LabelContext
+from torchpare.prune.graph.report import format_report
 from torchpare.prune.graph.trace import trace_labels
+from torchpare.prune.ignored import resolve_ignored
+from torchpare.prune.surgery import apply_plan
 
 __all__ = ["DependencyGraph", "Plan"]
 
@@ -60,8 +63,10 @@ class DependencyGraph:
             The graph.
 
         Raises:
-            KeyError: an ignored name is not a module of ``model`` (names the closest ones).
-            TypeError: ``model`` is not an ``nn.Module``.
+            IgnoredModuleError: an ignored name or module is not a module of ``model`` (names the
+                closest ones; also a ``KeyError`` and a ``ValueError``).
+            TypeError: ``model`` is not an ``nn.Module``, or an ignored entry is neither a name nor
+                a module.
 
         Example:
             >>> import torch
@@ -75,7 +80,8 @@ class DependencyGraph:
             raise TypeError(
                 f"DependencyGraph.build(): model must be an nn.Module, got {type(model).__name__}."
             )
-        graph = cls(model, example_inputs, _ignored_names(model, ignored))
+        names = resolve_ignored(model, ignored, who="DependencyGraph.build()")
+        graph = cls(model, example_inputs, tuple(names))
         graph._trace()
         return graph
 
@@ -97,10 +103,10 @@ class DependencyGraph:
             reason = f"ignored module {ig!r}"
             for (module, _p, _d, role), info in ctx.slices.items():
                 if role == "out" and _under(module, ig):
-                    ctx.fix(torch.arange(info.start, info.start + info.size), reason)
+                    ctx.keep_whole(torch.arange(info.start, info.start + info.size), reason)
             for name, (start, shape) in ctx.free.items():
                 if _under(name.rpartition(".")[0], ig):
-                    ctx.fix(torch.arange(start, start + int(torch.Size(shape).numel())), reason)
+                    ctx.keep_whole(torch.arange(start, start + int(torch.Size(shape).numel())), reason)
         self.ctx = ctx
         self._groups = build_groups(ctx)
         ctx.release()
@@ -131,8 +137,6 @@ class DependencyGraph:
 
     def report(self) -> str:
         """Human-readable summary: groups, sizes, exactness, and why blocked groups are blocked."""
-        from torchpare.prune.graph.report import format_report
-
         return format_report(self)
 
     # ------------------------------------------------------------------ pruning
@@ -177,6 +181,10 @@ class DependencyGraph:
     def prune(self, plan: Plan) -> None:
         """Remove the planned units in place, then rebuild the graph (same ids, smaller sizes).
 
+        A front door to :func:`torchpare.prune.surgery.apply_plan` (``retrace=True``); it does not
+        add to the model's pruning record: use :func:`torchpare.prune.prune_by_plan` to prune a model
+        that :func:`~torchpare.prune.save_pruned` can save.
+
         Args:
             plan: ``{group_id or ChannelGroup: indices of units to remove}``.
 
@@ -194,20 +202,7 @@ class DependencyGraph:
             >>> net[0].out_features, net[2].in_features, g.group("0").size
             (5, 5, 5)
         """
-        from torchpare.prune.surgery import apply_plan
-
-        normalized = self.normalize_plan(plan)
-        apply_plan(self, normalized)
-        try:
-            self._trace()
-        except Exception as exc:  # the pruned model itself fails: say so, with the cause attached
-            raise RuntimeError(
-                f"DependencyGraph.prune(): the model no longer runs after pruning groups "
-                f"{sorted(normalized)} ({type(exc).__name__}: {exc}). The model has been changed in "
-                f"place. A size its forward reads from a config or a hard-coded int (e.g. a reshape "
-                f"to config.hidden_size) did not follow the pruning: add those modules to `ignored` "
-                f"or register a rule for them (see docs/design/pruning.md)."
-            ) from exc
+        apply_plan(self, plan, retrace=True)
 
     def __repr__(self) -> str:
         return (
@@ -218,39 +213,3 @@ class DependencyGraph:
 
 def _under(name: str, prefix: str) -> bool:
     return prefix == "" or name == prefix or name.startswith(prefix + ".")
-
-
-def _ignored_names(model: nn.Module, ignored: Iterable[str | nn.Module]) -> tuple[str, ...]:
-    if isinstance(ignored, (str, nn.Module)):
-        ignored = [ignored]
-    ignored = list(ignored)
-    if not ignored:  # the common case: no module walk
-        return ()
-    by_module: dict[nn.Module, str] = {}
-    names: list[str] = []
-    for n, m in model.named_modules():
-        by_module.setdefault(m, n)
-        names.append(n)
-    out: list[str] = []
-    for item in ignored:
-        if isinstance(item, nn.Module):
-            if item not in by_module:
-                raise KeyError(
-                    f"DependencyGraph.build(ignored=...): {type(item).__name__} module is not part "
-                    f"of {type(model).__name__}."
-                )
-            out.append(by_module[item])
-        elif isinstance(item, str):
-            if item not in names:
-                raise KeyError(
-                    f"DependencyGraph.build(ignored={item!r}): no such module in "
-                    f"{type(model).__name__}{did_you_mean(item, names)}. "
-                    f"Use names from model.named_modules()."
-                )
-            out.append(item)
-        else:
-            raise TypeError(
-                f"DependencyGraph.build(ignored=...): expected module names or modules, "
-                f"got {type(item).__name__}."
-            )
-    return tuple(out)

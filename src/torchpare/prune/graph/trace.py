@@ -22,9 +22,9 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
-from torchpare.prune.graph.propagation import LabelContext
+from torchpare.prune.graph.context import LabelContext, distinct
 
-# Leaf modules, not the package: rules/__init__ imports rule files that import graph.propagation.
+# Leaf modules, not the package: rules/__init__ imports rule files that import graph.context.
 from torchpare.prune.rules.base import Call, ModuleRule, func_name
 from torchpare.prune.rules.registry import TRACE_HOOKS, function_rule_for, module_rule_for, run_class_hooks
 
@@ -191,8 +191,6 @@ class _Tracer(TorchFunctionMode):
 
 
 def _neutral(lab: torch.Tensor | None) -> bool:
-    from torchpare.prune.graph.propagation import distinct
-
     return lab is None or not distinct(lab)
 
 
@@ -237,7 +235,7 @@ def trace_labels(model: nn.Module, example_inputs: Any, ctx: LabelContext) -> An
             finally:  # a leaf that raised left the mode suspended: put it back before the exit pops it
                 tracer.resume()
         for t in tensors_in(out):
-            ctx.fix(ctx.label(t), "model output")
+            ctx.keep_whole(ctx.label(t), "model output")
         for check in ctx.deferred:
             check()
         return out

@@ -2,45 +2,27 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import nn
 
+import torchpare.prune.counting as _counting
 from torchpare._utils import did_you_mean
+from torchpare.prune.graph import DependencyGraph
+from torchpare.prune.history import begin_record, inputs_from_spec
+from torchpare.prune.rules.hf_config import sync_hf_config
+from torchpare.prune.surgery import apply_plan
 
-__all__ = ["deploy_subnet", "module_channels"]
-
-
-def module_channels(module: nn.Module) -> tuple[int, int] | None:
-    """``(in_channels, out_channels)`` read from a layer's weight shape (``None`` for weightless ones).
-
-    Example:
-        >>> module_channels(nn.Conv2d(3, 8, 3)), module_channels(nn.BatchNorm2d(8))
-        ((3, 8), (8, 8))
-    """
-    weight = getattr(module, "weight", None)
-    if isinstance(module, nn.modules.conv._ConvNd) and isinstance(weight, torch.Tensor):
-        if module.transposed:
-            return int(weight.shape[0]), int(weight.shape[1]) * module.groups
-        return int(weight.shape[1]) * module.groups, int(weight.shape[0])
-    if isinstance(module, nn.modules.batchnorm._NormBase):
-        n = module.running_mean.shape[0] if weight is None else weight.shape[0]  # type: ignore[union-attr]
-        return int(n), int(n)
-    if not isinstance(weight, torch.Tensor):
-        return None
-    if isinstance(module, nn.Embedding):  # (vocabulary, width)
-        return int(weight.shape[0]), int(weight.shape[1])
-    if type(module).__name__ == "Conv1D" and weight.ndim == 2:  # transformers' GPT-2 layer: (in, out)
-        return int(weight.shape[0]), int(weight.shape[1])
-    if weight.ndim >= 2:
-        return int(weight.shape[1]), int(weight.shape[0])
-    return int(weight.shape[0]), int(weight.shape[0])
+__all__ = ["deploy_subnet"]
 
 
 def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inputs: Any = None) -> nn.Module:
     """Physically prune ``model`` in place to ``channel_cfg`` (from ``StructurePruner.export_subnet``).
+
+    A front door to :func:`torchpare.prune.surgery.apply_plan`: it checks ``channel_cfg`` against
+    the model, turns the kept units into a plan, applies and records it.
 
     The kept unit indices of every space are used (not the first ``n`` channels), so a fresh copy
     holding the supernet's weights computes what the masked supernet computed.
@@ -60,6 +42,7 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
 
     Example:
         >>> import copy
+        >>> import torch
         >>> from torchpare.prune import RandomPruner
         >>> supernet = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 2))
         >>> fresh = copy.deepcopy(supernet)
@@ -70,9 +53,6 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
         >>> small[0].out_features < 8, torch.allclose(small(x), supernet(x), atol=1e-6)
         (True, True)
     """
-    from torchpare.prune.graph import DependencyGraph
-    from torchpare.prune.io import append_step, begin_record, inputs_from_spec
-
     who = "deploy_subnet()"
     if "__subnet__" not in channel_cfg:
         raise KeyError(
@@ -88,7 +68,7 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
                 f"{who}: channel_cfg names module {name!r} that {type(model).__name__} lacks; it was exported "
                 "from another architecture."
             )
-        raw = module_channels(modules[name])
+        raw = _counting.module_channels(modules[name])
         want = (entry["raw_in_channels"], entry["raw_out_channels"])
         if raw is not None and tuple(raw) != tuple(want):
             raise ValueError(
@@ -119,17 +99,15 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
         removed = [i for i in range(size) if i not in kept]
         if removed:
             plan[gid] = removed
-    begin_record(model, example_inputs)
     if plan:
-        graph.prune(plan)
-        append_step(model, plan, ignored)
-        from torchpare.prune.target import sync_hf_config
-
+        apply_plan(graph, plan, retrace=True, record=True)
         sync_hf_config(model)
+    else:  # recorded all the same, so save_pruned works on the result either way
+        begin_record(model, example_inputs)
     for name, entry in channel_cfg.items():
         if name == "__subnet__":
             continue
-        got = module_channels(model.get_submodule(name))
+        got = _counting.module_channels(model.get_submodule(name))
         want = (entry["in_channels"], entry["out_channels"])
         if got is not None and tuple(got) != tuple(want):
             raise ValueError(
@@ -137,3 +115,14 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
                 "the config was exported from a different architecture."
             )
     return model
+
+
+def __getattr__(name: str) -> Any:
+    if name == "module_channels":  # moved next to counting
+        warnings.warn(
+            "torchpare.prune.pruners.deploy.module_channels moved to torchpare.prune.counting.module_channels.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return _counting.module_channels
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -21,9 +22,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+import torchpare.prune.ignored as _ignored
 from torchpare._utils import did_you_mean
+from torchpare.prune.counting import module_channels
+from torchpare.prune.graph import DependencyGraph
+from torchpare.prune.history import input_spec
 from torchpare.prune.pruners._masking import InputMasker, consumer_sites, member_owner
 from torchpare.prune.pruners._producer_masking import OutputMasker, producer_sites
+from torchpare.prune.pruners.deploy import deploy_subnet
 from torchpare.registry import PRUNERS
 
 if TYPE_CHECKING:
@@ -31,54 +37,10 @@ if TYPE_CHECKING:
     from torchpare.prune.pruners._masking import ConsumerSite
     from torchpare.prune.pruners._producer_masking import ProducerSite
 
-__all__ = ["StructurePruner", "RatioPruner", "RandomPruner", "resolve_ignored"]
+__all__ = ["StructurePruner", "RatioPruner", "RandomPruner"]
 
 _DEFAULT_EXCEPT = ("head.fc",)
 Subnet = dict[str, torch.Tensor]
-
-
-def resolve_ignored(
-    model: nn.Module,
-    ignored: Iterable[str | nn.Module] | None,
-    except_start_keys: Iterable[str] | None,
-    who: str,
-    strict_keys: bool = True,
-) -> list[str]:
-    """Module names excluded from pruning: ``ignored`` (names or modules) plus every module whose name
-    starts with one of ``except_start_keys``.
-
-    Raises:
-        ValueError: an ignored name or (with ``strict_keys``) a start key that matches no module.
-        TypeError: an ignored entry that is neither a name nor a submodule of ``model``.
-    """
-    names = [n for n, _ in model.named_modules() if n]
-    by_id = {id(m): n for n, m in model.named_modules()}
-    out: list[str] = []
-    for item in ignored or ():
-        if isinstance(item, nn.Module):
-            if id(item) not in by_id:
-                raise TypeError(
-                    f"{who}: ignored module {type(item).__name__} is not a submodule of the model."
-                )
-            out.append(by_id[id(item)])
-        elif isinstance(item, str):
-            if item not in names:
-                raise ValueError(
-                    f"{who}: ignored={item!r} is no module of {type(model).__name__}"
-                    f"{did_you_mean(item, names)}. Use names from model.named_modules()."
-                )
-            out.append(item)
-        else:
-            raise TypeError(f"{who}: ignored entries must be module names or modules, got {item!r}.")
-    for key in except_start_keys or ():
-        hits = [n for n in names if n == key or n.startswith(key)]
-        if not hits and strict_keys:
-            raise ValueError(
-                f"{who}: except_start_keys entry {key!r} matches no module of {type(model).__name__}"
-                f"{did_you_mean(key, names)}"
-            )
-        out.extend(hits)
-    return sorted(set(out))
 
 
 def _as_mask(value: Any, size: int, space: str, who: str) -> torch.Tensor:
@@ -129,13 +91,13 @@ class StructurePruner:
         ignored: Iterable[str | nn.Module] | None = None,
         except_start_keys: Sequence[str] | None = _DEFAULT_EXCEPT,
     ) -> None:
-        from torchpare.prune.graph import DependencyGraph
-
         who = type(self).__name__
         self.model = model
         self.example_inputs = example_inputs
-        self.ignored = resolve_ignored(
-            model, ignored, except_start_keys, who, strict_keys=except_start_keys is not _DEFAULT_EXCEPT
+        self.ignored = sorted(
+            _ignored.resolve_ignored(
+                model, ignored, except_start_keys, who, strict_keys=except_start_keys is not _DEFAULT_EXCEPT
+            )
         )
         self.graph = DependencyGraph.build(model, example_inputs, ignored=tuple(self.ignored))
         self.groups: dict[str, ChannelGroup] = {}  # space id -> its channel group
@@ -344,9 +306,6 @@ class StructurePruner:
             :func:`deploy_subnet` needs: per space the kept unit indices and size, the ignored
             modules and the example-input spec.
         """
-        from torchpare.prune.io import input_spec
-        from torchpare.prune.pruners.deploy import deploy_subnet, module_channels
-
         masks = self.current_subnet if subnet is None else self.check_subnet(subnet)
         groups = {
             gid: {
@@ -474,3 +433,15 @@ class RandomPruner(StructurePruner):
             mask[torch.randperm(g.size, generator=generator)[:keep]] = True
             subnet[gid] = mask
         return subnet
+
+
+def __getattr__(name: str) -> Any:
+    if name == "resolve_ignored":  # one resolver for every entry point now
+        warnings.warn(
+            "torchpare.prune.pruners.structure.resolve_ignored moved to torchpare.prune.ignored.resolve_ignored "
+            "(it returns names in the order given; sort them if you relied on sorted output).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return _ignored.resolve_ignored
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

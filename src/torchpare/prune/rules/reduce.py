@@ -12,8 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchpare.prune.graph.propagation import LabelContext, varies_along
+from torchpare.prune.graph.context import LabelContext, varies_along
 from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule, func_name
+from torchpare.prune.rules.linear import linear_like
 from torchpare.prune.rules.ops import elementwise, functions_named
 from torchpare.prune.rules.registry import register_rule
 
@@ -183,8 +184,6 @@ class MatmulRule(FunctionRule):
     the contracted channels are coupled and inexact (no parameter reads them)."""
 
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
-        from torchpare.prune.rules.linear import linear_like  # linear imports ops; avoid a cycle
-
         a, b = call.args[0], call.args[1]
         out = call.output
         if a.dim() < 2 or b.dim() < 2:

@@ -1,0 +1,432 @@
+"""Prune a model to a FLOPs or parameter budget: :func:`prune` and its :class:`PruneSummary`.
+
+Each step scores every prunable group with an importance criterion, then searches (bisection) how
+many of the lowest-scored units to remove so that the pruned model's FLOPs (or parameters), counted
+on the example inputs, land on the step's goal. Global pruning ranks the units of all groups together
+(scores are normalised per group); per-layer pruning removes the same fraction of every group.
+``iterative_steps > 1`` re-scores between steps and approaches the target geometrically in FLOPs.
+With ``bn_calibration`` batches, BatchNorm running statistics are re-estimated after every step
+(:func:`~torchpare.prune.calibrate.recalibrate_bn`): the removed channels change what the next
+BatchNorm layers see, and stale statistics can drop a pruned network to chance before any training.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+import torchpare.prune.calibrate as _calibrate
+from torchpare.prune.counting import count, module_channels
+from torchpare.prune.graph import DependencyGraph
+from torchpare.prune.history import begin_record
+from torchpare.prune.ignored import resolve_ignored
+from torchpare.prune.importance import build_importance
+from torchpare.prune.rules.hf_config import sync_hf_config
+from torchpare.prune.surgery import apply_plan
+
+__all__ = ["prune", "PruneSummary"]
+
+
+@dataclass
+class PruneSummary:
+    """What :func:`prune` did.
+
+    Attributes:
+        target: ``"flops"`` or ``"params"``.
+        target_ratio: The requested ratio of the original metric.
+        flops_before, flops_after, params_before, params_after: Counts on the example inputs.
+        layers: ``{module_name: {"before": (in, out), "after": (in, out)}}`` of every module touched.
+        groups: ``{group_id: (units_before, units_after)}``.
+        plans: The applied plans (group id -> removed unit indices), in application order.
+        within_tolerance: Whether the achieved ratio is within ``tolerance`` of the target.
+        bn_recalibrated: Whether BatchNorm statistics were re-estimated (``bn_calibration``).
+    """
+
+    target: str
+    target_ratio: float
+    flops_before: int
+    flops_after: int
+    params_before: int
+    params_after: int
+    layers: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    groups: dict[str, tuple[int, int]] = field(default_factory=dict)
+    plans: list[dict[str, list[int]]] = field(default_factory=list)
+    within_tolerance: bool = True
+    bn_recalibrated: bool = False
+
+    @property
+    def flops_ratio(self) -> float:
+        """FLOPs after / before."""
+        return self.flops_after / max(self.flops_before, 1)
+
+    @property
+    def params_ratio(self) -> float:
+        """Parameters after / before."""
+        return self.params_after / max(self.params_before, 1)
+
+    @property
+    def achieved_ratio(self) -> float:
+        """The ratio of the targeted metric."""
+        return self.flops_ratio if self.target == "flops" else self.params_ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return {
+            "target": self.target,
+            "target_ratio": self.target_ratio,
+            "achieved_ratio": self.achieved_ratio,
+            "flops": [self.flops_before, self.flops_after],
+            "params": [self.params_before, self.params_after],
+            "layers": {k: {kk: list(vv) for kk, vv in v.items()} for k, v in self.layers.items()},
+            "groups": {k: list(v) for k, v in self.groups.items()},
+            "plans": self.plans,
+            "within_tolerance": self.within_tolerance,
+            "bn_recalibrated": self.bn_recalibrated,
+        }
+
+    def table(self) -> str:
+        """A plain-text per-layer table with the totals."""
+        lines = [f"{'module':<40} {'in':>11} {'out':>11}"]
+        for name, io in self.layers.items():
+            (bi, bo), (ai, ao) = io["before"], io["after"]
+            if (bi, bo) != (ai, ao):
+                lines.append(f"{name:<40} {bi:>5}->{ai:<5} {bo:>5}->{ao:<5}")
+        lines.append(
+            f"FLOPs {self.flops_before:,} -> {self.flops_after:,} ({self.flops_ratio:.3f}); "
+            f"params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.3f}); "
+            f"target {self.target} {self.target_ratio:.3f}"
+            + ("; BatchNorm statistics recalibrated" if self.bn_recalibrated else "")
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _round_keep(keep: int, size: int, round_to: int | None) -> int:
+    """``keep`` rounded to the nearest multiple of ``round_to`` (at least one multiple); groups of at
+    most ``round_to`` units are left whole, since no smaller multiple exists."""
+    if not round_to:
+        return keep
+    if size <= round_to:
+        return size
+    rounded = int(round(keep / round_to)) * round_to
+    return min(size, max(round_to, rounded))
+
+
+class _Planner:
+    """Orders every removable unit once; the plan of size ``k`` removes the first ``k`` of that order.
+
+    Global pruning orders units by their (per-group normalised) score; per-layer pruning by the
+    fraction of its group a unit's removal reaches (``(rank + 1) / size``), so every group loses the
+    same share, one unit at a time. Within a group, units always go lowest score first.
+    """
+
+    def __init__(
+        self,
+        scores: Mapping[str, torch.Tensor],
+        groups: Mapping[str, Any],
+        global_pruning: bool,
+        round_to: int | None,
+        max_group_ratio: float,
+    ) -> None:
+        self.groups, self.round_to = groups, round_to
+        self.order = {gid: torch.argsort(s, stable=True).tolist() for gid, s in scores.items()}
+        self.cap: dict[str, int] = {}
+        entries: list[tuple[float, str]] = []
+        for gid, s in scores.items():
+            size = groups[gid].size
+            self.cap[gid] = cap = min(size - 1, int(math.floor(max_group_ratio * size)))
+            for rank in range(cap):
+                key = float(s[self.order[gid][rank]]) if global_pruning else (rank + 1) / size
+                entries.append((key, gid))
+        entries.sort(key=lambda e: e[0])  # stable: a group's units stay in rank order
+        self.flat = [gid for _, gid in entries]
+        self.total = len(self.flat)
+
+    def counts(self, k: int) -> dict[str, int]:
+        """Units removed per group by the first ``k`` of the order."""
+        counts = dict.fromkeys(self.order, 0)
+        for gid in self.flat[:k]:
+            counts[gid] += 1
+        return counts
+
+    def step(self, gid: str) -> int:
+        """Granularity of a group's count (``round_to`` for channel groups)."""
+        return self.round_to if self.round_to and self.groups[gid].unit == "channel" else 1
+
+    def plan(self, counts: Mapping[str, int]) -> dict[str, list[int]]:
+        """``{group id: lowest-scored unit indices}`` removing (about) ``counts[gid]`` units each."""
+        plan = {}
+        for gid, n in counts.items():
+            size = self.groups[gid].size
+            n = size - _round_keep(size - n, size, self.step(gid) if self.step(gid) > 1 else None)
+            n = max(0, min(n, self.cap[gid] if self.step(gid) == 1 else size - 1))
+            if n > 0:
+                plan[gid] = sorted(self.order[gid][:n])
+        return plan
+
+
+def _search(
+    planner: _Planner, goal: float, tolerance: float, metric_of: Callable[[Mapping[str, list[int]]], float]
+) -> dict[str, list[int]]:
+    """The plan whose metric is closest to ``goal``.
+
+    Bisection finds the smallest ``k`` reaching the goal along the planner's order (the metric falls
+    as ``k`` grows) and keeps the closer of ``k`` and ``k - 1``. If that misses the tolerance (coarse
+    groups), a short greedy search moves single units (or ``round_to`` steps) of one group at a time
+    while that brings the metric closer.
+    """
+    cache: dict[tuple[tuple[str, int], ...], tuple[float, dict[str, list[int]]]] = {}
+
+    def evaluate(counts: Mapping[str, int]) -> float:
+        plan = planner.plan(counts)
+        key = tuple(sorted((gid, len(idx)) for gid, idx in plan.items()))
+        if key not in cache:
+            cache[key] = (metric_of(plan), plan)
+        return cache[key][0]
+
+    lo, hi = 0, planner.total
+    best = planner.counts(0)
+    if evaluate(planner.counts(hi)) <= goal:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if evaluate(planner.counts(mid)) <= goal:
+                hi = mid
+            else:
+                lo = mid
+        best = min((planner.counts(lo), planner.counts(hi)), key=lambda c: abs(evaluate(c) - goal))
+    else:
+        best = planner.counts(hi)
+    err = abs(evaluate(best) - goal)
+    for _ in range(4 * len(best)):
+        if err <= tolerance * goal:
+            break
+        candidates = []
+        for gid in best:
+            for delta in (planner.step(gid), -planner.step(gid)):
+                n = best[gid] + delta
+                if 0 <= n < planner.groups[gid].size:
+                    candidates.append({**best, gid: n})
+        scored = [(abs(evaluate(c) - goal), c) for c in candidates]
+        if not scored or min(e for e, _ in scored) >= err:
+            break
+        err, best = min(scored, key=lambda t: t[0])
+    return planner.plan(best)
+
+
+def prune(
+    model: nn.Module,
+    example_inputs: Any,
+    importance: str | Mapping[str, Any] | Any = "l1",
+    target_flops_ratio: float | None = None,
+    target_params_ratio: float | None = None,
+    global_pruning: bool = True,
+    round_to: int | None = None,
+    ignored: Iterable[str | nn.Module] | None = None,
+    except_start_keys: Sequence[str] | None = None,
+    iterative_steps: int = 1,
+    max_group_ratio: float = 0.8,
+    units: Sequence[str] | None = None,
+    data: Iterable[Any] | None = None,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+    tolerance: float = 0.02,
+    bn_calibration: Iterable[Any] | None = None,
+) -> tuple[nn.Module, PruneSummary]:
+    """Prune ``model`` in place until its FLOPs (or parameters) reach a ratio of the original.
+
+    Args:
+        model: The model (pruned in place and returned).
+        example_inputs: Inputs to trace and to count FLOPs with (tensor, tuple, or dict of kwargs).
+        importance: A registered criterion name (``"l1"``, ``"l2"``, ``"bn_scale"``, ``"taylor"``,
+            ``"fisher"``, ``"random"``), a config dict, or a ``GroupImportance`` instance.
+        target_flops_ratio: Keep this fraction of the FLOPs (exactly one target must be given).
+        target_params_ratio: Keep this fraction of the parameters.
+        global_pruning: Rank units of all groups together (``True``) or prune each group by the same
+            fraction (``False``).
+        round_to: Keep channel counts multiples of this (heads are not rounded).
+        ignored: Module names (or modules) whose output channels are not pruned.
+        except_start_keys: Prefixes of module names excluded as well.
+        iterative_steps: Number of prune/re-score rounds (1 = one-shot).
+        max_group_ratio: At most this fraction of any group is removed (at least one unit stays).
+        units: Only prune groups of these unit kinds (e.g. ``("head", "kv_head")``); default all.
+        data, loss_fn, batch_loss: Calibration batches for data-dependent criteria (Taylor, Fisher):
+            ``loss_fn(outputs, targets)`` for ``(inputs, targets)`` batches, or ``batch_loss(model,
+            batch)``; dict batches with ``labels`` need neither. ``data`` must be re-iterable when
+            ``iterative_steps > 1``.
+        tolerance: Relative tolerance on the target; a warning is issued when it cannot be met.
+        bn_calibration: Batches (same layouts as ``data``; targets are ignored) to re-estimate every
+            BatchNorm layer's running statistics with after each step, so that scoring between steps
+            and the returned model see statistics that fit the pruned channels; see
+            :func:`~torchpare.prune.calibrate.recalibrate_bn`. Must be re-iterable when
+            ``iterative_steps > 1``. ``None`` (default) leaves the statistics as trained.
+
+    Returns:
+        ``(model, summary)``; the model carries its pruning record, so ``save_pruned`` works.
+
+    Raises:
+        ValueError: no target or both targets, a ratio outside ``(0, 1]``, bad steps/limits, no
+            prunable group, or ``bn_calibration`` for a model without BatchNorm running statistics.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+        >>> net, summary = prune(net, torch.randn(2, 16), target_params_ratio=0.5)
+        >>> net[0].out_features, round(summary.params_ratio, 2)
+        (16, 0.5)
+    """
+    who = "prune()"
+    if (target_flops_ratio is None) == (target_params_ratio is None):
+        raise ValueError(f"{who}: give exactly one of target_flops_ratio or target_params_ratio.")
+    target = "flops" if target_flops_ratio is not None else "params"
+    ratio = float(target_flops_ratio if target_flops_ratio is not None else target_params_ratio)  # type: ignore[arg-type]
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"{who}: target_{target}_ratio must be in (0, 1], got {ratio}.")
+    if iterative_steps < 1:
+        raise ValueError(f"{who}: iterative_steps must be >= 1, got {iterative_steps}.")
+    if not 0.0 < max_group_ratio < 1.0:
+        raise ValueError(f"{who}: max_group_ratio must be in (0, 1), got {max_group_ratio}.")
+    if round_to is not None and round_to < 1:
+        raise ValueError(f"{who}: round_to must be a positive int or None, got {round_to}.")
+    if bn_calibration is not None and not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules()
+    ):
+        raise ValueError(
+            f"{who}: bn_calibration was given but {type(model).__name__} has no BatchNorm layer with "
+            "running statistics; drop bn_calibration."
+        )
+    imp = build_importance(importance)
+    names = sorted(resolve_ignored(model, ignored, except_start_keys, who))
+
+    # Counting and tracing run forward passes: eval mode keeps BatchNorm statistics untouched.
+    was_training = model.training
+    model.eval()
+    try:
+        return _prune_eval(
+            model,
+            example_inputs,
+            imp,
+            target,
+            ratio,
+            names,
+            global_pruning,
+            round_to,
+            iterative_steps,
+            max_group_ratio,
+            units,
+            data,
+            loss_fn,
+            batch_loss,
+            tolerance,
+            bn_calibration,
+        )
+    finally:
+        model.train(was_training)
+
+
+def _prune_eval(
+    model: nn.Module,
+    example_inputs: Any,
+    imp: Any,
+    target: str,
+    ratio: float,
+    names: list[str],
+    global_pruning: bool,
+    round_to: int | None,
+    iterative_steps: int,
+    max_group_ratio: float,
+    units: Sequence[str] | None,
+    data: Iterable[Any] | None,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None,
+    batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None,
+    tolerance: float,
+    bn_calibration: Iterable[Any] | None = None,
+) -> tuple[nn.Module, PruneSummary]:
+    who = "prune()"
+    before = count(model, example_inputs)
+    base = before[target]
+    raw = {n: module_channels(m) for n, m in model.named_modules() if n}
+    begin_record(model, example_inputs)
+    graph = DependencyGraph.build(model, example_inputs, ignored=tuple(names))
+    sizes_before = {g.id: g.size for g in graph.groups()}
+    plans: list[dict[str, list[int]]] = []
+
+    def metric_of(plan: Mapping[str, list[int]]) -> float:
+        if not plan:
+            return count(model, example_inputs)[target] / base
+        # A shallow graph copy over a deep copy of the model: the surgery only reads the graph's
+        # groups and slices, and counting the trial needs no re-trace, so no trial pays for a trace
+        # or for copying the graph's index maps.
+        trial = copy.copy(graph)
+        trial.model = copy.deepcopy(model)
+        apply_plan(trial, plan)
+        return count(trial.model, example_inputs)[target] / base
+
+    for step in range(1, iterative_steps + 1):
+        goal = ratio ** (step / iterative_steps) if iterative_steps > 1 else ratio
+        groups = {g.id: g for g in graph.groups() if units is None or g.unit in units}
+        if not groups:
+            raise ValueError(f"{who}: no prunable group (units={units}).\n{graph.report()}")
+        if imp.requires_data:
+            imp.prepare(model, data, loss_fn=loss_fn, batch_loss=batch_loss, graph=graph)
+        scores = {}
+        for gid, g in groups.items():
+            s = imp(model, g)
+            if s is not None:
+                scores[gid] = s
+        if not scores:
+            raise ValueError(
+                f"{who}: criterion {type(imp).__name__} scored no group of {type(model).__name__}."
+            )
+        planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
+        best_plan = _search(
+            planner, goal, tolerance if step == iterative_steps else 0.25 * tolerance, metric_of
+        )
+        if best_plan:
+            apply_plan(graph, best_plan, retrace=True, record=True)
+            plans.append(best_plan)
+            if bn_calibration is not None:
+                _calibrate.recalibrate_bn(model, bn_calibration)
+
+    sync_hf_config(model)
+    after = count(model, example_inputs)
+    achieved = after[target] / base
+    within = abs(achieved - ratio) <= tolerance * ratio
+    if not within:
+        warnings.warn(
+            f"{who}: reached {target} ratio {achieved:.4f}, not within {tolerance:.0%} of the target "
+            f"{ratio:.4f}: {len(sizes_before)} prunable groups, max_group_ratio={max_group_ratio}, "
+            f"round_to={round_to}. Raise max_group_ratio, drop round_to, or read "
+            "DependencyGraph.build(model, example_inputs).report() for the groups that are blocked.",
+            stacklevel=2,
+        )
+    layers = {}
+    for name, m in model.named_modules():
+        if name and raw.get(name) is not None:
+            now = module_channels(m)
+            if now is not None:
+                layers[name] = {"before": raw[name], "after": now}
+    sizes_after = {g.id: g.size for g in graph.all_groups()}
+    summary = PruneSummary(
+        target=target,
+        target_ratio=ratio,
+        flops_before=before["flops"],
+        flops_after=after["flops"],
+        params_before=before["params"],
+        params_after=after["params"],
+        layers=layers,
+        groups={gid: (n, sizes_after.get(gid, n)) for gid, n in sizes_before.items()},
+        plans=plans,
+        within_tolerance=within,
+        bn_recalibrated=bn_calibration is not None and bool(plans),
+    )
+    return model, summary
