@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from torchpare._utils import get_submodule
-from torchpare.prune.pruners._masking import unit_index
+from torchpare.prune.pruners._masking import consumer_sites, site_input, unit_index
 from torchpare.registry import IMPORTANCES
 
 # The registered criteria only: ``torchpare.prune.<Name>`` resolves through this list. The base class
@@ -366,8 +366,6 @@ class GroupFisherImportance(GroupImportance):
         batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
         graph: Any = None,
     ) -> None:
-        from torchpare.prune.pruners._masking import consumer_sites, site_input
-
         who = "GroupFisherImportance.prepare()"
         if graph is None:
             raise ValueError(f"{who}: pass graph=DependencyGraph.build(model, example_inputs).")
