@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,7 @@ __all__ = [
     "begin_record",
     "append_step",
     "step_edits",
+    "record_to_json",
     "input_spec",
     "inputs_from_spec",
     "architecture_fingerprint",
@@ -279,3 +281,33 @@ def step_edits(step: Mapping[str, Any], where: str = "load_pruned()") -> Edits:
             raise
         raise PruningFileError(f"{where}: malformed pruning step ({type(exc).__name__}: {exc}).") from None
     return edits
+
+
+def record_to_json(record: Mapping[str, Any]) -> str:
+    """``record`` as JSON text, one line per slice (compact for big models, still readable).
+
+    Example:
+        >>> print(record_to_json({"steps": [{"slices": [{"dim": 0}, {"dim": 1}]}]}))
+        {
+         "steps": [
+          {
+           "slices": [
+            {"dim": 0},
+            {"dim": 1}
+           ]
+          }
+         ]
+        }
+    """
+
+    def dump(obj: Any, depth: int) -> str:
+        pad, inner = " " * depth, " " * (depth + 1)
+        if isinstance(obj, Mapping) and obj and depth < 3:
+            items = [f"{inner}{json.dumps(str(k))}: {dump(v, depth + 1)}" for k, v in obj.items()]
+            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+        if isinstance(obj, list) and obj and all(isinstance(x, Mapping) for x in obj) and depth < 4:
+            items = [f"{inner}{dump(x, depth + 1)}" for x in obj]
+            return "[\n" + ",\n".join(items) + f"\n{pad}]"
+        return json.dumps(obj)
+
+    return dump(record, 0)

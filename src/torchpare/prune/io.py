@@ -55,6 +55,7 @@ from torchpare.prune.history import (
     inputs_from_spec,
     new_record,
     pruning_record,
+    record_to_json,
     set_record,
     step_edits,
 )
@@ -121,8 +122,8 @@ def save_pruned(model: nn.Module, path: str | os.PathLike[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     # safetensors refuses aliased tensors; save_model de-duplicates tied weights (e.g. LM heads).
     atomic_save(folder / WEIGHTS_NAME, lambda tmp: save_model(model, tmp))
-    payload = json.dumps(
-        {**record, "weights": WEIGHTS_NAME, "pruned_fingerprint": architecture_fingerprint(model)}, indent=1
+    payload = record_to_json(
+        {**record, "weights": WEIGHTS_NAME, "pruned_fingerprint": architecture_fingerprint(model)}
     ).encode()
     atomic_write_bytes(folder / CONFIG_NAME, payload)
 

@@ -27,7 +27,7 @@ from torch import nn
 from torchpare._utils import get_submodule
 from torchpare.prune.history import Edits, append_step, begin_record
 from torchpare.prune.rules.base import slice_tensor_attr
-from torchpare.prune.rules.registry import MODULE_RULES, module_rule_for
+from torchpare.prune.rules.registry import MODULE_RULES, TRACE_HOOKS, module_rule_for, run_class_hooks
 
 if TYPE_CHECKING:
     from torchpare.prune.graph import ChannelGroup, DependencyGraph
@@ -173,6 +173,11 @@ def apply_edits(model: nn.Module, edits: Edits) -> None:
                 f"prune: tensor {path!r} of module {module!r} has shape {have}, but the edits were made "
                 f"for size {size} along dim {dim}; apply them to the model they were planned on."
             )
+    # Rules registered lazily (class and trace hooks, e.g. the transformers attention rules) are
+    # registered here too, so a replay in a fresh process finds the rules the trace found.
+    for hook in TRACE_HOOKS:
+        hook(model)
+    run_class_hooks({type(m) for m in model.modules()})
     tied = _tied_owners(model)
     for leaf, keep in edits.leaves.items():
         module = get_submodule(model, leaf, who="prune")
