@@ -7,6 +7,7 @@ transformers release) does to group ids, because the record names modules, tenso
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -71,10 +72,7 @@ def test_hf_fixture_loads_when_group_ids_change(monkeypatch):
     real = dependency.build_groups
 
     def renamed(ctx):
-        groups = real(ctx)
-        for g in groups:
-            g.id = g.id.replace("#heads", "#attention_heads")
-        return groups
+        return [dataclasses.replace(g, id=g.id.replace("#heads", "#attention_heads")) for g in real(ctx)]
 
     monkeypatch.setattr(dependency, "build_groups", renamed)
     fresh, example = build_zoo_model("hf_bert")
