@@ -88,7 +88,7 @@ def resolve_ignored(
             out[by_id[id(item)]] = None
         elif isinstance(item, str):
             if item not in names:
-                hint = did_you_mean(item, [n for n in names if n]) or "."
+                hint = did_you_mean(item, [n for n in names if n]) or _owner_hint(item, names)
                 raise IgnoredModuleError(
                     f"{who}: ignored={item!r} is no module of {type(model).__name__}{hint} "
                     "Use names from model.named_modules()."
@@ -105,3 +105,13 @@ def resolve_ignored(
             )
         out.update(dict.fromkeys(hits))
     return list(out)
+
+
+def _owner_hint(item: str, names: list[str]) -> str:
+    """``"; did you mean 'head'?"`` for ``"head.weight"`` (a tensor path of a module), else ``"."``."""
+    prefix = item
+    while "." in prefix:
+        prefix = prefix.rpartition(".")[0]
+        if prefix in names:
+            return f"; did you mean {prefix!r}?"
+    return "."
