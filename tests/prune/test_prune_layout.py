@@ -64,7 +64,7 @@ def test_every_way_to_prune_goes_through_surgery_apply_plan(monkeypatch):
     deploy_subnet(_net(), pruner.export_subnet())
     assert len(calls) >= 7  # export_subnet deploys a copy too
     n = len(calls)
-    prune(_net(), X, target_params_ratio=0.6)
+    prune(_net(), X, target_params_ratio=0.6, tolerance=0.5)
     assert len(calls) > n  # the trials and the final step
 
 

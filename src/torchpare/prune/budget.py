@@ -1,5 +1,8 @@
 """Prune a model to a FLOPs or parameter budget: :func:`prune` and its :class:`PruneSummary`.
 
+(Formerly ``torchpare.prune.target``, which still works with a ``FutureWarning``.) Every step is
+applied through :func:`torchpare.prune.surgery.apply_plan`, the one surgery entry point, and recorded.
+
 Each step scores every prunable group with an importance criterion, then searches (bisection) how
 many of the lowest-scored units to remove so that the pruned model's FLOPs (or parameters), counted
 on the example inputs, land on the step's goal. Global pruning ranks the units of all groups together
@@ -275,6 +278,8 @@ def prune(
     Raises:
         ValueError: no target or both targets, a ratio outside ``(0, 1]``, bad steps/limits, no
             prunable group, or ``bn_calibration`` for a model without BatchNorm running statistics.
+        IgnoredModuleError: an ``ignored`` entry or ``except_start_keys`` prefix that is no module of
+            ``model`` (also a ``ValueError``; names the closest module names).
 
     Example:
         >>> import torch
