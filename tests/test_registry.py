@@ -99,3 +99,10 @@ def test_unknown_name_after_all_sources_lists_what_they_registered(tmp_path, mon
     reg.add_source("tp_src_c")
     with pytest.raises(UnknownTypeError, match=r"no type 'Gama'.*did you mean 'Gamma'.*Known types: Gamma"):
         reg.get("Gama")
+
+
+def test_unknown_name_without_a_near_match_says_to_import_the_defining_module():
+    reg, _ = _make()
+    with pytest.raises(UnknownTypeError, match=r"no type 'Zzz'; a type registers when the module defining it is "
+                                               r"imported: import it \(or its package\) first\. Known types: WidgetThing"):
+        reg.get("Zzz")

@@ -182,7 +182,9 @@ class Registry:
         if key in self._aliases:
             return self._entries[self._aliases[key]]
         known = sorted([*self._entries, *self._aliases])
-        hint = did_you_mean(key, known) or "."
+        hint = did_you_mean(key, known) or (
+            "; a type registers when the module defining it is imported: import it (or its package) first."
+        )
         raise UnknownTypeError(
             f"Registry '{self.name}' has no type {key!r}{hint} "
             f"Known types: {', '.join(self.names()) or '(none)'}."
