@@ -64,3 +64,45 @@ def test_non_dict_passes_through():
     reg, _ = _make()
     sentinel = object()
     assert reg.build(sentinel) is sentinel
+
+
+def _source_module(tmp_path, monkeypatch, name, body):
+    (tmp_path / f"{name}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_declared_source_is_imported_on_the_first_miss_and_only_until_the_name_is_found(tmp_path, monkeypatch):
+    import sys
+
+    reg = Registry("sourced things")
+    for mod, cls in (("tp_src_a", "Alpha"), ("tp_src_b", "Beta")):
+        _source_module(tmp_path, monkeypatch, mod, f"import test_registry_target as t\n@t.REG.register()\nclass {cls}: pass\n")
+    target = type(sys)("test_registry_target")
+    target.REG = reg
+    monkeypatch.setitem(sys.modules, "test_registry_target", target)
+    reg.add_source("tp_src_a")
+    reg.add_source("tp_src_b")
+    assert "tp_src_a" not in sys.modules  # declaring imports nothing
+    assert reg.get("Alpha").__name__ == "Alpha"
+    assert "tp_src_a" in sys.modules and "tp_src_b" not in sys.modules  # stopped once found
+    assert reg.names() == ["Alpha", "Beta"]  # a full listing imports every source
+
+
+def test_unknown_name_after_all_sources_lists_what_they_registered(tmp_path, monkeypatch):
+    import sys
+
+    reg = Registry("sourced widgets")
+    _source_module(tmp_path, monkeypatch, "tp_src_c", "import test_registry_target2 as t\n@t.REG.register()\nclass Gamma: pass\n")
+    target = type(sys)("test_registry_target2")
+    target.REG = reg
+    monkeypatch.setitem(sys.modules, "test_registry_target2", target)
+    reg.add_source("tp_src_c")
+    with pytest.raises(UnknownTypeError, match=r"no type 'Gama'.*did you mean 'Gamma'.*Known types: Gamma"):
+        reg.get("Gama")
+
+
+def test_unknown_name_without_a_near_match_says_to_import_the_defining_module():
+    reg, _ = _make()
+    with pytest.raises(UnknownTypeError, match=r"no type 'Zzz'; a type registers when the module defining it is "
+                                               r"imported: import it \(or its package\) first\. Known types: WidgetThing"):
+        reg.get("Zzz")

@@ -14,7 +14,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("registry", "record", "deliver", "distill", "prune", "engine", "cli", "zoo")
+_SUBPACKAGES = ("registry", "record", "deliver", "distill", "prune", "engine", "cli", "zoo", "datasets", "demo")
 __all__ = ["__version__", *_SUBPACKAGES]
 
 

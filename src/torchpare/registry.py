@@ -40,6 +40,7 @@ __all__ = [
     "PRUNERS",
     "MODELS",
     "DATASETS",
+    "declare_sources",
 ]
 
 T = TypeVar("T")
@@ -61,6 +62,8 @@ class Registry:
 
     Args:
         name: Human-readable name used in error messages (``"losses"``, ``"recorders"``).
+        populate_from: Modules whose import fills this registry, imported by the first lookup that
+            misses (same as calling :meth:`add_source` for each).
 
     Example:
         >>> LOSSES_DEMO = Registry("demo losses")
@@ -75,16 +78,34 @@ class Registry:
         self.name = name
         self._entries: dict[str, Callable[..., Any]] = {}
         self._aliases: dict[str, str] = {}
-        # Modules whose import registers this registry's entries; imported on first lookup so that
-        # ``LOSSES.build({...})`` works without the user importing ``torchpare.distill.losses`` first.
-        self._populate_from = populate_from
-        self._populated = not populate_from
+        # Modules whose import fills this registry, imported by the first lookup that misses. The parts
+        # declare them (``add_source`` / :func:`declare_sources`); the registry itself names no part.
+        self._sources: list[str] = list(populate_from)
 
-    def _populate(self) -> None:
-        if self._populated:
-            return
-        self._populated = True
-        for mod in self._populate_from:
+    def add_source(self, module: str) -> None:
+        """Declare a module whose import registers entries here; it is imported on the first lookup that misses.
+
+        A part calls this from its own ``__init__`` so that its entries resolve without importing
+        every module up front.
+
+        Example:
+            >>> REG = Registry("demo sources")
+            >>> REG.add_source("json")  # any importable module; imported on the first miss
+            >>> "dumps" in REG
+            False
+        """
+        if module not in self._sources:
+            self._sources.append(module)
+
+    def _pending(self) -> list[str]:
+        return [m for m in (*self._sources, *_SHARED_SOURCES) if m not in _IMPORTED_SOURCES]
+
+    def _populate(self, key: str | None = None) -> None:
+        """Import declared source modules, one at a time, until ``key`` is registered (all when ``key`` is None)."""
+        for mod in self._pending():
+            if key is not None and (key in self._entries or key in self._aliases):
+                return
+            _IMPORTED_SOURCES.add(mod)  # before the import: a source that looks itself up must not recurse
             importlib.import_module(mod)
 
     # -- registration -------------------------------------------------------------------------
@@ -130,7 +151,8 @@ class Registry:
         return dict(self._aliases)
 
     def __contains__(self, key: object) -> bool:
-        self._populate()
+        if isinstance(key, str):
+            self._populate(key)
         return isinstance(key, str) and (key in self._entries or key in self._aliases)
 
     def __iter__(self) -> Iterator[str]:
@@ -151,13 +173,18 @@ class Registry:
         """
         if not isinstance(key, str):
             raise BuildError(f"Registry '{self.name}': 'type' must be a string, got {type(key).__name__}")
-        self._populate()
+        if key not in self._entries and key not in self._aliases:
+            self._populate(key)
+        if key not in self._entries and key not in self._aliases:
+            self._populate()  # the message lists every known name
         if key in self._entries:
             return self._entries[key]
         if key in self._aliases:
             return self._entries[self._aliases[key]]
         known = sorted([*self._entries, *self._aliases])
-        hint = did_you_mean(key, known) or "."
+        hint = did_you_mean(key, known) or (
+            "; a type registers when the module defining it is imported: import it (or its package) first."
+        )
         raise UnknownTypeError(
             f"Registry '{self.name}' has no type {key!r}{hint} "
             f"Known types: {', '.join(self.names()) or '(none)'}."
@@ -224,13 +251,33 @@ def check_arguments(target: Callable[..., Any], kwargs: Mapping[str, Any], where
             raise BuildError(f"{where}: missing required argument {n!r}.")
 
 
-RECORDERS = Registry("recorders", populate_from=("torchpare.record",))
-DELIVERIES = Registry("deliveries", populate_from=("torchpare.deliver",))
-LOSSES = Registry("losses", populate_from=("torchpare.distill.losses",))
-CONNECTORS = Registry("connectors", populate_from=("torchpare.distill.connectors",))
-DISTILLERS = Registry("distillers", populate_from=("torchpare.distill.distiller", "torchpare.distill.algorithms"))
-ALGORITHMS = Registry("algorithms", populate_from=("torchpare.distill.algorithms",))
-IMPORTANCES = Registry("importances", populate_from=("torchpare.prune.importance",))
-PRUNERS = Registry("pruners", populate_from=("torchpare.prune.pruners",))
-MODELS = Registry("models", populate_from=("torchpare.zoo",))
-DATASETS = Registry("datasets", populate_from=("torchpare.engine.data",))
+# Modules declared by parts that do not say which registries they fill (packages with lazy exports,
+# see ``torchpare._lazy``); every registry imports them on a miss. Each source is imported once.
+_SHARED_SOURCES: list[str] = []
+_IMPORTED_SOURCES: set[str] = set()
+
+
+def declare_sources(modules: tuple[str, ...] | list[str]) -> None:
+    """Declare modules whose import registers entries in one or more registries (imported on a miss).
+
+    Parts with lazy exports call this (through :func:`torchpare._lazy.lazy_exports`), so that importing
+    such a part stays cheap and ``LOSSES.build({"type": "KLDivergence"})`` still works afterwards. The
+    registry names no part itself: a lookup finds the entries of the parts imported so far.
+    """
+    for mod in modules:
+        if mod not in _SHARED_SOURCES:
+            _SHARED_SOURCES.append(mod)
+
+
+# The global registries. Each part registers its entries when it is imported: record, deliver and zoo
+# at package import; distill, prune and engine declare their modules through their lazy ``__init__``.
+RECORDERS = Registry("recorders")
+DELIVERIES = Registry("deliveries")
+LOSSES = Registry("losses")
+CONNECTORS = Registry("connectors")
+DISTILLERS = Registry("distillers")
+ALGORITHMS = Registry("algorithms")
+IMPORTANCES = Registry("importances")
+PRUNERS = Registry("pruners")
+MODELS = Registry("models")
+DATASETS = Registry("datasets")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from torchpare.engine.demo_text import load_minilm, quiet_hf_progress_bars
+from torchpare.demo.text import load_minilm, quiet_hf_progress_bars
 
 hf_logging = pytest.importorskip("transformers.utils.logging")
 

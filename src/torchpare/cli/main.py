@@ -93,11 +93,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "demo":
         if args.task == "text":
-            from torchpare.engine.demo_text import run_text_demo
+            from torchpare.demo import run_text_demo
 
             run_text_demo(output=args.output or "runs/demo_text", fast=args.fast, quiet=args.quiet)
         else:
-            from torchpare.engine.demo import run_demo
+            from torchpare.demo import run_demo
 
             run_demo(output=args.output or "runs/demo", fast=args.fast, quiet=args.quiet)
         return 0

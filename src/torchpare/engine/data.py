@@ -1,98 +1,67 @@
-"""Built-in data: scikit-learn's ``load_digits`` (real 8x8 handwritten digits, shipped offline).
+"""The engine's data entry: a config's ``data`` section -> a :class:`DataBundle` (train / val / test).
 
-The split is fixed and stratified (60/20/20), so every part of torchpare (tests, benchmarks, the
-demo) sees the same train/val/test images for a given seed.
+Any ``DATASETS`` entry that returns a :class:`~torchpare.datasets.bundle.DataBundle` can be named in a
+config; torchpare ships the reference ``digits`` (:mod:`torchpare.datasets.digits`).
 
 Example:
-    >>> split = load_digits_split(seed=0)
-    >>> split.x_train.shape[1:], split.x_train.dtype, len(split.y_test)
-    (torch.Size([1, 8, 8]), torch.float32, 360)
+    >>> bundle = build_data({"type": "digits", "seed": 0, "label_fraction": 0.5})
+    >>> type(bundle).__name__, len(bundle.test)
+    ('DigitsData', 360)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from collections.abc import Mapping
+from typing import Any
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, TensorDataset
-
+import torchpare.datasets  # noqa: F401  (registers the reference datasets that configs name)
+from torchpare.datasets.bundle import DataBundle
 from torchpare.registry import DATASETS
 
-__all__ = ["DigitsSplit", "load_digits_split", "digits_loaders"]
+__all__ = ["DataBundle", "build_data", "DEFAULT_DATA"]
+
+DEFAULT_DATA = {"type": "digits"}  # a config without a data section trains on the reference digits
+
+# Old names of this module (the digits data moved to torchpare.datasets.digits): FutureWarning on use.
+_MOVED = {"DigitsSplit", "load_digits_split", "digits_loaders"}
 
 
-@dataclass(frozen=True)
-class DigitsSplit:
-    """Tensors of one fixed split. Images are ``float32`` in ``[0, 1]``, shaped ``(N, 1, 8, 8)``."""
+def build_data(cfg: Mapping[str, Any] | None) -> DataBundle:
+    """Build a config's ``data`` section (``{"type": "digits", "seed": 0, "label_fraction": 1.0}``).
 
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-    @property
-    def num_classes(self) -> int:
-        return 10
-
-
-def _stratified_indices(y: np.ndarray, fractions: tuple[float, float, float], seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    parts: list[list[int]] = [[], [], []]
-    for cls in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == cls))
-        n_train = int(round(fractions[0] * len(idx)))
-        n_val = int(round(fractions[1] * len(idx)))
-        parts[0].extend(idx[:n_train])
-        parts[1].extend(idx[n_train : n_train + n_val])
-        parts[2].extend(idx[n_train + n_val :])
-    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
-
-
-@DATASETS.register(aliases=("digits",))
-def load_digits_split(seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> DigitsSplit:
-    """Load scikit-learn's digits and split them stratified into train/val/test.
+    ``type`` names a ``DATASETS`` entry and the other keys are its arguments, except ``batch_size``
+    (the ``schedule`` section sets it), which is ignored here.
 
     Args:
-        seed: Seed of the split (not of training).
-        fractions: Train/val/test fractions; must sum to 1.
+        cfg: The data section; ``None`` or empty means :data:`DEFAULT_DATA`.
 
     Returns:
-        A :class:`DigitsSplit` (1797 images in all).
+        The :class:`DataBundle` the entry returns.
 
     Raises:
-        ValueError: fractions that do not sum to 1.
-        ImportError: scikit-learn is not installed (``pip install torchpare[data]``).
+        UnknownTypeError: ``type`` is not a registered dataset.
+        BuildError: the arguments do not fit the entry.
+        TypeError: the entry returned something other than a :class:`DataBundle`.
     """
-    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"load_digits_split(): fractions {fractions} must be >= 0 and sum to 1.")
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("load_digits_split() needs scikit-learn: pip install 'torchpare[data]'") from exc
-    data = load_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(data.target, dtype=torch.long)
-    tr, va, te = _stratified_indices(data.target, fractions, seed)
-    return DigitsSplit(x[tr], y[tr], x[va], y[va], x[te], y[te])
+    cfg = dict(cfg or DEFAULT_DATA)
+    cfg.pop("batch_size", None)
+    bundle = DATASETS.build(cfg)
+    if not isinstance(bundle, DataBundle):
+        raise TypeError(
+            f"data: DATASETS type {cfg.get('type')!r} returned a {type(bundle).__name__}, not a DataBundle; "
+            f"register a function returning torchpare.datasets.DataBundle(train=..., val=..., test=..., "
+            f"example=...)"
+        )
+    return bundle
 
 
-def digits_loaders(
-    split: DigitsSplit, batch_size: int = 64, seed: int = 0, with_indices: bool = False
-) -> tuple[DataLoader, DataLoader, DataLoader]:
-    """Train (shuffled with ``seed``), val and test loaders over a split.
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(
+            f"torchpare.engine.data.{name} moved to torchpare.datasets.{name}; the old path goes in the next "
+            f"release.", FutureWarning, stacklevel=2)
+        from torchpare.datasets import digits
 
-    With ``with_indices=True`` each batch is ``(x, y, sample_index)``: CRD and the teacher cache need it.
-    """
-
-    def _ds(x: torch.Tensor, y: torch.Tensor) -> TensorDataset:
-        return TensorDataset(x, y, torch.arange(len(y))) if with_indices else TensorDataset(x, y)
-
-    gen = torch.Generator().manual_seed(seed)
-    return (
-        DataLoader(_ds(split.x_train, split.y_train), batch_size=batch_size, shuffle=True, generator=gen),
-        DataLoader(_ds(split.x_val, split.y_val), batch_size=256),
-        DataLoader(_ds(split.x_test, split.y_test), batch_size=256),
-    )
+        return getattr(digits, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
+import torchpare.zoo  # noqa: F401  (registers the reference models that configs name)
 from torchpare._utils import atomic_write_bytes
+from torchpare.datasets.bundle import UNLABELLED, DataBundle  # noqa: F401  (UNLABELLED: old import path)
 from torchpare.distill import recover
 from torchpare.engine.config import ConfigError, algorithm_models, save_config, validate_config
+from torchpare.engine.data import build_data
 from torchpare.engine.distributed import init_distributed
 from torchpare.engine.measure import model_stats
 from torchpare.engine.trainer import Trainer, evaluate
@@ -33,55 +35,21 @@ __all__ = [
     "build_algorithm",
     "prune_model",
     "save_model",
-    "mask_labels",
-    "DigitsData",
 ]
 
-UNLABELLED = -100  # the "no label" target of torchpare.distill and the engine's cross-entropy
+# Old names of this module, now in torchpare.datasets: FutureWarning on use.
+_MOVED = {"DigitsData": "torchpare.datasets.digits", "mask_labels": "torchpare.datasets.bundle"}
 
 
-class DigitsData:
-    """Train (labels masked to ``label_fraction``, with sample indices), val and test sets of a split."""
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
+        import warnings
 
-    def __init__(self, split: Any, label_fraction: float = 1.0, seed: int = 0) -> None:
-        self.split = split
-        y = mask_labels(split.y_train, label_fraction, seed)
-        self.train = TensorDataset(split.x_train, y, torch.arange(len(y)))
-        self.train_labelled_only = TensorDataset(split.x_train[y >= 0], y[y >= 0])
-        self.val = TensorDataset(split.x_val, split.y_val)
-        self.test = TensorDataset(split.x_test, split.y_test)
-        self.example = split.x_train[:1]
-        self.batch = split.x_test[:64]
-
-
-def mask_labels(y: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
-    """Keep ``fraction`` of the labels per class (seeded); the others become ``-100`` (unlabelled).
-
-    Example:
-        >>> y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-        >>> int((mask_labels(y, 0.5) >= 0).sum())
-        4
-    """
-    if fraction >= 1.0:
-        return y.clone()
-    gen = torch.Generator().manual_seed(seed + 12345)
-    out = torch.full_like(y, UNLABELLED)
-    for cls in torch.unique(y):
-        idx = torch.nonzero(y == cls).flatten()
-        keep = idx[torch.randperm(len(idx), generator=gen)[: max(1, round(fraction * len(idx)))]]
-        out[keep] = y[keep]
-    return out
-
-
-def build_data(cfg: Mapping[str, Any] | None) -> DigitsData:
-    """Build the data section (``{"type": "digits", "seed": 0, "label_fraction": 1.0}``)."""
-    from torchpare.registry import DATASETS
-
-    cfg = dict(cfg or {"type": "digits"})
-    frac = cfg.pop("label_fraction", 1.0)
-    cfg.pop("batch_size", None)
-    split = DATASETS.build(cfg)
-    return DigitsData(split, frac, seed=int(cfg.get("seed", 0)))
+        warnings.warn(f"torchpare.engine.runner.{name} moved to torchpare.datasets.{name}; the old path goes in "
+                      f"the next release.", FutureWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _read_state_dict(path: Path) -> Any:
@@ -176,7 +144,7 @@ def save_model(model: nn.Module, run_dir: Path) -> Path:
     return path
 
 
-def _write_results(run_dir: Path, name: str, model: nn.Module, data: DigitsData, extra: dict[str, Any]) -> dict:
+def _write_results(run_dir: Path, name: str, model: nn.Module, data: DataBundle, extra: dict[str, Any]) -> dict:
     test = evaluate(model, data.test)
     entry = {"name": name, "accuracy": test["accuracy"], **model_stats(model, data.example, data.batch), **extra}
     atomic_write_bytes(run_dir / "results.json", json.dumps({"models": [entry]}, indent=2).encode())
