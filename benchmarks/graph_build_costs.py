@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 import torchpare.prune.graph.group as group_module
-from torchpare.prune.graph.context import LabelContext
 from torchpare.prune.graph.trace import trace_labels
+from torchpare.prune.labels import LabelContext
 from torchpare.zoo import ZOO
 from torchpare.zoo.cnn import MobileNetV2Like, ResNetBottleneck
 

@@ -17,7 +17,7 @@ from torch import nn
 
 import torchpare.prune.graph.group as group_module
 from torchpare.prune import DependencyGraph
-from torchpare.prune.graph.context import LabelContext, UnionFind
+from torchpare.prune.labels import LabelContext, UnionFind
 from torchpare.prune.rules import CLASS_HOOKS, register_class_hook
 from torchpare.prune.rules.base import Call
 from torchpare.prune.rules.ops import ElementwiseModuleRule

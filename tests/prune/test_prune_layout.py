@@ -176,15 +176,15 @@ def test_old_import_paths_warn_and_still_work():
     with pytest.warns(FutureWarning, match="torchpare.prune.ignored.resolve_ignored"):
         assert structure.resolve_ignored(_net(), ["0"], None, "x") == ["0"]
     sys.modules.pop("torchpare.prune.graph.propagation", None)
-    with pytest.warns(FutureWarning, match="graph.context"):
+    with pytest.warns(FutureWarning, match="prune.labels"):
         from torchpare.prune.graph.propagation import LabelContext
-    from torchpare.prune.graph.context import LabelContext as New
+    from torchpare.prune.labels import LabelContext as New
 
     assert LabelContext is New
 
 
 def test_label_context_fix_is_renamed_keep_whole():
-    from torchpare.prune.graph.context import LabelContext
+    from torchpare.prune.labels import LabelContext
 
     model = nn.Linear(2, 2)
     ctx, other = LabelContext(model), LabelContext(model)

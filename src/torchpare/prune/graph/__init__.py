@@ -1,6 +1,6 @@
 """Dependency analysis: trace a model, propagate channel labels, group coupled channels.
 
-Names resolve lazily, so importing a leaf module (``graph.context``, used by every rule file) does not
+Names resolve lazily, so importing a leaf module (``prune.labels``, used by every rule file) does not
 import the tracer and the rules back.
 """
 

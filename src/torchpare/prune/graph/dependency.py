@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from torchpare._utils import did_you_mean
-from torchpare.prune.graph.context import LabelContext
 from torchpare.prune.graph.group import ChannelGroup, build_groups
 from torchpare.prune.graph.report import format_report
 from torchpare.prune.graph.trace import trace_labels
 from torchpare.prune.ignored import resolve_ignored
+from torchpare.prune.labels import LabelContext
 from torchpare.prune.surgery import apply_plan
 
 __all__ = ["DependencyGraph", "Plan"]

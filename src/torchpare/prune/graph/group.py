@@ -14,7 +14,7 @@ from itertools import chain
 
 import numpy as np
 
-from torchpare.prune.graph.context import LabelContext
+from torchpare.prune.labels import LabelContext
 
 __all__ = ["GroupMember", "ChannelGroup", "build_groups"]
 

@@ -1,11 +1,11 @@
-"""Deprecated module path: the label state lives in :mod:`torchpare.prune.graph.context`.
+"""Deprecated module path: the label state lives in :mod:`torchpare.prune.labels`.
 
 Importing this module emits a ``FutureWarning``; it will be removed.
 """
 
 import warnings
 
-from torchpare.prune.graph.context import (
+from torchpare.prune.labels import (
     NEUTRAL,
     LabelContext,
     SliceInfo,
@@ -16,7 +16,7 @@ from torchpare.prune.graph.context import (
 )
 
 warnings.warn(
-    "torchpare.prune.graph.propagation is renamed torchpare.prune.graph.context; "
+    "torchpare.prune.graph.propagation is renamed torchpare.prune.labels; "
     "import LabelContext from there.",
     FutureWarning,
     stacklevel=2,

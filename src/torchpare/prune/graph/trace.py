@@ -22,9 +22,9 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
-from torchpare.prune.graph.context import LabelContext, distinct
+from torchpare.prune.labels import LabelContext, distinct
 
-# Leaf modules, not the package: rules/__init__ imports rule files that import graph.context.
+# Leaf modules, not the package: rules/__init__ imports rule files that import prune.labels.
 from torchpare.prune.rules.base import Call, ModuleRule, func_name
 from torchpare.prune.rules.registry import TRACE_HOOKS, function_rule_for, module_rule_for, run_class_hooks
 

@@ -51,7 +51,7 @@ from torch import nn
 from torchpare._utils import get_submodule
 
 if TYPE_CHECKING:  # the context lives in the graph package; rules only use its methods
-    from torchpare.prune.graph.context import LabelContext
+    from torchpare.prune.labels import LabelContext
 
 __all__ = ["Call", "ModuleRule", "FunctionRule", "slice_tensor_attr", "func_name", "ROLE_IN", "ROLE_OUT"]
 

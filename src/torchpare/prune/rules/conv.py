@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchpare.prune.graph.context import LabelContext
+from torchpare.prune.labels import LabelContext
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, FunctionRule, ModuleRule
 from torchpare.prune.rules.registry import register_rule
 

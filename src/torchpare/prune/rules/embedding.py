@@ -7,7 +7,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import nn
 
-from torchpare.prune.graph.context import LabelContext
+from torchpare.prune.labels import LabelContext
 from torchpare.prune.rules.base import ROLE_OUT, Call, FunctionRule, ModuleRule
 from torchpare.prune.rules.registry import register_rule
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchpare.prune.graph.context import LabelContext
+from torchpare.prune.labels import LabelContext
 from torchpare.prune.rules.base import ROLE_OUT, Call, FunctionRule, ModuleRule, slice_tensor_attr
 from torchpare.prune.rules.registry import register_rule
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchpare.prune.graph.context import NEUTRAL, LabelContext, distinct, varies_along
+from torchpare.prune.labels import NEUTRAL, LabelContext, distinct, varies_along
 from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule
 from torchpare.prune.rules.registry import register_rule
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchpare.prune.graph.context import LabelContext, varies_along
+from torchpare.prune.labels import LabelContext, varies_along
 from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule, func_name
 from torchpare.prune.rules.linear import linear_like
 from torchpare.prune.rules.ops import elementwise, functions_named

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchpare.prune.graph.context import LabelContext, varies_along, varying_dims
+from torchpare.prune.labels import LabelContext, varies_along, varying_dims
 from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule
 from torchpare.prune.rules.ops import _cpu_index, _tensors, functions_named
 from torchpare.prune.rules.registry import register_rule
