@@ -216,7 +216,7 @@ def load_state_dict_file(
         ...     torch.save({"state_dict": {"module.weight": torch.ones(4, 2), "module.bias": torch.zeros(4)}},
         ...                f"{tmp}/ddp.pt")
         ...     model = nn.Linear(2, 4)
-        ...     load_state_dict_file(model, f"{tmp}/ddp.pt", "demo"), float(model.weight.sum())
+        ...     load_state_dict_file(model, f"{tmp}/ddp.pt", "demo"), float(model.weight.detach().sum())
         ({'missing_keys': [], 'unexpected_keys': []}, 8.0)
     """
     state = read_state_dict_file(path, where, unwrap=unwrap, hint=hint)

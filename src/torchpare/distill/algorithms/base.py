@@ -251,19 +251,17 @@ class BaseAlgorithm(nn.Module):
         sides: Iterable[tuple[ConfigurableDistiller, Side]],
         grad: bool = True,
     ) -> Any:
-        """``model`` on ``inputs`` with each distiller's recorders of the given side on.
+        """``model`` on ``inputs`` inside ``d.recording(side)`` of each distiller.
 
-        Deliveries record on the teacher side and replay the recorded outputs on the student side.
+        Deliveries record on the teacher side (whose entry starts the step and empties their queues)
+        and replay the recorded outputs on the student side.
         """
         with ExitStack() as stack:
             if not grad:
                 stack.enter_context(torch.no_grad())
             for d, side in sides:
-                stack.enter_context(d.student_recorders if side == "student" else d.teacher_recorders)
-                if d.has_deliveries:
-                    d.set_deliveries_override(side == "student")
-                    stack.enter_context(d.deliveries)
-            return forward_model(model, inputs)
+                stack.enter_context(d.recording(side))
+            return call_model(model, inputs)
 
     def _add_supervised(
         self, losses: dict[str, torch.Tensor], key: str, outputs: Any, targets: torch.Tensor | None
