@@ -120,9 +120,9 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.T
     labelled = targets >= 0
     if not bool(labelled.any()):
         return logits.sum() * 0.0
-    if bool(labelled.all()):
-        return F.cross_entropy(logits, targets)
-    return F.cross_entropy(logits[labelled], targets[labelled])
+    if not bool(labelled.all()):
+        targets = torch.where(labelled, targets, torch.full_like(targets, UNLABELLED))
+    return F.cross_entropy(logits, targets, ignore_index=UNLABELLED)
 
 
 def read_state_dict_file(
