@@ -14,7 +14,8 @@ A ``source`` is one of
 * a recorder: ``{"from_student": bool, "recorder": name, "record_idx": 0, "data_idx": None,
   "connector": name}``; ``record_idx`` picks the call (a module called twice records twice),
   ``data_idx`` picks an element of a tuple output (int) or a field of a dict / Hugging Face
-  ``ModelOutput`` (str, e.g. ``"logits"``); ``connector`` (optional) passes the tensor through
+  ``ModelOutput`` (str, e.g. ``"logits"``), or follows a path into nested outputs
+  (``"hidden_states.2"`` or ``("hidden_states", 2)``); ``connector`` (optional) passes the tensor through
   ``connectors[name]`` first.
 * batch data: ``{"from_data": key}``; the value is ``data[key]`` from
   ``compute_distill_losses(data=...)``. The algorithms pass ``{"targets": targets, "indices": indices,
@@ -23,7 +24,12 @@ A ``source`` is one of
 
 Everything is checked in the constructor, before any training: unknown losses, arguments that the
 loss's ``forward`` does not take, required arguments left unmapped, unknown recorders and connectors,
-a recorder looked up on the wrong side, and student/teacher argument names mapped from the wrong side.
+a recorder looked up on the wrong side, student/teacher argument names mapped from the wrong side,
+malformed ``data_idx`` paths and delivery paths that do not import; all problems are reported
+together with their key paths (:meth:`ConfigurableDistiller.config_errors` returns them).
+
+Algorithms run each model inside :meth:`ConfigurableDistiller.recording` (``"teacher"`` or
+``"student"``) and then call :meth:`ConfigurableDistiller.compute_distill_losses`; nothing else.
 """
 
 from __future__ import annotations
@@ -170,7 +176,9 @@ class ConfigurableDistiller(nn.Module):
         student_recorders: Name -> recorder (or config dict like ``{"type": "ModuleOutputs",
             "source": "fc"}``) on the student.
         teacher_recorders: Same on the teacher.
-        distill_deliveries: Name -> delivery (or config dict) replaying teacher outputs on the student.
+        distill_deliveries: Name -> delivery (or config dict) replaying teacher outputs on the student,
+            or MMRazor's list form ``[config, ...]`` (see :class:`~torchpare.deliver.DeliveryManager`).
+            Their import paths are checked here.
         connectors: Name -> connector module or config dict (built through ``CONNECTORS``).
         distill_losses: Name -> loss module or config dict (built through ``LOSSES``). The loss
             ``name`` appears as ``"loss_<name>"`` in :meth:`compute_distill_losses` (``name`` itself
@@ -185,8 +193,11 @@ class ConfigurableDistiller(nn.Module):
 
     Raises:
         DistillerConfigError: (a ValueError) the mapping names an unknown loss, argument, recorder or
-            connector, leaves a required loss argument unmapped, or mixes up student and teacher sides.
-            The message names the loss, the argument and the bad key and lists the valid ones.
+            connector, leaves a required loss argument unmapped, or mixes up student and teacher sides;
+            a delivery path does not import. The message names the loss, the argument and the bad key
+            and lists the valid ones. Every problem is collected first: a single one is raised as it
+            is (also the registry's ``UnknownTypeError``/``BuildError``), several together as one
+            ``DistillerConfigError`` whose ``problems`` list ``(key_path, message)``.
         TypeError: a mapping entry is not a dict, or a built connector/loss is not an ``nn.Module``.
 
     Example:
@@ -219,7 +230,7 @@ class ConfigurableDistiller(nn.Module):
         self,
         student_recorders: Mapping[str, Any] | None = None,
         teacher_recorders: Mapping[str, Any] | None = None,
-        distill_deliveries: Mapping[str, Any] | None = None,
+        distill_deliveries: Mapping[str, Any] | Sequence[Any] | None = None,
         connectors: Mapping[str, Any] | None = None,
         distill_losses: Mapping[str, Any] | None = None,
         loss_forward_mappings: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
