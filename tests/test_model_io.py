@@ -127,3 +127,17 @@ def test_load_state_dict_file_checks_shapes_before_copying(tmp_path: Path) -> No
     with pytest.raises(StateDictFileError, match=r"first bias \(5,\) in the file vs \(4,\) in the model"):
         load_state_dict_file(model, tmp_path / "w.pt", "here")
     assert torch.equal(model.weight, before)
+
+
+def test_engine_model_checkpoint_accepts_ddp_and_state_dict_wrapping_but_not_a_training_checkpoint(
+        tmp_path: Path) -> None:
+    from torchpare.engine.config import ConfigError
+    from torchpare.engine.runner import build_model
+
+    trained = DigitsCNN(width=4)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()}}, tmp_path / "ddp.pt")
+    model = build_model({"type": "DigitsCNN", "width": 4, "checkpoint": str(tmp_path / "ddp.pt")}, "teacher")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+    torch.save({"model": trained.state_dict(), "step": 3}, tmp_path / "last.pt")
+    with pytest.raises(ConfigError, match=r"teacher\.checkpoint: .* is not a torch state dict.*--resume"):
+        build_model({"type": "DigitsCNN", "width": 4, "checkpoint": str(tmp_path / "last.pt")}, "teacher")
