@@ -41,8 +41,8 @@ def test_wrong_width_model_checkpoint_names_the_first_tensor_and_both_shapes(
                  "--set", "model.width=16", "--set", f"model.checkpoint={ckpt}"])
     assert code == 2
     (line,) = _error_lines(capsys)
-    assert (f"model.checkpoint: '{ckpt}' does not fit DigitsCNN: 21 tensor(s) differ, first stem.conv.weight "
-            "(8, 1, 3, 3) in the file vs (16, 1, 3, 3) in the model") in line
+    assert (f"model.checkpoint: '{ckpt}' does not fit DigitsCNN: 21 tensor(s) differ in shape, first "
+            "stem.conv.weight (8, 1, 3, 3) in the file vs (16, 1, 3, 3) in the model") in line
 
 
 def test_training_checkpoint_given_as_model_checkpoint_points_to_resume(

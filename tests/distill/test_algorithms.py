@@ -191,7 +191,7 @@ def test_custom_student_loss_and_calculate_student_loss_false():
     assert set(algo.loss(*batch())) == {"distill.loss_kl"}
 
 
-def test_teacher_ckpt_loads_weights_only_and_reports_missing_keys(tmp_path):
+def test_teacher_ckpt_with_strict_false_loads_weights_only_and_reports_missing_keys(tmp_path):
     trained = DigitsCNN(width=8)
     state = {k: v for k, v in trained.state_dict().items() if not k.startswith("fc.")}
     state["extra.weight"] = torch.zeros(1)
@@ -199,7 +199,9 @@ def test_teacher_ckpt_loads_weights_only_and_reports_missing_keys(tmp_path):
     torch.save({"state_dict": state}, path)
     teacher = DigitsCNN(width=8)
     with pytest.warns(UserWarning, match=r"missing keys \['fc.weight', 'fc.bias'\].*'extra.weight'"):
-        algo = SingleTeacherDistill(DigitsSmallCNN(width=4), teacher, kd_distiller(), teacher_ckpt=path)
+        algo = SingleTeacherDistill(
+            DigitsSmallCNN(width=4), teacher, kd_distiller(), teacher_ckpt={"path": path, "strict": False}
+        )
     assert algo.teacher_load_report == {
         "missing_keys": ["fc.weight", "fc.bias"],
         "unexpected_keys": ["extra.weight"],

@@ -28,8 +28,8 @@ def test_wrong_width_teacher_ckpt_names_algorithm_path_and_first_tensor_with_bot
     path = tmp_path / "teacher.pt"
     torch.save(DigitsCNN(width=8).state_dict(), path)
     expected = (
-        f"SingleTeacherDistill(teacher_ckpt='{path}'): does not fit DigitsCNN: "
-        "21 tensor(s) differ in shape, first stem.conv.weight (8, 1, 3, 3) in the checkpoint vs (16, 1, 3, 3)"
+        f"SingleTeacherDistill(teacher_ckpt): '{path}' does not fit DigitsCNN: "
+        "21 tensor(s) differ in shape, first stem.conv.weight (8, 1, 3, 3) in the file vs (16, 1, 3, 3)"
     )
     with pytest.raises(ValueError, match=re.escape(expected)):
         SingleTeacherDistill(DigitsMLP(), DigitsCNN(width=16), _kd(), teacher_ckpt=path)
@@ -51,7 +51,7 @@ def test_wrong_width_is_detected_before_any_tensor_is_copied(tmp_path: Path) -> 
 def test_garbage_teacher_ckpt_is_reported_as_not_a_state_dict(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "teacher.pt"
     path.write_bytes(content)
-    with pytest.raises(ValueError, match=r"SingleTeacherDistill\(teacher_ckpt='.*teacher\.pt'\): not a torch state "
+    with pytest.raises(ValueError, match=r"SingleTeacherDistill\(teacher_ckpt\): '.*teacher\.pt' is not a torch state "
                                          r"dict \(\w+: ") as exc:
         SingleTeacherDistill(DigitsMLP(), DigitsCNN(width=8), _kd(), teacher_ckpt=path)
     assert "weights_only=False" not in str(exc.value)  # torch's advice would be unsafe here
@@ -61,14 +61,14 @@ def test_garbage_teacher_ckpt_is_reported_as_not_a_state_dict(tmp_path: Path, co
 def test_a_pickled_non_mapping_is_not_a_state_dict(tmp_path: Path) -> None:
     path = tmp_path / "teacher.pt"
     torch.save([torch.zeros(2)], path)
-    with pytest.raises(ValueError, match=r"teacher_ckpt='.*'\): not a torch state dict \(got list\)"):
+    with pytest.raises(ValueError, match=r"teacher_ckpt\): '.*' is not a torch state dict \(it holds a list\)"):
         load_checkpoint(DigitsCNN(width=8), path, "SingleTeacherDistill")
 
 
 def test_wrong_width_safetensors_is_reported_the_same_way(tmp_path: Path) -> None:
     path = tmp_path / "teacher.safetensors"
     save_file({k: v.contiguous() for k, v in DigitsCNN(width=8).state_dict().items()}, str(path))
-    with pytest.raises(ValueError, match=r"teachers\['a'\]='.*teacher\.safetensors'\): does not fit DigitsCNN"):
+    with pytest.raises(ValueError, match=r"teachers\['a'\]\): '.*teacher\.safetensors' does not fit DigitsCNN"):
         load_checkpoint(DigitsCNN(width=16), path, "MultiTeacherDistill", arg="teachers['a']")
 
 

@@ -42,7 +42,8 @@ def test_models_filled_in_follow_each_algorithms_constructor() -> None:
 
 
 def test_self_distill_needs_no_teacher_section() -> None:
-    cfg = {"model": {"type": "DigitsSmallCNN", "width": 4}, "algorithm": {"type": "SelfDistill", "distiller": KD}}
+    kd = {**KD, "student_recorders": {"logits": {"type": "ModuleOutputs", "source": "fc"}}}  # fc2: not in the CNN
+    cfg = {"model": {"type": "DigitsSmallCNN", "width": 4}, "algorithm": {"type": "SelfDistill", "distiller": kd}}
     assert validate_config(cfg, "distill").epochs >= 1
 
 
@@ -74,7 +75,8 @@ def test_multi_teacher_sections_are_checked_name_by_name() -> None:
 
 
 def test_online_distill_takes_model_plus_the_students_section() -> None:
-    cfg = {"model": MLP, "students": {"peer": MLP}, "algorithm": {"type": "OnlineDistill", "distiller": KD}}
+    kd = {**KD, "teacher_recorders": {"logits": {"type": "ModuleOutputs", "source": "fc2"}}}  # peers are MLPs
+    cfg = {"model": MLP, "students": {"peer": MLP}, "algorithm": {"type": "OnlineDistill", "distiller": kd}}
     assert validate_config(cfg, "distill").epochs >= 1
     cfg = {"model": MLP, "students": {"model": MLP},
            "algorithm": {"type": "OnlineDistill", "distiller": KD, "pairs": [["model", "pear"]]}}
@@ -125,3 +127,51 @@ def test_new_example_configs_validate_once_their_checkpoints_exist(tmp_path: Pat
     assert validate_config(mt, "distill").epochs >= 1
     rp = apply_overrides(load_config(CONFIGS / "digits_ratio_prune.yaml"), [f"model.checkpoint={ckpt}"])
     assert validate_config(rp, "prune").epochs >= 1
+
+
+def test_distiller_contents_are_validated_with_the_rest_each_with_its_key_path(tmp_path: Path) -> None:
+    kd = {
+        "student_recorders": {"logits": {"type": "ModuleOutputs", "source": "fc3"}},
+        "teacher_recorders": {"logits": {"type": "ModuleOutputs", "source": "fc"}},
+        "distill_deliveries": {"draw": {"type": "FunctionOutputs", "max_keep_data": 1, "func_path": "random.randm"}},
+        "distill_losses": {"kd": {"type": "KLDivergenz"}, "mse": {"type": "MSELoss", "wieght": 1}},
+        "loss_forward_mappings": {"kd": {"preds_S": {"from_student": True, "recorder": "logits"},
+                                         "preds_T": {"from_student": False, "recorder": "logits"}}},
+    }
+    cfg = {"model": MLP, "teacher": {"type": "DigitsCNN", "width": 4}, "schedule": {"lr": -1},
+           "algorithm": {"type": "SingleTeacherDistill", "distiller": kd}}
+    errors = _errors(cfg)
+    keys = [e.split(": ", 1)[0] for e in errors]
+    assert "schedule.lr" in keys  # reported together with the distiller's problems
+    assert {"algorithm.distiller.distill_losses.kd.type", "algorithm.distiller.distill_losses.mse",
+            "algorithm.distiller.distill_deliveries.draw.func_path"} <= set(keys)
+    assert any(e.startswith("algorithm.distiller.distill_losses.kd.type: Registry 'losses' has no type "
+                            "'KLDivergenz'; did you mean 'KLDivergence'") for e in errors)
+    # the recorder sources are checked against the models once the rest of the distiller builds
+    kd = {**KD, "student_recorders": {"logits": {"type": "ModuleOutputs", "source": "fc3"}}}
+    cfg = {"model": MLP, "teacher": {"type": "DigitsCNN", "width": 4},
+           "algorithm": {"type": "SingleTeacherDistill", "distiller": kd}}
+    (error,) = _errors(cfg)
+    assert error.startswith("algorithm.distiller.student_recorders.logits.source: ModuleOutputsRecorder(source='fc3')")
+    assert "did you mean 'fc2'" in error
+
+
+def test_multi_teacher_distillers_are_checked_against_their_own_teacher() -> None:
+    kd_small = {**KD, "teacher_recorders": {"logits": {"type": "ModuleOutputs", "source": "fc2"}}}
+    cfg = {"model": MLP, "teachers": {"cnn": {"type": "DigitsCNN", "width": 4}, "mlp": MLP},
+           "algorithm": {"type": "MultiTeacherDistill", "distillers": {"cnn": kd_small, "mlp": kd_small}}}
+    (error,) = _errors(cfg)
+    assert error.startswith("algorithm.distillers.cnn.teacher_recorders.logits.source: ")
+
+
+def test_cli_reports_distiller_errors_with_exit_2_before_the_run_folder_exists(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from torchpare.cli.main import main
+
+    out = tmp_path / "kd"
+    code = main(["distill", str(CONFIGS / "digits_self_distill.yaml"), "--output", str(out),
+                 "--set", "algorithm.distiller.distill_losses.hint.type=MSELos"])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert "algorithm.distiller.distill_losses.hint.type: Registry 'losses' has no type 'MSELos'" in err
+    assert "Traceback" not in err

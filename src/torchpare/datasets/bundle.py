@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from torchpare.model_io import UNLABELLED  # the "no label" target of distill and the engine
+
 __all__ = ["DataBundle", "mask_labels", "UNLABELLED"]
 
-UNLABELLED = -100  # the "no label" target of torchpare.distill and the engine's cross-entropy
 
 
 @dataclass

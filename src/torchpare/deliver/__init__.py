@@ -9,9 +9,10 @@ from torchpare.deliver.base import (
     DeliveryQueueEmptyError,
     DeliveryQueueError,
     DeliveryQueueFullError,
+    DeliveryQueueLeftoverError,
 )
 from torchpare.deliver.function_outputs import FunctionOutputsDelivery
-from torchpare.deliver.manager import DeliveryManager, UnknownDeliveryError
+from torchpare.deliver.manager import DeliveryManager, DistillDeliveryManager, UnknownDeliveryError
 from torchpare.deliver.method_outputs import MethodOutputsDelivery
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "DeliveryQueueEmptyError",
     "DeliveryQueueError",
     "DeliveryQueueFullError",
+    "DeliveryQueueLeftoverError",
+    "DistillDeliveryManager",
     "FunctionOutputsDelivery",
     "MethodOutputsDelivery",
     "UnknownDeliveryError",

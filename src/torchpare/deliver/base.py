@@ -16,7 +16,13 @@ from typing import Any
 from torchpare._context import NestedContext
 from torchpare._patch import PathPatching
 
-__all__ = ["BaseDelivery", "DeliveryQueueError", "DeliveryQueueFullError", "DeliveryQueueEmptyError"]
+__all__ = [
+    "BaseDelivery",
+    "DeliveryQueueError",
+    "DeliveryQueueFullError",
+    "DeliveryQueueEmptyError",
+    "DeliveryQueueLeftoverError",
+]
 
 
 class DeliveryQueueError(ValueError):
@@ -29,6 +35,10 @@ class DeliveryQueueFullError(DeliveryQueueError):
 
 class DeliveryQueueEmptyError(DeliveryQueueError):
     """The student side asked for an output the teacher side has not produced."""
+
+
+class DeliveryQueueLeftoverError(DeliveryQueueError):
+    """After the student's forward a queue still held teacher outputs (they would leak into the next step)."""
 
 
 class BaseDelivery(NestedContext, PathPatching):
@@ -141,6 +151,16 @@ class BaseDelivery(NestedContext, PathPatching):
             )
 
     # -- patching -----------------------------------------------------------------------------
+    def check_path(self) -> None:
+        """Import the path now (nothing is patched), so a typo fails when the distiller is built.
+
+        Raises:
+            ImportError: no module prefix of the path imports.
+            AttributeError: an attribute on the way is missing (the message names the closest names).
+            ValueError: the path is not an import path, or a method path does not name a method of a class.
+        """
+        self._resolved()
+
     def intercept(self, call_next: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one patched call: replay (student) or call through and queue (teacher)."""
         if self._override_data:

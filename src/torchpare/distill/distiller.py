@@ -14,7 +14,8 @@ A ``source`` is one of
 * a recorder: ``{"from_student": bool, "recorder": name, "record_idx": 0, "data_idx": None,
   "connector": name}``; ``record_idx`` picks the call (a module called twice records twice),
   ``data_idx`` picks an element of a tuple output (int) or a field of a dict / Hugging Face
-  ``ModelOutput`` (str, e.g. ``"logits"``); ``connector`` (optional) passes the tensor through
+  ``ModelOutput`` (str, e.g. ``"logits"``), or follows a path into nested outputs
+  (``"hidden_states.2"`` or ``("hidden_states", 2)``); ``connector`` (optional) passes the tensor through
   ``connectors[name]`` first.
 * batch data: ``{"from_data": key}``; the value is ``data[key]`` from
   ``compute_distill_losses(data=...)``. The algorithms pass ``{"targets": targets, "indices": indices,
@@ -23,24 +24,34 @@ A ``source`` is one of
 
 Everything is checked in the constructor, before any training: unknown losses, arguments that the
 loss's ``forward`` does not take, required arguments left unmapped, unknown recorders and connectors,
-a recorder looked up on the wrong side, and student/teacher argument names mapped from the wrong side.
+a recorder looked up on the wrong side, student/teacher argument names mapped from the wrong side,
+malformed ``data_idx`` paths and delivery paths that do not import; all problems are reported
+together with their key paths (:meth:`ConfigurableDistiller.config_errors` returns them).
+
+Algorithms run each model inside :meth:`ConfigurableDistiller.recording` (``"teacher"`` or
+``"student"``) and then call :meth:`ConfigurableDistiller.compute_distill_losses`; nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from torchpare._utils import did_you_mean
-from torchpare.deliver import DeliveryManager
-from torchpare.record import RecorderManager
-from torchpare.registry import CONNECTORS, DISTILLERS, LOSSES
+from torchpare.deliver import BaseDelivery, DeliveryManager
+from torchpare.deliver.manager import named_deliveries
+from torchpare.record import BaseRecorder, RecorderManager
+from torchpare.record.base import normalize_data_idx
+from torchpare.registry import CONNECTORS, DELIVERIES, DISTILLERS, LOSSES, RECORDERS, UnknownTypeError
 
-__all__ = ["ConfigurableDistiller", "DistillerConfigError", "MissingDataError"]
+__all__ = ["ConfigurableDistiller", "DistillerConfigError", "MissingDataError", "loss_key"]
+
+Side = Literal["student", "teacher"]
 
 _RECORDER_KEYS = ("from_student", "recorder", "record_idx", "data_idx", "connector")
 _DATA_KEYS = ("from_data",)
@@ -50,7 +61,91 @@ _TEACHER_ARGS = frozenset({"preds_T", "t_feature", "t_features", "logits_T"})
 
 
 class DistillerConfigError(ValueError):
-    """A ConfigurableDistiller config is inconsistent (named loss, argument and key in the message)."""
+    """A ConfigurableDistiller config is inconsistent (named loss, argument and key in the message).
+
+    Attributes:
+        problems: ``[(key_path, message), ...]``, every problem found (key paths relative to the
+            distiller's config, e.g. ``"distill_losses.kd.type"``).
+    """
+
+    def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+def loss_key(name: str) -> str:
+    """The key of loss ``name`` in :meth:`ConfigurableDistiller.compute_distill_losses`.
+
+    Example:
+        >>> loss_key("kd"), loss_key("loss_kl")
+        ('loss_kd', 'loss_kl')
+    """
+    return name if name.startswith("loss_") else f"loss_{name}"
+
+
+def _text(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return text.removeprefix("ConfigurableDistiller: ")
+
+
+def _problems_of(exc: BaseException) -> list[tuple[str, str]]:
+    """The ``(key path, message)`` pairs an exception of the constructor carries."""
+    problems = getattr(exc, "problems", None)
+    if problems:
+        return [(path, message.removeprefix("ConfigurableDistiller: ")) for path, message in problems]
+    return [("", _text(exc))]
+
+
+def _raise_problems(problems: list[tuple[str, BaseException]]) -> None:
+    """One problem: raise it as it is (its type and message), with ``problems`` attached; several: one
+    :class:`DistillerConfigError` listing them all with their key paths."""
+    if not problems:
+        return
+    pairs = [(path, str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
+             for path, exc in problems]
+    if len(problems) == 1:
+        exc = problems[0][1]
+        if not isinstance(exc, ValueError | TypeError | KeyError):
+            exc = DistillerConfigError(pairs[0][1])
+        exc.problems = pairs  # type: ignore[attr-defined]
+        raise exc
+    lines = "\n".join(f"  - {path}: {message.removeprefix('ConfigurableDistiller: ')}" for path, message in pairs)
+    raise DistillerConfigError(f"ConfigurableDistiller: {len(pairs)} problems:\n{lines}", pairs)
+
+
+def _build_each(
+    specs: Any, registry: Any, what: str, kind: type, problems: list[tuple[str, BaseException]]
+) -> dict[str, Any]:
+    """Build every ``name -> spec`` of one section; each failure is added to ``problems`` with its key path."""
+    if specs is None:
+        return {}
+    if what == "distill_deliveries":
+        try:
+            specs = named_deliveries(specs)
+        except (TypeError, ValueError) as exc:
+            problems.append((what, exc))
+            return {}
+    if not isinstance(specs, Mapping):
+        problems.append((what, TypeError(
+            f"ConfigurableDistiller: {what} must be a dict name -> object or config dict, "
+            f"got {type(specs).__name__}."
+        )))
+        return {}
+    out: dict[str, Any] = {}
+    for name, spec in specs.items():
+        try:
+            obj = registry.build(spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append((f"{what}.{name}{'.type' if isinstance(exc, UnknownTypeError) else ''}", exc))
+            continue
+        if not isinstance(obj, kind):
+            problems.append((f"{what}.{name}", TypeError(
+                f"ConfigurableDistiller: {what}[{name!r}] built a {type(obj).__name__}, "
+                f"expected a {kind.__name__}."
+            )))
+            continue
+        out[name] = obj
+    return out
 
 
 class MissingDataError(KeyError):
@@ -58,26 +153,6 @@ class MissingDataError(KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0]) if self.args else ""
-
-
-def _build_module_dict(specs: Mapping[str, Any] | None, registry: Any, what: str) -> nn.ModuleDict:
-    out = nn.ModuleDict()
-    if specs is None:
-        return out
-    if not isinstance(specs, Mapping):
-        raise TypeError(
-            f"ConfigurableDistiller: {what} must be a dict name -> module or config dict, "
-            f"got {type(specs).__name__}."
-        )
-    for name, spec in specs.items():
-        module = registry.build(spec)
-        if not isinstance(module, nn.Module):
-            raise TypeError(
-                f"ConfigurableDistiller: {what}[{name!r}] built a {type(module).__name__}, "
-                f"expected an nn.Module."
-            )
-        out[name] = module
-    return out
 
 
 def _detach(data: Any) -> Any:
@@ -101,10 +176,13 @@ class ConfigurableDistiller(nn.Module):
         student_recorders: Name -> recorder (or config dict like ``{"type": "ModuleOutputs",
             "source": "fc"}``) on the student.
         teacher_recorders: Same on the teacher.
-        distill_deliveries: Name -> delivery (or config dict) replaying teacher outputs on the student.
+        distill_deliveries: Name -> delivery (or config dict) replaying teacher outputs on the student,
+            or MMRazor's list form ``[config, ...]`` (see :class:`~torchpare.deliver.DeliveryManager`).
+            Their import paths are checked here.
         connectors: Name -> connector module or config dict (built through ``CONNECTORS``).
         distill_losses: Name -> loss module or config dict (built through ``LOSSES``). The loss
-            ``name`` appears as ``"loss_<name>"`` in :meth:`compute_distill_losses`.
+            ``name`` appears as ``"loss_<name>"`` in :meth:`compute_distill_losses` (``name`` itself
+            when it already starts with ``loss_``).
         loss_forward_mappings: ``{loss_name: {loss_arg: source}}``; see the module docstring.
 
     Attributes:
@@ -115,8 +193,11 @@ class ConfigurableDistiller(nn.Module):
 
     Raises:
         DistillerConfigError: (a ValueError) the mapping names an unknown loss, argument, recorder or
-            connector, leaves a required loss argument unmapped, or mixes up student and teacher sides.
-            The message names the loss, the argument and the bad key and lists the valid ones.
+            connector, leaves a required loss argument unmapped, or mixes up student and teacher sides;
+            a delivery path does not import. The message names the loss, the argument and the bad key
+            and lists the valid ones. Every problem is collected first: a single one is raised as it
+            is (also the registry's ``UnknownTypeError``/``BuildError``), several together as one
+            ``DistillerConfigError`` whose ``problems`` list ``(key_path, message)``.
         TypeError: a mapping entry is not a dict, or a built connector/loss is not an ``nn.Module``.
 
     Example:
@@ -149,21 +230,91 @@ class ConfigurableDistiller(nn.Module):
         self,
         student_recorders: Mapping[str, Any] | None = None,
         teacher_recorders: Mapping[str, Any] | None = None,
-        distill_deliveries: Mapping[str, Any] | None = None,
+        distill_deliveries: Mapping[str, Any] | Sequence[Any] | None = None,
         connectors: Mapping[str, Any] | None = None,
         distill_losses: Mapping[str, Any] | None = None,
         loss_forward_mappings: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
     ) -> None:
         super().__init__()
+        problems: list[tuple[str, BaseException]] = []
+        built = {
+            "student_recorders": _build_each(student_recorders, RECORDERS, "student_recorders", BaseRecorder, problems),
+            "teacher_recorders": _build_each(teacher_recorders, RECORDERS, "teacher_recorders", BaseRecorder, problems),
+            "distill_deliveries": _build_each(
+                distill_deliveries, DELIVERIES, "distill_deliveries", BaseDelivery, problems
+            ),
+            "connectors": _build_each(connectors, CONNECTORS, "connectors", nn.Module, problems),
+            "distill_losses": _build_each(distill_losses, LOSSES, "distill_losses", nn.Module, problems),
+        }
+        for name, delivery in built["distill_deliveries"].items():  # a typo in a path fails now, not at step 1
+            try:
+                delivery.check_path()
+            except (ImportError, AttributeError, ValueError, TypeError) as exc:
+                key = "method_path" if hasattr(delivery, "method_path") else "func_path"
+                problems.append((f"distill_deliveries.{name}.{key}", DistillerConfigError(str(exc))))
         # Managers hold references to the models; keep them out of the module tree (and state_dict).
-        self.__dict__["student_recorders"] = RecorderManager(dict(student_recorders or {}))
-        self.__dict__["teacher_recorders"] = RecorderManager(dict(teacher_recorders or {}))
-        self.__dict__["deliveries"] = DeliveryManager(dict(distill_deliveries or {}))
+        self.__dict__["student_recorders"] = RecorderManager(built["student_recorders"])
+        self.__dict__["teacher_recorders"] = RecorderManager(built["teacher_recorders"])
+        self.__dict__["deliveries"] = DeliveryManager(built["distill_deliveries"])
         self._has_deliveries = bool(distill_deliveries)
-        self.connectors = _build_module_dict(connectors, CONNECTORS, "connectors")
-        self.distill_losses = _build_module_dict(distill_losses, LOSSES, "distill_losses")
-        self.loss_forward_mappings = _copy_mappings(loss_forward_mappings)
-        self._check_mappings()
+        self.connectors = nn.ModuleDict(built["connectors"])
+        self.distill_losses = nn.ModuleDict(built["distill_losses"])
+        try:
+            self.loss_forward_mappings = _copy_mappings(loss_forward_mappings)
+        except TypeError as exc:
+            problems.append(("loss_forward_mappings", exc))
+            self.loss_forward_mappings = {}
+        unbuilt = {path.split(".")[1] for path, _ in problems if path.count(".") >= 1}
+        for path, message in self._mapping_problems(unbuilt):
+            problems.append((path, DistillerConfigError(message)))
+        _raise_problems(problems)
+
+    @classmethod
+    def config_errors(
+        cls, cfg: Mapping[str, Any], student: nn.Module | None = None, teacher: nn.Module | None = None
+    ) -> list[tuple[str, str]]:
+        """Every problem of a distiller config, without raising: ``[(key_path, message), ...]``.
+
+        The same checks as the constructor (it is what runs), plus, when the models are given, the
+        recorder sources against them. The engine prefixes each key path with the config's own
+        (``algorithm.distiller.distill_losses.kd.type: ...``).
+
+        Args:
+            cfg: The constructor's arguments (``type`` is ignored).
+            student: The student to check ``student_recorders`` against (optional).
+            teacher: The teacher to check ``teacher_recorders`` against (optional).
+
+        Returns:
+            ``(key path inside cfg, message)`` pairs; empty when the config is valid.
+
+        Example:
+            >>> ConfigurableDistiller.config_errors({"distill_losses": {"kd": {"type": "KLDivergenz"}}})[0][0]
+            'distill_losses.kd.type'
+        """
+        cfg = {k: v for k, v in dict(cfg).items() if k != "type"}
+        try:
+            distiller = cls(**cfg)
+        except Exception as exc:  # noqa: BLE001 - every problem is reported, with its key path
+            return _problems_of(exc)
+        found: list[tuple[str, str]] = []
+        for side, model in (("student", student), ("teacher", teacher)):
+            if model is None:
+                continue
+            manager = distiller.student_recorders if side == "student" else distiller.teacher_recorders
+            bad = 0
+            for name, recorder in manager:
+                try:
+                    recorder.initialize(model)
+                except (AttributeError, TypeError, ValueError, KeyError) as exc:
+                    bad += 1
+                    found.append((f"{side}_recorders.{name}.source", _text(exc)))
+            if not bad:
+                prepare = distiller.prepare_from_student if side == "student" else distiller.prepare_from_teacher
+                try:
+                    prepare(model)
+                except (AttributeError, TypeError, ValueError, KeyError) as exc:
+                    found.append((f"{side}_recorders", _text(exc)))
+        return found
 
     # -- set-up -----------------------------------------------------------------------------------
     def prepare_from_student(self, student: nn.Module) -> None:
@@ -182,6 +333,75 @@ class ConfigurableDistiller(nn.Module):
         """
         self.teacher_recorders.initialize(teacher)
 
+    @contextlib.contextmanager
+    def recording(self, side: Side) -> Iterator[ConfigurableDistiller]:
+        """Record one side of a step: what every algorithm wraps each model's forward in.
+
+        ``recording("teacher")`` starts a step: it empties every delivery queue (so a failed step
+        leaves nothing behind), switches the deliveries to record, and activates the teacher
+        recorders. ``recording("student")`` switches the deliveries to replay and activates the
+        student recorders; when its block ends normally, a delivery whose queue is not empty (the
+        student consumed fewer outputs than the teacher produced) is an error naming it. After an
+        exception inside either block the queues are emptied.
+
+        Both sides may be open at once (self-distillation: one forward fills both; deliveries are
+        not allowed there). The old attributes (``student_recorders``, ``teacher_recorders``,
+        ``deliveries``, :meth:`set_deliveries_override`) keep working for hand-written loops.
+
+        Args:
+            side: ``"teacher"`` or ``"student"``.
+
+        Yields:
+            The distiller.
+
+        Raises:
+            ValueError: ``side`` is neither ``"teacher"`` nor ``"student"``.
+            DeliveryQueueLeftoverError: (a ValueError) after the student block, a delivery still holds
+                teacher outputs.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> d = ConfigurableDistiller(
+            ...     student_recorders={"out": {"type": "ModuleOutputs", "source": ""}},
+            ...     teacher_recorders={"out": {"type": "ModuleOutputs", "source": ""}},
+            ...     distill_losses={"mse": {"type": "MSELoss"}},
+            ...     loss_forward_mappings={"mse": {
+            ...         "s_feature": {"from_student": True, "recorder": "out"},
+            ...         "t_feature": {"from_student": False, "recorder": "out"}}})
+            >>> student, teacher = nn.Linear(2, 2), nn.Linear(2, 2)
+            >>> d.prepare_from_student(student); d.prepare_from_teacher(teacher)
+            >>> x = torch.randn(3, 2)
+            >>> with d.recording("teacher"), torch.no_grad():
+            ...     _ = teacher(x)
+            >>> with d.recording("student"):
+            ...     _ = student(x)
+            >>> sorted(d.compute_distill_losses())
+            ['loss_mse']
+        """
+        if side not in ("teacher", "student"):
+            raise ValueError(
+                f"ConfigurableDistiller.recording(): side must be 'teacher' or 'student', got {side!r}."
+            )
+        student = side == "student"
+        manager = self.student_recorders if student else self.teacher_recorders
+        deliveries = self.deliveries if self._has_deliveries else None
+        if deliveries is not None and not student:
+            deliveries.clear()
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(manager)
+                if deliveries is not None:
+                    deliveries.override_data = student
+                    stack.enter_context(deliveries)
+                yield self
+        except BaseException:
+            if deliveries is not None:
+                deliveries.clear()
+            raise
+        if deliveries is not None and student:
+            deliveries.check_consumed()
+
     def set_deliveries_override(self, override: bool) -> None:
         """``True``: deliveries replay recorded teacher outputs (student pass); ``False``: they record."""
         self.deliveries.override_data = override
@@ -197,7 +417,7 @@ class ConfigurableDistiller(nn.Module):
         recorder: str,
         from_student: bool,
         record_idx: int = 0,
-        data_idx: int | str | None = None,
+        data_idx: int | str | Sequence[int | str] | None = None,
         connector: str | None = None,
         detach: bool = False,
     ) -> Any:
@@ -207,7 +427,8 @@ class ConfigurableDistiller(nn.Module):
             recorder: Recorder name on the chosen side.
             from_student: Read the student (``True``) or teacher (``False``) recorders.
             record_idx: Which recorded call.
-            data_idx: Element of a tuple output (int) or field of a dict/``ModelOutput`` (str).
+            data_idx: Element of a tuple output (int), field of a dict/``ModelOutput`` (str), or a
+                path through nested outputs (``"hidden_states.2"`` or ``("hidden_states", 2)``).
             connector: Connector applied to the value.
             detach: Detach the value before the connector (used for teacher data in self/online
                 distillation so the peer is not trained through the teacher side).
@@ -217,11 +438,7 @@ class ConfigurableDistiller(nn.Module):
         """
         manager = self.student_recorders if from_student else self.teacher_recorders
         rec = manager.get_recorder(recorder)
-        if isinstance(data_idx, str):
-            value = rec.get_record_data(record_idx=record_idx)
-            value = value[data_idx] if isinstance(value, Mapping) else getattr(value, data_idx)
-        else:
-            value = rec.get_record_data(record_idx=record_idx, data_idx=data_idx)
+        value = rec.get_record_data(record_idx=record_idx, data_idx=data_idx)
         if detach:
             value = _detach(value)
         if connector is not None:
@@ -238,8 +455,9 @@ class ConfigurableDistiller(nn.Module):
             detach_teacher: Detach teacher-side recordings (self and online distillation).
 
         Returns:
-            ``{"loss_<name>": tensor}`` in the order of ``loss_forward_mappings``. A loss that returns
-            a dict contributes ``"loss_<name>.<key>"`` entries.
+            ``{"loss_<name>": tensor}`` in the order of ``loss_forward_mappings`` (a name that already
+            starts with ``loss_``, as in MMRazor configs, is kept as is: ``loss_kl`` -> ``"loss_kl"``).
+            A loss that returns a dict contributes ``"loss_<name>.<key>"`` entries.
 
         Raises:
             MissingDataError: (a KeyError) a ``from_data`` key is missing from ``data`` (the message lists the given keys).
@@ -267,7 +485,7 @@ class ConfigurableDistiller(nn.Module):
                     side,
                     src["recorder"],
                     src.get("record_idx", 0),
-                    src.get("data_idx"),
+                    normalize_data_idx(src.get("data_idx")),
                     src.get("connector"),
                 )
                 if cache_key not in cache:  # one connector call per distinct input per step
@@ -281,54 +499,70 @@ class ConfigurableDistiller(nn.Module):
                     )
                 kwargs[arg] = cache[cache_key]
             out = self.distill_losses[loss_name](**kwargs)
+            key = loss_key(loss_name)
             if isinstance(out, Mapping):
                 for k, v in out.items():
-                    losses[f"loss_{loss_name}.{k}"] = v
+                    losses[f"{key}.{k}"] = v
             else:
-                losses[f"loss_{loss_name}"] = out
+                losses[key] = out
         return losses
 
     # -- validation -------------------------------------------------------------------------------
-    def _check_mappings(self) -> None:
+    def _mapping_problems(self, unbuilt: set[str]) -> list[tuple[str, str]]:
+        """``(key path, message)`` for every inconsistency of ``loss_forward_mappings``; names in
+        ``unbuilt`` (losses, recorders, connectors that failed to build) are not reported again."""
+        found: list[tuple[str, str]] = []
         losses = list(self.distill_losses)
         student_recs = list(self.student_recorders.recorders)
         teacher_recs = list(self.teacher_recorders.recorders)
         connectors = list(self.connectors)
         for loss_name in self.loss_forward_mappings:
-            if loss_name not in self.distill_losses:
-                raise DistillerConfigError(
+            if loss_name not in self.distill_losses and loss_name not in unbuilt:
+                found.append((
+                    f"loss_forward_mappings.{loss_name}",
                     f"ConfigurableDistiller: loss_forward_mappings names loss {loss_name!r}, which is not "
                     f"in distill_losses{did_you_mean(loss_name, losses) or '.'} "
-                    f"Valid losses: {', '.join(losses) or '(none)'}."
-                )
+                    f"Valid losses: {', '.join(losses) or '(none)'}.",
+                ))
         for loss_name in losses:
             if loss_name not in self.loss_forward_mappings:
                 required = _required_args(self.distill_losses[loss_name])
                 if required:
-                    raise DistillerConfigError(
+                    found.append((
+                        f"loss_forward_mappings.{loss_name}",
                         f"ConfigurableDistiller: loss {loss_name!r} has no entry in loss_forward_mappings; "
-                        f"map its required arguments {', '.join(map(repr, required))}."
-                    )
+                        f"map its required arguments {', '.join(map(repr, required))}.",
+                    ))
         for loss_name, args in self.loss_forward_mappings.items():
+            if loss_name not in self.distill_losses:
+                continue
             loss = self.distill_losses[loss_name]
             params, has_var_kw = _forward_params(loss)
             for arg in args:
                 if arg not in params and not has_var_kw:
-                    raise DistillerConfigError(
+                    found.append((
+                        f"loss_forward_mappings.{loss_name}.{arg}",
                         f"ConfigurableDistiller: loss {loss_name!r} ({type(loss).__name__}) has no forward "
                         f"argument {arg!r}{did_you_mean(arg, params) or '.'} "
-                        f"Valid arguments: {', '.join(params) or '(none)'}."
-                    )
+                        f"Valid arguments: {', '.join(params) or '(none)'}.",
+                    ))
             missing = [a for a in _required_args(loss) if a not in args]
             if missing:
-                raise DistillerConfigError(
+                found.append((
+                    f"loss_forward_mappings.{loss_name}",
                     f"ConfigurableDistiller: loss {loss_name!r} ({type(loss).__name__}) required forward "
                     f"argument(s) {', '.join(map(repr, missing))} not mapped in "
                     f"loss_forward_mappings[{loss_name!r}]; add e.g. {{{missing[0]!r}: "
-                    f"{{'from_student': ..., 'recorder': ...}}}} or {{'from_data': ...}}."
-                )
+                    f"{{'from_student': ..., 'recorder': ...}}}} or {{'from_data': ...}}.",
+                ))
             for arg, src in args.items():
-                self._check_source(loss_name, arg, src, student_recs, teacher_recs, connectors)
+                if src.get("recorder") in unbuilt or src.get("connector") in unbuilt:
+                    continue
+                try:
+                    self._check_source(loss_name, arg, src, student_recs, teacher_recs, connectors)
+                except DistillerConfigError as exc:
+                    found.append((f"loss_forward_mappings.{loss_name}.{arg}", str(exc)))
+        return found
 
     def _check_source(
         self,
@@ -402,12 +636,10 @@ class ConfigurableDistiller(nn.Module):
         record_idx = src.get("record_idx", 0)
         if not isinstance(record_idx, int) or isinstance(record_idx, bool) or record_idx < 0:
             raise DistillerConfigError(f"{where}: 'record_idx' must be an int >= 0, got {record_idx!r}.")
-        data_idx = src.get("data_idx")
-        if data_idx is not None and (isinstance(data_idx, bool) or not isinstance(data_idx, int | str)):
-            raise DistillerConfigError(
-                f"{where}: 'data_idx' must be None, an int (tuple element) or a str (output field), "
-                f"got {data_idx!r}."
-            )
+        try:
+            normalize_data_idx(src.get("data_idx"))
+        except (TypeError, ValueError) as exc:
+            raise DistillerConfigError(f"{where}: {exc}") from None
 
 
 def _copy_mappings(

@@ -8,13 +8,15 @@ teacher and the student on the same inputs and yields ``(student_output, teacher
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from torchpare._utils import did_you_mean
+from torchpare.model_io import call_model
+from torchpare.record import ModuleOutputsRecorder, RecorderManager
 
 __all__ = ["Mapping", "MappingEntry", "DistillModel", "distill"]
 
@@ -148,6 +150,11 @@ class DistillModel:
     ``(student_output, teacher_output, payload)`` triples in mapping order; a module called several
     times in one forward gives one triple per call, in call order. After the call,
     :attr:`student_output` and :attr:`teacher_output` hold the models' own final outputs.
+    :meth:`call_batch` does the same for a batch's inputs (tensor, tuple/list or dict, as
+    :func:`torchpare.model_io.call_model` calls a model).
+
+    The mapped modules' outputs are captured by :class:`~torchpare.record.ModuleOutputsRecorder` s,
+    one :class:`~torchpare.record.RecorderManager` per side, active only while that side runs.
     """
 
     def __init__(
@@ -159,32 +166,21 @@ class DistillModel:
         self.teacher_no_grad = teacher_no_grad
         self.student_output: Any = None
         self.teacher_output: Any = None
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._buffers: dict[tuple[str, int], list[Any]] = {}
-        self._phase: str | None = None
+        self._recorders: dict[str, RecorderManager] = {}
         self._teacher_modes: dict[nn.Module, bool] = {}
         self._entries: list[MappingEntry] = []
         self._active = False
 
-    def _hook(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self._phase is not None:
-            self._buffers.setdefault((self._phase, id(module)), []).append(output)
-
     def __enter__(self) -> DistillModel:
         if self._active:
             raise RuntimeError("distill(): this context is already entered; use a new distill(...) call.")
-        self._entries = list(self.mapping)  # entries added inside the block are not hooked: snapshot
-        modules: dict[int, nn.Module] = {}
-        for entry in self._entries:
-            for model, name in ((self.student, entry.student), (self.teacher, entry.teacher)):
-                module = model.get_submodule(name)
-                modules[id(module)] = module
-        try:
-            for module in modules.values():
-                self._handles.append(module.register_forward_hook(self._hook))
-        except BaseException:
-            self._remove_hooks()
-            raise
+        self._entries = list(self.mapping)  # entries added inside the block are not recorded: snapshot
+        self._recorders = {}
+        for side, model, attr in (("teacher", self.teacher, "teacher"), ("student", self.student, "student")):
+            names = dict.fromkeys(getattr(e, attr) for e in self._entries)
+            manager = RecorderManager({name: ModuleOutputsRecorder(name) for name in names})
+            manager.initialize(model)
+            self._recorders[side] = manager
         if self.teacher is not self.student:
             # per module: a teacher may mix modes (frozen norms in a training model), restore them all
             self._teacher_modes = {m: m.training for m in self.teacher.modules()}
@@ -193,40 +189,36 @@ class DistillModel:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._remove_hooks()
-        self._buffers.clear()
+        for manager in self._recorders.values():
+            for _, recorder in manager:
+                recorder.reset_data_buffer()
+        self._recorders = {}
         for module, training in self._teacher_modes.items():
             module.training = training
         self._teacher_modes = {}
         self._active = False
 
-    def _remove_hooks(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _calls(self, phase: str, model: nn.Module, name: str) -> list[Any]:
-        return self._buffers.get((phase, id(model.get_submodule(name))), [])
-
     def __call__(self, *args: Any, **kwargs: Any) -> list[tuple[Any, Any, Any]]:
+        return self._run(lambda model: model(*args, **kwargs))
+
+    def call_batch(self, inputs: Any) -> list[tuple[Any, Any, Any]]:
+        """Like calling the object, with a batch's inputs: ``model(x)``, ``model(*x)`` or ``model(**x)``."""
+        return self._run(lambda model: call_model(model, inputs))
+
+    def _run(self, call: Callable[[nn.Module], Any]) -> list[tuple[Any, Any, Any]]:
         if not self._active:
             raise RuntimeError("DistillModel: called outside its `with distill(...)` block.")
-        self._buffers.clear()
         self.student_output = self.teacher_output = None
-        try:
-            self._phase = "teacher"
-            if self.teacher is not self.student and self.teacher.training:
-                self.teacher.eval()  # the user may have called .train() on a parent inside the block
-            with torch.no_grad() if self.teacher_no_grad else torch.enable_grad():
-                self.teacher_output = self.teacher(*args, **kwargs)
-            self._phase = "student"
-            self.student_output = self.student(*args, **kwargs)
-        finally:
-            self._phase = None
+        if self.teacher is not self.student and self.teacher.training:
+            self.teacher.eval()  # the user may have called .train() on a parent inside the block
+        with self._recorders["teacher"], torch.no_grad() if self.teacher_no_grad else torch.enable_grad():
+            self.teacher_output = call(self.teacher)
+        with self._recorders["student"]:
+            self.student_output = call(self.student)
         triples: list[tuple[Any, Any, Any]] = []
         for entry in self._entries:
-            s_calls = self._calls("student", self.student, entry.student)
-            t_calls = self._calls("teacher", self.teacher, entry.teacher)
+            s_calls = self._recorders["student"].get_recorder(entry.student).data_buffer
+            t_calls = self._recorders["teacher"].get_recorder(entry.teacher).data_buffer
             if not s_calls or not t_calls:
                 missing = [
                     f"{side} module {name!r}"
@@ -246,7 +238,6 @@ class DistillModel:
                     f"{entry.teacher!r} ran {len(t_calls)} times in one forward; map modules called equally often."
                 )
             triples.extend((s, t, entry.payload) for s, t in zip(s_calls, t_calls))
-        self._buffers.clear()
         return triples
 
 

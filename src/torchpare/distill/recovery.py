@@ -18,8 +18,9 @@ from torch import nn
 
 from torchpare._utils import did_you_mean
 from torchpare.distill.adapters import conv2d_adapter, linear_adapter
-from torchpare.distill.algorithms.base import BaseAlgorithm, StudentLoss, logits_of
+from torchpare.distill.algorithms.base import BaseAlgorithm, StudentLoss
 from torchpare.distill.mapping import Mapping, distill
+from torchpare.model_io import logits_of
 from torchpare.registry import LOSSES
 
 __all__ = ["Recovery", "recover"]
@@ -121,15 +122,9 @@ class Recovery(BaseAlgorithm):
     def _losses(
         self, inputs: Any, targets: torch.Tensor | None, data: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
-        if isinstance(inputs, AbcMapping):
-            args, kwargs = (), dict(inputs)
-        elif isinstance(inputs, tuple | list):
-            args, kwargs = tuple(inputs), {}
-        else:
-            args, kwargs = (inputs,), {}
         losses: dict[str, torch.Tensor] = {}
         with distill(student=self.student, teacher=self.teacher, mapping=self.mapping) as distill_model:
-            triples = distill_model(*args, **kwargs)
+            triples = distill_model.call_batch(inputs)
             student_out, teacher_out = distill_model.student_output, distill_model.teacher_output
         if self.calculate_student_loss:
             self._add_supervised(losses, "student.loss", student_out, targets)

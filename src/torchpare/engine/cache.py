@@ -36,6 +36,8 @@ import torch
 from torch import nn
 
 from torchpare._utils import atomic_write_bytes, get_submodule
+from torchpare.model_io import call_model, logits_of
+from torchpare.record import ModuleOutputsRecorder, RecorderManager
 
 __all__ = ["TeacherCache", "CachedObjective", "teacher_fingerprint", "CacheMismatchError"]
 
@@ -168,22 +170,14 @@ class TeacherCache:
         return float(self._filled.mean())
 
     def _compute(self, inputs: Any) -> dict[str, torch.Tensor]:
-        from torchpare.engine.objective import logits_of
-
-        got: dict[str, torch.Tensor] = {}
-        handles = []
-        try:
-            for s in self.sources:
-                if s:
-                    handles.append(get_submodule(self.teacher, s).register_forward_hook(
-                        lambda m, a, out, s=s: got.__setitem__(s, logits_of(out).detach())))
-            with torch.no_grad():
-                out = self.teacher(inputs)
-            if "" in self.sources:
-                got[""] = logits_of(out).detach()
-        finally:
-            for h in handles:
-                h.remove()
+        # torchpare.record captures the module outputs (the last call of a module called twice)
+        recorders = RecorderManager({s: ModuleOutputsRecorder(s) for s in self.sources if s})
+        recorders.initialize(self.teacher)
+        with recorders, torch.no_grad():
+            out = call_model(self.teacher, inputs)
+        got = {s: logits_of(rec.get_record_data(-1)).detach() for s, rec in recorders}
+        if "" in self.sources:
+            got[""] = logits_of(out).detach()
         return got
 
     def _store(self, values: dict[str, torch.Tensor], idx: np.ndarray, view: int) -> None:

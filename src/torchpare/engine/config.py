@@ -329,8 +329,64 @@ def _check_algorithm(cfg: Mapping[str, Any], errors: list[str], named: Mapping[s
     if isinstance(algo.get("teacher_ckpts"), dict):
         ckpts += [(f"teacher_ckpts.{k}", v) for k, v in algo["teacher_ckpts"].items()]
     for key, path in ckpts:
+        if isinstance(path, dict):  # {path: ..., strict: false}
+            key, path = f"{key}.path", path.get("path")
         if isinstance(path, str) and not Path(path).exists():
             errors.append(f"algorithm.{key}: no file at '{path}'")
+    _check_distillers(cfg, algo, models, errors)
+
+
+def _model_skeleton(section: Any) -> Any:
+    """The model a section builds, without its checkpoint (for recorder-source checks); ``None`` if it
+    cannot be built here (a pruned-model folder, or a section with its own errors)."""
+    from torchpare.registry import MODELS
+
+    if not isinstance(section, dict) or "type" not in section:
+        return None
+    try:
+        return MODELS.build({k: v for k, v in section.items() if k != "checkpoint"})
+    except Exception:  # noqa: BLE001 - the section's own check reports it
+        return None
+
+
+def _check_distillers(
+    cfg: Mapping[str, Any], algo: Mapping[str, Any], models: Mapping[str, str], errors: list[str]
+) -> None:
+    """The distiller(s) of the algorithm section, checked by the distiller itself (the constructor's
+    checks, plus recorder sources against the models), each problem under its key path."""
+    from torchpare.registry import DISTILLERS
+
+    entries: list[tuple[str, Any, Any]] = []  # (key, spec, teacher section or "student")
+    if "distiller" in algo:
+        teacher = cfg.get("teacher") if "teacher" in models else "student"
+        entries.append(("algorithm.distiller", algo["distiller"], teacher))
+    if isinstance(algo.get("distillers"), dict):
+        teachers = cfg.get("teachers") if isinstance(cfg.get("teachers"), dict) else {}
+        for name, spec in algo["distillers"].items():
+            entries.append((f"algorithm.distillers.{name}", spec, teachers.get(name)))
+    if not entries:
+        return
+    # sections with their own errors are not built (a missing checkpoint file does not matter here)
+    bad_sections = {e.split(":", 1)[0].split(".")[0] for e in errors if ".checkpoint:" not in e}
+    student = None if "model" in bad_sections else _model_skeleton(cfg.get("model"))
+    for key, spec, teacher_section in entries:
+        if not isinstance(spec, dict):
+            continue  # reported by the algorithm's own argument check
+        try:
+            kind = DISTILLERS.get(spec.get("type", "ConfigurableDistiller"))
+        except (KeyError, TypeError) as exc:
+            errors.append(f"{key}.type: {exc.args[0] if exc.args else exc}")
+            continue
+        if not hasattr(kind, "config_errors"):
+            continue
+        if teacher_section == "student":
+            teacher = student
+        elif "teacher" in bad_sections or "teachers" in bad_sections:
+            teacher = None
+        else:
+            teacher = _model_skeleton(teacher_section)
+        for path, message in kind.config_errors(spec, student=student, teacher=teacher):
+            errors.append(f"{key}{'.' + path if path else ''}: {message}")
 
 
 def _is_ratio(value: Any) -> bool:

@@ -3,6 +3,8 @@
 Anything with ``loss(inputs, targets, **extra) -> dict[str, Tensor]`` (and optionally
 ``total_loss(losses)`` and ``trainable_parameters()``) can be trained: every algorithm of
 ``torchpare.distill`` and :class:`SupervisedObjective` (a model plus a loss function).
+
+``logits_of`` and ``masked_cross_entropy`` live in :mod:`torchpare.model_io` (re-exported here).
 """
 
 from __future__ import annotations
@@ -11,43 +13,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from torchpare.model_io import call_model, logits_of, masked_cross_entropy
+
 __all__ = ["SupervisedObjective", "masked_cross_entropy", "logits_of", "eval_model_of", "total_loss_of"]
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits of a model output: a tensor, ``output.logits`` (Hugging Face) or the first item.
-
-    Raises:
-        TypeError: no tensor could be found in ``output``.
-    """
-    if isinstance(output, torch.Tensor):
-        return output
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, dict) and "logits" in output:
-        return output["logits"]
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"logits_of(): cannot find logits in a model output of type {type(output).__name__}.")
-
-
-def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the samples whose target is ``>= 0`` (negative targets mark unlabelled ones).
-
-    A batch without any label gives a zero loss that is still connected to the graph.
-
-    Example:
-        >>> import torch
-        >>> float(masked_cross_entropy(torch.zeros(2, 4), torch.tensor([-1, -1])))
-        0.0
-    """
-    labelled = targets >= 0
-    if not bool(labelled.any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[labelled], targets[labelled])
 
 
 class SupervisedObjective(nn.Module):
@@ -73,7 +43,7 @@ class SupervisedObjective(nn.Module):
 
     def loss(self, inputs: Any, targets: torch.Tensor, **extra: Any) -> dict[str, torch.Tensor]:
         """``{"loss_ce": loss_fn(model(inputs), targets)}``; ``extra`` is ignored."""
-        return {"loss_ce": self.loss_fn(logits_of(self.model(inputs)), targets)}
+        return {"loss_ce": self.loss_fn(logits_of(call_model(self.model, inputs)), targets)}
 
     def total_loss(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(losses.values())  # type: ignore[return-value]
@@ -82,7 +52,7 @@ class SupervisedObjective(nn.Module):
         return (p for p in self.model.parameters() if p.requires_grad)
 
     def forward(self, inputs: Any) -> Any:
-        return self.model(inputs)
+        return call_model(self.model, inputs)
 
 
 def eval_model_of(objective: nn.Module) -> nn.Module:

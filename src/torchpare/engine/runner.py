@@ -19,13 +19,14 @@ from torch import nn
 
 import torchpare.zoo  # noqa: F401  (registers the reference models that configs name)
 from torchpare._utils import atomic_write_bytes
-from torchpare.datasets.bundle import UNLABELLED, DataBundle  # noqa: F401  (UNLABELLED: old import path)
+from torchpare.datasets.bundle import DataBundle  # noqa: F401
 from torchpare.distill import recover
 from torchpare.engine.config import ConfigError, algorithm_models, save_config, validate_config
 from torchpare.engine.data import build_data
 from torchpare.engine.distributed import init_distributed
 from torchpare.engine.measure import model_stats
 from torchpare.engine.trainer import Trainer, evaluate
+from torchpare.model_io import UNLABELLED, StateDictFileError, load_state_dict_file  # noqa: F401  (UNLABELLED: old import path)
 from torchpare.prune import prune
 
 __all__ = [
@@ -50,14 +51,6 @@ def __getattr__(name: str) -> Any:
                       f"the next release.", FutureWarning, stacklevel=2)
         return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _read_state_dict(path: Path) -> Any:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _load_error(where: str, source: str, problem: str) -> ConfigError:
@@ -101,32 +94,13 @@ def build_model(cfg: Mapping[str, Any], key: str = "model", source: str = "<conf
             raise _load_error(where, source, f"'{path}' is not a pruned model of {cfg.get('type')} "
                               f"({str(exc.args[0] if exc.args else exc).splitlines()[0]})") from None
     try:
-        state = _read_state_dict(path)
-    except Exception as exc:  # unpickling, zip and safetensors errors all mean "not a state dict"
-        # torch's weights_only message advises weights_only=False (unsafe); keep only its actual cause
-        text = str(exc).split("WeightsUnpickler error:", 1)[-1]
-        cause = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-        raise _load_error(where, source, f"'{path}' is not a torch state dict ({type(exc).__name__}: "
-                          f"{cause[:200]}); give a model.pt written by torchpare or torch.save(model.state_dict())"
-                          ) from None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise _load_error(where, source, f"'{path}' is not a torch state dict (it holds a "
-                          f"{type(state).__name__}{' with non-tensor values' if isinstance(state, Mapping) else ''}"
-                          f"); a training checkpoint (checkpoints/last.pt) is resumed with --resume instead")
-    own = model.state_dict()
-    differ = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if differ:
-        k = differ[0]
-        raise _load_error(where, source, f"'{path}' does not fit {cfg.get('type')}: {len(differ)} tensor(s) "
-                          f"differ, first {k} {tuple(state[k].shape)} in the file vs {tuple(own[k].shape)} in "
-                          f"the model; set the {key} section's arguments (width, hidden, ...) to those it was "
-                          f"trained with")
-    if missing or unexpected:
-        raise _load_error(where, source, f"'{path}' does not fit {cfg.get('type')}: missing {missing[:5]}, "
-                          f"unexpected {unexpected[:5]}; check the {key} section's type and arguments")
-    model.load_state_dict(state)
+        load_state_dict_file(
+            model, path, where, unwrap=("state_dict",),
+            hint="give a model.pt written by torchpare or torch.save(model.state_dict()); a training "
+                 "checkpoint (checkpoints/last.pt) is resumed with --resume instead",
+            fix=f"set the {key} section's type and arguments (width, hidden, ...) to those it was trained with")
+    except StateDictFileError as exc:
+        raise ConfigError(source, [str(exc)]) from None
     return model
 
 

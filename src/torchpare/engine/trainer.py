@@ -38,10 +38,11 @@ from torch.utils.data import Dataset, TensorDataset, default_collate
 from torchpare.engine.checkpoint import CheckpointError, load_checkpoint, model_fingerprint, save_checkpoint
 from torchpare.engine.distributed import DistInfo, all_reduce_mean, gather_objects, init_distributed
 from torchpare.engine.metrics import MetricsLog
-from torchpare.engine.objective import SupervisedObjective, eval_model_of, logits_of, total_loss_of
+from torchpare.engine.objective import SupervisedObjective, eval_model_of, total_loss_of
 from torchpare.engine.progress import EpochProgress
 from torchpare.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from torchpare.engine.schedule import TrainConfig, build_optimizer, build_scheduler
+from torchpare.model_io import call_model, logits_of
 
 __all__ = ["Trainer", "TrainResult", "evaluate", "epoch_batches", "fetch_batch"]
 
@@ -125,7 +126,7 @@ def evaluate(
         for start in range(0, n, batch_size):
             batch = fetch_batch(dataset, range(start, min(n, start + batch_size)))
             x, y, _ = _split_batch(batch)
-            logits = logits_of(model(_to_device(x, device))).float()
+            logits = logits_of(call_model(model, _to_device(x, device))).float()
             y = y.to(device)
             loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())

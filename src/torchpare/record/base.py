@@ -11,13 +11,55 @@ pickled recorders start with an empty buffer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchpare._context import NestedContext
 from torchpare._utils import did_you_mean
 
-__all__ = ["BaseRecorder", "RecordIndexError", "RecorderNotInitializedError"]
+__all__ = ["BaseRecorder", "RecordIndexError", "RecorderNotInitializedError", "normalize_data_idx"]
+
+DataIdx = int | str | Sequence[int | str] | None
+
+
+def normalize_data_idx(data_idx: Any) -> tuple[int | str, ...] | None:
+    """``data_idx`` as a path of steps: ``None``; ``2`` -> ``(2,)``; ``"hidden_states.2"`` ->
+    ``("hidden_states", 2)`` (dotted parts that are integers index sequences); a tuple/list of ints and
+    strings is taken as the path itself.
+
+    Raises:
+        TypeError: not None, an int, a str, or a tuple/list of ints and strs (bools are refused).
+        ValueError: an empty string or an empty step (``"a..b"``), or an empty tuple/list.
+
+    Example:
+        >>> normalize_data_idx("hidden_states.2"), normalize_data_idx(("hidden_states", -1)), normalize_data_idx(0)
+        (('hidden_states', 2), ('hidden_states', -1), (0,))
+    """
+    if data_idx is None:
+        return None
+    if isinstance(data_idx, bool):
+        raise TypeError(_DATA_IDX_HELP.format(data_idx))
+    if isinstance(data_idx, int):
+        return (data_idx,)
+    if isinstance(data_idx, str):
+        parts = data_idx.split(".")
+        if not all(parts):
+            raise ValueError(f"'data_idx' {data_idx!r} has an empty step; write e.g. 'hidden_states.2'.")
+        return tuple(int(p) if p.lstrip("-").isdigit() else p for p in parts)
+    if isinstance(data_idx, tuple | list):
+        if not data_idx:
+            raise ValueError("'data_idx' is an empty path; use None for the whole record.")
+        for step in data_idx:
+            if isinstance(step, bool) or not isinstance(step, int | str) or step == "":
+                raise TypeError(_DATA_IDX_HELP.format(data_idx))
+        return tuple(data_idx)
+    raise TypeError(_DATA_IDX_HELP.format(data_idx))
+
+
+_DATA_IDX_HELP = (
+    "'data_idx' must be None, an int (tuple element), a str (output field, or a dotted path such as "
+    "'hidden_states.2') or a tuple/list path such as ('hidden_states', 2); got {!r}."
+)
 
 
 class RecordIndexError(IndexError, ValueError):
@@ -129,15 +171,16 @@ class BaseRecorder(NestedContext, ABC):
         """Remove everything ``_attach`` installed; must not raise."""
 
     # -- reading ------------------------------------------------------------------------------
-    def get_record_data(self, record_idx: int = 0, data_idx: int | str | None = None) -> Any:
+    def get_record_data(self, record_idx: int = 0, data_idx: DataIdx = None) -> Any:
         """Return the record of the ``record_idx``-th call, or one item of it.
 
         Args:
             record_idx: Which call (0 = first; negative counts from the end). A module called twice
                 in one forward has records 0 and 1.
             data_idx: Index into a tuple/list record (e.g. one of several outputs), or a key of a
-                dict-like record (``"logits"`` of a Hugging Face ``ModelOutput``); ``None`` returns
-                the whole record.
+                dict-like record (``"logits"`` of a Hugging Face ``ModelOutput``), or a path into
+                nested outputs: ``"hidden_states.2"`` or ``("hidden_states", 2)`` (see
+                :func:`normalize_data_idx`); ``None`` returns the whole record.
 
         Returns:
             The recorded value (tensors are the live ones: gradients flow through them).
@@ -169,9 +212,25 @@ class BaseRecorder(NestedContext, ABC):
         record = buffer[record_idx]
         if data_idx is None:
             return record
-        return self._index_record(record, record_idx, data_idx)
+        if isinstance(data_idx, str) and isinstance(record, Mapping) and data_idx in record:
+            return record[data_idx]  # a key that itself contains dots
+        path = normalize_data_idx(data_idx)
+        value = self._index_record(record, record_idx, path[0])  # type: ignore[index]
+        for depth in range(1, len(path)):  # type: ignore[arg-type]
+            try:
+                value = BaseRecorder._index_record(self, value, record_idx, path[depth])  # type: ignore[index]
+            except (RecordIndexError, TypeError) as exc:
+                raise type(exc)(f"data_idx={data_idx!r}, after {path[:depth]!r}: {exc}") from None  # type: ignore[index]
+        return value
 
     def _index_record(self, record: Any, record_idx: int, data_idx: Any) -> Any:
+        if (
+            isinstance(data_idx, str)
+            and not isinstance(record, Mapping)
+            and hasattr(record, data_idx)
+            and not callable(getattr(record, data_idx))
+        ):
+            return getattr(record, data_idx)  # dataclass / named tuple outputs
         if isinstance(data_idx, str) and isinstance(record, Mapping):  # dicts, HF ModelOutput
             if data_idx not in record:
                 keys = [str(k) for k in record]

@@ -12,18 +12,17 @@ Hugging Face batch). ``targets`` may be ``None``. ``extra`` holds further batch 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from torchpare.distill.distiller import ConfigurableDistiller
+from torchpare.model_io import call_model, load_state_dict_file, logits_of, masked_cross_entropy
 from torchpare.registry import DISTILLERS, MODELS
 
 __all__ = [
@@ -43,25 +42,11 @@ _NORMS = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.Instance
 
 
 def forward_model(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` on a tensor, a tuple/list of positional inputs, or a dict of keyword inputs."""
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, tuple | list):
-        return model(*inputs)
-    return model(inputs)
+    """Call ``model`` on a tensor, a tuple/list of positional inputs, or a dict of keyword inputs.
 
-
-def logits_of(outputs: Any) -> Any:
-    """The logits in a model's output: the tensor itself, ``.logits`` / ``["logits"]``, or element 0."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs
-    if isinstance(outputs, Mapping) and "logits" in outputs:
-        return outputs["logits"]
-    if hasattr(outputs, "logits"):
-        return outputs.logits
-    if isinstance(outputs, tuple | list) and outputs:
-        return outputs[0]
-    return outputs
+    The same as :func:`torchpare.model_io.call_model` (kept under this name for users).
+    """
+    return call_model(model, inputs)
 
 
 def _own_loss(outputs: Any) -> torch.Tensor | None:
@@ -71,8 +56,9 @@ def _own_loss(outputs: Any) -> torch.Tensor | None:
 
 
 def default_student_loss(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on the logits; targets ``-100`` are unlabelled and ignored.
+    """Cross-entropy on the logits; negative targets (``-100``) are unlabelled and ignored.
 
+    :func:`torchpare.model_io.masked_cross_entropy` on :func:`torchpare.model_io.logits_of` ``(outputs)``.
     A batch with no labelled sample gives a zero that still depends on the logits (so ``backward``
     works), instead of the NaN that ``F.cross_entropy`` returns.
 
@@ -81,13 +67,7 @@ def default_student_loss(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
         >>> default_student_loss(torch.zeros(2, 3), torch.tensor([-100, -100])).item()
         0.0
     """
-    logits = logits_of(outputs)
-    if logits.dim() > 2:  # sequence logits (N, L, C) against (N, L) targets
-        logits = logits.flatten(0, -2)
-        targets = targets.flatten()
-    if not bool((targets != -100).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, targets, ignore_index=-100)
+    return masked_cross_entropy(logits_of(outputs), targets)
 
 
 def build_model(spec: nn.Module | Mapping[str, Any], who: str) -> nn.Module:
@@ -112,17 +92,19 @@ def build_distiller(spec: ConfigurableDistiller | Mapping[str, Any], who: str) -
 
 
 def load_checkpoint(
-    model: nn.Module, path: str | Path, who: str, arg: str = "teacher_ckpt"
+    model: nn.Module, path: str | Path | Mapping[str, Any], who: str, arg: str = "teacher_ckpt"
 ) -> dict[str, list[str]]:
-    """Load ``path`` (``torch.save`` state dict, ``weights_only=True``, or ``.safetensors``) into ``model``.
+    """Load a teacher checkpoint into ``model`` with :func:`torchpare.model_io.load_state_dict_file`.
 
-    A dict wrapping the weights under ``"state_dict"`` or ``"model"`` is unwrapped. Loading is not
-    strict: missing and unexpected keys are returned and reported with a warning. Shapes are compared
-    before loading, so a checkpoint of another width fails with a message naming the tensor.
+    A dict wrapping the weights under ``"state_dict"`` or ``"model"`` is unwrapped and a ``module.``
+    prefix (``DistributedDataParallel``) is removed. Shapes are compared before loading. By default the
+    file must fill every parameter and buffer of ``model`` and hold nothing else; give
+    ``{"path": ..., "strict": False}`` to load what matches (missing and unexpected keys are then
+    warned about and returned).
 
     Args:
         model: The module to load into (in place).
-        path: The checkpoint file.
+        path: The checkpoint file, or ``{"path": file, "strict": bool}``.
         who: The caller, e.g. the algorithm's class name (starts every message).
         arg: The argument ``path`` came from (``teacher_ckpt``, ``teacher_ckpts['a']``), for messages.
 
@@ -131,9 +113,10 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: ``path`` is not a state dict (not loadable with ``weights_only=True``, or not a
-            mapping of tensors), or a tensor's shape differs from the model's (the first one is named
-            with both shapes).
+        ValueError: (:class:`~torchpare.model_io.StateDictFileError`) ``path`` is not a state dict, a
+            tensor's shape differs from the model's (the first one is named with both shapes), or
+            (strict) keys are missing or unexpected (the first ones are named).
+        TypeError: ``{"path": ..., "strict": ...}`` with other keys or a non-bool ``strict``.
 
     Example:
         >>> import tempfile
@@ -142,54 +125,23 @@ def load_checkpoint(
         ...     load_checkpoint(nn.Linear(2, 4), f"{tmp}/t.pt", "Algo")
         {'missing_keys': [], 'unexpected_keys': []}
     """
-    path = Path(path)
-    where = f"{who}({arg}={str(path)!r})"
-    if not path.is_file():
-        raise FileNotFoundError(f"{where}: teacher checkpoint {str(path)!r} does not exist.")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling, zip and safetensors errors all mean "not a state dict"
-        # torch's weights_only message advises weights_only=False (unsafe); keep only its actual cause
-        text = str(exc).split("WeightsUnpickler error:", 1)[-1]
-        cause = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-        raise ValueError(
-            f"{where}: not a torch state dict ({type(exc).__name__}: {cause[:200]}). Give a file written "
-            f"by torch.save(model.state_dict(), path) or safetensors."
-        ) from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-            break
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
-            f"{where}: not a torch state dict (got {type(state).__name__}"
-            f"{' with non-tensor values' if isinstance(state, Mapping) else ''}). Give a file written by "
-            f"torch.save(model.state_dict(), path) or safetensors."
-        )
-    own = model.state_dict()
-    differ = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    if differ:
-        k = differ[0]
-        raise ValueError(
-            f"{where}: does not fit {type(model).__name__}: {len(differ)} tensor(s) differ in shape, first "
-            f"{k} {tuple(state[k].shape)} in the checkpoint vs {tuple(own[k].shape)} in the model. Build the "
-            f"teacher with the arguments (width, hidden, ...) it was trained with."
-        )
-    result = model.load_state_dict(state, strict=False)
-    report = {"missing_keys": list(result.missing_keys), "unexpected_keys": list(result.unexpected_keys)}
-    if report["missing_keys"] or report["unexpected_keys"]:
-        warnings.warn(
-            f"{who}: loading {str(path)!r} into {type(model).__name__}: "
-            f"missing keys {report['missing_keys'][:10]}, unexpected keys {report['unexpected_keys'][:10]}"
-            f"{' (first 10)' if max(map(len, report.values())) > 10 else ''}.",
-            stacklevel=3,
-        )
-    return report
+    strict = True
+    if isinstance(path, Mapping):
+        spec = dict(path)
+        extra = sorted(set(spec) - {"path", "strict"})
+        if extra or "path" not in spec or not isinstance(spec.get("strict", True), bool):
+            raise TypeError(
+                f"{who}({arg}): a checkpoint given as a dict takes 'path' and an optional bool 'strict', "
+                f"got {spec!r}."
+            )
+        path, strict = spec["path"], spec.get("strict", True)
+    return load_state_dict_file(
+        model,
+        path,
+        f"{who}({arg})",
+        strict=strict,
+        fix="build the teacher with the arguments (width, hidden, ...) it was trained with",
+    )
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -290,7 +242,7 @@ class BaseAlgorithm(nn.Module):
 
     def forward(self, inputs: Any) -> Any:
         """The student's output (inference uses the student only)."""
-        return forward_model(self.student, inputs)
+        return call_model(self.student, inputs)
 
     @staticmethod
     def _run(
@@ -299,19 +251,17 @@ class BaseAlgorithm(nn.Module):
         sides: Iterable[tuple[ConfigurableDistiller, Side]],
         grad: bool = True,
     ) -> Any:
-        """``model`` on ``inputs`` with each distiller's recorders of the given side on.
+        """``model`` on ``inputs`` inside ``d.recording(side)`` of each distiller.
 
-        Deliveries record on the teacher side and replay the recorded outputs on the student side.
+        Deliveries record on the teacher side (whose entry starts the step and empties their queues)
+        and replay the recorded outputs on the student side.
         """
         with ExitStack() as stack:
             if not grad:
                 stack.enter_context(torch.no_grad())
             for d, side in sides:
-                stack.enter_context(d.student_recorders if side == "student" else d.teacher_recorders)
-                if d.has_deliveries:
-                    d.set_deliveries_override(side == "student")
-                    stack.enter_context(d.deliveries)
-            return forward_model(model, inputs)
+                stack.enter_context(d.recording(side))
+            return call_model(model, inputs)
 
     def _add_supervised(
         self, losses: dict[str, torch.Tensor], key: str, outputs: Any, targets: torch.Tensor | None
