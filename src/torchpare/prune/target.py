@@ -453,6 +453,8 @@ def _prune_eval(
                 recalibrate_bn(model, bn_calibration)
 
     sync_hf_config(model)
+    from torchpare.prune.hf_pretrained import warn_if_not_plain  # noqa: I001 (Hugging Face models only)
+    warn_if_not_plain(model, who)
     after = count(model, example_inputs)
     achieved = after[target] / base
     within = abs(achieved - ratio) <= tolerance * ratio
