@@ -118,8 +118,11 @@ def _meta_skeleton(model_class: type, config: Any) -> nn.Module:
     return _build(model_class, copy.deepcopy(config), "meta")
 
 
-def _compare(skeleton: nn.Module, model: nn.Module) -> list[str]:
-    """Where ``model`` differs from ``skeleton``: parameter/buffer shapes, then module attributes."""
+def _compare(skeleton: nn.Module, model: nn.Module, base: nn.Module | None = None) -> list[str]:
+    """Where ``model`` differs from ``skeleton``: parameter/buffer shapes, then module attributes.
+
+    With ``base`` (what the model's config built before any update), an attribute pruning left as it
+    was (a stale copy no forward reads, e.g. LLaMA MLP's ``intermediate_size``) is not a difference."""
     problems = []
     have, want = _shapes(model), _shapes(skeleton)
     if set(have) != set(want):
@@ -130,10 +133,12 @@ def _compare(skeleton: nn.Module, model: nn.Module) -> list[str]:
             kind = "parameter" if name in dict(model.named_parameters(remove_duplicate=False)) else "buffer"
             problems.append(f"{kind} {name}: {tuple(shape)} here, {tuple(want[name])} from the config")
     skel_modules = dict(skeleton.named_modules(remove_duplicate=False))
+    base_modules = dict(base.named_modules(remove_duplicate=False)) if base is not None else {}
     for name, module in model.named_modules(remove_duplicate=False):
         ref = _attrs(skel_modules[name]) if name in skel_modules else {}
+        unchanged = _attrs(base_modules[name]) if name in base_modules else {}
         for key, value in _attrs(module).items():
-            if key in ref and ref[key] != value:
+            if key in ref and ref[key] != value and unchanged.get(key, object()) != value:
                 problems.append(f"attribute {name or type(model).__name__}.{key}: {value} here, {ref[key]} from the config")
     return problems
 
@@ -225,7 +230,14 @@ def plain_format_problems(model: nn.Module) -> list[str]:
         skeleton = _meta_skeleton(type(model), _with_updates(model.config, _plain_updates(model)))
     except Exception as exc:  # the config's own validation (e.g. hidden size vs heads)
         return [f"the config cannot state these widths: {type(exc).__name__}: {str(exc).strip()[:300]}"]
-    return _compare(skeleton, model)
+    return _compare(skeleton, model, _base_skeleton(model))
+
+
+def _base_skeleton(model: nn.Module) -> nn.Module | None:
+    try:
+        return _meta_skeleton(type(model), model.config)
+    except Exception:  # a config that no longer validates: compare every attribute
+        return None
 
 
 def warn_if_not_plain(model: nn.Module, who: str = "prune()") -> None:
@@ -330,7 +342,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike[str], **kwargs: An
         if not paths:
             raise PretrainedFolderError(f"save_pretrained(): no Transformer module in {str(folder / 'modules.json')!r}.")
         sub = folder / paths[0]
-        _write_widths(inner, sub)
+        _write_widths(inner, sub, not plain_format_problems(inner))
         return folder
     if not _is_hf(model):
         raise TypeError(
@@ -338,14 +350,10 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike[str], **kwargs: An
             "torchpare.prune.save_pruned(model, path)."
         )
     updates = _plain_updates(model)
-    if updates:
-        try:
-            plain = not _compare(_meta_skeleton(type(model), _with_updates(model.config, updates)), model)
-        except Exception:
-            plain = False
-        if plain:
-            for field, value in updates.items():
-                setattr(model.config, field, value)
+    plain = not plain_format_problems(model)
+    if plain:
+        for field, value in updates.items():
+            setattr(model.config, field, value)
     # A config the library refuses to write (LLaMA: hidden size not a multiple of the heads) is saved
     # with the fewest overrides that make it valid; the true values go to torchpare_widths.json.
     _, overrides = _skeleton_config(type(model), model.config.to_dict())
@@ -357,11 +365,11 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike[str], **kwargs: An
     finally:
         for field, value in restore.items():
             setattr(model.config, field, value)
-    _write_widths(model, folder, restore)
+    _write_widths(model, folder, plain and not restore, restore)
     return folder
 
 
-def _write_widths(model: nn.Module, folder: Path, restore: Mapping[str, Any] | None = None) -> None:
+def _write_widths(model: nn.Module, folder: Path, plain: bool, restore: Mapping[str, Any] | None = None) -> None:
     config_dict = json.loads((folder / "config.json").read_text())
     config, overrides = _skeleton_config(type(model), config_dict)
     restore = {**{k: config_dict[k] for k in overrides}, **(restore or {})}
@@ -390,7 +398,7 @@ def _write_widths(model: nn.Module, folder: Path, restore: Mapping[str, Any] | N
         "shapes": {n: s for n, s in have.items() if s != want[n]},
         "attributes": attributes,
         "tied": _tied(model),
-        "plain": not restore and not attributes and all(have[n] == want[n] for n in have),
+        "plain": plain,
     }
     atomic_write_bytes(folder / WIDTHS_NAME, json.dumps(record, indent=1).encode())
 
@@ -408,6 +416,18 @@ def _model_class(name: str, model_class: type | None) -> type:
             "model_class= explicitly."
         )
     return cls
+
+
+def _file_shapes(folder: Path) -> dict[str, list[int]]:
+    """Tensor shapes in the folder's safetensors files (read from the headers only)."""
+    from safetensors import safe_open
+
+    shapes: dict[str, list[int]] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                shapes[key] = list(f.get_slice(key).get_shape())
+    return shapes
 
 
 def _apply_widths(model: nn.Module, record: Mapping[str, Any]) -> None:
@@ -507,9 +527,11 @@ def from_pretrained(path: str | os.PathLike[str], *, model_class: type | None = 
     try:
         model = shell.from_pretrained(str(folder), config=config, **kwargs)
     except RuntimeError as exc:
+        odd = [f"{n} {tuple(s)} in the file, {tuple(expected[n])} recorded"
+               for n, s in _file_shapes(folder).items() if n in expected and s != expected[n]]
         raise PretrainedFolderError(
             f"from_pretrained(): the weights in {str(folder)!r} do not fit the shapes recorded in "
-            f"{WIDTHS_NAME}: {str(exc)[:500]}"
+            f"{WIDTHS_NAME}: {'; '.join(odd[:3]) or str(exc)[:500]}"
         ) from exc
     model.__class__ = cls
     for names in tied:  # tied weights are saved once: share them again in their pruned shapes
