@@ -260,7 +260,7 @@ def warn_if_not_plain(model: nn.Module, who: str = "prune()") -> None:
             "torchpare.prune.from_pretrained(path); or prune uniformly (global_pruning=False) the widths "
             "the config can state.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # warn_if_not_plain <- prune's worker <- prune() <- the caller
         )
 
 
