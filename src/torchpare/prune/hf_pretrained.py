@@ -487,6 +487,10 @@ def from_pretrained(path: str | os.PathLike[str], *, model_class: type | None = 
     folder = Path(path)
     if (folder / "modules.json").is_file():
         return _load_sentence_transformer(folder, **kwargs)
+    return _load_hf(folder, model_class, **kwargs)
+
+
+def _load_hf(folder: Path, model_class: type | None, **kwargs: Any) -> nn.Module:
     cfg_file, widths_file = folder / "config.json", folder / WIDTHS_NAME
     if not cfg_file.is_file():
         raise PretrainedFolderError(
@@ -559,7 +563,7 @@ def _load_sentence_transformer(folder: Path, **kwargs: Any) -> nn.Module:
     sub = next((folder / e.get("path", "") for e in entries if (folder / e.get("path", "") / WIDTHS_NAME).is_file()), None)
     if sub is None:
         return SentenceTransformer(str(folder), **kwargs)
-    pruned = from_pretrained(sub)
+    pruned = _load_hf(sub, None)
     # sentence-transformers builds its encoder with AutoModel from the config, in the unpruned shapes:
     # let it (mismatched weights re-initialised, quietly), then swap in the rebuilt pruned encoder.
     from transformers.utils import logging as hf_logging
