@@ -11,7 +11,7 @@ CONSTRAINTS := constraints.txt
 TORCH := torch==2.13.0
 
 # The oldest transformers pyproject.toml claims; keep the two in step.
-COMPAT_TRANSFORMERS := 5.8.1
+COMPAT_TRANSFORMERS := 5.9.0
 COMPAT_VENV := .venv-compat
 COMPAT_PY := $(COMPAT_VENV)/bin/python
 COMPAT_STAMP := $(COMPAT_VENV)/.installed-$(COMPAT_TRANSFORMERS)
