@@ -128,9 +128,10 @@ def _compare(skeleton: nn.Module, model: nn.Module, base: nn.Module | None = Non
     if set(have) != set(want):
         odd = sorted(set(have) ^ set(want))
         return [f"the module tree differs from what the config builds (e.g. {odd[0]!r})"]
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
     for name, shape in have.items():
         if shape != want[name]:
-            kind = "parameter" if name in dict(model.named_parameters(remove_duplicate=False)) else "buffer"
+            kind = "parameter" if name in params else "buffer"
             problems.append(f"{kind} {name}: {tuple(shape)} here, {tuple(want[name])} from the config")
     skel_modules = dict(skeleton.named_modules(remove_duplicate=False))
     base_modules = dict(base.named_modules(remove_duplicate=False)) if base is not None else {}
