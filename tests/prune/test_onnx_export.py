@@ -81,3 +81,14 @@ def test_fixed_shapes_on_request_and_name_count_checked(tmp_path: Any) -> None:
     assert [d.dim_value for d in dims] == [2, 4]
     with pytest.raises(ValueError, match="output_names"):
         export_onnx(net, torch.randn(2, 4), tmp_path / "bad.onnx", output_names=["a", "b"])
+
+
+@pytest.mark.slow
+def test_dynamo_exporter_keeps_the_batch_axis_dynamic(tmp_path: Any) -> None:
+    model, x = build_zoo_model("resnet")
+    model = _quiet_prune(model, x, target_flops_ratio=0.6)
+    session = _session(export_onnx(model, x, tmp_path / "cnn.onnx", dynamo=True))
+    xb = torch.randn(x.shape[0] + 3, *x.shape[1:])
+    (out,) = session.run(None, {session.get_inputs()[0].name: xb.numpy()})
+    with torch.no_grad():
+        assert (torch.from_numpy(out) - model(xb)).abs().max().item() <= 1e-4

@@ -493,6 +493,13 @@ def export_onnx(
             f"export_onnx(): {len(out_names)} output_names for {len(outputs)} tensor outputs ({default_out})."
         )
     axes = _dynamic_axes(names, args, out_names, outputs) if dynamic else None
+    shape_kwargs: dict[str, Any] = {"dynamic_axes": axes}
+    if dynamo and axes is not None:
+        # torch.export sees the wrapper's *inputs as one tuple argument; AUTO lets it keep an axis
+        # static where the model needs that, instead of failing.
+        auto = torch.export.Dim.AUTO
+        per_input = tuple({axis: auto for axis in axes.get(n, {})} or None for n in names)
+        shape_kwargs = {"dynamic_shapes": (per_input,)}
 
     def write(tmp: str) -> None:
         with warnings.catch_warnings():
@@ -505,7 +512,7 @@ def export_onnx(
                 output_names=out_names,
                 opset_version=opset_version,
                 dynamo=dynamo,
-                dynamic_axes=axes,
+                **shape_kwargs,
             )
 
     atomic_save(path, write)
