@@ -33,6 +33,9 @@ _TABLE = {
     "save_pruned": "io",
     "load_pruned": "io",
     "export_onnx": "io",
+    "save_pretrained": "hf_pretrained",
+    "from_pretrained": "hf_pretrained",
+    "plain_format_problems": "hf_pretrained",
 }
 __all__ = sorted(_TABLE)
 __getattr__, __dir__ = lazy_exports(__name__, _TABLE, fallbacks=("importance",))

@@ -28,6 +28,7 @@ from torch import nn
 import torchpare.prune.calibrate as _calibrate
 from torchpare.prune.counting import count, module_channels
 from torchpare.prune.graph import DependencyGraph
+from torchpare.prune.hf_pretrained import warn_if_not_plain
 from torchpare.prune.history import begin_record
 from torchpare.prune.ignored import resolve_ignored
 from torchpare.prune.importance import build_importance
@@ -403,6 +404,7 @@ def _prune_eval(
                 _calibrate.recalibrate_bn(model, bn_calibration)
 
     sync_hf_config(model)
+    warn_if_not_plain(model, who)  # Hugging Face models whose widths their config cannot state
     after = count(model, example_inputs)
     achieved = after[target] / base
     within = abs(achieved - ratio) <= tolerance * ratio

@@ -266,6 +266,69 @@ def _replay_traced_steps(
 
 
 # -- ONNX ------------------------------------------------------------------------------------------
+class _PositionalWrapper(nn.Module):
+    """Calls ``model(**dict(zip(names, inputs)))`` and returns its tensor outputs as a flat tuple.
+
+    Exporters pass keyword inputs positionally (BERT's ``forward`` then gets ``use_cache`` twice);
+    this wrapper gives the exporter a positional signature, and reduces a Hugging Face ``ModelOutput``
+    (or dict / tuple) to its tensors (caches and ``None`` are left out: ``use_cache=False`` is passed
+    where the forward accepts it)."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], keyword: bool, extra: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.model, self.names, self.keyword, self.extra = model, list(names), keyword, dict(extra)
+        self.output_names: list[str] = []
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.keyword:
+            out = self.model(**dict(zip(self.names, inputs)), **self.extra)
+        else:
+            out = self.model(*inputs)
+        flat, names = _flatten_outputs(out)
+        self.output_names = names
+        return tuple(flat)
+
+
+def _flatten_outputs(out: Any, prefix: str = "") -> tuple[list[torch.Tensor], list[str]]:
+    if isinstance(out, torch.Tensor):
+        return [out], [prefix or "output"]
+    tensors: list[torch.Tensor] = []
+    names: list[str] = []
+    items = out.items() if isinstance(out, Mapping) else (
+        ((f"{prefix}_{i}" if prefix else f"output_{i}"), v) for i, v in enumerate(out)
+    ) if isinstance(out, (tuple, list)) else ()
+    for key, value in items:
+        if isinstance(value, torch.Tensor):
+            tensors.append(value)
+            names.append(str(key))
+        elif isinstance(value, (tuple, list, Mapping)) and not isinstance(value, str):
+            t, n = _flatten_outputs(value, str(key))
+            tensors += t
+            names += n
+    return tensors, names
+
+
+def _dynamic_axes(
+    names: Sequence[str], tensors: Sequence[Any], out_names: Sequence[str], outputs: Sequence[torch.Tensor]
+) -> dict[str, dict[int, str]]:
+    """Batch (dim 0) for every input and output; sequence (dim 1) for integer inputs of rank 2 (token
+    ids, masks) and for outputs of rank >= 3 whose dim 1 is that length."""
+    axes: dict[str, dict[int, str]] = {}
+    seq_len = None
+    for name, t in zip(names, tensors):
+        if isinstance(t, torch.Tensor) and t.dim() >= 1:
+            axes[name] = {0: "batch"}
+            if t.dim() == 2 and not (t.dtype.is_floating_point or t.dtype.is_complex):
+                axes[name][1] = "sequence"
+                seq_len = t.shape[1]
+    for name, t in zip(out_names, outputs):
+        if t.dim() >= 1:
+            axes[name] = {0: "batch"}
+            if seq_len is not None and t.dim() >= 3 and t.shape[1] == seq_len:
+                axes[name][1] = "sequence"
+    return axes
+
+
 def export_onnx(
     model: nn.Module,
     example_inputs: Any,
@@ -275,13 +338,23 @@ def export_onnx(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     dynamo: bool = False,
+    dynamic: bool = True,
 ) -> Path:
-    """Export a (pruned) model to an ONNX file with ``torch.onnx.export``.
+    """Export a (pruned) model to an ONNX file with ``torch.onnx.export``, batch and sequence axes dynamic.
 
     The TorchScript exporter is the default: it works offline and takes well under a second on the
     zoo models, while the ``torch.export``-based one (``dynamo=True``) takes seconds; its deprecation
     warning is silenced here on purpose. The export runs on a copy in eval mode, so the caller's
-    model keeps its mode; the file is written atomically.
+    model keeps its mode; the file is written atomically. Keyword inputs (Hugging Face models) are
+    passed by name through a small wrapper, so ``BertModel`` and friends export; a ``ModelOutput`` is
+    exported as its tensors, named after its fields (``last_hidden_state``, ``logits``, ...), and
+    ``use_cache=False`` is passed where the forward accepts it (a cache is not an ONNX output).
+
+    With ``dynamic=True`` (default) dim 0 of every input and output is a named ``batch`` axis, and dim
+    1 of integer rank-2 inputs (token ids, masks) and of rank->=3 outputs of that length is a
+    ``sequence`` axis, so the file runs at other batch sizes and sequence lengths. Export with inputs
+    that exercise every branch the model takes (e.g. a padded row in the attention mask), since the
+    tracer records the branches the example takes.
 
     Args:
         model: The model to export.
@@ -289,29 +362,68 @@ def export_onnx(
         path: Target ``.onnx`` file.
         opset_version: ONNX opset.
         input_names: Graph input names; default: the dict keys, or ``input_0, input_1, ...``.
-        output_names: Graph output names; default: chosen by the exporter.
+        output_names: Graph output names; default: the output's field names, ``output`` for one
+            tensor, or ``output_0, output_1, ...``.
         dynamo: Use the ``torch.export``-based exporter instead.
+        dynamic: Make the batch and sequence axes dynamic (``False``: the example's shapes are fixed).
 
     Returns:
         The path written.
 
     Raises:
         ImportError: the ``onnx`` extra is not installed (``pip install 'torchpare[onnx]'``).
+        ValueError: ``input_names``/``output_names`` of the wrong length.
+
+    Example:
+        >>> import tempfile, torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+        >>> path = export_onnx(net, torch.randn(2, 4), tempfile.mkdtemp() + "/net.onnx")
+        >>> import onnx
+        >>> [d.dim_param for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+        ['batch', '']
     """
     try:
         import onnx  # noqa: F401  (the exporter needs it; fail early with the install hint)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("export_onnx() needs onnx: pip install 'torchpare[onnx]'") from exc
+    import inspect
+
     path = Path(path)
-    if isinstance(example_inputs, Mapping):
-        args: tuple[Any, ...] = ()
-        kwargs: dict[str, Any] | None = dict(example_inputs)
-        names = list(input_names) if input_names is not None else list(example_inputs)
+    keyword = isinstance(example_inputs, Mapping)
+    if keyword:
+        keys = list(example_inputs)
+        args: tuple[Any, ...] = tuple(example_inputs[k] for k in keys)
     else:
         args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-        kwargs = None
-        names = list(input_names) if input_names is not None else [f"input_{i}" for i in range(len(args))]
-    exported = copy.deepcopy(model).eval()
+        keys = [f"input_{i}" for i in range(len(args))]
+    names = list(input_names) if input_names is not None else keys
+    if len(names) != len(args):
+        raise ValueError(f"export_onnx(): {len(names)} input_names for {len(args)} inputs.")
+    copied = copy.deepcopy(model).eval()
+    extra: dict[str, Any] = {}
+    try:
+        params = inspect.signature(copied.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        params = {}
+    if keyword and "use_cache" in params and "use_cache" not in example_inputs:
+        extra["use_cache"] = False
+    exported = _PositionalWrapper(copied, keys, keyword, extra)
+    with torch.no_grad():
+        outputs, default_out = _flatten_outputs(exported.model(**example_inputs, **extra) if keyword
+                                                else exported.model(*args))
+    out_names = list(output_names) if output_names is not None else default_out
+    if len(out_names) != len(outputs):
+        raise ValueError(
+            f"export_onnx(): {len(out_names)} output_names for {len(outputs)} tensor outputs ({default_out})."
+        )
+    axes = _dynamic_axes(names, args, out_names, outputs) if dynamic else None
+    shape_kwargs: dict[str, Any] = {"dynamic_axes": axes}
+    if dynamo and axes is not None:
+        # torch.export sees the wrapper's *inputs as one tuple argument; AUTO lets it keep an axis
+        # static where the model needs that, instead of failing.
+        auto = torch.export.Dim.AUTO
+        per_input = tuple({axis: auto for axis in axes.get(n, {})} or None for n in names)
+        shape_kwargs = {"dynamic_shapes": (per_input,)}
 
     def write(tmp: str) -> None:
         with warnings.catch_warnings():
@@ -320,11 +432,11 @@ def export_onnx(
                 exported,
                 args,
                 tmp,
-                kwargs=kwargs,
                 input_names=names,
-                output_names=list(output_names) if output_names is not None else None,
+                output_names=out_names,
                 opset_version=opset_version,
                 dynamo=dynamo,
+                **shape_kwargs,
             )
 
     atomic_save(path, write)
