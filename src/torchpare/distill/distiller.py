@@ -37,6 +37,7 @@ from torch import nn
 
 from torchpare._utils import did_you_mean
 from torchpare.deliver import DeliveryManager
+from torchpare.distill.loss_schedule import LossSchedules
 from torchpare.record import RecorderManager
 from torchpare.registry import CONNECTORS, DISTILLERS, LOSSES
 
@@ -106,6 +107,8 @@ class ConfigurableDistiller(nn.Module):
         distill_losses: Name -> loss module or config dict (built through ``LOSSES``). The loss
             ``name`` appears as ``"loss_<name>"`` in :meth:`compute_distill_losses`.
         loss_forward_mappings: ``{loss_name: {loss_arg: source}}``; see the module docstring.
+        loss_schedules: ``{loss_name: {weight, stop_epoch/step, detach_epoch/step}}``: weight warm-up
+            or decay, stop and detach points per loss (:mod:`torchpare.distill.loss_schedule`).
 
     Attributes:
         student_recorders, teacher_recorders: :class:`~torchpare.record.RecorderManager` of each side
@@ -153,6 +156,7 @@ class ConfigurableDistiller(nn.Module):
         connectors: Mapping[str, Any] | None = None,
         distill_losses: Mapping[str, Any] | None = None,
         loss_forward_mappings: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+        loss_schedules: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Managers hold references to the models; keep them out of the module tree (and state_dict).
@@ -164,6 +168,7 @@ class ConfigurableDistiller(nn.Module):
         self.distill_losses = _build_module_dict(distill_losses, LOSSES, "distill_losses")
         self.loss_forward_mappings = _copy_mappings(loss_forward_mappings)
         self._check_mappings()
+        self.loss_schedules = LossSchedules(loss_schedules, list(self.distill_losses)) if loss_schedules else None
 
     # -- set-up -----------------------------------------------------------------------------------
     def prepare_from_student(self, student: nn.Module) -> None:
@@ -248,6 +253,8 @@ class ConfigurableDistiller(nn.Module):
         losses: dict[str, torch.Tensor] = {}
         cache: dict[tuple[Any, ...], Any] = {}
         for loss_name, forward_mappings in self.loss_forward_mappings.items():
+            if self.loss_schedules is not None and self.loss_schedules.stopped(loss_name):
+                continue
             kwargs: dict[str, Any] = {}
             for arg, src in forward_mappings.items():
                 if "from_data" in src:
@@ -286,7 +293,7 @@ class ConfigurableDistiller(nn.Module):
                     losses[f"loss_{loss_name}.{k}"] = v
             else:
                 losses[f"loss_{loss_name}"] = out
-        return losses
+        return losses if self.loss_schedules is None else self.loss_schedules.apply(losses)
 
     # -- validation -------------------------------------------------------------------------------
     def _check_mappings(self) -> None:

@@ -254,6 +254,9 @@ class Trainer:
         )
         optimizer = build_optimizer(params, c)
         steps_per_epoch = len(self._batches(0))
+        for module in self.objective.modules():  # per-loss schedules counting in epochs (distill.loss_schedule)
+            if hasattr(module, "set_steps_per_epoch"):
+                module.set_steps_per_epoch(steps_per_epoch)
         total_steps = min(c.max_steps or 10**12, steps_per_epoch * c.epochs)
         scheduler = build_scheduler(optimizer, c, total_steps)
         scaler = torch.amp.GradScaler("cuda") if c.amp == "fp16" else None
