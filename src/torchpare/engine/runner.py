@@ -330,6 +330,10 @@ def run_task(cfg: Mapping[str, Any], task: str, *, resume: bool | str | Path = F
             before anything is written.
         CheckpointError: ``resume`` with a missing/corrupt/mismatched checkpoint (nothing is written).
     """
+    if "stages" in cfg:  # a multi-stage recipe (torchpare.engine.stages)
+        from torchpare.engine.stages import run_stages
+
+        return run_stages(cfg, task, resume=bool(resume), quiet=quiet, source=source, overwrite=overwrite)
     train_cfg = validate_config(cfg, task, source)
     train_cfg.quiet = train_cfg.quiet or quiet
     run_dir = Path(cfg.get("output") or f"runs/{task}")
