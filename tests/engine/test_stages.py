@@ -63,3 +63,13 @@ def test_stage_problems_are_reported_together_with_their_stage() -> None:
     text = "\n".join(exc.value.errors)
     assert "stages[0] (paraphraser): schedule.epochs: must be >= 1" in text
     assert "stages[1].freeze: must be a list of module paths" in text
+
+
+def test_student_argument_from_the_teacher_is_allowed_only_to_pretrain_a_teacher_connector() -> None:
+    from torchpare.distill.distiller import ConfigurableDistiller, DistillerConfigError
+
+    cfg = load_config(CONFIGS / "digits_ft_stages.yaml")["stages"][0]["algorithm"]["distiller"]
+    ConfigurableDistiller(**cfg)  # s_feature from the teacher through the paraphraser: pre-training
+    del cfg["loss_forward_mappings"]["reconstruct"]["s_feature"]["connector"]
+    with pytest.raises(DistillerConfigError, match="'s_feature' is the student side"):
+        ConfigurableDistiller(**cfg)

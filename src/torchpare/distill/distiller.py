@@ -390,10 +390,11 @@ class ConfigurableDistiller(nn.Module):
                 f"{where}: recorder {recorder!r} is not in {side}_recorders"
                 f"{did_you_mean(recorder, own) or '.'} Valid {side} recorders: {', '.join(own) or '(none)'}.{hint}"
             )
-        # a loss fed by the teacher alone (pre-training a teacher-side connector, FT's paraphraser) may
-        # map its student argument from the teacher
-        teacher_only = all(v.get("from_student") is False for v in self.loss_forward_mappings[loss_name].values()
-                           if "from_data" not in v)
+        # a loss fed by the teacher alone whose student argument goes through a connector pre-trains that
+        # teacher-side connector (FT's paraphraser): its student argument may come from the teacher
+        teacher_only = src.get("connector") is not None and all(
+            v.get("from_student") is False for v in self.loss_forward_mappings[loss_name].values()
+            if "from_data" not in v)
         if arg in _STUDENT_ARGS and not from_student and not teacher_only:
             raise DistillerConfigError(
                 f"{where}: {arg!r} is the student side of the loss but is mapped with "
