@@ -142,7 +142,7 @@ def test_dafl_student_beats_80_percent_on_digits_without_real_images():
 
     torch.set_num_threads(1)
     split = load_digits_split(0)
-    teacher = train_teacher(split, 0, epochs=15)
-    student = run("dafl+bn", teacher, 0, steps=600, batch=64, lr=3e-3)
+    teacher = train_teacher(split, 0)  # the benchmark's settings, seed 0 (docs/benchmarks.md: 0.872)
+    student = run("dafl+bn", teacher, 0, steps=800, batch=64, lr=3e-3)
     test = torch.utils.data.TensorDataset(split.x_test, split.y_test)
     assert evaluate(student, test)["accuracy"] >= 0.8

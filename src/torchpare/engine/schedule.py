@@ -39,6 +39,8 @@ class TrainConfig:
         best_metric: The epoch metric that picks ``checkpoints/best.pt`` (``val_accuracy``, higher is
             better, or ``val_loss``, lower is better).
         drop_last: Drop the last incomplete batch of each epoch.
+        sync_batchnorm: Under ``torchrun``, turn the trained objective's BatchNorms into
+            ``SyncBatchNorm`` (batch statistics over the global batch, as in one process).
         quiet: No progress bar.
 
     Example:
@@ -65,6 +67,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     best_metric: str = "val_accuracy"
     drop_last: bool = False
+    sync_batchnorm: bool = False
     quiet: bool = False
 
     @classmethod

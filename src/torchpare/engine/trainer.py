@@ -36,7 +36,13 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset, default_collate
 
 from torchpare.engine.checkpoint import RESUME_MAY_CHANGE, CheckpointError, CheckpointFiles, model_fingerprint
-from torchpare.engine.distributed import DistInfo, all_reduce_mean, gather_objects, init_distributed
+from torchpare.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    gather_objects,
+    init_distributed,
+    normalise_losses,
+)
 from torchpare.engine.metrics import MetricsLog
 from torchpare.engine.objective import SupervisedObjective, eval_model_of, logits_of, total_loss_of
 from torchpare.engine.progress import EpochProgress
@@ -211,6 +217,12 @@ class Trainer:
         self.dist: DistInfo = init_distributed(self.config.device)
         if self.config.amp == "fp16" and self.dist.device.type != "cuda":
             raise ValueError("Trainer: schedule.amp='fp16' needs CUDA; use amp='bf16' on CPU.")
+        if self.config.sync_batchnorm and self.dist.distributed and self.dist.device.type != "cuda":
+            raise ValueError(
+                f"Trainer: schedule.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm runs only on GPUs "
+                f"under DistributedDataParallel), but this run is on {self.dist.device.type}; set "
+                f"sync_batchnorm: false (BatchNorm statistics are then per process, see docs/engine.md)."
+            )
         self._loss_params = self._accepted_extras(objective)
 
     @staticmethod
@@ -330,6 +342,8 @@ class Trainer:
             if log is not None:
                 log.reset()
 
+        if info.distributed and c.sync_batchnorm:  # in place; the parameters (and the optimiser's) stay
+            nn.SyncBatchNorm.convert_sync_batchnorm(self.objective)
         loss_module: nn.Module = _LossForward(self.objective)
         if info.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -377,7 +391,10 @@ class Trainer:
             ) as bar:
                 while step_in_epoch < len(batches):
                     local = batches[step_in_epoch][info.rank :: info.world_size]
-                    losses = self._step(loss_module, optimizer, scheduler, scaler, params, local)
+                    # a rank left without a sample of a short last batch runs a stand-in that weighs 0
+                    n_local = len(local)
+                    local = local or batches[step_in_epoch][:1]
+                    losses = self._step(loss_module, optimizer, scheduler, scaler, params, local, n_local)
                     step_in_epoch += 1
                     global_step += 1
                     total = float(all_reduce_mean(losses.pop("loss").detach(), info))
@@ -427,9 +444,8 @@ class Trainer:
         return TrainResult(history=history, global_step=global_step, final=final, run_dir=self.run_dir)
 
     def _batches(self, epoch: int) -> list[list[int]]:
-        c, world = self.config, self.dist.world_size
-        batches = epoch_batches(len(self.train_data), c.batch_size, c.seed, epoch, c.drop_last)  # type: ignore[arg-type]
-        return [b for b in batches if len(b) >= world]  # every rank needs at least one sample
+        c = self.config
+        return epoch_batches(len(self.train_data), c.batch_size, c.seed, epoch, c.drop_last)  # type: ignore[arg-type]
 
     def _step(
         self,
@@ -439,6 +455,7 @@ class Trainer:
         scaler: Any,
         params: list[nn.Parameter],
         indices: list[int],
+        n_local: int | None = None,
     ) -> dict[str, torch.Tensor]:
         c, device = self.config, self.dist.device
         inputs, targets, extra = _split_batch(fetch_batch(self.train_data, indices))
@@ -447,6 +464,8 @@ class Trainer:
         inputs, targets, extra = _to_device((inputs, targets, extra), device)
         with _autocast(device, c.amp):
             losses = loss_module(inputs, targets, extra)
+            # shares of the global means: several processes give the one-process gradient (docs/engine.md)
+            losses = normalise_losses(losses, targets, len(indices) if n_local is None else n_local, self.dist)
             total = total_loss_of(self.objective, losses)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
