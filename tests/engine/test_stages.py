@@ -38,8 +38,8 @@ def _ft_config(tmp_path: Path) -> Path:
 def test_ft_paraphraser_pretrains_alone_then_is_carried_frozen_into_distillation(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main(["distill", str(_ft_config(tmp_path)), "--output", str(out), "--quiet"]) == 0
-    first = torch.load(out / "stages" / "0-paraphraser" / "objective.pt", weights_only=True)
-    second = torch.load(out / "stages" / "1-distill" / "objective.pt", weights_only=True)
+    first = torch.load(out / "stages" / "0-paraphraser" / "objective.pt", weights_only=True)["state"]
+    second = torch.load(out / "stages" / "1-distill" / "objective.pt", weights_only=True)["state"]
     para = [k for k in first if k.startswith(PARA)]
     assert para and all(torch.equal(first[k], second[k]) for k in para)  # carried over, then frozen
     student = [k for k in first if k.startswith("student.")]
@@ -73,3 +73,20 @@ def test_student_argument_from_the_teacher_is_allowed_only_to_pretrain_a_teacher
     del cfg["loss_forward_mappings"]["reconstruct"]["s_feature"]["connector"]
     with pytest.raises(DistillerConfigError, match="'s_feature' is the student side"):
         ConfigurableDistiller(**cfg)
+
+
+def test_stages_resume_loads_finished_stages_and_refuses_a_changed_one(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    cfg = _ft_config(tmp_path)
+    assert main(["distill", str(cfg), "--output", str(out), "--quiet"]) == 0
+    final = torch.load(out / "model.pt", weights_only=True)
+    (out / "stages" / "1-distill" / "objective.pt").unlink()  # as if killed after stage 2's last checkpoint
+    assert main(["distill", str(cfg), "--output", str(out), "--quiet", "--resume"]) == 0
+    again = torch.load(out / "model.pt", weights_only=True)
+    assert all(torch.equal(final[k], again[k]) for k in final)  # stage 1 loaded, stage 2 resumed
+    before = (out / "stages" / "0-paraphraser" / "objective.pt").read_bytes()
+    args = ["distill", str(cfg), "--output", str(out), "--quiet", "--resume", "--set", "schedule.lr=0.5"]
+    assert main(args) == 1
+    assert "does not match" in capsys.readouterr().err
+    assert (out / "stages" / "0-paraphraser" / "objective.pt").read_bytes() == before

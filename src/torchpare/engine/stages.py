@@ -14,8 +14,8 @@ stage) is carried over. The factor-transfer recipe (``configs/digits_ft_stages.y
 the teacher-side paraphraser alone (both loss arguments ``from_student: false``, the student frozen),
 stage 2 distils through the translator against the frozen paraphraser.
 
-``--resume`` skips the stages that have an ``objective.pt`` (loading it) and resumes the first
-unfinished one from its checkpoints.
+``--resume`` loads the stages that have an ``objective.pt`` (``{"state", "fingerprint"}``; a stage
+whose merged config changed is refused) and resumes the first unfinished one from its checkpoints.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from torchpare._utils import atomic_save
-from torchpare.engine.checkpoint import config_fingerprint
+from torchpare.engine.checkpoint import CheckpointMismatchError, _diff_fingerprints, config_fingerprint
 from torchpare.engine.config import ConfigError, save_config, validate_config
 from torchpare.engine.distributed import init_distributed
 from torchpare.engine.schedule import TrainConfig
@@ -159,20 +159,28 @@ def run_stages(
         freeze_modules(objective, freeze, f"stages[{i}].freeze")
         stage_dir = run_dir / "stages" / f"{i}-{name}"
         done = stage_dir / "objective.pt"
+        fingerprint = {**config_fingerprint(stage_cfg), "stage": i}
         if resume and done.is_file():
-            objective.load_state_dict(torch.load(done, map_location="cpu", weights_only=True))
+            saved = torch.load(done, map_location="cpu", weights_only=True)
+            problems = _diff_fingerprints({"settings": saved.get("fingerprint", {})}, {"settings": fingerprint})
+            if problems:
+                raise CheckpointMismatchError(
+                    f"resume: finished stage '{done}' does not match this config: {'; '.join(problems)}. "
+                    f"Use the same config, or start a new run folder (--overwrite)."
+                )
+            objective.load_state_dict(saved["state"])
         else:
             trainer = Trainer(objective, data.train, val_data=data.val, config=train_cfg, run_dir=stage_dir,
                               eval_model=model, name=f"{task}:{name}",
-                              fingerprint={**config_fingerprint(stage_cfg), "stage": i})
+                              fingerprint=fingerprint)
             go_on = bool(resume) and bool(trainer.checkpoint_files() and trainer.checkpoint_files().candidates())
             if info.is_main and i == 0 and not resume:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 save_config({**cfg, "task": task} if "task" not in cfg else dict(cfg), run_dir / "config.yaml")
             trainer.fit(resume=go_on)
             if info.is_main:
-                state = objective.state_dict()
-                atomic_save(done, lambda tmp, state=state: torch.save(state, tmp))
+                payload = {"state": objective.state_dict(), "fingerprint": fingerprint}
+                atomic_save(done, lambda tmp, payload=payload: torch.save(payload, tmp))
         previous = objective.state_dict()
     if not info.is_main:
         return {}
