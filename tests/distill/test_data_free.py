@@ -116,6 +116,18 @@ def test_data_free_config_validates_and_builds_through_the_engine(tmp_path):
     assert "generator.loss_bn" in algo.loss(None)
 
 
+def test_adversarial_config_validates_and_builds(tmp_path):
+    from torchpare.engine.runner import build_algorithm, build_model
+
+    cfg = load_config(CONFIGS / "digits_dfad.yaml")
+    ckpt = tmp_path / "teacher.pt"
+    torch.save(DigitsCNN(width=32).state_dict(), ckpt)
+    cfg["teacher"]["checkpoint"] = str(ckpt)
+    validate_config(cfg, "distill")
+    algo = build_algorithm(cfg, build_model(cfg["model"]))
+    assert isinstance(algo, AdversarialDataFreeDistill) and sorted(algo.loss(None)) == ["distill.loss_l1"]
+
+
 def test_data_free_distill_runs_from_the_cli_without_real_training_images(tmp_path):
     from torchpare.cli.main import main
 

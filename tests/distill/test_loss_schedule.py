@@ -114,3 +114,25 @@ def test_trainer_stops_the_distill_loss_at_the_configured_epoch(tmp_path):
     steps = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if r["kind"] == "step"]
     assert [("distill.loss_kd" in r) for r in steps] == [True, True, False, False]
+
+
+def test_loss_schedule_from_yaml_through_the_cli(tmp_path):
+    from pathlib import Path
+
+    from torchpare.cli.main import main
+
+    teacher = tmp_path / "teacher.pt"
+    torch.save(DigitsCNN(width=4).state_dict(), teacher)
+    out = tmp_path / "run"
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    rc = main(["distill", str(configs / "digits_kd.yaml"), "--output", str(out), "--quiet",
+               "--set", f"teacher.checkpoint={teacher}", "--set", "teacher.width=4", "--set", "schedule.epochs=2",
+               "--set", "algorithm.distiller.loss_schedules={kd: {weight: {type: linear, warmup_epochs: 1}, "
+                        "stop_epoch: 1}}"])
+    assert rc == 0
+    steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r["kind"] == "step"]
+    per_epoch = len(steps) // 2
+    assert steps[0]["distill.loss_kd"] == 0.0  # warm-up from 0
+    assert all("distill.loss_kd" in r for r in steps[:per_epoch])
+    assert not any("distill.loss_kd" in r for r in steps[per_epoch:])
