@@ -107,3 +107,18 @@ def test_config_fingerprint_leaves_out_only_the_documented_keys(tmp_path: Path) 
                              "teacher": {"checkpoint": str(w)}, "algorithm": {"teacher_ckpt": str(w)}})
     assert set(fp) == {"config.schedule.weight_decay", "config.teacher.checkpoint", "config.algorithm.teacher_ckpt"}
     assert "sha256" in fp["config.teacher.checkpoint"]
+
+
+def test_resume_path_from_the_command_line_picks_that_checkpoint(trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "pick"
+    shutil.copytree(trained, run)
+    best = run / "checkpoints" / "best.pt"
+    assert best.is_file()
+    args = ["train", str(CONFIGS / "digits_teacher.yaml"), "--output", str(run), "--quiet",
+            "--set", "model.width=4", "--set", "data.label_fraction=0.5", "--set", "schedule.epochs=2",
+            "--resume", str(best)]
+    assert main(args) == 0
+    steps = [line for line in (run / "metrics.jsonl").read_text().splitlines() if '"kind": "epoch"' in line]
+    assert len(steps) == 2  # epoch 1 from the checkpoint, epoch 2 run now
