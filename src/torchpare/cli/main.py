@@ -21,6 +21,7 @@ examples:
   torchpare distill configs/digits_self_distill.yaml      # SelfDistill: no teacher section
   torchpare prune configs/digits_ratio_prune.yaml --set pruner.subnet=0.75   # RatioPruner subnet
   torchpare train configs/digits_teacher.yaml --resume    # continue exactly after a crash
+  torchpare train configs/digits_teacher.yaml --overwrite # start again in a used run folder
   torchrun --nproc_per_node=2 -m torchpare train configs/digits_teacher.yaml   # several processes
   torchpare report runs/demo                      # rebuild report.html + PNGs from saved metrics
 """
@@ -51,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
                        help="override a config value (repeatable), e.g. --set schedule.lr=0.01")
         p.add_argument("--output", help="run folder (overrides the config's 'output')")
-        p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoints/last.pt")
+        p.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
+                       help="continue the run in --output (newest readable checkpoint), or from checkpoint PATH; "
+                            "refused if the config differs except in epochs, max_steps and logging")
+        p.add_argument("--overwrite", action="store_true",
+                       help="start a new run in a non-empty run folder (its previous run files are deleted)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p = sub.add_parser("report", help="rebuild report.html and PNGs of a run folder from its saved metrics")
@@ -79,7 +84,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             cfg["output"] = args.output
         try:
             entry = run_task(cfg, args.command, resume=args.resume, quiet=args.quiet,
-                             source=f"'{Path(args.config)}'")
+                             source=f"'{Path(args.config)}'", overwrite=args.overwrite)
         finally:
             shutdown_distributed()
         if entry:

@@ -45,6 +45,7 @@ from torch import nn
 from torchpare._utils import did_you_mean
 from torchpare.deliver import BaseDelivery, DeliveryManager
 from torchpare.deliver.manager import named_deliveries
+from torchpare.distill.loss_schedule import LossSchedules
 from torchpare.record import BaseRecorder, RecorderManager
 from torchpare.record.base import normalize_data_idx
 from torchpare.registry import CONNECTORS, DELIVERIES, DISTILLERS, LOSSES, RECORDERS, UnknownTypeError
@@ -184,6 +185,8 @@ class ConfigurableDistiller(nn.Module):
             ``name`` appears as ``"loss_<name>"`` in :meth:`compute_distill_losses` (``name`` itself
             when it already starts with ``loss_``).
         loss_forward_mappings: ``{loss_name: {loss_arg: source}}``; see the module docstring.
+        loss_schedules: ``{loss_name: {weight, stop_epoch/step, detach_epoch/step}}``: weight warm-up
+            or decay, stop and detach points per loss (:mod:`torchpare.distill.loss_schedule`).
 
     Attributes:
         student_recorders, teacher_recorders: :class:`~torchpare.record.RecorderManager` of each side
@@ -234,6 +237,7 @@ class ConfigurableDistiller(nn.Module):
         connectors: Mapping[str, Any] | None = None,
         distill_losses: Mapping[str, Any] | None = None,
         loss_forward_mappings: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+        loss_schedules: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         problems: list[tuple[str, BaseException]] = []
@@ -267,6 +271,12 @@ class ConfigurableDistiller(nn.Module):
         unbuilt = {path.split(".")[1] for path, _ in problems if path.count(".") >= 1}
         for path, message in self._mapping_problems(unbuilt):
             problems.append((path, DistillerConfigError(message)))
+        self.loss_schedules: LossSchedules | None = None
+        if loss_schedules:
+            try:
+                self.loss_schedules = LossSchedules(loss_schedules, list(self.distill_losses), key=loss_key)
+            except (TypeError, ValueError, KeyError) as exc:
+                problems.append(("loss_schedules", exc))
         _raise_problems(problems)
 
     @classmethod
@@ -466,6 +476,8 @@ class ConfigurableDistiller(nn.Module):
         losses: dict[str, torch.Tensor] = {}
         cache: dict[tuple[Any, ...], Any] = {}
         for loss_name, forward_mappings in self.loss_forward_mappings.items():
+            if self.loss_schedules is not None and self.loss_schedules.stopped(loss_name):
+                continue
             kwargs: dict[str, Any] = {}
             for arg, src in forward_mappings.items():
                 if "from_data" in src:
@@ -505,7 +517,7 @@ class ConfigurableDistiller(nn.Module):
                     losses[f"{key}.{k}"] = v
             else:
                 losses[key] = out
-        return losses
+        return losses if self.loss_schedules is None else self.loss_schedules.apply(losses)
 
     # -- validation -------------------------------------------------------------------------------
     def _mapping_problems(self, unbuilt: set[str]) -> list[tuple[str, str]]:
@@ -617,7 +629,12 @@ class ConfigurableDistiller(nn.Module):
                 f"{where}: recorder {recorder!r} is not in {side}_recorders"
                 f"{did_you_mean(recorder, own) or '.'} Valid {side} recorders: {', '.join(own) or '(none)'}.{hint}"
             )
-        if arg in _STUDENT_ARGS and not from_student:
+        # a loss fed by the teacher alone whose student argument goes through a connector pre-trains that
+        # teacher-side connector (FT's paraphraser): its student argument may come from the teacher
+        teacher_only = src.get("connector") is not None and all(
+            v.get("from_student") is False for v in self.loss_forward_mappings[loss_name].values()
+            if "from_data" not in v)
+        if arg in _STUDENT_ARGS and not from_student and not teacher_only:
             raise DistillerConfigError(
                 f"{where}: {arg!r} is the student side of the loss but is mapped with "
                 f"'from_student': False (recorder {recorder!r}); set 'from_student': True."

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "shutdown_distributed", "resolve_device", "all_reduce_mean",
-           "gather_objects"]
+           "gather_objects", "is_labelled_loss", "global_loss_weights", "normalise_losses"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,58 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / info.world_size
+
+
+def is_labelled_loss(name: str) -> bool:
+    """Whether loss ``name`` averages over the labelled samples (supervised cross-entropy), not the batch.
+
+    Supervised losses are named ``loss``/``loss_ce`` (a plain model) or end in ``.loss`` (``student.loss``,
+    ``teacher.loss``, an online peer's ``student.<name>.loss``); every other loss (``distill.*``) is taken
+    to average over the samples of the batch.
+
+    Example:
+        >>> [is_labelled_loss(n) for n in ("loss_ce", "student.loss", "distill.loss_kd")]
+        [True, True, False]
+    """
+    return name in ("loss", "loss_ce") or name.endswith((".loss", ".loss_ce"))
+
+
+def global_loss_weights(n_samples: int, n_labelled: int, info: DistInfo, device: torch.device) -> tuple[float, float]:
+    """Factors that turn this rank's batch-mean and labelled-mean losses into shares of the global means.
+
+    DistributedDataParallel averages gradients over ranks, so a rank's loss ``L_r`` (a mean over its
+    ``n_r`` samples) should enter as ``L_r * n_r * world_size / N`` (``N`` = the global count): the
+    gradient is then the one of the mean over the whole global batch, also when the ranks hold
+    different numbers of samples (an odd global batch) or of labelled samples (partial labels).
+
+    Returns:
+        ``(sample_factor, labelled_factor)``; ``(1.0, 1.0)`` in a single process.
+    """
+    if not info.distributed:
+        return 1.0, 1.0
+    counts = torch.tensor([float(n_samples), float(n_labelled)], dtype=torch.float64, device=device)
+    dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    total_samples, total_labelled = counts.tolist()
+    w = info.world_size
+    sample = n_samples * w / total_samples if total_samples else 0.0
+    labelled = n_labelled * w / total_labelled if total_labelled else 0.0
+    return sample, labelled
+
+
+def normalise_losses(
+    losses: dict[str, torch.Tensor], targets: Any, n_samples: int, info: DistInfo
+) -> dict[str, torch.Tensor]:
+    """``losses`` of this rank weighted by :func:`global_loss_weights` (unchanged in a single process).
+
+    ``n_samples`` is 0 on a rank that got no sample of the global batch (it ran a stand-in sample whose
+    losses then weigh 0). Labelled samples are the targets ``>= 0`` (``-100`` = unlabelled).
+    """
+    if not info.distributed or not losses:
+        return losses
+    device = next(iter(losses.values())).device
+    n_labelled = int((targets >= 0).sum()) if isinstance(targets, torch.Tensor) and n_samples else 0
+    sample, labelled = global_loss_weights(n_samples, n_labelled, info, device)
+    return {k: v * (labelled if is_labelled_loss(k) else sample) for k, v in losses.items()}
 
 
 def gather_objects(obj: Any, info: DistInfo) -> list[Any]:

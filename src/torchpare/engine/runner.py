@@ -1,15 +1,21 @@
 """Run one config: train, distill, prune (+ recover), fine-tune or evaluate, and save the results.
 
 This is what the ``torchpare`` commands call. Each run folder gets ``config.yaml`` (the resolved
-config), ``metrics.jsonl``, ``checkpoints/last.pt``, the model (``model.pt`` or, for a pruned model,
-the ``model/`` folder of :func:`torchpare.prune.save_pruned`) and ``results.json`` (test accuracy,
-parameters, FLOPs, CPU latency, size), from which ``torchpare report`` draws.
+config), ``metrics.jsonl``, ``checkpoints/`` (``last.pt``, ``best.pt`` and the newest ``step-<N>.pt``),
+the model (``model.pt`` or, for a pruned model, the ``model/`` folder of
+:func:`torchpare.prune.save_pruned`) and ``results.json`` (test accuracy, parameters, FLOPs, CPU
+latency, size), from which ``torchpare report`` draws.
+
+A run folder that already holds files is only reused with ``resume`` (the checkpoint must match the
+whole resolved config, see :data:`~torchpare.engine.checkpoint.RESUME_MAY_CHANGE`) or ``overwrite``;
+a refused resume writes nothing.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ import torchpare.zoo  # noqa: F401  (registers the reference models that configs
 from torchpare._utils import atomic_write_bytes
 from torchpare.datasets.bundle import DataBundle  # noqa: F401
 from torchpare.distill import recover
+from torchpare.engine.checkpoint import config_fingerprint
 from torchpare.engine.config import ConfigError, algorithm_models, save_config, validate_config
 from torchpare.engine.data import build_data
 from torchpare.engine.distributed import init_distributed
@@ -220,35 +227,69 @@ def prune_model(
     return pruned, {"text": text, "subnet": channel_cfg}
 
 
-def run_task(cfg: Mapping[str, Any], task: str, *, resume: bool = False, quiet: bool = False,
-             source: str = "<config>") -> dict[str, Any]:
+# What a run writes into its folder; --overwrite removes these (and nothing else) before a new run.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "results.json", "model.pt", "model", "subnet.json",
+             "report.html")
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool | str | Path, overwrite: bool, source: str) -> None:
+    """Refuse a non-empty run folder unless resuming or overwriting; ``overwrite`` clears :data:`RUN_FILES`."""
+    if resume or not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if not overwrite:
+        raise ConfigError(source, [
+            f"output: the run folder '{run_dir}' is not empty (it holds "
+            f"{', '.join(sorted(p.name for p in run_dir.iterdir())[:6])}); pass --resume to continue that run, "
+            f"--overwrite to replace it, or choose another --output"
+        ])
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def run_task(cfg: Mapping[str, Any], task: str, *, resume: bool | str | Path = False, quiet: bool = False,
+             source: str = "<config>", overwrite: bool = False) -> dict[str, Any]:
     """Validate ``cfg`` for ``task``, run it and write the run folder.
 
     Args:
         cfg: The resolved config (after ``--set`` overrides).
         task: ``train``, ``distill``, ``prune``, ``finetune`` or ``evaluate``.
-        resume: Continue from ``<output>/checkpoints/last.pt``.
+        resume: ``True``: continue from the newest readable checkpoint of ``<output>/checkpoints``; a
+            path: from that checkpoint. The checkpoint must match the whole resolved config except
+            :data:`~torchpare.engine.checkpoint.RESUME_MAY_CHANGE`; a refused resume writes nothing.
         quiet: No progress bar.
         source: Where the config came from (for error messages).
+        overwrite: Start a new run in a non-empty run folder (its previous run files are deleted).
 
     Returns:
         The results entry (test accuracy, params, FLOPs, latency, size, model path).
 
     Raises:
-        ConfigError: every config problem, before anything trains.
-        CheckpointError: ``resume`` with a missing/corrupt/mismatched checkpoint.
+        ConfigError: every config problem, or a non-empty run folder without ``resume``/``overwrite``,
+            before anything is written.
+        CheckpointError: ``resume`` with a missing/corrupt/mismatched checkpoint (nothing is written).
     """
+    if "stages" in cfg:  # a multi-stage recipe (torchpare.engine.stages)
+        from torchpare.engine.stages import run_stages
+
+        return run_stages(cfg, task, resume=bool(resume), quiet=quiet, source=source, overwrite=overwrite)
     train_cfg = validate_config(cfg, task, source)
     train_cfg.quiet = train_cfg.quiet or quiet
     run_dir = Path(cfg.get("output") or f"runs/{task}")
     info = init_distributed(train_cfg.device)
+    trains = task != "evaluate" and not (task == "prune" and "schedule" not in cfg)
+    resume = resume if trains else False
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config({**cfg, "task": task} if "task" not in cfg else dict(cfg), run_dir / "config.yaml")
+        _prepare_run_dir(run_dir, resume, overwrite, source)
+    resolved = {**cfg, "task": task} if "task" not in cfg else dict(cfg)
     torch.manual_seed(train_cfg.seed)
     data = build_data(cfg.get("data"))
     model = build_model(cfg["model"], "model", source)
     extra: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
     objective: nn.Module = model
     if task == "distill":
         objective = build_algorithm(cfg, model, source)
@@ -256,14 +297,21 @@ def run_task(cfg: Mapping[str, Any], task: str, *, resume: bool = False, quiet: 
         original = model
         model, summary = prune_model(original, cfg.get("pruner") or {}, data.example, source)
         extra["prune_summary"] = summary["text"]
-        if info.is_main and "subnet" in summary:
-            atomic_write_bytes(run_dir / "subnet.json", json.dumps(summary["subnet"], indent=2).encode())
         objective = model
         if cfg.get("recover") is not None:
             objective = recover(model, original, **cfg["recover"])
-    if task != "evaluate" and not (task == "prune" and "schedule" not in cfg):
+    trainer = None
+    if trains:
         trainer = Trainer(objective, data.train, val_data=data.val, config=train_cfg, run_dir=run_dir,
-                          eval_model=model, name=task)
+                          eval_model=model, name=task, fingerprint=config_fingerprint(resolved))
+        if resume:
+            trainer.resume_checkpoint(resume)  # refuses before anything is written
+    if info.is_main:  # from here on the run folder is written
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(resolved, run_dir / "config.yaml")
+        if task == "prune" and "subnet" in summary:
+            atomic_write_bytes(run_dir / "subnet.json", json.dumps(summary["subnet"], indent=2).encode())
+    if trainer is not None:
         trainer.fit(resume=resume)
     if not info.is_main:
         return {}

@@ -10,11 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TrainConfig", "build_optimizer", "build_scheduler", "OPTIMIZERS", "SCHEDULERS", "AMP_MODES"]
+__all__ = ["TrainConfig", "build_optimizer", "build_scheduler", "OPTIMIZERS", "SCHEDULERS", "AMP_MODES",
+           "BEST_METRICS"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("constant", "cosine", "linear")
 AMP_MODES = ("none", "bf16", "fp16")
+BEST_METRICS = ("val_accuracy", "val_loss")
 
 
 @dataclass
@@ -33,7 +35,12 @@ class TrainConfig:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
         seed: Seed of the data order and the RNGs.
         checkpoint_every: Write a checkpoint every N steps (0: only at epoch ends).
+        keep_checkpoints: How many of the newest checkpoints to keep (plus the best one).
+        best_metric: The epoch metric that picks ``checkpoints/best.pt`` (``val_accuracy``, higher is
+            better, or ``val_loss``, lower is better).
         drop_last: Drop the last incomplete batch of each epoch.
+        sync_batchnorm: Under ``torchrun``, turn the trained objective's BatchNorms into
+            ``SyncBatchNorm`` (batch statistics over the global batch, as in one process).
         quiet: No progress bar.
 
     Example:
@@ -57,7 +64,10 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    best_metric: str = "val_accuracy"
     drop_last: bool = False
+    sync_batchnorm: bool = False
     quiet: bool = False
 
     @classmethod
@@ -74,7 +84,8 @@ class TrainConfig:
         def bad(key: str, msg: str) -> None:
             errs.append(f"{prefix}{key}: {msg}")
 
-        ints = {"epochs": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 0, "seed": 0}
+        ints = {"epochs": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 0, "seed": 0,
+                "keep_checkpoints": 1}
         for key, low in ints.items():
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool):
@@ -95,7 +106,8 @@ class TrainConfig:
             not isinstance(self.grad_clip, (int, float)) or self.grad_clip <= 0
         ):
             bad("grad_clip", f"must be a positive number or null, got {self.grad_clip!r}")
-        for key, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("amp", AMP_MODES)):
+        for key, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("amp", AMP_MODES),
+                             ("best_metric", BEST_METRICS)):
             v = getattr(self, key)
             if v not in allowed:
                 bad(key, f"must be one of {', '.join(allowed)}, got {v!r}")

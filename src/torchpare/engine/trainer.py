@@ -35,8 +35,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset, default_collate
 
-from torchpare.engine.checkpoint import CheckpointError, load_checkpoint, model_fingerprint, save_checkpoint
-from torchpare.engine.distributed import DistInfo, all_reduce_mean, gather_objects, init_distributed
+from torchpare.engine.checkpoint import RESUME_MAY_CHANGE, CheckpointError, CheckpointFiles, model_fingerprint
+from torchpare.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    gather_objects,
+    init_distributed,
+    normalise_losses,
+)
 from torchpare.engine.metrics import MetricsLog
 from torchpare.engine.objective import SupervisedObjective, eval_model_of, total_loss_of
 from torchpare.engine.progress import EpochProgress
@@ -171,6 +177,8 @@ class Trainer:
         eval_model: The model to evaluate; default ``objective.student`` / ``objective.model``.
         callbacks: Called as ``cb(trainer, record)`` after every step (after its checkpoint).
         name: A label for the progress bar and the metric records.
+        fingerprint: Further settings a checkpoint must match on resume (the engine passes the whole
+            resolved config, :func:`~torchpare.engine.checkpoint.config_fingerprint`).
 
     Raises:
         TypeError: ``objective`` has no ``loss`` method and is not an ``nn.Module``.
@@ -189,6 +197,7 @@ class Trainer:
         eval_model: nn.Module | None = None,
         callbacks: Sequence[Callback] = (),
         name: str = "train",
+        fingerprint: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(objective, nn.Module):
             raise TypeError(f"Trainer: objective must be an nn.Module, got {type(objective).__name__}.")
@@ -205,9 +214,16 @@ class Trainer:
         self.eval_model = eval_model if eval_model is not None else eval_model_of(objective)
         self.callbacks = list(callbacks)
         self.name = name
+        self.fingerprint_extra = dict(fingerprint or {})
         self.dist: DistInfo = init_distributed(self.config.device)
         if self.config.amp == "fp16" and self.dist.device.type != "cuda":
             raise ValueError("Trainer: schedule.amp='fp16' needs CUDA; use amp='bf16' on CPU.")
+        if self.config.sync_batchnorm and self.dist.distributed and self.dist.device.type != "cuda":
+            raise ValueError(
+                f"Trainer: schedule.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm runs only on GPUs "
+                f"under DistributedDataParallel), but this run is on {self.dist.device.type}; set "
+                f"sync_batchnorm: false (BatchNorm statistics are then per process, see docs/engine.md)."
+            )
         self._loss_params = self._accepted_extras(objective)
 
     @staticmethod
@@ -223,24 +239,59 @@ class Trainer:
         return self.run_dir / "checkpoints" / "last.pt" if self.run_dir is not None else None
 
     def _fingerprint(self) -> dict[str, Any]:
-        c = self.config
+        """Parameter shapes, every training setting but those in ``RESUME_MAY_CHANGE``, and the extras."""
+        settings = {
+            k: v for k, v in self.config.to_dict().items() if f"schedule.{k}" not in RESUME_MAY_CHANGE
+        }
+        settings.pop("device", None)  # "auto" vs "cpu" naming the same device is not a different run
         return model_fingerprint(
             self.objective,
-            seed=c.seed,
-            batch_size=c.batch_size,
-            epochs=c.epochs,
-            max_steps=c.max_steps,
-            optimizer=c.optimizer,
-            scheduler=c.scheduler,
-            lr=c.lr,
-            amp=c.amp,
+            **settings,
             world_size=self.dist.world_size,
             train_size=len(self.train_data),  # type: ignore[arg-type]
+            **self.fingerprint_extra,
         )
 
+    def checkpoint_files(self) -> CheckpointFiles | None:
+        """The run folder's :class:`~torchpare.engine.checkpoint.CheckpointFiles` (``None`` without ``run_dir``)."""
+        if self.run_dir is None:
+            return None
+        return CheckpointFiles(self.run_dir / "checkpoints", self.config.keep_checkpoints, self.config.best_metric)
+
+    def resume_checkpoint(self, resume: bool | str | os.PathLike[str] = True) -> tuple[dict[str, Any], Path]:
+        """Find and validate the checkpoint ``fit(resume=...)`` would continue from; writes nothing.
+
+        Args:
+            resume: ``True``: the newest readable checkpoint of ``run_dir/checkpoints`` (an unreadable
+                one is skipped with a warning naming it); a path: that checkpoint.
+
+        Returns:
+            ``(payload, path)``.
+
+        Raises:
+            CheckpointError: no checkpoint, or none readable.
+            CheckpointMismatchError: the checkpoint belongs to another config (every difference listed).
+        """
+        files = self.checkpoint_files()
+        path = None if resume is True else Path(resume)
+        if files is None:
+            if path is None:
+                raise CheckpointError(
+                    "Trainer.fit(resume=True): no run_dir, so no checkpoint; run without --resume to start a new run."
+                )
+            files = CheckpointFiles(path.parent, self.config.keep_checkpoints, self.config.best_metric)
+        self.objective.to(self.dist.device)
+        if path is None and not files.candidates():
+            raise CheckpointError(
+                f"Trainer.fit(resume=True): no checkpoint at '{files.last}'; "
+                f"run without --resume to start a new run."
+            )
+        return files.load_for_resume(self._fingerprint(), path, map_location=self.dist.device)
+
     # -- main loop ----------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> TrainResult:
-        """Run the schedule (continuing from ``run_dir/checkpoints/last.pt`` when ``resume``).
+    def fit(self, resume: bool | str | os.PathLike[str] = False) -> TrainResult:
+        """Run the schedule, or continue one (``resume=True``: the newest readable checkpoint of
+        ``run_dir/checkpoints``; a path: that checkpoint; see :meth:`resume_checkpoint`).
 
         Raises:
             CheckpointError: ``resume`` without a checkpoint, or a corrupt/mismatched one.
@@ -255,6 +306,9 @@ class Trainer:
         )
         optimizer = build_optimizer(params, c)
         steps_per_epoch = len(self._batches(0))
+        for module in self.objective.modules():  # per-loss schedules counting in epochs (distill.loss_schedule)
+            if hasattr(module, "set_steps_per_epoch"):
+                module.set_steps_per_epoch(steps_per_epoch)
         total_steps = min(c.max_steps or 10**12, steps_per_epoch * c.epochs)
         scheduler = build_scheduler(optimizer, c, total_steps)
         scaler = torch.amp.GradScaler("cuda") if c.amp == "fp16" else None
@@ -263,16 +317,17 @@ class Trainer:
         epoch, step_in_epoch, global_step = 0, 0, 0
         loss_sum, loss_count = 0.0, 0
         history: list[dict[str, Any]] = []
-        if resume:
-            if self.checkpoint_path is None or not self.checkpoint_path.is_file():
-                raise CheckpointError(
-                    f"Trainer.fit(resume=True): no checkpoint at '{self.checkpoint_path}'; "
-                    f"run without --resume to start a new run."
-                )
-            state = load_checkpoint(self.checkpoint_path, self._fingerprint(), map_location=info.device)
+        files = self.checkpoint_files()
+        if resume is not False and resume is not None:
+            state, _ = self.resume_checkpoint(resume)
+            if files is not None:  # best.pt keeps being picked against the best so far
+                files.best = dict(state.get("best") or {}) or None
             self.objective.load_state_dict(state["objective"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            for factor in scheduler.lr_lambdas:  # epochs / max_steps may grow on resume: stretch the LR curve
+                if hasattr(factor, "total"):
+                    factor.total = max(total_steps, 1)
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             pos = state["position"]
@@ -288,6 +343,8 @@ class Trainer:
             if log is not None:
                 log.reset()
 
+        if info.distributed and c.sync_batchnorm:  # in place; the parameters (and the optimiser's) stay
+            nn.SyncBatchNorm.convert_sync_batchnorm(self.objective)
         loss_module: nn.Module = _LossForward(self.objective)
         if info.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -296,12 +353,11 @@ class Trainer:
                 loss_module, device_ids=[info.device.index] if info.device.type == "cuda" else None
             )
 
-        def checkpoint() -> None:
+        def checkpoint(metric: float | None = None) -> None:
             rng = gather_objects(capture_rng_state(), info)  # every rank takes part
-            if not is_main or self.checkpoint_path is None:
+            if not is_main or files is None:
                 return
-            save_checkpoint(
-                self.checkpoint_path,
+            files.save(
                 {
                     "objective": self.objective.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -319,6 +375,8 @@ class Trainer:
                     "config": c.to_dict(),
                 },
                 self._fingerprint(),
+                step=global_step,
+                metric=metric,
             )
 
         self.objective.train()
@@ -334,7 +392,10 @@ class Trainer:
             ) as bar:
                 while step_in_epoch < len(batches):
                     local = batches[step_in_epoch][info.rank :: info.world_size]
-                    losses = self._step(loss_module, optimizer, scheduler, scaler, params, local)
+                    # a rank left without a sample of a short last batch runs a stand-in that weighs 0
+                    n_local = len(local)
+                    local = local or batches[step_in_epoch][:1]
+                    losses = self._step(loss_module, optimizer, scheduler, scaler, params, local, n_local)
                     step_in_epoch += 1
                     global_step += 1
                     total = float(all_reduce_mean(losses.pop("loss").detach(), info))
@@ -379,14 +440,13 @@ class Trainer:
             if log is not None:
                 log.write(ep)
             epoch, step_in_epoch, loss_sum, loss_count = epoch + 1, 0, 0.0, 0
-            checkpoint()
+            checkpoint(ep.get(c.best_metric))
         final = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
         return TrainResult(history=history, global_step=global_step, final=final, run_dir=self.run_dir)
 
     def _batches(self, epoch: int) -> list[list[int]]:
-        c, world = self.config, self.dist.world_size
-        batches = epoch_batches(len(self.train_data), c.batch_size, c.seed, epoch, c.drop_last)  # type: ignore[arg-type]
-        return [b for b in batches if len(b) >= world]  # every rank needs at least one sample
+        c = self.config
+        return epoch_batches(len(self.train_data), c.batch_size, c.seed, epoch, c.drop_last)  # type: ignore[arg-type]
 
     def _step(
         self,
@@ -396,6 +456,7 @@ class Trainer:
         scaler: Any,
         params: list[nn.Parameter],
         indices: list[int],
+        n_local: int | None = None,
     ) -> dict[str, torch.Tensor]:
         c, device = self.config, self.dist.device
         inputs, targets, extra = _split_batch(fetch_batch(self.train_data, indices))
@@ -404,6 +465,8 @@ class Trainer:
         inputs, targets, extra = _to_device((inputs, targets, extra), device)
         with _autocast(device, c.amp):
             losses = loss_module(inputs, targets, extra)
+            # shares of the global means: several processes give the one-process gradient (docs/engine.md)
+            losses = normalise_losses(losses, targets, len(indices) if n_local is None else n_local, self.dist)
             total = total_loss_of(self.objective, losses)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
