@@ -193,7 +193,9 @@ class MultiheadAttentionRule(ModuleRule):
             )
         H, d = m.num_heads, m.head_dim
         args = _bind(call)
-        q_in, k_in, v_in = (ctx.channels(ctx.label(args[n]), -1, call.where) for n in ("query", "key", "value"))
+        q_in, k_in, v_in = (
+            ctx.channels(ctx.label(args[n]), -1, call.where) for n in ("query", "key", "value")
+        )
         if m.in_proj_weight is not None:
             ctx.param(name, "in_proj_weight", 1, ROLE_IN, tie=q_in)
             cols = ctx.param(name, "in_proj_weight", 1, ROLE_IN)
@@ -226,8 +228,11 @@ class MultiheadAttentionRule(ModuleRule):
             ctx.param(out_name, "bias", 0, ROLE_OUT, tie=hidden)
         mask = args.get("attn_mask")
         if isinstance(mask, torch.Tensor) and mask.dim() == 3 and H > 1:
-            ctx.block(per_head, f"{where} receives a 3-D attn_mask {tuple(mask.shape)} (one per batch x head) "
-                      f"that head pruning does not slice")
+            ctx.block(
+                per_head,
+                f"{where} receives a 3-D attn_mask {tuple(mask.shape)} (one per batch x head) "
+                f"that head pruning does not slice",
+            )
         out, weights = call.output
         labels_out = ctx.along(hidden, out.shape, dim=-1)
         if weights is None:
@@ -242,8 +247,11 @@ class MultiheadAttentionRule(ModuleRule):
             if per_head_weights:
                 ctx.block(per_head, f"{where} returns per-head attention weights that the model reads")
             else:
-                ctx.mark_inexact(per_head, f"averaged attention weights of {where} are read by the model "
-                                           f"(they mix every head; a zeroed head still attends uniformly)")
+                ctx.mark_inexact(
+                    per_head,
+                    f"averaged attention weights of {where} are read by the model "
+                    f"(they mix every head; a zeroed head still attends uniformly)",
+                )
 
         ctx.defer(check)
         return labels_out, ctx.constant(element, weights.shape)
@@ -257,8 +265,9 @@ class MultiheadAttentionRule(ModuleRule):
         if m.in_proj_weight is not None:
             e_in = k_in = v_in = int(m.in_proj_weight.shape[1])
         else:
-            e_in, k_in, v_in = (int(getattr(m, p).shape[1]) for p in ("q_proj_weight", "k_proj_weight",
-                                                                      "v_proj_weight"))
+            e_in, k_in, v_in = (
+                int(getattr(m, p).shape[1]) for p in ("q_proj_weight", "k_proj_weight", "v_proj_weight")
+            )
         m.embed_dim, m.kdim, m.vdim = e_in, k_in, v_in
         stock = e_in == inner == lin.out_features
         if stock and type(m) is nn.MultiheadAttention:
@@ -282,7 +291,8 @@ class FunctionalMHARule(FunctionRule):
                 ctx.block(ctx.label(t), reason)
         outputs = call.output if isinstance(call.output, tuple) else (call.output,)
         labels = tuple(
-            ctx.constant(ctx.sentinel(reason), o.shape) if isinstance(o, torch.Tensor) else None for o in outputs
+            ctx.constant(ctx.sentinel(reason), o.shape) if isinstance(o, torch.Tensor) else None
+            for o in outputs
         )
         return labels if isinstance(call.output, tuple) else labels[0]
 
