@@ -37,7 +37,7 @@ from torch import nn
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, FunctionRule, ModuleRule
 from torchpare.prune.rules.registry import register_rule
 
-__all__ = ["MultiheadAttentionRule", "PrunedMultiheadAttention", "FunctionalMHARule"]
+__all__ = ["MultiheadAttentionRule", "PrunedMultiheadAttention", "FunctionalMHARule", "WindowAttentionRule"]
 
 
 class _Unsupported(ValueError):
@@ -298,3 +298,90 @@ class FunctionalMHARule(FunctionRule):
 
 
 register_rule(F.multi_head_attention_forward, FunctionalMHARule())
+
+
+class WindowAttentionRule(ModuleRule):
+    """Heads of windowed attention with a fused ``[q | k | v]`` Linear and a relative position bias table.
+
+    For modules laid out like Swin's window attention: ``qkv`` (``nn.Linear``, rows ``t*H*d + h*d + i``),
+    ``proj`` (``nn.Linear`` reading the merged heads), a per-head ``relative_position_bias_table``
+    ``(positions, heads)`` indexed by a buffer, and a forward that reshapes with ``self.num_heads`` and
+    ``self.head_dim`` (or ``-1``), never with the input width. A head is its q/k/v rows and biases,
+    its table column and its ``proj`` columns; the surgery refreshes ``num_heads``. Masks without a
+    head dim (shifted windows) are fine. Register it for such a class::
+
+        register_rule(MyWindowAttention, WindowAttentionRule())
+
+    Args:
+        qkv, proj, table: attribute names of the fused Linear, the output Linear and the bias table.
+        heads_attr, head_dim_attr: attributes holding the head count and the per-head size.
+
+    Example:
+        >>> from torchpare.zoo.swin import WindowAttention
+        >>> from torchpare.prune.rules import module_rule_for
+        >>> type(module_rule_for(WindowAttention(8, 2, 2))).__name__
+        'WindowAttentionRule'
+    """
+
+    def __init__(
+        self,
+        qkv: str = "qkv",
+        proj: str = "proj",
+        table: str = "relative_position_bias_table",
+        heads_attr: str = "num_heads",
+        head_dim_attr: str = "head_dim",
+    ) -> None:
+        self.qkv, self.proj, self.table = qkv, proj, table
+        self.heads_attr, self.head_dim_attr = heads_attr, head_dim_attr
+
+    def propagate(self, ctx: Any, call: Call) -> Any:
+        m, name = call.module, call.module_name
+        join = lambda attr: f"{name}.{attr}".lstrip(".")  # noqa: E731
+        H, d = getattr(m, self.heads_attr), getattr(m, self.head_dim_attr)
+        qkv, proj, table = getattr(m, self.qkv), getattr(m, self.proj), getattr(m, self.table, None)
+        where = f"{type(m).__name__} at {name or '<root>'!r}"
+        problem = None
+        if not (isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)):
+            problem = f"needs nn.Linear {self.qkv!r} and {self.proj!r}"
+        elif qkv.out_features != 3 * H * d or proj.in_features != H * d:
+            problem = f"{self.qkv} outputs {qkv.out_features}, {self.proj} reads {proj.in_features}, not 3 x / 1 x {H} x {d}"
+        elif table is not None and (table.dim() != 2 or table.shape[1] != H):
+            problem = f"{self.table} has shape {tuple(table.shape)}, not (positions, {H})"
+        x = call.arg(0, "x")
+        if problem is not None:
+            reason = f"{where}: {problem}; its heads and inputs are kept"
+            ctx.block(ctx.label(x), reason)
+            return ctx.constant(ctx.sentinel(reason), call.output.shape)
+        ctx.param(join(self.qkv), "weight", 1, ROLE_IN, tie=ctx.channels(ctx.label(x), -1, call.where))
+        rows = ctx.param(join(self.qkv), "weight", 0, ROLE_OUT, unit="head")
+        if qkv.bias is not None:
+            ctx.param(join(self.qkv), "bias", 0, ROLE_OUT, unit="head", tie=rows)
+        grid = rows.reshape(3, H, d)
+        anchor = grid[0, :, :1]
+        for t in range(3):
+            ctx.union(grid[t], anchor)
+        per_head = anchor.reshape(H)
+        if table is not None:
+            ctx.param(name, self.table, 1, ROLE_OUT, unit="head", tie=per_head)
+        ctx.param(join(self.proj), "weight", 1, ROLE_IN, unit="head", tie=grid[2].reshape(-1))
+        hidden = ctx.param(join(self.proj), "weight", 0, ROLE_OUT)
+        if proj.bias is not None:
+            ctx.param(join(self.proj), "bias", 0, ROLE_OUT, tie=hidden)
+        for t in [*call.args[1:], *call.kwargs.values()]:  # a mask or bias with a head dim is not sliced
+            if isinstance(t, torch.Tensor) and H > 1 and H in t.shape:
+                ctx.block(
+                    per_head,
+                    f"{where} receives an input of shape {tuple(t.shape)} with a head dim "
+                    f"that head pruning does not slice",
+                )
+        return ctx.along(hidden, call.output.shape, dim=-1)
+
+    def update(self, module: nn.Module) -> None:
+        for attr in (self.qkv, self.proj):
+            lin = getattr(module, attr)
+            lin.out_features, lin.in_features = (int(s) for s in lin.weight.shape)
+        setattr(
+            module,
+            self.heads_attr,
+            getattr(module, self.proj).in_features // getattr(module, self.head_dim_attr),
+        )
