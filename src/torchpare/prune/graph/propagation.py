@@ -97,8 +97,10 @@ class UnionFind:
             return
         parent = self.parent
         lo, hi = (a, b) if a < b else (b, a)
-        if lo + n <= hi and parent[lo : lo + n] == list(range(lo, lo + n)) and parent[hi : hi + n] == list(
-            range(hi, hi + n)
+        if (
+            lo + n <= hi
+            and parent[lo : lo + n] == list(range(lo, lo + n))
+            and parent[hi : hi + n] == list(range(hi, hi + n))
         ):
             parent[hi : hi + n] = range(lo, lo + n)  # the smaller of two roots stays root, as below
             self.linked[lo : lo + n] = self.linked[hi : hi + n] = b"\x01" * n
@@ -175,6 +177,8 @@ class LabelContext:
         self._base: torch.Tensor | None = None  # see _iota
         self._along: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._free_ranges: list[tuple[int, int]] = []
+        # label -> (label, 1-D channels, dim) once ``channels`` coupled every position of a channel
+        self._coupled: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
         # every (name, module), shared modules under each of their names; the tracer reuses it
         self.modules: dict[str, nn.Module] = {}
         # One walk for modules and parameters. A module's first visit comes in the order
@@ -314,7 +318,9 @@ class LabelContext:
             if not tied:
                 tied, start = None, self.uf.add(size)
             elif run is not None or (
-                tied[0] >= 0 and tied[-1] - tied[0] == size - 1 and tied == list(range(tied[0], tied[0] + size))
+                tied[0] >= 0
+                and tied[-1] - tied[0] == size - 1
+                and tied == list(range(tied[0], tied[0] + size))
             ):
                 # tied to a run of existing elements (e.g. BatchNorm after a conv): share them, which
                 # is the same component as new united elements without growing the union-find
@@ -349,6 +355,7 @@ class LabelContext:
         self._ids.clear()
         self._run_at.clear()
         self._along.clear()
+        self._coupled.clear()
         self._base = None
         self.deferred.clear()
         self.modules.clear()
@@ -434,6 +441,9 @@ class LabelContext:
     # ----------------------------------------------------------------- unions
     def union(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Union ``a`` and ``b`` entry by entry after broadcasting (neutral entries skipped)."""
+        pair = self._coupled_pair(a, b)
+        if pair is not None:  # a residual stream already coupled per channel + a layer's channels
+            a, b = pair
         if a.dim() == 1 and a.shape == b.shape:  # the common case: 1-D channels
             ra, rb = self.run_start(a), self.run_start(b)
             if ra is not None and rb is not None:
@@ -533,9 +543,27 @@ class LabelContext:
         for d in range(lab.dim()):
             if d != dim and lab.shape[d] > 0:
                 first = first.narrow(d, 0, 1)
+        hit2 = self._coupled.get(id(lab))
+        if hit2 is not None and hit2[0] is lab and hit2[2] == dim:
+            return hit2[1]
         if not _constant_except(lab, dim, first):
             self.union(lab, first)
-        return first.reshape(-1)
+        ids = first.reshape(-1)
+        if bool((ids != NEUTRAL).all()):  # every entry of channel c is now in the component of ids[c]
+            self._coupled[id(lab)] = (lab, ids, dim)
+        return ids
+
+    def _coupled_pair(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """1-D ``(channels, ids)`` whose union equals ``union(a, b)``, when one side was coupled per
+        channel by :meth:`channels` and the other is an :meth:`along` label on the same dim and shape."""
+        for x, y in ((a, b), (b, a)):
+            hit = self._coupled.get(id(x))
+            if hit is None or hit[0] is not x or x.shape != y.shape:
+                continue
+            along = self.along_ids(y)
+            if along is not None and along[1] == hit[2]:
+                return hit[1], along[0]
+        return None
 
 
 def _unsliceable_reason(owner: nn.Module, module_name: str, param_name: str) -> str:
