@@ -268,3 +268,41 @@ def test_functional_mha_is_blocked_with_reason():
 
     graph = DependencyGraph.build(Functional(), torch.randn(2, 5, 6))
     assert "F.multi_head_attention_forward takes embed_dim" in graph.report()
+
+
+def test_blocked_parameters_are_marked_as_ranges_not_element_by_element():
+    class BigFunctional(nn.Module):
+        def __init__(self, e=96):
+            super().__init__()
+            self.inp = nn.Linear(6, e)
+            self.w = nn.Parameter(torch.randn(3 * e, e))
+            self.o = nn.Linear(e, e)
+            self.e = e
+
+        def forward(self, x):
+            h = self.inp(x).transpose(0, 1)
+            y, _ = F.multi_head_attention_forward(
+                h,
+                h,
+                h,
+                self.e,
+                4,
+                self.w,
+                None,
+                None,
+                None,
+                False,
+                0.0,
+                self.o.weight,
+                self.o.bias,
+                need_weights=False,
+            )
+            return y
+
+    graph = DependencyGraph.build(BigFunctional(), torch.randn(2, 5, 6))
+    ctx = graph.ctx
+    assert any(n == 3 * 96 * 96 for _, n, _ in ctx.blocked_ranges)
+    assert len(ctx.sentinels) < 1000  # one entry per range, not one per weight entry
+    w_start = next(s for s, n, _ in ctx.blocked_ranges if n == 3 * 96 * 96)
+    assert ctx.is_blocked(w_start + 5) and not graph.groups()
+    assert "multi_head_attention_forward" in graph.group("w").blocked_by

@@ -25,6 +25,8 @@ NEUTRAL = -1
 # Element ids and constant labels are views of one ``arange(-1, size - 1)`` per context (see
 # ``LabelContext._iota``), grown in powers of two up to this many entries (8 MB); beyond, tensors are made.
 _MAX_IOTA = 1 << 20
+# Runs at least this long are marked blocked / inexact as one range (see ``LabelContext._mark_run``).
+_RANGE_MIN = 1024
 
 
 class UnionFind:
@@ -179,6 +181,10 @@ class LabelContext:
         self._free_ranges: list[tuple[int, int]] = []
         # label -> (label, 1-D channels, dim) once ``channels`` coupled every position of a channel
         self._coupled: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        # (first element, count, reason) of long runs marked at once by block / mark_inexact (a whole
+        # parameter): one entry instead of one per element; build_groups reads them with ``sentinels``
+        self.blocked_ranges: list[tuple[int, int, str]] = []
+        self.inexact_ranges: list[tuple[int, int, str]] = []
         # every (name, module), shared modules under each of their names; the tracer reuses it
         self.modules: dict[str, nn.Module] = {}
         # One walk for modules and parameters. A module's first visit comes in the order
@@ -476,7 +482,7 @@ class LabelContext:
 
         Marking keeps the elements' own components (so a blocked group still reports its units).
         """
-        if lab is not None:
+        if lab is not None and not self._mark_run(lab, reason, self.blocked_ranges):
             for x in self._elements(lab):
                 if x != NEUTRAL:
                     self._mark(x, reason, False)
@@ -487,6 +493,22 @@ class LabelContext:
             for x in self._elements(lab):
                 if x != NEUTRAL:
                     self._mark(x, reason, True)
+
+    def _mark_run(self, lab: torch.Tensor, reason: str, ranges: list[tuple[int, int, str]]) -> bool:
+        """Record a long run of elements (the labels of a whole parameter) as one range; False if
+        ``lab`` is not one."""
+        n = lab.numel()
+        if n < _RANGE_MIN or not lab.is_contiguous():
+            return False
+        start = self.run_start(lab.reshape(-1))
+        if start is None:
+            return False
+        ranges.append((start, n, reason))
+        return True
+
+    def is_blocked(self, element: int) -> bool:
+        """True when ``element`` was marked by :meth:`block` or :meth:`fix` (alone or in a range)."""
+        return element in self.sentinels or any(s <= element < s + n for s, n, _ in self.blocked_ranges)
 
     def defer(self, check: Callable[[], None]) -> None:
         """Run ``check()`` after the whole forward, when every coupling is known (e.g. lossy selections)."""
@@ -519,7 +541,7 @@ class LabelContext:
     def mark_inexact(self, lab: torch.Tensor | None, reason: str) -> None:
         """Pruning these elements is not the same as zeroing them at consumers; ``reason`` says why
         (e.g. ``"norm statistics at 'ln'"``) and is shown as the group's ``inexact_reason``."""
-        if lab is not None:
+        if lab is not None and not self._mark_run(lab, reason, self.inexact_ranges):
             for x in self._elements(lab):
                 if x != NEUTRAL:
                     self.inexact.setdefault(x, reason)

@@ -242,7 +242,7 @@ class MultiheadAttentionRule(ModuleRule):
         per_head_weights = weights.dim() == 4 or (weights.dim() == 3 and out.dim() == 2)
 
         def check() -> None:
-            if not (ctx.uf.linked[element] or element in ctx.sentinels):
+            if not (ctx.uf.linked[element] or ctx.is_blocked(element)):
                 return
             if per_head_weights:
                 ctx.block(per_head, f"{where} returns per-head attention weights that the model reads")
