@@ -306,3 +306,20 @@ def test_blocked_parameters_are_marked_as_ranges_not_element_by_element():
     w_start = next(s for s, n, _ in ctx.blocked_ranges if n == 3 * 96 * 96)
     assert ctx.is_blocked(w_start + 5) and not graph.groups()
     assert "multi_head_attention_forward" in graph.group("w").blocked_by
+
+
+def test_vit_target_pruning_saves_and_reloads(tmp_path):
+    from torchpare.prune import count, load_pruned, prune, save_pruned
+    from torchpare.zoo.vit import ViT
+
+    torch.manual_seed(7)
+    model = ViT().eval()
+    x = torch.randn(2, 3, 16, 16)
+    before = count(model, x)["flops"]
+    prune(model, x, target_flops_ratio=0.6)
+    assert count(model, x)["flops"] <= 0.65 * before
+    assert any(isinstance(m, PrunedMultiheadAttention) for m in model.modules())
+    save_pruned(model, tmp_path / "vit")
+    reloaded = load_pruned(tmp_path / "vit", ViT())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(x), model(x))
