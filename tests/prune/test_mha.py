@@ -323,3 +323,23 @@ def test_vit_target_pruning_saves_and_reloads(tmp_path):
     reloaded = load_pruned(tmp_path / "vit", ViT())
     with torch.no_grad():
         torch.testing.assert_close(reloaded.eval()(x), model(x))
+
+
+def test_subnet_masking_skips_groups_read_inside_multihead_attention():
+    """Hooks cannot mask what nn.MultiheadAttention reads (key/value columns, out_proj): those groups
+    are no subnet spaces, and a subnet of the others deploys equal to the masked supernet."""
+    from torchpare.prune.pruners import RandomPruner, deploy_subnet
+
+    torch.manual_seed(8)
+    model = nn.Sequential(SelfAttnNet(), nn.ReLU(), nn.Linear(4, 3)).eval()
+    x = torch.randn(2, 5, 6)
+    state = copy.deepcopy(model.state_dict())
+    pruner = RandomPruner(model, x)
+    heads = next(g.id for g in pruner.graph.groups() if g.unit == "head")
+    assert heads in pruner.skipped and "cannot be masked" in pruner.skipped[heads]
+    assert pruner.groups  # the last Linear's input still is a space
+    pruner.set_subnet(pruner.sample_subnet(torch.Generator().manual_seed(0)))
+    masked = model(x)
+    fresh = nn.Sequential(SelfAttnNet(), nn.ReLU(), nn.Linear(4, 3)).eval()
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(deploy_subnet(fresh, pruner.export_subnet())(x), masked, atol=1e-5, rtol=1e-5)
