@@ -73,9 +73,11 @@ def test_swin_flops_match_hand_count():
     assert count(model, torch.randn(batch, 3, 16, 16))["flops"] == expected
 
 
-def test_mlp_zoo_model_flops_match_hand_count():
-    model, x = ZOO["mlp"]()
+@pytest.mark.parametrize("name", ["mlp", "digits_mlp"])
+def test_mlp_zoo_model_flops_match_hand_count(name):
+    model, x = ZOO[name]()
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert linears
     assert count(model, x)["flops"] == sum(2 * x.shape[0] * m.in_features * m.out_features for m in linears)
 
 

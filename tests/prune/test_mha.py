@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchpare.prune import DependencyGraph, verify_pruning
 from torchpare.prune.rules.mha import PrunedMultiheadAttention
@@ -52,6 +53,18 @@ class SelfAttnNet(nn.Module):
         h = self.inp(x)
         y, _ = self.mha(h, h, h, need_weights=False)
         return self.head(y + h)
+
+
+class _OpNames(TorchDispatchMode):
+    """The aten ops a forward runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func))
+        return func(*args, **(kwargs or {}))
 
 
 def _random_plan(graph, seed):
@@ -194,8 +207,11 @@ def test_widths_stock_mha_can_express_keep_the_class_and_its_fast_path(batch_fir
     assert verify_pruning(original, model, x, plan) <= 1e-5
     # eval + no_grad: the fast path (torch._native_multi_head_attention) on the pruned module
     masked = copy.deepcopy(model)
-    with torch.no_grad():
+    ops = _OpNames()
+    with torch.no_grad(), ops:
         fast = model(x)
+    if batch_first:  # the stock fast path needs batch_first
+        assert "aten._native_multi_head_attention.default" in ops.names
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad():
