@@ -36,12 +36,8 @@ class _KwargsNet(nn.Module):
 
 
 def _stats(model: nn.Module) -> list[torch.Tensor]:
-    return [
-        t.clone()
-        for m in model.modules()
-        if isinstance(m, nn.BatchNorm2d)
-        for t in (m.running_mean, m.running_var, m.num_batches_tracked)
-    ]
+    return [t.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+            for t in (m.running_mean, m.running_var, m.num_batches_tracked)]
 
 
 def test_statistics_are_the_plain_average_over_calibration_batches():
@@ -50,9 +46,8 @@ def test_statistics_are_the_plain_average_over_calibration_batches():
     with torch.no_grad():
         feats = [net[0](x).transpose(0, 1).flatten(1) for x in data]  # (channels, values) per batch
     torch.testing.assert_close(net[1].running_mean, torch.cat(feats, 1).mean(1), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(
-        net[1].running_var, torch.stack([f.var(1) for f in feats]).mean(0), atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(net[1].running_var, torch.stack([f.var(1) for f in feats]).mean(0),
+                               atol=1e-5, rtol=1e-5)
     assert int(net[1].num_batches_tracked) == len(data)
 
 
@@ -89,9 +84,7 @@ def test_tensor_pair_and_dict_batches_give_the_same_statistics():
 def test_num_batches_uses_only_the_first_batches_and_pulls_no_more():
     data = iter(_batches(6))
     limited = recalibrate_bn(_conv_bn(), data, num_batches=2)
-    assert all(
-        torch.equal(x, y) for x, y in zip(_stats(limited), _stats(recalibrate_bn(_conv_bn(), _batches(2))))
-    )
+    assert all(torch.equal(x, y) for x, y in zip(_stats(limited), _stats(recalibrate_bn(_conv_bn(), _batches(2)))))
     assert len(list(data)) == 4
 
 
@@ -128,12 +121,9 @@ def test_prune_with_bn_calibration_equals_prune_then_recalibrate():
     assert summary.bn_recalibrated and not plain.bn_recalibrated and "recalibrated" in summary.table()
     assert all(torch.equal(p, q) for p, q in zip(_stats(a), _stats(b)))
     with pytest.raises(ValueError, match="bn_calibration.*no BatchNorm"):
-        prune(
-            nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)),
-            torch.randn(2, 4),
-            target_flops_ratio=0.5,
-            bn_calibration=data,
-        )
+        prune(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(2, 4),
+              target_flops_ratio=0.5, bn_calibration=data)
+
 
 
 def test_iterative_prune_recalibrates_after_every_step(monkeypatch):
@@ -144,16 +134,10 @@ def test_iterative_prune_recalibrates_after_every_step(monkeypatch):
     monkeypatch.setattr(calibrate, "recalibrate_bn", lambda model, data: calls.append(1) or real(model, data))
     torch.manual_seed(0)
     data = [torch.rand(16, 1, 8, 8) for _ in range(3)]
-    model, summary = prune(
-        DigitsCNN(width=4),
-        torch.rand(2, 1, 8, 8),
-        target_flops_ratio=0.5,
-        iterative_steps=2,
-        bn_calibration=data,
-    )
+    model, summary = prune(DigitsCNN(width=4), torch.rand(2, 1, 8, 8), target_flops_ratio=0.5,
+                           iterative_steps=2, bn_calibration=data)
     assert len(summary.plans) == 2 and len(calls) == 2
     assert all(int(m.num_batches_tracked) == 3 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-
 
 # --- digits: a trained DigitsCNN pruned to half its FLOPs ------------------------------------------
 
@@ -184,9 +168,8 @@ def _accuracy(model, split):
 def _pruned_accuracy(digits, importance):
     """Test accuracy of the teacher pruned to 50% FLOPs, before and after BN recalibration."""
     teacher, split = digits
-    model, summary = prune(
-        copy.deepcopy(teacher), split.x_train[:4], importance=importance, target_flops_ratio=0.5
-    )
+    model, summary = prune(copy.deepcopy(teacher), split.x_train[:4], importance=importance,
+                           target_flops_ratio=0.5)
     assert abs(summary.flops_ratio - 0.5) <= 0.01
     before = _accuracy(model, split)
     recalibrate_bn(model, split.x_train.split(64))  # training images only; labels unused
@@ -212,10 +195,8 @@ def test_after_recalibration_magnitude_criteria_are_on_par_with_random_pruning(d
     rand_before = sum(r[0] for r in rand) / len(rand)
     rand_after = sum(r[1] for r in rand) / len(rand)
     with capsys.disabled():
-        print(
-            f"\n[calibrate] 50% FLOPs, before -> after recalibration: L1 {l1[0]:.3f} -> {l1[1]:.3f}, "
-            f"BN scale {bn[0]:.3f} -> {bn[1]:.3f}, random (mean of 4) {rand_before:.3f} -> {rand_after:.3f}"
-        )
+        print(f"\n[calibrate] 50% FLOPs, before -> after recalibration: L1 {l1[0]:.3f} -> {l1[1]:.3f}, "
+              f"BN scale {bn[0]:.3f} -> {bn[1]:.3f}, random (mean of 4) {rand_before:.3f} -> {rand_after:.3f}")
     for before, after in (l1, bn, *rand):
         assert after >= 0.8 and after > before + 0.2
     assert min(l1[1], bn[1]) >= rand_after - 0.05

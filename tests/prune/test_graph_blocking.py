@@ -179,10 +179,7 @@ def test_weight_set_by_a_hook_is_blocked_instead_of_crashing_the_surgery():
         torch.nn.utils.weight_norm(model[0])
     graph = DependencyGraph.build(model, torch.randn(1, 2, 8))
     assert graph.groups() == []
-    assert (
-        graph.group("0").blocked_by
-        == "0.weight is computed on access, not a parameter or buffer: it cannot be sliced"
-    )
+    assert graph.group("0").blocked_by == "0.weight is computed on access, not a parameter or buffer: it cannot be sliced"
 
 
 def test_pruned_model_that_no_longer_runs_raises_a_clear_error():

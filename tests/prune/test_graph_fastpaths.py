@@ -144,10 +144,7 @@ def test_reshape_shortcut_equals_replaying_the_reshape(case):
 
 
 def _groups_of(model: nn.Module, x: torch.Tensor) -> list[tuple]:
-    return [
-        (g.size, [(m.path, m.dim, m.index_map) for m in g.members])
-        for g in DependencyGraph.build(model, x).groups()
-    ]
+    return [(g.size, [(m.path, m.dim, m.index_map) for m in g.members]) for g in DependencyGraph.build(model, x).groups()]
 
 
 class _FunctionalNet(nn.Module):
@@ -264,10 +261,7 @@ def test_permute_and_transpose_shortcuts_equal_replaying_them(data):
     out = x.permute(perm)
     fast = _permute_along(ctx, Call("", None, torch.Tensor.permute, (x, *perm), {}, out))
     assert fast is not None and torch.equal(fast, lab.permute(perm))
-    a, b = (
-        data.draw(st.integers(-len(shape), len(shape) - 1)),
-        data.draw(st.integers(-len(shape), len(shape) - 1)),
-    )
+    a, b = data.draw(st.integers(-len(shape), len(shape) - 1)), data.draw(st.integers(-len(shape), len(shape) - 1))
     out = x.transpose(a, b)
     fast = _permute_along(ctx, Call("", None, torch.transpose, (x, a, b), {}, out))
     assert fast is not None and torch.equal(fast, lab.transpose(a, b))

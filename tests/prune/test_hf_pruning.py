@@ -505,14 +505,8 @@ def test_olmo_hidden_width_shrinks_the_normalized_shape_of_its_parameterless_nor
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.OlmoConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        vocab_size=100,
-        pad_token_id=0,
-        bos_token_id=None,
-        eos_token_id=1,
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        vocab_size=100, pad_token_id=0, bos_token_id=None, eos_token_id=1,
     )
     model = transformers.OlmoForCausalLM(config).eval()
     inputs = {"input_ids": torch.randint(0, 100, (1, 6))}

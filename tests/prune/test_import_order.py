@@ -20,8 +20,6 @@ ENTRY_POINTS = [
 
 @pytest.mark.parametrize("statement", ENTRY_POINTS)
 def test_entry_point_imports_first_in_a_fresh_interpreter(statement):
-    code = (
-        f"{statement}\nfrom torchpare.prune.rules.registry import MODULE_RULES\nassert len(MODULE_RULES) > 5"
-    )
+    code = f"{statement}\nfrom torchpare.prune.rules.registry import MODULE_RULES\nassert len(MODULE_RULES) > 5"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -152,6 +152,7 @@ def test_fisher_hooks_and_model_state_are_restored_when_the_loss_raises():
     assert all(p.grad is None and p.requires_grad for p in net.parameters())
 
 
+
 @pytest.mark.parametrize("name", ["densenet", "mobilenetv2", "grouped_conv", "resnet"])
 def test_each_member_is_summed_over_its_own_index_map(name):
     # Concatenations shift a unit's index differently at each member: every member must be gathered
@@ -165,9 +166,8 @@ def test_each_member_is_summed_over_its_own_index_map(name):
             if not isinstance(tensor, torch.Tensor) or member.param_name == "num_batches_tracked":
                 continue
             values = tensor.detach().abs()
-            expected = torch.stack(
-                [values.index_select(member.dim, torch.tensor(idx)).sum() for idx in member.index_map]
-            )
+            expected = torch.stack([values.index_select(member.dim, torch.tensor(idx)).sum()
+                                    for idx in member.index_map])
             got = sum_units(L1Importance().member_scores(member, tensor), member.index_map, 0)
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
             checked += 1
