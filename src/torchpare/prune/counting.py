@@ -5,13 +5,6 @@ FLOPs are what :class:`torch.utils.flop_counter.FlopCounterMode` reports for one
 ``convolution``, scaled-dot-product attention, ...). Element-wise ops, normalisation, pooling and
 activations count as 0. So a ``Linear(in, out)`` on ``N`` rows is ``2 * N * in * out`` FLOPs (the
 bias add is not counted) and a ``Conv2d`` is ``2 * N * H_out * W_out * C_out * (C_in / groups) * k_h * k_w``.
-
-Fused attention kernels count what they compute (:func:`attention_flop_formulas`): the eval fast paths
-of ``nn.MultiheadAttention`` (``aten._native_multi_head_attention``: its q/k/v and output projections
-and both attention matmuls) and ``nn.TransformerEncoderLayer`` (``aten._transformer_encoder_layer_fwd``,
-its MLP included), and the CPU flash kernel of ``F.scaled_dot_product_attention``, which
-``FlopCounterMode`` alone reports as 0. An attention over ``L`` queries and ``S`` keys of total width
-``E`` (all heads) is ``2 * N * L * S * E`` for the scores plus as much for the weighted values.
 """
 
 from __future__ import annotations
@@ -23,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count", "attention_flop_formulas"]
+__all__ = ["count"]
 
 
 def _call(model: nn.Module, example_inputs: Any) -> Any:
@@ -32,38 +25,6 @@ def _call(model: nn.Module, example_inputs: Any) -> Any:
     if isinstance(example_inputs, tuple):
         return model(*example_inputs)
     return model(example_inputs)
-
-
-def count(model: nn.Module, example_inputs: Any) -> dict[str, int]:
-    """Count the parameters and the forward FLOPs of ``model`` on ``example_inputs``.
-
-    Parameters shared between modules (tied embeddings, a module called twice) count once; buffers
-    (BatchNorm running statistics, position ids) are not parameters and do not count. FLOPs come
-    from one forward pass under ``torch.no_grad()`` in the model's current train/eval mode, counted
-    by ``FlopCounterMode`` as ``2 * MACs`` of matmuls and convolutions (see the module docstring).
-
-    Args:
-        model: Any ``nn.Module``; it is not modified.
-        example_inputs: A tensor (``model(x)``), a tuple (``model(*x)``) or a dict of keyword
-            arguments (``model(**x)``).
-
-    Returns:
-        ``{"params": int, "flops": int}``.
-
-    Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
-
-    Example:
-        >>> count(nn.Linear(4, 3), torch.zeros(2, 4))
-        {'params': 15, 'flops': 48}
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"count(): model must be an nn.Module, got {type(model).__name__}.")
-    params = sum(p.numel() for p in model.parameters())
-    counter = FlopCounterMode(display=False, custom_mapping=attention_flop_formulas())
-    with torch.no_grad(), counter:
-        _call(model, example_inputs)
-    return {"params": int(params), "flops": int(counter.get_total_flops())}
 
 
 def _rows(shape: Any) -> int:
@@ -143,7 +104,14 @@ def _sdpa_cpu_flops(
 
 
 def attention_flop_formulas() -> dict[Any, Any]:
-    """FLOP formulas for the fused attention kernels ``FlopCounterMode`` does not know (see module doc).
+    """FLOP formulas for the fused attention kernels ``FlopCounterMode`` does not know.
+
+    ``FlopCounterMode`` alone counts 0 for ``aten._native_multi_head_attention`` (the eval fast path of
+    ``nn.MultiheadAttention``: q/k/v and output projections and both attention matmuls),
+    ``aten._transformer_encoder_layer_fwd`` (``nn.TransformerEncoderLayer``'s, its MLP included) and
+    ``aten._scaled_dot_product_flash_attention_for_cpu``. An attention over ``L`` queries and ``S``
+    keys of total width ``E`` (all heads) is ``2 * N * L * S * E`` for the scores plus as much for
+    the weighted values.
 
     Returns:
         ``{aten overload: formula}`` for ``FlopCounterMode(custom_mapping=...)``; kernels missing from
@@ -165,3 +133,41 @@ def attention_flop_formulas() -> dict[Any, Any]:
         "_scaled_dot_product_flash_attention_for_cpu": _sdpa_cpu_flops,
     }
     return {getattr(aten, name): f for name, f in table.items() if hasattr(aten, name)}
+
+
+__all__ += ["attention_flop_formulas"]
+
+
+def count(model: nn.Module, example_inputs: Any) -> dict[str, int]:
+    """Count the parameters and the forward FLOPs of ``model`` on ``example_inputs``.
+
+    Parameters shared between modules (tied embeddings, a module called twice) count once; buffers
+    (BatchNorm running statistics, position ids) are not parameters and do not count. FLOPs come
+    from one forward pass under ``torch.no_grad()`` in the model's current train/eval mode, counted
+    by ``FlopCounterMode`` as ``2 * MACs`` of matmuls and convolutions (see the module docstring).
+    Fused attention kernels (the eval fast paths of ``nn.MultiheadAttention`` and
+    ``nn.TransformerEncoderLayer``, the CPU flash kernel of ``F.scaled_dot_product_attention``) count
+    the matmuls they perform: see :func:`attention_flop_formulas`.
+
+    Args:
+        model: Any ``nn.Module``; it is not modified.
+        example_inputs: A tensor (``model(x)``), a tuple (``model(*x)``) or a dict of keyword
+            arguments (``model(**x)``).
+
+    Returns:
+        ``{"params": int, "flops": int}``.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+
+    Example:
+        >>> count(nn.Linear(4, 3), torch.zeros(2, 4))
+        {'params': 15, 'flops': 48}
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"count(): model must be an nn.Module, got {type(model).__name__}.")
+    params = sum(p.numel() for p in model.parameters())
+    counter = FlopCounterMode(display=False, custom_mapping=attention_flop_formulas())
+    with torch.no_grad(), counter:
+        _call(model, example_inputs)
+    return {"params": int(params), "flops": int(counter.get_total_flops())}
