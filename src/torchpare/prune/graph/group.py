@@ -133,9 +133,7 @@ def _resolve_free(
     return out
 
 
-def _free_rows(
-    ctx: LabelContext, roots: list[int]
-) -> list[tuple[tuple[str, str, int, str], tuple[int, ...]]]:
+def _free_rows(ctx: LabelContext, roots: list[int]) -> list[tuple[tuple[str, str, int, str], tuple[int, ...]]]:
     """:func:`_resolve_free` with plain lists: a 1-D free parameter (a layer scale, an RMSNorm weight
     applied by hand) is its own channel dim, read without numpy; others go through numpy."""
     multi = [name for name, (_, shape) in ctx.free.items() if len(shape) != 1]

@@ -99,10 +99,8 @@ class UnionFind:
             return
         parent = self.parent
         lo, hi = (a, b) if a < b else (b, a)
-        if (
-            lo + n <= hi
-            and parent[lo : lo + n] == list(range(lo, lo + n))
-            and parent[hi : hi + n] == list(range(hi, hi + n))
+        if lo + n <= hi and parent[lo : lo + n] == list(range(lo, lo + n)) and parent[hi : hi + n] == list(
+            range(hi, hi + n)
         ):
             parent[hi : hi + n] = range(lo, lo + n)  # the smaller of two roots stays root, as below
             self.linked[lo : lo + n] = self.linked[hi : hi + n] = b"\x01" * n
@@ -324,9 +322,7 @@ class LabelContext:
             if not tied:
                 tied, start = None, self.uf.add(size)
             elif run is not None or (
-                tied[0] >= 0
-                and tied[-1] - tied[0] == size - 1
-                and tied == list(range(tied[0], tied[0] + size))
+                tied[0] >= 0 and tied[-1] - tied[0] == size - 1 and tied == list(range(tied[0], tied[0] + size))
             ):
                 # tied to a run of existing elements (e.g. BatchNorm after a conv): share them, which
                 # is the same component as new united elements without growing the union-find
