@@ -5,7 +5,9 @@
 Linear is reshaped to ``(3, heads, head_dim)``, a learned ``relative_position_bias_table`` of shape
 ``((2w-1)^2, heads)`` is gathered through the ``relative_position_index`` buffer and added to the
 attention scores, and ``proj`` merges the heads. Shifted blocks add a mask so tokens only attend within
-their original region. Pruning a head slices the table's column of that head.
+their original region. Pruning a head slices the table's column of that head
+(``torchpare.prune.rules.mha.WindowAttentionRule``, which ``prune`` attaches to :class:`WindowAttention`
+by itself; the zoo does not import ``prune``).
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchpare.prune.rules import register_rule
-from torchpare.prune.rules.mha import WindowAttentionRule
 from torchpare.registry import MODELS
 
 __all__ = ["SwinLike", "SwinBlock", "WindowAttention"]
@@ -76,8 +76,6 @@ class WindowAttention(nn.Module):
         x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
         return self.proj(x)
 
-
-register_rule(WindowAttention, WindowAttentionRule())
 
 
 class SwinBlock(nn.Module):

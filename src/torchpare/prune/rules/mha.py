@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, FunctionRule, ModuleRule
-from torchpare.prune.rules.registry import register_rule
+from torchpare.prune.rules.registry import MODULE_RULES, register_class_hook, register_rule
 
 __all__ = ["MultiheadAttentionRule", "PrunedMultiheadAttention", "FunctionalMHARule", "WindowAttentionRule"]
 
@@ -316,10 +316,17 @@ class WindowAttentionRule(ModuleRule):
         qkv, proj, table: attribute names of the fused Linear, the output Linear and the bias table.
         heads_attr, head_dim_attr: attributes holding the head count and the per-head size.
 
+    The zoo's ``torchpare.zoo.swin.WindowAttention`` gets it by a class hook (``prune`` never imports
+    the zoo: the class is recognised by its qualified name the first time a traced model contains it).
+
     Example:
-        >>> from torchpare.zoo.swin import WindowAttention
-        >>> from torchpare.prune.rules import module_rule_for
-        >>> type(module_rule_for(WindowAttention(8, 2, 2))).__name__
+        >>> from torch import nn
+        >>> from torchpare.prune.rules import module_rule_for, register_rule
+        >>> class MyWindowAttention(nn.Module):
+        ...     def forward(self, x):
+        ...         return x
+        >>> _ = register_rule(MyWindowAttention, WindowAttentionRule())
+        >>> type(module_rule_for(MyWindowAttention())).__name__
         'WindowAttentionRule'
     """
 
@@ -385,3 +392,16 @@ class WindowAttentionRule(ModuleRule):
             self.heads_attr,
             getattr(module, self.proj).in_features // getattr(module, self.head_dim_attr),
         )
+
+
+# Classes laid out as WindowAttentionRule expects, recognised by qualified name (never imported here:
+# the zoo stands below prune in the layering).
+_WINDOW_ATTENTION_CLASSES = frozenset({"torchpare.zoo.swin.WindowAttention"})
+
+
+def _register_window_attention(cls: type) -> None:
+    if f"{cls.__module__}.{cls.__qualname__}" in _WINDOW_ATTENTION_CLASSES and cls not in MODULE_RULES:
+        register_rule(cls, WindowAttentionRule())
+
+
+register_class_hook(_register_window_attention)
