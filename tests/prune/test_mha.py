@@ -359,3 +359,20 @@ def test_subnet_masking_skips_groups_read_inside_multihead_attention():
     fresh = nn.Sequential(SelfAttnNet(), nn.ReLU(), nn.Linear(4, 3)).eval()
     fresh.load_state_dict(state)
     torch.testing.assert_close(deploy_subnet(fresh, pruner.export_subnet())(x), masked, atol=1e-5, rtol=1e-5)
+
+
+def test_head_pruned_vit_exports_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from torchpare.prune import export_onnx
+    from torchpare.zoo import ZOO
+
+    torch.manual_seed(9)
+    model, x = ZOO["vit"]()
+    graph = DependencyGraph.build(model, x)
+    graph.prune({g.id: [0] for g in graph.groups() if g.unit == "head"})
+    assert isinstance(model.layers[0].self_attention, PrunedMultiheadAttention)
+    export_onnx(model, x, tmp_path / "vit.onnx")
+    session = ort.InferenceSession(str(tmp_path / "vit.onnx"))
+    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        assert float((torch.from_numpy(out) - model(x)).abs().max()) <= 1e-4
