@@ -28,6 +28,117 @@ def _call(model: nn.Module, example_inputs: Any) -> Any:
     return model(example_inputs)
 
 
+def _rows(shape: Any) -> int:
+    """Number of feature vectors in a tensor of ``shape`` (all dims but the last)."""
+    n = 1
+    for s in tuple(shape)[:-1]:
+        n *= int(s)
+    return n
+
+
+def _attention_core(batch: int, q_len: int, kv_len: int, width: int) -> int:
+    """Scores ``q @ k^T`` and weighted values ``p @ v`` over all heads of total ``width``."""
+    return 2 * 2 * batch * q_len * kv_len * width
+
+
+def _native_mha_flops(
+    query: Any,
+    key: Any,
+    value: Any,
+    embed_dim: int,
+    num_head: int,
+    qkv_weight: Any,
+    qkv_bias: Any,
+    proj_weight: Any,
+    proj_bias: Any,
+    *args: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
+    inner = int(qkv_weight[0]) // 3
+    q_rows, k_rows, v_rows = _rows(query), _rows(key), _rows(value)
+    proj = 2 * q_rows * inner * query[-1] + 2 * k_rows * inner * key[-1] + 2 * v_rows * inner * value[-1]
+    batch = _rows(query[:-1]) if len(query) == 3 else 1
+    core = _attention_core(batch, int(query[-2]), int(key[-2]), inner)
+    return int(proj + core + 2 * q_rows * int(proj_weight[0]) * int(proj_weight[1]))
+
+
+def _encoder_layer_flops(
+    src: Any,
+    embed_dim: int,
+    num_heads: int,
+    qkv_weight: Any,
+    qkv_bias: Any,
+    proj_weight: Any,
+    proj_bias: Any,
+    use_gelu: bool,
+    norm_first: bool,
+    eps: float,
+    norm_weight_1: Any,
+    norm_bias_1: Any,
+    norm_weight_2: Any,
+    norm_bias_2: Any,
+    ffn_weight_1: Any,
+    ffn_bias_1: Any,
+    ffn_weight_2: Any,
+    ffn_bias_2: Any,
+    *args: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
+    attn = _native_mha_flops(
+        src, src, src, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, proj_bias
+    )
+    rows = _rows(src)
+    ffn = 2 * rows * int(ffn_weight_1[0]) * int(ffn_weight_1[1]) + 2 * rows * int(ffn_weight_2[0]) * int(
+        ffn_weight_2[1]
+    )
+    return attn + ffn
+
+
+def _sdpa_cpu_flops(
+    query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
+    """``(..., L, E)`` queries, ``(..., S, E)`` keys, ``(..., S, Ev)`` values."""
+    batch = _rows(query[:-1])
+    return 2 * batch * int(query[-2]) * int(key[-2]) * (int(query[-1]) + int(value[-1]))
+
+
+def attention_flop_formulas() -> dict[Any, Any]:
+    """FLOP formulas for the fused attention kernels ``FlopCounterMode`` does not know.
+
+    ``FlopCounterMode`` alone counts 0 for ``aten._native_multi_head_attention`` (the eval fast path of
+    ``nn.MultiheadAttention``: q/k/v and output projections and both attention matmuls),
+    ``aten._transformer_encoder_layer_fwd`` (``nn.TransformerEncoderLayer``'s, its MLP included) and
+    ``aten._scaled_dot_product_flash_attention_for_cpu``. An attention over ``L`` queries and ``S``
+    keys of total width ``E`` (all heads) is ``2 * N * L * S * E`` for the scores plus as much for
+    the weighted values.
+
+    Returns:
+        ``{aten overload: formula}`` for ``FlopCounterMode(custom_mapping=...)``; kernels missing from
+        this torch build are left out.
+
+    Example:
+        >>> mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+        >>> x = torch.zeros(1, 3, 8)
+        >>> counter = FlopCounterMode(display=False, custom_mapping=attention_flop_formulas())
+        >>> with torch.no_grad(), counter:  # the fast path: one fused kernel
+        ...     _ = mha(x, x, x, need_weights=False)
+        >>> counter.get_total_flops() == 2 * 3 * 8 * 24 + 2 * 2 * 3 * 3 * 8 + 2 * 3 * 8 * 8
+        True
+    """
+    aten = torch.ops.aten
+    table = {
+        "_native_multi_head_attention": _native_mha_flops,
+        "_transformer_encoder_layer_fwd": _encoder_layer_flops,
+        "_scaled_dot_product_flash_attention_for_cpu": _sdpa_cpu_flops,
+    }
+    return {getattr(aten, name): f for name, f in table.items() if hasattr(aten, name)}
+
+
+__all__ += ["attention_flop_formulas"]
+
+
 def count(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     """Count the parameters and the forward FLOPs of ``model`` on ``example_inputs``.
 
@@ -35,6 +146,9 @@ def count(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     (BatchNorm running statistics, position ids) are not parameters and do not count. FLOPs come
     from one forward pass under ``torch.no_grad()`` in the model's current train/eval mode, counted
     by ``FlopCounterMode`` as ``2 * MACs`` of matmuls and convolutions (see the module docstring).
+    Fused attention kernels (the eval fast paths of ``nn.MultiheadAttention`` and
+    ``nn.TransformerEncoderLayer``, the CPU flash kernel of ``F.scaled_dot_product_attention``) count
+    the matmuls they perform: see :func:`attention_flop_formulas`.
 
     Args:
         model: Any ``nn.Module``; it is not modified.
@@ -54,7 +168,7 @@ def count(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"count(): model must be an nn.Module, got {type(model).__name__}.")
     params = sum(p.numel() for p in model.parameters())
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=attention_flop_formulas())
     with torch.no_grad(), counter:
         _call(model, example_inputs)
     return {"params": int(params), "flops": int(counter.get_total_flops())}

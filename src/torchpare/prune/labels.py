@@ -27,6 +27,8 @@ NEUTRAL = -1
 # Element ids and constant labels are views of one ``arange(-1, size - 1)`` per context (see
 # ``LabelContext._iota``), grown in powers of two up to this many entries (8 MB); beyond, tensors are made.
 _MAX_IOTA = 1 << 20
+# Runs at least this long are marked blocked / inexact as one range (see ``LabelContext._mark_run``).
+_RANGE_MIN = 1024
 
 
 class UnionFind:
@@ -177,6 +179,12 @@ class LabelContext:
         self._base: torch.Tensor | None = None  # see _iota
         self._along: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._free_ranges: list[tuple[int, int]] = []
+        # label -> (label, 1-D channels, dim) once ``channels`` coupled every position of a channel
+        self._coupled: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        # (first element, count, reason) of long runs marked at once by block / mark_inexact (a whole
+        # parameter): one entry instead of one per element; build_groups reads them with ``sentinels``
+        self.blocked_ranges: list[tuple[int, int, str]] = []
+        self.inexact_ranges: list[tuple[int, int, str]] = []
         # every (name, module), shared modules under each of their names; the tracer reuses it
         self.modules: dict[str, nn.Module] = {}
         # One walk for modules and parameters. A module's first visit comes in the order
@@ -351,6 +359,7 @@ class LabelContext:
         self._ids.clear()
         self._run_at.clear()
         self._along.clear()
+        self._coupled.clear()
         self._base = None
         self.deferred.clear()
         self.modules.clear()
@@ -436,6 +445,9 @@ class LabelContext:
     # ----------------------------------------------------------------- unions
     def union(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Union ``a`` and ``b`` entry by entry after broadcasting (neutral entries skipped)."""
+        pair = self._coupled_pair(a, b)
+        if pair is not None:  # a residual stream already coupled per channel + a layer's channels
+            a, b = pair
         if a.dim() == 1 and a.shape == b.shape:  # the common case: 1-D channels
             ra, rb = self.run_start(a), self.run_start(b)
             if ra is not None and rb is not None:
@@ -468,7 +480,7 @@ class LabelContext:
 
         Marking keeps the elements' own components (so a blocked group still reports its units).
         """
-        if lab is not None:
+        if lab is not None and not self._mark_run(lab, reason, self.blocked_ranges):
             for x in self._elements(lab):
                 if x != NEUTRAL:
                     self._mark(x, reason, False)
@@ -489,6 +501,22 @@ class LabelContext:
             stacklevel=2,
         )
         self.keep_whole(lab, reason)
+
+    def _mark_run(self, lab: torch.Tensor, reason: str, ranges: list[tuple[int, int, str]]) -> bool:
+        """Record a long run of elements (the labels of a whole parameter) as one range; False if
+        ``lab`` is not one."""
+        n = lab.numel()
+        if n < _RANGE_MIN or not lab.is_contiguous():
+            return False
+        start = self.run_start(lab.reshape(-1))
+        if start is None:
+            return False
+        ranges.append((start, n, reason))
+        return True
+
+    def is_blocked(self, element: int) -> bool:
+        """True when ``element`` was marked by :meth:`block` or :meth:`keep_whole` (alone or in a range)."""
+        return element in self.sentinels or any(s <= element < s + n for s, n, _ in self.blocked_ranges)
 
     def defer(self, check: Callable[[], None]) -> None:
         """Run ``check()`` after the whole forward, when every coupling is known (e.g. lossy selections)."""
@@ -521,7 +549,7 @@ class LabelContext:
     def mark_inexact(self, lab: torch.Tensor | None, reason: str) -> None:
         """Pruning these elements is not the same as zeroing them at consumers; ``reason`` says why
         (e.g. ``"norm statistics at 'ln'"``) and is shown as the group's ``inexact_reason``."""
-        if lab is not None:
+        if lab is not None and not self._mark_run(lab, reason, self.inexact_ranges):
             for x in self._elements(lab):
                 if x != NEUTRAL:
                     self.inexact.setdefault(x, reason)
@@ -545,9 +573,27 @@ class LabelContext:
         for d in range(lab.dim()):
             if d != dim and lab.shape[d] > 0:
                 first = first.narrow(d, 0, 1)
+        hit2 = self._coupled.get(id(lab))
+        if hit2 is not None and hit2[0] is lab and hit2[2] == dim:
+            return hit2[1]
         if not _constant_except(lab, dim, first):
             self.union(lab, first)
-        return first.reshape(-1)
+        ids = first.reshape(-1)
+        if bool((ids != NEUTRAL).all()):  # every entry of channel c is now in the component of ids[c]
+            self._coupled[id(lab)] = (lab, ids, dim)
+        return ids
+
+    def _coupled_pair(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """1-D ``(channels, ids)`` whose union equals ``union(a, b)``, when one side was coupled per
+        channel by :meth:`channels` and the other is an :meth:`along` label on the same dim and shape."""
+        for x, y in ((a, b), (b, a)):
+            hit = self._coupled.get(id(x))
+            if hit is None or hit[0] is not x or x.shape != y.shape:
+                continue
+            along = self.along_ids(y)
+            if along is not None and along[1] == hit[2]:
+                return hit[1], along[0]
+        return None
 
 
 def _unsliceable_reason(owner: nn.Module, module_name: str, param_name: str) -> str:

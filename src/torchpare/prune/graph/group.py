@@ -273,14 +273,26 @@ def _group_state(
     return (kinds[0] if kinds else "channel"), reason, inexact_reason
 
 
-def _reasons(ctx: LabelContext, root_of: Callable[[int], int]) -> tuple[dict[int, str], dict[int, str]]:
-    """Root -> why blocked, and root -> why inexact (the first reason of each component wins)."""
+def _reasons(
+    ctx: LabelContext, root_of: Callable[[int], int], roots_in: Callable[[int, int], list[int]]
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Root -> why blocked, and root -> why inexact (the first reason of each component wins).
+
+    ``roots_in(start, n)``: the roots of elements ``start .. start + n - 1`` (ranges marked at once).
+    """
     inexact: dict[int, str] = {}
     for element, why in ctx.inexact.items():
         inexact.setdefault(root_of(element), why)
+    for start, n, why in ctx.inexact_ranges:  # dict.fromkeys + update: setdefault at C speed
+        inexact = {**dict.fromkeys(roots_in(start, n), why), **inexact}
+    marks = [(e in ctx.fixed_reasons, e, 1, ctx.sentinels[e]) for e in ctx.sentinels]
+    marks += [(False, start, n, why) for start, n, why in ctx.blocked_ranges]
     blocked: dict[int, str] = {}
-    for e in sorted(ctx.sentinels, key=lambda e: (e in ctx.fixed_reasons, e)):  # op reasons first
-        blocked.setdefault(root_of(e), ctx.sentinels[e])
+    for _, start, n, why in sorted(marks, key=lambda m: (m[0], m[1])):  # op reasons first
+        if n == 1:
+            blocked.setdefault(root_of(start), why)
+        else:
+            blocked = {**dict.fromkeys(roots_in(start, n), why), **blocked}
     return blocked, inexact
 
 
@@ -325,7 +337,9 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     # each root's pairs are contiguous: root_first[i] is the first pair of the i-th root
     root_first = _run_starts(pair_root)
     roots_of_pairs = pair_root.tolist()
-    blocked, inexact = _reasons(ctx, lambda e: int(roots[e]))
+    blocked, inexact = _reasons(
+        ctx, lambda e: int(roots[e]), lambda s, n: np.unique(roots[s : s + n]).tolist()
+    )
 
     found: list[tuple[int, int, ChannelGroup, list[int]]] = []
     loc_list: list[int] | None = None
@@ -418,7 +432,7 @@ def _build_groups_small(
                 keys.append(key)
                 unit_kind.append("channel")
                 root_rows.append(row)
-    blocked, inexact = _reasons(ctx, roots.__getitem__)
+    blocked, inexact = _reasons(ctx, roots.__getitem__, lambda s, n: roots[s : s + n])
     # Ranges with the same roots in the same order are the same units (a residual add joins two runs):
     # one class each. A class whose roots are distinct and found in no other class is a whole group
     # with identity index maps (most of a CNN); only the other classes are taken entry by entry.

@@ -96,6 +96,16 @@ def _input_layout(module: nn.Module, member: Any, param: str) -> tuple[int, int]
     return None
 
 
+def _read_without_a_call(model: nn.Module, path: str, module: nn.Module) -> bool:
+    """True for weights read where no pre-hook can mask the input: ``nn.MultiheadAttention`` reads its
+    ``in_proj`` columns for query, key and value (a hook masks only the first) and its ``out_proj``
+    weight directly, without calling ``out_proj``."""
+    if isinstance(module, nn.MultiheadAttention):
+        return True
+    parent, _, _ = path.rpartition(".")
+    return bool(path) and isinstance(get_submodule(model, parent, "consumer_sites()"), nn.MultiheadAttention)
+
+
 def consumer_sites(model: nn.Module, group: Any, who: str = "consumer_sites()") -> list[ConsumerSite]:
     """The modules reading ``group``'s units (its ``role == "in"`` members).
 
@@ -109,7 +119,7 @@ def consumer_sites(model: nn.Module, group: Any, who: str = "consumer_sites()") 
         if member.role != "in" or path in sites:
             continue
         module = get_submodule(model, path, who)
-        layout = _input_layout(module, member, param)
+        layout = None if _read_without_a_call(model, path, module) else _input_layout(module, member, param)
         if layout is None:
             raise ValueError(
                 f"{who}: group {group.id!r} is read by {path!r} "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from torchpare.prune.rules import conv, embedding, linear, norm, ops, reduce, shape  # noqa: E402, F401, I001
+from torchpare.prune.rules import conv, embedding, linear, mha, norm, ops, reduce, shape  # noqa: E402, F401, I001
 from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule, slice_tensor_attr
 from torchpare.prune.rules.registry import (
     CLASS_HOOKS,
