@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from torchpare.datasets import load_digits_split
 from torchpare.distill.algorithms import AdversarialDataFreeDistill, DAFLDataFreeDistill, SingleTeacherDistill
-from torchpare.engine.data import load_digits_split
 from torchpare.engine.trainer import evaluate
 from torchpare.zoo import DigitsCNN, DigitsSmallCNN
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from torchpare.datasets import DigitsSplit, load_digits_split
 from torchpare.distill.algorithms import SingleTeacherDistill, default_student_loss
-from torchpare.engine.data import DigitsSplit, load_digits_split
 from torchpare.zoo import DigitsCNN, DigitsMLP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from torchpare.datasets import load_digits_split
 from torchpare.engine.cache import CachedObjective, TeacherCache
-from torchpare.engine.data import load_digits_split
 from torchpare.engine.demo import kd_distiller
 from torchpare.engine.runner import DigitsData
 from torchpare.engine.schedule import TrainConfig

@@ -398,7 +398,7 @@ def test_to_and_dtype_changes_reach_the_frozen_teacher_and_eval_keeps_it_frozen(
 
 
 def test_crd_reads_sample_indices_from_the_batch_and_its_heads_train():
-    from torchpare.engine.data import digits_loaders, load_digits_split
+    from torchpare.datasets import digits_loaders, load_digits_split
 
     split = load_digits_split(seed=0)
     train, _, _ = digits_loaders(split, batch_size=16, seed=0, with_indices=True)

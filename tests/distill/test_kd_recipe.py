@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from torchpare.datasets import digits_loaders, load_digits_split
 from torchpare.distill.algorithms import SingleTeacherDistill
-from torchpare.engine.data import digits_loaders, load_digits_split
 from torchpare.zoo import DigitsCNN, DigitsSmallCNN
 
 KD_DISTILLER = {

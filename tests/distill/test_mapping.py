@@ -233,7 +233,7 @@ def test_calling_outside_the_block_raises(pair):
 
 
 def test_training_loop_on_digits_lowers_the_loss_and_leaves_the_teacher_unchanged():
-    from torchpare.engine.data import load_digits_split
+    from torchpare.datasets import load_digits_split
     from torchpare.zoo import DigitsCNN, DigitsSmallCNN
 
     split = load_digits_split(seed=0)

@@ -44,7 +44,7 @@ def _half(n: int) -> torch.Tensor:
 
 
 def _digits_teacher(steps: int = 30) -> tuple[DigitsCNN, object]:
-    from torchpare.engine.data import load_digits_split
+    from torchpare.datasets import load_digits_split
 
     split = load_digits_split(seed=0)
     teacher = DigitsCNN(width=8)
@@ -231,7 +231,7 @@ def test_frozen_adapters_stay_the_exact_selection(pruned_pair):
 
 
 def test_model_pruned_by_torchpare_gets_exact_adapters_on_every_pruned_conv():
-    from torchpare.prune.target import prune
+    from torchpare.prune import prune
 
     teacher = DigitsCNN(width=8).eval()
     x = torch.rand(4, 1, 8, 8)

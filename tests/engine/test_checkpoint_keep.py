@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from torchpare.datasets import load_digits_split
 from torchpare.engine.checkpoint import CheckpointError, load_checkpoint
-from torchpare.engine.data import load_digits_split
 from torchpare.engine.schedule import TrainConfig
 from torchpare.engine.trainer import Trainer
 

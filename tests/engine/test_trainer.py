@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from torchpare.engine.demo import kd_distiller
+from torchpare.demo.digits import kd_distiller
 from torchpare.engine.metrics import read_metrics
 from torchpare.engine.schedule import TrainConfig
 from torchpare.engine.trainer import Trainer, epoch_batches

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchpare.engine.data import load_digits_split
+from torchpare.datasets import load_digits_split
 from torchpare.prune.budget import prune
 from torchpare.prune.calibrate import recalibrate_bn
 from torchpare.prune.importance import RandomImportance

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torchpare.engine.data import load_digits_split
+from torchpare.datasets import load_digits_split
 from torchpare.prune import PruneSummary, count, prune
 from torchpare.zoo.catalog import HF_MODELS, ZOO, build_zoo_model
 from torchpare.zoo.digits import DigitsCNN

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
+from torchpare.datasets import load_digits_split
 from torchpare.distill.algorithms import SingleTeacherDistill
-from torchpare.engine.data import load_digits_split
 from torchpare.engine.distributed import shutdown_distributed
 from torchpare.engine.schedule import TrainConfig
 from torchpare.engine.trainer import Trainer

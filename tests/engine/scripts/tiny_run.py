@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from torchpare.engine.data import load_digits_split
+from torchpare.datasets import load_digits_split
 from torchpare.engine.distributed import shutdown_distributed
 from torchpare.engine.schedule import TrainConfig
 from torchpare.engine.trainer import Trainer
