@@ -29,7 +29,6 @@ seconds for users who never prune a transformer.
 
 from __future__ import annotations
 
-import dis
 import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,14 +37,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchpare.prune.graph.propagation import varying_dims
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, ModuleRule
-from torchpare.prune.rules.registry import MODULE_RULES, register_class_hook, register_rule
+from torchpare.prune.rules.registry import MODULE_RULES, register_rule, register_trace_hook
 
 __all__ = [
     "ProjAttentionRule",
     "GPT2AttentionRule",
     "InterleavedQKVRule",
     "register_transformers_rules",
+    "rule_for_module",
     "UnsupportedAttentionError",
 ]
 
@@ -58,7 +59,13 @@ _KV_SOURCE_ARGS = ("key_value_states", "encoder_hidden_states")
 
 # Parameters holding one slice per query head, sliced with their heads: path -> head dim.
 # gpt-oss attention sinks (n_heads,); Swin's relative position bias table (positions, n_heads).
-_PER_HEAD_PARAMS = {"sinks": 0, "relative_position_bias.relative_position_bias_table": 1}
+_PER_HEAD_PARAMS = {
+    "sinks": 0,
+    "relative_position_bias.relative_position_bias_table": 1,
+    "relative_attention_bias.weight": 1,  # T5: (buckets, n_heads), shared by later layers via position_bias
+}
+# Module attributes holding the hidden (residual) width: refreshed to the projections' input width.
+_HIDDEN_ATTRS = ("embed_dim", "hidden_size", "dim", "d_model")
 
 
 def _per_head_param(module: nn.Module, path: str, n_q: int) -> torch.Tensor | None:
@@ -114,18 +121,30 @@ def _hidden_channels(ctx: Any, call: Call, args: dict[str, Any]) -> torch.Tensor
 
 
 def _guard_per_head_inputs(ctx: Any, call: Call, n_q: int, per_q_head: torch.Tensor) -> None:
-    """Block the heads when another input carries one slice per head (a position bias shared across
-    layers, an ALiBi tensor): the rule does not slice it, so removing a head would break its shape."""
+    """Tie or block another input that carries one slice per head (dim 1 of a 4-D tensor).
+
+    A position bias made by an earlier attention leaf (T5's ``position_bias``) carries that leaf's head
+    labels along dim 1: they are unioned with this module's heads, so heads are pruned across layers
+    together. Anything else (an ALiBi tensor built from the config, a bias from outside) blocks the
+    heads: the rule does not slice it, so removing a head would break its shape.
+    """
     if n_q < 2:
         return
     for t in [*call.args, *call.kwargs.values()]:
-        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() == 4 and t.shape[1] == n_q:
-            reason = (
-                f"{type(call.module).__name__} at {call.module_name!r} receives a per-head input of shape "
-                f"{tuple(t.shape)} that head pruning does not slice"
-            )
-            ctx.block(per_q_head, reason)
-            ctx.block(ctx.label(t), reason)
+        if not (isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() == 4 and t.shape[1] == n_q):
+            continue
+        lab = ctx.label(t)
+        if lab is not None and varying_dims(lab) == [1]:
+            per_head = ctx.channels(lab, 1, call.where)
+            if len(ctx.roots(per_head)) == n_q:
+                ctx.union(per_head, per_q_head)
+                continue
+        reason = (
+            f"{type(call.module).__name__} at {call.module_name!r} receives a per-head input of shape "
+            f"{tuple(t.shape)} that head pruning does not slice"
+        )
+        ctx.block(per_q_head, reason)
+        ctx.block(lab, reason)
 
 
 def _linear_like_sizes(layer: nn.Module) -> tuple[int, int]:
@@ -191,17 +210,36 @@ class _Heads:
     n_q: int
     n_kv: int
     head_dim: int
+    multi_query: bool = False  # the module declares one shared kv head (Falcon's ``multi_query``)
+
+    @property
+    def mqa(self) -> bool:
+        """A declared multi-query module: each query head is its own unit, the shared kv head stays.
+
+        Only declared ones: a grouped-query module pruned down to one kv head keeps kv-group units,
+        so group ids stay the same across pruning steps.
+        """
+        return self.multi_query and self.n_kv == 1 and self.n_q > 1
 
     @property
     def unit(self) -> str:
-        return "head" if self.n_q == self.n_kv else "kv_head"
+        return "head" if self.n_q == self.n_kv or self.mqa else "kv_head"
 
 
 def _tie_heads(ctx: Any, heads: _Heads, q: torch.Tensor, kvs: Iterable[torch.Tensor]) -> torch.Tensor:
     """Union every row of a kv group (its query heads' rows, its key/value rows) into one unit.
 
-    Returns one label per *query head* (for attention weights).
+    Returns one label per *query head* (for attention weights). With a single kv head (multi-query),
+    each query head is its own unit and the key/value rows form one more unit, never removable (it is
+    a group of one).
     """
+    if heads.mqa:
+        grid = q.reshape(heads.n_q, heads.head_dim)
+        ctx.union(grid, grid[:, :1])
+        kvs = list(kvs)
+        for kv in kvs:
+            ctx.union(kv.reshape(-1), kvs[0][:1].expand(kv.numel()))
+        return grid[:, 0]
     grid = q.reshape(heads.n_kv, -1)
     anchor = grid[:, :1]
     ctx.union(grid, anchor)
@@ -213,6 +251,127 @@ def _tie_heads(ctx: Any, heads: _Heads, q: torch.Tensor, kvs: Iterable[torch.Ten
 def _tie_bias(ctx: Any, layer_name: str, layer: nn.Module, rows: torch.Tensor, unit: str) -> None:
     if getattr(layer, "bias", None) is not None:
         ctx.union(ctx.param(layer_name, "bias", dim=0, role=ROLE_OUT, unit=unit), rows)
+
+
+# DeBERTa-v2's separate relative-position projections (``share_att_key=False``): rows tied to q or k heads.
+_POS_PROJ = {"pos_query_proj": "q", "pos_key_proj": "k"}
+# One tensor slice: (path inside the module, dim, indices, read by a consumer (zeroed by the probe's mask)).
+_Slice = tuple[str, int, list[int], bool]
+
+
+def _hidden_norms(module: nn.Module, post_norm: str | None) -> list[str]:
+    """Paths of the norms over the hidden width inside an attention leaf (ALBERT's post norm, SR norm)."""
+    paths = [post_norm] if post_norm is not None else []
+    sr = getattr(module, "sequence_reduction", None)
+    if isinstance(sr, nn.Module):
+        paths += [_join("sequence_reduction", n) for n, m in sr.named_modules() if isinstance(m, nn.LayerNorm)]
+    return paths
+
+
+def _tie_norm(ctx: Any, path: str, norm: nn.Module, channels: torch.Tensor) -> None:
+    """A LayerNorm over ``channels`` inside a leaf: its affine parameters follow them; inexact."""
+    for pname in ("weight", "bias"):
+        if getattr(norm, pname, None) is not None:
+            ctx.union(ctx.param(path, pname, dim=0, role=ROLE_OUT), channels)
+    ctx.mark_inexact(channels, f"{path}: normalization statistics read every channel")
+
+
+# -- the behavioural probe ----------------------------------------------------------------------------
+# Verdicts per (class, rule, inputs given): None = removing a head is exact, else the reason it is not.
+_PROBED: dict[tuple[Any, ...], str | None] = {}
+_NO_CACHE_ARGS = ("past_key_value", "past_key_values", "layer_past", "cache")
+
+
+def _probe_inputs(call: Call) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's arguments with caches dropped (running the module again must not extend them)."""
+
+    def clean(name: str, v: Any) -> Any:
+        if name in _NO_CACHE_ARGS or "Cache" in type(v).__name__:
+            return None
+        return v
+
+    args = tuple(clean("", a) for a in call.args)
+    kwargs = {k: clean(k, v) for k, v in call.kwargs.items()}
+    if "use_cache" in kwargs:
+        kwargs["use_cache"] = False
+    return args, kwargs
+
+
+def _first_tensor(out: Any) -> torch.Tensor | None:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    return None
+
+
+def _probe_heads(ctx: Any, rule: Any, call: Call, heads: _Heads, per_q_head: torch.Tensor) -> None:
+    """Check by running the module that removing one head equals zeroing it; block the heads if not.
+
+    The layout was chosen from the module's structure (its Linears and head size), a hint: whether the
+    forward really follows head pruning (reads head counts from the attributes the rule refreshes, not
+    from the config or a hard-coded width) is checked here on the module's real inputs, once per class.
+    Two copies run: one with kv group 0 removed and the rule's ``update`` applied, one with its output
+    columns zeroed. A failure or a difference blocks the heads with the reason (``graph.report()``,
+    and the warning of ``DependencyGraph.build``); the hidden width stays prunable.
+    """
+    if heads.n_kv < 2 and not heads.mqa:
+        return
+    module = call.module
+    given = tuple(sorted(k for k, v in call.kwargs.items() if isinstance(v, torch.Tensor)))
+    key = (type(module), id(rule), given, heads.n_q // heads.n_kv, len(call.args))
+    if key not in _PROBED:
+        _PROBED[key] = _run_probe(rule, call, heads)
+    reason = _PROBED[key]
+    if reason is not None:
+        ctx.block(per_q_head, f"{type(module).__name__} at {call.module_name!r}: {reason}")
+
+
+def _run_probe(rule: Any, call: Call, heads: _Heads) -> str | None:
+    import copy
+
+    from torchpare.prune.rules.base import slice_tensor_attr
+
+    slices, out_cols = rule.unit_slices(call.module, heads, 0)
+    try:
+        masked, pruned = copy.deepcopy(call.module), copy.deepcopy(call.module)
+    except Exception as err:  # noqa: BLE001 - an uncopyable module cannot be checked: say so
+        return f"its heads could not be checked (deepcopy failed: {type(err).__name__}: {err})"
+    args, kwargs = _probe_inputs(call)
+    try:
+        with torch.no_grad():
+            for path, dim, idx, consumer in slices:
+                t = masked.get_parameter(path)
+                if consumer:
+                    t.index_fill_(dim, torch.tensor(idx, device=t.device), 0)
+                keep = sorted(set(range(t.shape[dim])) - set(idx))
+                slice_tensor_attr(pruned, path, dim, torch.tensor(keep, dtype=torch.long, device=t.device))
+            rule.update(pruned)
+            ref = _first_tensor(masked(*args, **kwargs))
+            got = _first_tensor(pruned(*args, **kwargs))
+    except Exception as err:  # noqa: BLE001 - any failure of the pruned forward is the verdict
+        return (
+            f"its forward fails after one head is removed ({type(err).__name__}: {str(err)[:200]}); it reads "
+            f"a head count or width the rule does not update, so its heads are kept"
+        )
+    if ref is None or got is None:
+        return "its forward returns no tensor to compare, so its heads are kept"
+    if out_cols:
+        keep = sorted(set(range(ref.shape[-1])) - set(out_cols))
+        ref = ref[..., keep]
+    if ref.shape != got.shape:
+        return (
+            f"after one head is removed its output has shape {tuple(got.shape)}, expected {tuple(ref.shape)}, "
+            f"so its heads are kept"
+        )
+    scale = float(ref.detach().abs().max()) if ref.numel() else 0.0
+    diff = float((ref.double() - got.double()).abs().max()) if ref.numel() else 0.0
+    if diff > 1e-4 * max(scale, 1.0):
+        return (
+            f"removing one head changes its other heads' output by {diff:.3g} (its forward does not "
+            f"follow head pruning), so its heads are kept"
+        )
+    return None
 
 
 class _HeadRule(ModuleRule):
@@ -244,18 +403,24 @@ class _HeadRule(ModuleRule):
 class ProjAttentionRule(_HeadRule):
     """Heads of attention with separate query/key/value Linears and an optional output Linear.
 
-    Covers ``q_proj``/``k_proj``/``v_proj``/``o_proj`` (LLaMA, ViT, Mistral, Qwen, Gemma...),
-    ``out_proj`` (OPT, BART, CLIP, Whisper...), ``dense`` (Phi), ``q_lin``.../``out_lin`` (DistilBERT) and
-    BERT's ``query``/``key``/``value`` whose output Linear lives in a sibling module (``o=None``: the
-    leaf's output is the concatenated heads, in value-row order, read by the generic Linear rule).
+    Covers ``q_proj``/``k_proj``/``v_proj``/``o_proj`` (LLaMA, ViT, Mistral, Qwen, Gemma, SegFormer...),
+    ``out_proj`` (OPT, BART, CLIP, Whisper...), ``dense`` (Phi; ALBERT, whose module also adds the
+    residual and applies ``LayerNorm``), ``q``/``k``/``v``/``o`` (T5, with its relative attention bias),
+    ``q_lin``.../``out_lin`` (DistilBERT), ``query_proj``/``key_proj``/``value_proj`` (DeBERTa-v2, whose
+    shared relative embeddings go through the same projections) and BERT's ``query``/``key``/``value``
+    whose output Linear lives in a sibling module (``o=None``: the leaf's output is the concatenated
+    heads, in value-row order, read by the generic Linear rule).
 
     Only whole kv groups are removed, so ``num_key_value_groups`` (read by ``repeat_kv``) is unchanged.
-    Cross-attention keys/values read ``key_value_states`` / ``encoder_hidden_states`` when given.
+    Cross-attention keys/values read ``key_value_states`` / ``encoder_hidden_states`` when given. A
+    ``sequence_reduction`` submodule (SegFormer/PVT: strided conv + LayerNorm on the key/value input)
+    keeps the hidden width, so its channels are the hidden channels.
 
     Args:
         q, k, v: attribute names of the query, key and value ``nn.Linear``.
         o: attribute name of the output ``nn.Linear``, or ``None`` when it is outside the module.
         head_dim_attr: attribute holding the per-head size (never changed by pruning).
+        post_norm: attribute name of a norm the module applies to ``hidden_states + o(...)`` (ALBERT).
     """
 
     def __init__(
@@ -265,13 +430,23 @@ class ProjAttentionRule(_HeadRule):
         v: str = "v_proj",
         o: str | None = "o_proj",
         head_dim_attr: str = "head_dim",
+        post_norm: str | None = None,
     ) -> None:
         self.q, self.k, self.v, self.o = q, k, v, o
         self.head_dim_attr = head_dim_attr
+        self.post_norm = post_norm
 
     @property
     def projections(self) -> tuple[str, ...]:
         return (self.q, self.k, self.v) if self.o is None else (self.q, self.k, self.v, self.o)
+
+    def matches(self, module: nn.Module) -> bool:
+        """Whether ``module`` has this layout's Linears and head size (a structural hint, not a proof)."""
+        hd = getattr(module, self.head_dim_attr, None)
+        ok = all(isinstance(getattr(module, p, None), nn.Linear) for p in self.projections)
+        if self.post_norm is not None:
+            ok = ok and isinstance(getattr(module, self.post_norm, None), nn.LayerNorm)
+        return ok and isinstance(hd, int) and hd > 0
 
     def heads(self, module: nn.Module, where: str) -> _Heads:
         who = type(self).__name__
@@ -301,8 +476,24 @@ class ProjAttentionRule(_HeadRule):
             )
         allowed = {f"{p}.{t}" for p in self.projections for t in ("weight", "bias")}
         allowed |= {p for p in _PER_HEAD_PARAMS if _per_head_param(module, p, n_q) is not None}
+        allowed |= {f"{p}.{t}" for p in _POS_PROJ for t in ("weight", "bias")}
+        allowed |= {f"{p}.{t}" for p in _hidden_norms(module, self.post_norm) for t in ("weight", "bias")}
+        if self._reduction(module) is not None:
+            allowed |= {f"sequence_reduction.{n}" for n, _ in module.sequence_reduction.named_parameters()}
         _check_params(module, allowed, hd, who, where)
         return _Heads(n_q, n_kv, hd)
+
+    @staticmethod
+    def _reduction(module: nn.Module) -> tuple[str, str] | None:
+        """``(conv, norm)`` paths of a SegFormer-style ``sequence_reduction`` (hidden -> hidden)."""
+        sr = getattr(module, "sequence_reduction", None)
+        if not isinstance(sr, nn.Module):
+            return None
+        conv = next((n for n, m in sr.named_modules() if isinstance(m, nn.Conv2d)), None)
+        norm = next((n for n, m in sr.named_modules() if isinstance(m, nn.LayerNorm)), None)
+        if conv is None:
+            return None
+        return _join("sequence_reduction", conv), _join("sequence_reduction", norm) if norm else ""
 
     def propagate_heads(self, ctx: Any, call: Call) -> Any:
         module, name = call.module, call.module_name
@@ -313,12 +504,31 @@ class ProjAttentionRule(_HeadRule):
         kv_in = next(
             (c for c in (_input_channels(ctx, call, args, n) for n in _KV_SOURCE_ARGS) if c is not None), x_in
         )
+        rel = _input_channels(ctx, call, args, "rel_embeddings")  # DeBERTa: read by q/k projections too
+        if rel is not None:
+            ctx.union(rel, x_in)
+        reduction = self._reduction(module)
+        if reduction is not None:  # hidden -> strided conv -> norm -> keys/values: the same channels
+            conv, norm = reduction
+            ctx.union(ctx.param(_join(name, conv), "weight", dim=1, role=ROLE_IN), x_in)
+            ctx.union(ctx.param(_join(name, conv), "weight", dim=0, role=ROLE_OUT), x_in)
+            _tie_bias(ctx, _join(name, conv), module.get_submodule(conv), x_in, "channel")
+            if norm:
+                _tie_norm(ctx, _join(name, norm), module.get_submodule(norm), x_in)
         rows = {}
         for proj, source in ((self.q, x_in), (self.k, kv_in), (self.v, kv_in)):
             pname = _join(name, proj)
             ctx.union(ctx.param(pname, "weight", dim=1, role=ROLE_IN), source)
             rows[proj] = ctx.param(pname, "weight", dim=0, role=ROLE_OUT, unit=unit)
             _tie_bias(ctx, pname, getattr(module, proj), rows[proj], unit)
+        for proj, tied in _POS_PROJ.items():  # DeBERTa's separate relative-position projections
+            layer = getattr(module, proj, None)
+            if isinstance(layer, nn.Linear):
+                pname = _join(name, proj)
+                ctx.union(ctx.param(pname, "weight", dim=1, role=ROLE_IN), x_in)
+                pos_rows = ctx.param(pname, "weight", dim=0, role=ROLE_OUT, unit=unit)
+                ctx.union(pos_rows, rows[self.q if tied == "q" else self.k])
+                _tie_bias(ctx, pname, layer, pos_rows, unit)
         per_q_head = _tie_heads(ctx, heads, rows[self.q], (rows[self.k], rows[self.v]))
         _guard_per_head_inputs(ctx, call, heads.n_q, per_q_head)
         for path, dim in _PER_HEAD_PARAMS.items():
@@ -331,22 +541,71 @@ class ProjAttentionRule(_HeadRule):
                     f"{type(self).__name__}: {type(module).__name__} at {name!r} has grouped kv heads but no "
                     f"output projection inside the module."
                 )
+            _probe_heads(ctx, self, call, heads, per_q_head)
             return _label_outputs(ctx, call.output, rows[self.v], per_q_head)
         o_name = _join(name, self.o)
         ctx.union(ctx.param(o_name, "weight", dim=1, role=ROLE_IN, unit=unit), rows[self.q])
         hidden = ctx.param(o_name, "weight", dim=0, role=ROLE_OUT)
         _tie_bias(ctx, o_name, getattr(module, self.o), hidden, "channel")
+        if self.post_norm is not None:  # ALBERT: LayerNorm(hidden_states + dense(heads))
+            ctx.union(hidden, x_in)
+            _tie_norm(ctx, _join(name, self.post_norm), getattr(module, self.post_norm), x_in)
+        _probe_heads(ctx, self, call, heads, per_q_head)
         return _label_outputs(ctx, call.output, hidden, per_q_head)
+
+    def unit_slices(self, module: nn.Module, heads: _Heads, unit: int) -> tuple[list[_Slice], list[int]]:
+        """Tensor slices of kv group ``unit`` (for the probe), and the output columns it owns (``o=None``)."""
+        hd, g = heads.head_dim, heads.n_q // heads.n_kv
+        if heads.mqa:  # query head `unit` alone: the shared key/value rows stay
+            g, kv_rows = 1, []
+        else:
+            kv_rows = list(range(unit * hd, (unit + 1) * hd))
+        q_rows = list(range(unit * g * hd, (unit + 1) * g * hd))
+        out: list[_Slice] = []
+        for proj, idx in ((self.q, q_rows), (self.k, kv_rows), (self.v, kv_rows)):
+            if not idx:
+                continue
+            out.append((f"{proj}.weight", 0, idx, False))
+            if getattr(module, proj).bias is not None:
+                out.append((f"{proj}.bias", 0, idx, False))
+        for proj, tied in _POS_PROJ.items():
+            layer = getattr(module, proj, None)
+            if isinstance(layer, nn.Linear) and (q_rows if tied == "q" else kv_rows):
+                idx = q_rows if tied == "q" else kv_rows
+                out.append((f"{proj}.weight", 0, idx, False))
+                if layer.bias is not None:
+                    out.append((f"{proj}.bias", 0, idx, False))
+        heads_idx = list(range(unit * g, (unit + 1) * g))
+        for path, dim in _PER_HEAD_PARAMS.items():
+            if _per_head_param(module, path, heads.n_q) is not None:
+                out.append((path, dim, heads_idx, False))
+        if self.o is not None:
+            out.append((f"{self.o}.weight", 1, q_rows, True))
+            return out, []
+        return out, kv_rows
 
     def update(self, module: nn.Module) -> None:
         for proj in self.projections:
             _refresh_linear(getattr(module, proj))
+        for proj in _POS_PROJ:
+            if isinstance(getattr(module, proj, None), nn.Linear):
+                _refresh_linear(getattr(module, proj))
         hd = getattr(module, self.head_dim_attr)
-        n_q, n_kv = getattr(module, self.q).out_features // hd, getattr(module, self.k).out_features // hd
+        q = getattr(module, self.q)
+        n_q, n_kv = q.out_features // hd, getattr(module, self.k).out_features // hd
         _set_if_present(module, _Q_HEAD_ATTRS, n_q)
         _set_if_present(module, _KV_HEAD_ATTRS, n_kv)
         _set_if_present(module, ("num_key_value_groups",), n_q // max(n_kv, 1))
         _set_if_present(module, ("all_head_size", "inner_dim"), n_q * hd)
+        _set_if_present(module, _HIDDEN_ATTRS, q.in_features)
+        reduction = self._reduction(module)
+        if reduction is not None:
+            conv = module.get_submodule(reduction[0])
+            conv.out_channels, conv.in_channels = int(conv.weight.shape[0]), int(conv.weight.shape[1])
+        for path in _hidden_norms(module, self.post_norm):
+            norm = module.get_submodule(path)
+            if isinstance(norm, nn.LayerNorm) and norm.weight is not None:
+                norm.normalized_shape = tuple(norm.weight.shape)
 
 
 class GPT2AttentionRule(_HeadRule):
@@ -399,7 +658,24 @@ class GPT2AttentionRule(_HeadRule):
         hidden = ctx.param(proj, "weight", dim=1, role=ROLE_OUT)
         if module.c_proj.bias is not None:
             ctx.union(ctx.param(proj, "bias", dim=0, role=ROLE_OUT), hidden)
+        _probe_heads(ctx, self, call, heads, per_head)
         return _label_outputs(ctx, call.output, hidden, per_head)
+
+    def matches(self, module: nn.Module) -> bool:
+        return (
+            all(hasattr(getattr(module, n, None), "weight") for n in ("c_attn", "c_proj"))
+            and isinstance(getattr(module, "head_dim", None), int)
+            and isinstance(getattr(module, "split_size", None), int)
+        )
+
+    def unit_slices(self, module: nn.Module, heads: _Heads, unit: int) -> tuple[list[_Slice], list[int]]:
+        hd, inner = heads.head_dim, heads.n_q * heads.head_dim
+        cols = [t * inner + unit * hd + i for t in range(3) for i in range(hd)]
+        out: list[_Slice] = [("c_attn.weight", 1, cols, False)]
+        if module.c_attn.bias is not None:
+            out.append(("c_attn.bias", 0, cols, False))
+        out.append(("c_proj.weight", 0, list(range(unit * hd, (unit + 1) * hd)), True))
+        return out, []
 
     def update(self, module: nn.Module) -> None:
         _refresh_linear(module.c_attn)
@@ -411,10 +687,14 @@ class GPT2AttentionRule(_HeadRule):
 
 
 class InterleavedQKVRule(_HeadRule):
-    """Heads of a fused projection laid out per head as ``[q_h | k_h | v_h]`` (GPT-NeoX ``query_key_value``).
+    """Heads of a fused projection laid out per kv group as ``[q_1 .. q_g | k | v]``.
 
-    The forward views the fused output as ``(..., -1, 3 * head_size)`` and chunks it, so head ``h``
-    owns fused rows ``h*3d : (h+1)*3d`` and output-projection columns ``h*d : (h+1)*d``.
+    ``g = 1`` is the per-head ``[q_h | k_h | v_h]`` layout of GPT-NeoX ``query_key_value`` (viewed as
+    ``(..., -1, 3 * head_size)``), BLOOM and Falcon-7B-style models without multi-query; Falcon's
+    ``new_decoder_architecture`` groups ``g`` query heads with one key and one value head, and
+    multi-query Falcon (one kv head for all) is ``[q_1 .. q_n | k | v]``. Kv group ``j`` owns fused rows
+    ``j*(g+2)*d : (j+1)*(g+2)*d`` and output-projection columns ``j*g*d : (j+1)*g*d``. With a single kv
+    head each query head is its own unit (its rows and output columns), the shared key/value stay.
 
     Args:
         qkv: attribute name of the fused ``nn.Linear``.
@@ -427,6 +707,14 @@ class InterleavedQKVRule(_HeadRule):
     ) -> None:
         self.qkv, self.o, self.head_dim_attr = qkv, o, head_dim_attr
 
+    def matches(self, module: nn.Module) -> bool:
+        hd = getattr(module, self.head_dim_attr, None)
+        return (
+            all(isinstance(getattr(module, n, None), nn.Linear) for n in (self.qkv, self.o))
+            and isinstance(hd, int)
+            and hd > 0
+        )
+
     def heads(self, module: nn.Module, where: str) -> _Heads:
         who = type(self).__name__
         hd = getattr(module, self.head_dim_attr, None)
@@ -438,15 +726,20 @@ class InterleavedQKVRule(_HeadRule):
                 f"{who}: {type(module).__name__} at {where!r} needs nn.Linear {self.qkv}/{self.o} and an int "
                 f"{self.head_dim_attr}."
             )
-        n, rem = divmod(out.in_features, hd)
-        if rem or n == 0 or fused.out_features != 3 * out.in_features:
+        n_q, rem = divmod(out.in_features, hd)
+        n_kv2, rem2 = divmod(fused.out_features - out.in_features, 2 * hd)
+        if rem or rem2 or n_q == 0 or n_kv2 == 0 or n_q % n_kv2:
             raise UnsupportedAttentionError(
                 f"{who}: {type(module).__name__} at {where!r}: {self.qkv} outputs {fused.out_features}, "
-                f"{self.o} reads {out.in_features}; expected 3 * heads * {self.head_dim_attr} ({hd})."
+                f"{self.o} reads {out.in_features}; expected (heads + 2 * kv heads) * {self.head_dim_attr} "
+                f"({hd}) with kv heads dividing heads."
             )
         allowed = {f"{p}.{t}" for p in (self.qkv, self.o) for t in ("weight", "bias")}
         _check_params(module, allowed, hd, who, where)
-        return _Heads(n, n, hd)
+        multi_query = getattr(module, "multi_query", False) is True and not getattr(
+            module, "new_decoder_architecture", False
+        )
+        return _Heads(n_q, n_kv2, hd, multi_query)
 
     def propagate_heads(self, ctx: Any, call: Call) -> Any:
         module, name = call.module, call.module_name
@@ -455,90 +748,87 @@ class InterleavedQKVRule(_HeadRule):
         ctx.union(
             ctx.param(fused_name, "weight", dim=1, role=ROLE_IN), _hidden_channels(ctx, call, _bind(call))
         )
-        rows = ctx.param(fused_name, "weight", dim=0, role=ROLE_OUT, unit="head")
-        _tie_bias(ctx, fused_name, getattr(module, self.qkv), rows, "head")
-        grid = rows.reshape(heads.n_q, 3 * heads.head_dim)
-        ctx.union(grid, grid[:, :1])
-        _guard_per_head_inputs(ctx, call, heads.n_q, grid[:, 0])
-        cols = ctx.param(o_name, "weight", dim=1, role=ROLE_IN, unit="head")
-        ctx.union(cols.reshape(heads.n_q, heads.head_dim), grid[:, :1])
+        unit = heads.unit
+        rows = ctx.param(fused_name, "weight", dim=0, role=ROLE_OUT, unit=unit)
+        _tie_bias(ctx, fused_name, getattr(module, self.qkv), rows, unit)
+        hd, g = heads.head_dim, heads.n_q // heads.n_kv
+        grid = rows.reshape(heads.n_kv, g + 2, hd)
+        q = grid[:, :g].reshape(heads.n_q * hd)
+        per_q_head = _tie_heads(ctx, heads, q, (grid[:, g].reshape(-1), grid[:, g + 1].reshape(-1)))
+        _guard_per_head_inputs(ctx, call, heads.n_q, per_q_head)
+        cols = ctx.param(o_name, "weight", dim=1, role=ROLE_IN, unit=unit)
+        ctx.union(cols, q)
         hidden = ctx.param(o_name, "weight", dim=0, role=ROLE_OUT)
         _tie_bias(ctx, o_name, getattr(module, self.o), hidden, "channel")
-        return _label_outputs(ctx, call.output, hidden, grid[:, 0])
+        _probe_heads(ctx, self, call, heads, per_q_head)
+        return _label_outputs(ctx, call.output, hidden, per_q_head)
+
+    def unit_slices(self, module: nn.Module, heads: _Heads, unit: int) -> tuple[list[_Slice], list[int]]:
+        hd, g = heads.head_dim, heads.n_q // heads.n_kv
+        if heads.mqa:  # query head `unit` alone
+            rows = list(range(unit * hd, (unit + 1) * hd))
+            cols = rows
+        else:
+            rows = list(range(unit * (g + 2) * hd, (unit + 1) * (g + 2) * hd))
+            cols = list(range(unit * g * hd, (unit + 1) * g * hd))
+        out: list[_Slice] = [(f"{self.qkv}.weight", 0, rows, False)]
+        if getattr(module, self.qkv).bias is not None:
+            out.append((f"{self.qkv}.bias", 0, rows, False))
+        out.append((f"{self.o}.weight", 1, cols, True))
+        return out, []
 
     def update(self, module: nn.Module) -> None:
-        _refresh_linear(getattr(module, self.qkv))
-        _refresh_linear(getattr(module, self.o))
-        n = getattr(module, self.o).in_features // getattr(module, self.head_dim_attr)
-        _set_if_present(module, _Q_HEAD_ATTRS, n)
+        fused, out = getattr(module, self.qkv), getattr(module, self.o)
+        _refresh_linear(fused)
+        _refresh_linear(out)
+        hd = getattr(module, self.head_dim_attr)
+        n_q = out.in_features // hd
+        n_kv = (fused.out_features - out.in_features) // (2 * hd)
+        _set_if_present(module, _Q_HEAD_ATTRS, n_q)
+        _set_if_present(module, ("num_kv_heads", "num_key_value_heads"), n_kv)
+        _set_if_present(module, ("split_size",), n_q * hd)
+        _set_if_present(module, _HIDDEN_ATTRS, fused.in_features)
 
 
 # -- registration ------------------------------------------------------------------------------------
 _GPT2 = GPT2AttentionRule()
-# Layouts tried in order on transformers classes: (rule, attributes its forward must read on self).
-_LAYOUTS: tuple[tuple[ModuleRule, set[str]], ...] = tuple(
-    (ProjAttentionRule(q, k, v, o, hd), {x for x in (q, k, v, o, hd) if x is not None})
-    for q, k, v, o, hd in (
-        ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim"),
-        ("q_proj", "k_proj", "v_proj", "out_proj", "head_dim"),
-        ("q_proj", "k_proj", "v_proj", "dense", "head_dim"),
-        ("q_lin", "k_lin", "v_lin", "out_lin", "attention_head_size"),
-        ("query", "key", "value", None, "attention_head_size"),
-    )
-) + ((InterleavedQKVRule(), {"query_key_value", "dense", "head_size"}),)
-# Sizes whose meaning after head pruning is ambiguous (hidden width or heads * head_dim?): a forward
-# reading them on self, or reading any head count from the shared config, is left to generic tracing.
-_AMBIGUOUS_SELF = {"embed_dim", "hidden_size", "dim"}
-_CONFIG_SIZES = {
-    "num_heads",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "n_heads",
-    "hidden_size",
-    "head_dim",
-}
+# Layouts tried in order on the first instance of each transformers class: the first whose structure
+# (Linears, head-size attribute) matches becomes the class's rule. Structure is only a hint: each rule
+# checks on the module's real inputs that its forward follows head pruning (``_probe_heads``), so a
+# forward that reads a stale width after a release blocks its heads, with the reason, instead of
+# producing a broken model. Nothing here reads a forward's code, so decorated forwards are fine.
+_LAYOUTS: tuple[Any, ...] = (
+    ProjAttentionRule("q_proj", "k_proj", "v_proj", "o_proj", "head_dim"),
+    ProjAttentionRule("q_proj", "k_proj", "v_proj", "out_proj", "head_dim"),
+    ProjAttentionRule("q_proj", "k_proj", "v_proj", "dense", "head_dim"),
+    ProjAttentionRule("q", "k", "v", "o", "key_value_proj_dim"),
+    ProjAttentionRule("q_lin", "k_lin", "v_lin", "out_lin", "attention_head_size"),
+    ProjAttentionRule("query", "key", "value", "dense", "attention_head_size", post_norm="LayerNorm"),
+    ProjAttentionRule("query", "key", "value", None, "attention_head_size"),
+    ProjAttentionRule("query_proj", "key_proj", "value_proj", None, "attention_head_size"),
+    _GPT2,
+    InterleavedQKVRule(),
+    InterleavedQKVRule(head_dim_attr="head_dim"),
+)
 _examined: set[type] = set()
 
 
-def _attribute_reads(func: Any) -> tuple[set[str], set[str]]:
-    """Attributes ``func`` reads as ``self.<x>`` and as ``self.config.<x>`` (from its bytecode)."""
-    on_self: set[str] = set()
-    on_config: set[str] = set()
-    prev: Any = None
-    prev_prev: Any = None
-    for ins in dis.get_instructions(func):
-        if ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
-            if prev is not None and prev.opname == "LOAD_FAST" and prev.argval == "self":
-                on_self.add(ins.argval)
-            elif (
-                prev is not None
-                and prev.opname == "LOAD_ATTR"
-                and prev.argval == "config"
-                and prev_prev is not None
-                and prev_prev.argval == "self"
-            ):
-                on_config.add(ins.argval)
-        prev_prev, prev = prev, ins
-    return on_self, on_config
+def rule_for_module(module: nn.Module) -> ModuleRule | None:
+    """The head rule whose layout ``module``'s structure matches (``None``: none does).
 
+    Args:
+        module: an attention module instance.
 
-def _rule_for_class(cls: type) -> ModuleRule | None:
-    """The rule for a transformers attention class, chosen from the attributes its forward reads."""
-    if f"{cls.__module__}.{cls.__qualname__}" == "transformers.models.gpt2.modeling_gpt2.GPT2Attention":
-        return _GPT2
-    forward = getattr(cls, "forward", None)  # the forward instances run, possibly inherited
-    if (
-        forward is nn.Module.forward
-        or getattr(forward, "__code__", None) is None
-        or "Attention" not in cls.__name__
-    ):
-        return None
-    # Decorators (functools.wraps: transformers 5.24's deprecate_kwarg) hide the real body's bytecode.
-    on_self, on_config = _attribute_reads(inspect.unwrap(forward))
-    if on_config & _CONFIG_SIZES or on_self & _AMBIGUOUS_SELF:
-        return None
-    for rule, needed in _LAYOUTS:
-        if needed <= on_self:
+    Returns:
+        The first matching rule of the built-in layouts, or ``None``.
+
+    Example:
+        >>> from torch import nn
+        >>> rule_for_module(nn.Linear(2, 2)) is None
+        True
+    """
+    for rule in _LAYOUTS:
+        if rule.matches(module):
             return rule
     return None
 
@@ -546,9 +836,9 @@ def _rule_for_class(cls: type) -> ModuleRule | None:
 def register_transformers_rules(model: nn.Module) -> list[type]:
     """Register head rules for the transformers attention classes used in ``model`` (idempotent, cheap).
 
-    Tracing does this by itself: a class hook offers each class the first time a traced model
-    contains it, so models whose modeling module was imported after torchpare are covered. Classes
-    that already have a rule keep it; each class is examined once.
+    Tracing does this by itself (a trace hook). For each transformers class not seen before, its
+    first instance in ``model`` is matched against the known layouts by structure; classes that
+    already have a rule keep it; each class is examined once.
 
     Args:
         model: a model.
@@ -561,20 +851,19 @@ def register_transformers_rules(model: nn.Module) -> list[type]:
         >>> register_transformers_rules(nn.Sequential(nn.Linear(2, 2)))
         []
     """
-    return [cls for cls in {type(m) for m in model.modules()} if _register_class(cls)]
+    new = []
+    for module in model.modules():
+        cls = type(module)
+        if cls in _examined:
+            continue
+        _examined.add(cls)
+        if cls in MODULE_RULES or not cls.__module__.startswith("transformers."):
+            continue
+        rule = rule_for_module(module)
+        if rule is not None:
+            register_rule(cls, rule)
+            new.append(cls)
+    return new
 
 
-def _register_class(cls: type) -> bool:
-    if cls in _examined or cls in MODULE_RULES:
-        return False
-    _examined.add(cls)
-    if not cls.__module__.startswith("transformers."):
-        return False
-    rule = _rule_for_class(cls)
-    if rule is None:
-        return False
-    register_rule(cls, rule)
-    return True
-
-
-register_class_hook(_register_class)
+register_trace_hook(register_transformers_rules)
