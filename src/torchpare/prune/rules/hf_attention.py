@@ -327,6 +327,13 @@ def _probe_heads(ctx: Any, rule: Any, call: Call, heads: _Heads, per_q_head: tor
         ctx.block(per_q_head, f"{type(module).__name__} at {call.module_name!r}: {reason}")
 
 
+def _drop_heads(t: Any, heads: _Heads, gone: list[int]) -> Any:
+    if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() == 4 and t.shape[1] == heads.n_q:
+        keep = torch.tensor([h for h in range(heads.n_q) if h not in gone], dtype=torch.long, device=t.device)
+        return t.index_select(1, keep)
+    return t
+
+
 def _run_probe(rule: Any, call: Call, heads: _Heads) -> str | None:
     import copy
 
@@ -338,6 +345,11 @@ def _run_probe(rule: Any, call: Call, heads: _Heads) -> str | None:
     except Exception as err:  # noqa: BLE001 - an uncopyable module cannot be checked: say so
         return f"its heads could not be checked (deepcopy failed: {type(err).__name__}: {err})"
     args, kwargs = _probe_inputs(call)
+    # A per-head input tied to these heads (T5's position_bias from the first layer) loses them too.
+    heads_gone = [i for path, dim, idx, _ in slices if path == "__heads__" for i in idx]
+    slices = [s for s in slices if s[0] != "__heads__"]
+    p_args = tuple(_drop_heads(a, heads, heads_gone) for a in args)
+    p_kwargs = {k: _drop_heads(v, heads, heads_gone) for k, v in kwargs.items()}
     try:
         with torch.no_grad():
             for path, dim, idx, consumer in slices:
@@ -348,7 +360,7 @@ def _run_probe(rule: Any, call: Call, heads: _Heads) -> str | None:
                 slice_tensor_attr(pruned, path, dim, torch.tensor(keep, dtype=torch.long, device=t.device))
             rule.update(pruned)
             ref = _first_tensor(masked(*args, **kwargs))
-            got = _first_tensor(pruned(*args, **kwargs))
+            got = _first_tensor(pruned(*p_args, **p_kwargs))
     except Exception as err:  # noqa: BLE001 - any failure of the pruned forward is the verdict
         return (
             f"its forward fails after one head is removed ({type(err).__name__}: {str(err)[:200]}); it reads "
@@ -576,6 +588,7 @@ class ProjAttentionRule(_HeadRule):
                 if layer.bias is not None:
                     out.append((f"{proj}.bias", 0, idx, False))
         heads_idx = list(range(unit * g, (unit + 1) * g))
+        out.append(("__heads__", 1, heads_idx, False))
         for path, dim in _PER_HEAD_PARAMS.items():
             if _per_head_param(module, path, heads.n_q) is not None:
                 out.append((path, dim, heads_idx, False))
