@@ -290,7 +290,12 @@ HF_TINY: dict[str, tuple[str, str, dict[str, Any], str]] = {
     ),
     "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", _T, "text"),
     "opt": ("OPTConfig", "OPTForCausalLM", dict(_T, ffn_dim=64, word_embed_proj_dim=32), "text"),
-    "bloom": ("BloomConfig", "BloomForCausalLM", dict(vocab_size=_VOCAB, hidden_size=32, n_layer=2, n_head=4), "text"),
+    "bloom": (
+        "BloomConfig",
+        "BloomForCausalLM",
+        dict(vocab_size=_VOCAB, hidden_size=32, n_layer=2, n_head=4),
+        "text",
+    ),
     "falcon": (
         "FalconConfig",
         "FalconForCausalLM",
@@ -318,14 +323,29 @@ HF_TINY: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "t5": (
         "T5Config",
         "T5ForConditionalGeneration",
-        dict(vocab_size=_VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, decoder_start_token_id=0),
+        dict(
+            vocab_size=_VOCAB,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            decoder_start_token_id=0,
+        ),
         "seq2seq",
     ),
     "bart": ("BartConfig", "BartForConditionalGeneration", _ENC_DEC, "seq2seq"),
     "vit": (
         "ViTConfig",
         "ViTForImageClassification",
-        dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
+        dict(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+        ),
         "image",
     ),
     "swin": (
@@ -340,7 +360,12 @@ HF_TINY: dict[str, tuple[str, str, dict[str, Any], str]] = {
         dict(_ENC_DEC, num_mel_bins=8, max_source_positions=16, max_target_positions=16),
         "audio",
     ),
-    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(_GQA, num_local_experts=2, num_experts_per_tok=1), "text"),
+    "mixtral": (
+        "MixtralConfig",
+        "MixtralForCausalLM",
+        dict(_GQA, num_local_experts=2, num_experts_per_tok=1),
+        "text",
+    ),
     "qwen2_moe": (
         "Qwen2MoeConfig",
         "Qwen2MoeForCausalLM",

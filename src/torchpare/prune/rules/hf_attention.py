@@ -264,7 +264,9 @@ def _hidden_norms(module: nn.Module, post_norm: str | None) -> list[str]:
     paths = [post_norm] if post_norm is not None else []
     sr = getattr(module, "sequence_reduction", None)
     if isinstance(sr, nn.Module):
-        paths += [_join("sequence_reduction", n) for n, m in sr.named_modules() if isinstance(m, nn.LayerNorm)]
+        paths += [
+            _join("sequence_reduction", n) for n, m in sr.named_modules() if isinstance(m, nn.LayerNorm)
+        ]
     return paths
 
 

@@ -76,7 +76,9 @@ class FusedExpertsRule(ModuleRule):
     def propagate(self, ctx: Any, call: Call) -> Any:
         module, name = call.module, call.module_name
         sizes = _sizes(module)
-        hidden_in = next((a for a in call.args if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
+        hidden_in = next(
+            (a for a in call.args if isinstance(a, torch.Tensor) and a.is_floating_point()), None
+        )
         if hidden_in is None:
             hidden_in = call.kwargs.get("hidden_states")
         if sizes is None or not isinstance(hidden_in, torch.Tensor):
@@ -135,7 +137,11 @@ def _probe(call: Call) -> str | None:
                 FusedExpertsRule().update(pruned)
                 ref = masked(*call.args, **call.kwargs)
                 got = pruned(*call.args, **call.kwargs)
-            if not isinstance(ref, torch.Tensor) or not isinstance(got, torch.Tensor) or ref.shape != got.shape:
+            if (
+                not isinstance(ref, torch.Tensor)
+                or not isinstance(got, torch.Tensor)
+                or ref.shape != got.shape
+            ):
                 verdict = "its output changes shape after one hidden unit is removed, so its units are kept"
             elif float((ref.double() - got.double()).abs().max()) > 1e-4 * max(float(ref.abs().max()), 1.0):
                 verdict = (
