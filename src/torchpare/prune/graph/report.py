@@ -7,14 +7,22 @@ but got no head unit, with the reason, so that a layout no rule understands is n
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import nn
 
 if TYPE_CHECKING:
     from torchpare.prune.graph.dependency import DependencyGraph
 
-__all__ = ["format_report", "headless_attention", "HeadlessAttention"]
+__all__ = [
+    "format_report",
+    "headless_attention",
+    "HeadlessAttention",
+    "group_kinds",
+    "matches_units",
+    "UNIT_KINDS",
+]
 
 _STRUCTURAL = ("model input", "model output", "ignored module", "a tensor made outside")
 # Children that make a module look like attention: a q/k/v triple, or one fused q|k|v projection.
@@ -162,3 +170,66 @@ def format_report(graph: DependencyGraph) -> str:
         for h in headless:
             lines.append(f"  {h.module_name} ({h.class_name}): {h.reason}")
     return "\n".join(lines)
+
+
+UNIT_KINDS = ("channel", "head", "kv_head", "ffn", "hidden")
+
+
+def _is_residual_member(model: nn.Module, module_name: str, param_name: str, dim: int) -> bool:
+    try:
+        module = model.get_submodule(module_name)
+    except AttributeError:
+        return False
+    if isinstance(module, nn.Embedding):
+        return param_name == "weight" and dim == 1
+    name = type(module).__name__
+    return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or name.endswith(("LayerNorm", "RMSNorm"))
+
+
+def group_kinds(graph: DependencyGraph, group: Any) -> set[str]:
+    """The unit kinds a group answers to in ``prune(..., units=...)``.
+
+    A head group is ``{"head"}`` or ``{"kv_head"}``. A channel group is ``"channel"`` plus either
+    ``"hidden"`` (the residual width of a transformer: the group holds an embedding table's width or a
+    LayerNorm/RMSNorm over it) or ``"ffn"`` (any other channel group: MLP and expert hidden units; in
+    a CNN, every channel group).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torchpare.prune.graph import DependencyGraph
+        >>> g = DependencyGraph.build(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(1, 4))
+        >>> sorted(group_kinds(g, g.groups()[0]))
+        ['channel', 'ffn']
+    """
+    if group.unit != "channel":
+        return {group.unit}
+    residual = any(
+        _is_residual_member(graph.model, m.module_name, m.param_name, m.dim) for m in group.members
+    )
+    return {"channel", "hidden" if residual else "ffn"}
+
+
+def matches_units(graph: DependencyGraph, group: Any, units: Iterable[str] | None) -> bool:
+    """Whether ``group`` is selected by ``prune(..., units=units)`` (``None``: every group).
+
+    Raises:
+        ValueError: an unknown unit kind (the message lists :data:`UNIT_KINDS`).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torchpare.prune.graph import DependencyGraph
+        >>> g = DependencyGraph.build(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(1, 4))
+        >>> matches_units(g, g.groups()[0], ("hidden",)), matches_units(g, g.groups()[0], ("ffn",))
+        (False, True)
+    """
+    if units is None:
+        return True
+    wanted = {units} if isinstance(units, str) else set(units)
+    unknown = wanted - set(UNIT_KINDS)
+    if unknown:
+        raise ValueError(
+            f"prune(units={tuple(sorted(wanted))}): unknown unit kind(s) {sorted(unknown)}; use {UNIT_KINDS}."
+        )
+    return bool(group_kinds(graph, group) & wanted)

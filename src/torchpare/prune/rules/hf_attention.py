@@ -30,6 +30,7 @@ seconds for users who never prune a transformer.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -278,6 +279,33 @@ def _tie_norm(ctx: Any, path: str, norm: nn.Module, channels: torch.Tensor) -> N
     ctx.mark_inexact(channels, f"{path}: normalization statistics read every channel")
 
 
+_STAGE = re.compile(r"(?:^|\.)(?:stages|block)\.(\d+)\.")
+
+
+def _note_stage(module: nn.Module, name: str) -> None:
+    """Remember the stage index of a per-stage attention (SegFormer: ``config.hidden_sizes[stage]``)."""
+    config = getattr(module, "config", None)
+    found = _STAGE.search(name)
+    if found and isinstance(getattr(config, "hidden_sizes", None), (list, tuple)):
+        module._torchpare_stage = int(found.group(1))
+
+
+def _sync_stage_width(module: nn.Module, width: int) -> None:
+    """Write a stage's pruned hidden width into the shared ``config.hidden_sizes``.
+
+    A stage's residual width is one group, so it is uniform within the stage and the config can
+    express it; SegFormer's classification head reshapes to ``config.hidden_sizes[-1]``.
+    """
+    stage = getattr(module, "_torchpare_stage", None)
+    config = getattr(module, "config", None)
+    sizes = getattr(config, "hidden_sizes", None)
+    if isinstance(stage, int) and isinstance(sizes, (list, tuple)) and stage < len(sizes):
+        if sizes[stage] != width:
+            new = list(sizes)
+            new[stage] = width
+            config.hidden_sizes = type(sizes)(new)
+
+
 # -- the behavioural probe ----------------------------------------------------------------------------
 # Verdicts per (class, rule, inputs given): None = removing a head is exact, else the reason it is not.
 _PROBED: dict[tuple[Any, ...], str | None] = {}
@@ -521,6 +549,7 @@ class ProjAttentionRule(_HeadRule):
         rel = _input_channels(ctx, call, args, "rel_embeddings")  # DeBERTa: read by q/k projections too
         if rel is not None:
             ctx.union(rel, x_in)
+        _note_stage(module, name)
         reduction = self._reduction(module)
         if reduction is not None:  # hidden -> strided conv -> norm -> keys/values: the same channels
             conv, norm = reduction
@@ -613,6 +642,7 @@ class ProjAttentionRule(_HeadRule):
         _set_if_present(module, ("num_key_value_groups",), n_q // max(n_kv, 1))
         _set_if_present(module, ("all_head_size", "inner_dim"), n_q * hd)
         _set_if_present(module, _HIDDEN_ATTRS, q.in_features)
+        _sync_stage_width(module, q.in_features)
         reduction = self._reduction(module)
         if reduction is not None:
             conv = module.get_submodule(reduction[0])
