@@ -408,9 +408,9 @@ def _prune_eval(
     from torchpare.prune import count
     from torchpare.prune.calibrate import recalibrate_bn
     from torchpare.prune.graph import DependencyGraph
+    from torchpare.prune.graph.report import matches_units
     from torchpare.prune.io import append_step, begin_record
     from torchpare.prune.pruners.deploy import module_channels
-    from torchpare.prune.graph.report import matches_units
     from torchpare.prune.surgery import apply_plan
     from torchpare.prune.verify import breaking_groups, check_runs, pruned_forward_errors
 

@@ -299,11 +299,10 @@ def _sync_stage_width(module: nn.Module, width: int) -> None:
     stage = getattr(module, "_torchpare_stage", None)
     config = getattr(module, "config", None)
     sizes = getattr(config, "hidden_sizes", None)
-    if isinstance(stage, int) and isinstance(sizes, (list, tuple)) and stage < len(sizes):
-        if sizes[stage] != width:
-            new = list(sizes)
-            new[stage] = width
-            config.hidden_sizes = type(sizes)(new)
+    if isinstance(stage, int) and isinstance(sizes, (list, tuple)) and stage < len(sizes) and sizes[stage] != width:
+        new = list(sizes)
+        new[stage] = width
+        config.hidden_sizes = type(sizes)(new)
 
 
 # -- the behavioural probe ----------------------------------------------------------------------------
