@@ -175,10 +175,25 @@ def test_expert_hidden_units_are_an_exact_group_and_the_router_is_intact(name):
     assert len(experts) == 2 and all(g.exact for g in experts), graph.report()
     plan = {g.id: list(range(0, g.size, 2)) for g in experts}  # half the width: stays 8-aligned
     graph.prune(plan)
-    layer = model.model.layers[0].mlp
-    assert layer.experts.gate_up_proj.shape[:2] == (
-        original.model.layers[0].mlp.experts.num_experts,
-        experts[0].size,
-    )
-    assert layer.gate.weight.shape == original.model.layers[0].mlp.gate.weight.shape
+    experts, before = model.model.layers[0].mlp.experts, original.model.layers[0].mlp.experts
+    assert experts.num_experts == before.num_experts == experts.down_proj.shape[0]
+    assert experts.down_proj.shape[2] < before.down_proj.shape[2] and experts.down_proj.shape[2] % 8 == 0
+    assert experts.gate_up_proj.shape[1] == 2 * experts.down_proj.shape[2] == 2 * experts.intermediate_dim
+    gate = model.model.layers[0].mlp.gate
+    assert torch.equal(gate.weight, original.model.layers[0].mlp.gate.weight)
     assert verify_pruning(original, model, inputs, plan) <= 1e-5
+
+
+def test_mixtral_prunes_experts_heads_and_hidden_width_with_round_to_and_runs():
+    """Grouped-matmul experts need 16-byte rows: round_to=8 keeps the hidden width aligned, the
+    router's hidden_dim follows, and every group is pruned without leaving one out."""
+    torch.manual_seed(0)
+    model, inputs = hf_tiny("mixtral")
+    model, summary, messages = _quiet_prune(model, inputs, target_params_ratio=0.7, round_to=8)
+    assert not [m for m in messages if "fail its forward" in m], messages
+    width = model.model.embed_tokens.embedding_dim
+    assert width < 32 and width % 8 == 0
+    layer = model.model.layers[0].mlp
+    assert layer.gate.hidden_dim == width and layer.experts.gate_up_proj.shape[2] == width
+    assert layer.experts.down_proj.shape[2] % 8 == 0
+    assert model(**inputs).logits.shape == (2, 6, 64)

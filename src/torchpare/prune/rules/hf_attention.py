@@ -271,6 +271,13 @@ def _hidden_norms(module: nn.Module, post_norm: str | None) -> list[str]:
     return paths
 
 
+def _tie_residual(ctx: Any, call: Call, hidden: torch.Tensor) -> None:
+    """A ``residual`` argument added to the output inside the module (BLOOM): the same channels."""
+    res = _input_channels(ctx, call, _bind(call), "residual")
+    if res is not None and res.numel() == hidden.numel():
+        ctx.union(res, hidden)
+
+
 def _tie_norm(ctx: Any, path: str, norm: nn.Module, channels: torch.Tensor) -> None:
     """A LayerNorm over ``channels`` inside a leaf: its affine parameters follow them; inexact."""
     for pname in ("weight", "bias"):
@@ -299,7 +306,12 @@ def _sync_stage_width(module: nn.Module, width: int) -> None:
     stage = getattr(module, "_torchpare_stage", None)
     config = getattr(module, "config", None)
     sizes = getattr(config, "hidden_sizes", None)
-    if isinstance(stage, int) and isinstance(sizes, (list, tuple)) and stage < len(sizes) and sizes[stage] != width:
+    if (
+        isinstance(stage, int)
+        and isinstance(sizes, (list, tuple))
+        and stage < len(sizes)
+        and sizes[stage] != width
+    ):
         new = list(sizes)
         new[stage] = width
         config.hidden_sizes = type(sizes)(new)
@@ -589,6 +601,7 @@ class ProjAttentionRule(_HeadRule):
         ctx.union(ctx.param(o_name, "weight", dim=1, role=ROLE_IN, unit=unit), rows[self.q])
         hidden = ctx.param(o_name, "weight", dim=0, role=ROLE_OUT)
         _tie_bias(ctx, o_name, getattr(module, self.o), hidden, "channel")
+        _tie_residual(ctx, call, hidden)
         if self.post_norm is not None:  # ALBERT: LayerNorm(hidden_states + dense(heads))
             ctx.union(hidden, x_in)
             _tie_norm(ctx, _join(name, self.post_norm), getattr(module, self.post_norm), x_in)
@@ -804,6 +817,7 @@ class InterleavedQKVRule(_HeadRule):
         ctx.union(cols, q)
         hidden = ctx.param(o_name, "weight", dim=0, role=ROLE_OUT)
         _tie_bias(ctx, o_name, getattr(module, self.o), hidden, "channel")
+        _tie_residual(ctx, call, hidden)
         _probe_heads(ctx, self, call, heads, per_q_head)
         return _label_outputs(ctx, call.output, hidden, per_q_head)
 

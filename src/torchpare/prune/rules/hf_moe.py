@@ -9,8 +9,10 @@ and dispatch them through an experts interface (a Python loop, ``torch._grouped_
 matmuls...). :class:`FusedExpertsRule` makes such a module one trace leaf, so whichever kernel runs
 does not matter: hidden unit ``i`` is gate row ``i``, up row ``I + i`` and down column ``i``. One
 3-D tensor holds one width for every expert, so unit ``i`` is removed from *all* experts of the
-layer together (one group per MoE layer, ``intermediate`` units); the router and the number of
-experts are never touched, and the hidden (residual) width flows through the experts.
+layer together (one group per MoE layer); the router and the number of experts are never touched,
+and the hidden (residual) width flows through the experts. Under transformers' default grouped-matmul
+kernels (anything but ``experts_implementation="eager"``) rows must stay 16-byte aligned, so a unit
+is a block of 8 hidden units (``intermediate / 8`` units per group).
 
 As with attention, the layout is chosen from structure (the two parameters and their shapes) and
 checked by running the module once per class on its real inputs: removing unit 0 must equal zeroing
@@ -28,11 +30,22 @@ from torch import nn
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, ModuleRule, slice_tensor_attr
 from torchpare.prune.rules.registry import MODULE_RULES, register_rule, register_trace_hook
 
-__all__ = ["FusedExpertsRule", "register_moe_rules"]
+__all__ = ["FusedExpertsRule", "TopKRouterRule", "register_moe_rules"]
 
 _PROBED: dict[type, str | None] = {}
 _ALIGN = 8
 _examined: set[type] = set()
+
+
+def _block(module: nn.Module) -> int:
+    """Hidden units per unit: ``_ALIGN`` unless the experts run the plain Python loop (``"eager"``).
+
+    transformers dispatches experts to ``torch._grouped_mm`` (and batched kernels) by default, which
+    need 16-byte aligned rows: 8 units keep that for 16-bit and 32-bit weights.
+    """
+    impl = getattr(getattr(module, "config", None), "_experts_implementation", None)
+    inter = module.down_proj.shape[2]
+    return 1 if impl == "eager" or inter % _ALIGN else _ALIGN
 
 
 def _sizes(module: nn.Module) -> tuple[int, int, int] | None:
@@ -70,7 +83,7 @@ class FusedExpertsRule(ModuleRule):
         >>> from torchpare.prune.graph import DependencyGraph
         >>> net = nn.Sequential(nn.Linear(4, 4), Experts(), nn.Linear(4, 2))
         >>> [(g.id, g.size) for g in DependencyGraph.build(net, torch.randn(3, 4)).groups()]
-        [('0', 4), ('1.gate_up_proj', 4)]
+        [('0', 4), ('1', 4)]
     """
 
     def propagate(self, ctx: Any, call: Call) -> Any:
@@ -93,6 +106,10 @@ class FusedExpertsRule(ModuleRule):
         ctx.union(rows[:inter], rows[inter:])
         cols = ctx.param(name, "down_proj", dim=2, role=ROLE_IN, unit="channel")
         ctx.union(cols, rows[:inter])
+        block = _block(module)
+        if block > 1:  # grouped-matmul kernels: whole blocks of hidden units, so widths stay aligned
+            blocks = cols.reshape(inter // block, block)
+            ctx.union(blocks, blocks[:, :1])
         out = ctx.param(name, "down_proj", dim=1, role=ROLE_OUT)
         ctx.union(out, x_in)  # the experts' output is added to the residual stream
         reason = _probe(call)
@@ -111,6 +128,45 @@ class FusedExpertsRule(ModuleRule):
         for attr in ("intermediate_dim", "intermediate_size", "expert_dim"):
             if isinstance(getattr(module, attr, None), int):
                 setattr(module, attr, i)
+
+
+def _is_router(module: nn.Module) -> bool:
+    """A top-k router: one ``weight`` ``(num_experts, hidden_dim)`` and those two int attributes."""
+    params = dict(module.named_parameters())
+    w = params.get("weight")
+    return (
+        set(params) == {"weight"}
+        and w is not None
+        and w.dim() == 2
+        and getattr(module, "num_experts", None) == w.shape[0]
+        and getattr(module, "hidden_dim", None) == w.shape[1]
+        and isinstance(getattr(module, "top_k", None), int)
+    )
+
+
+class TopKRouterRule(ModuleRule):
+    """A mixture-of-experts router (``weight`` ``(num_experts, hidden_dim)``): reads the hidden channels,
+    keeps the experts. Its forward reshapes to ``self.hidden_dim``, refreshed after pruning."""
+
+    def propagate(self, ctx: Any, call: Call) -> Any:
+        module, name = call.module, call.module_name
+        x = next((a for a in call.args if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
+        if x is None:
+            x = call.kwargs.get("hidden_states")
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(
+                f"TopKRouterRule: {type(module).__name__} at {name!r} got no hidden_states tensor."
+            )
+        ctx.union(ctx.param(name, "weight", dim=1, role=ROLE_IN), ctx.channels(ctx.label(x), -1, call.where))
+        reason = f"{type(module).__name__} at {name!r}: the router's experts are kept"
+        ctx.fix(ctx.param(name, "weight", dim=0, role=ROLE_OUT), reason)
+        outputs = call.output if isinstance(call.output, (tuple, list)) else (call.output,)
+        s = ctx.sentinel(reason, True)
+        labels = [ctx.constant(s, o.shape) if isinstance(o, torch.Tensor) else None for o in outputs]
+        return tuple(labels) if isinstance(call.output, (tuple, list)) else labels[0]
+
+    def update(self, module: nn.Module) -> None:
+        module.num_experts, module.hidden_dim = (int(n) for n in module.weight.shape)
 
 
 def _probe(call: Call) -> str | None:
@@ -158,7 +214,7 @@ def _probe(call: Call) -> str | None:
 
 
 def register_moe_rules(model: nn.Module) -> list[type]:
-    """Register :class:`FusedExpertsRule` for the fused-experts classes in ``model`` (a trace hook).
+    """Register :class:`FusedExpertsRule` / :class:`TopKRouterRule` for ``model``'s MoE classes (a trace hook).
 
     Only transformers classes, matched on their first instance by structure.
 
@@ -179,12 +235,18 @@ def register_moe_rules(model: nn.Module) -> list[type]:
         if cls in _examined:
             continue
         _examined.add(cls)
-        if cls in MODULE_RULES or not cls.__module__.startswith("transformers.") or _sizes(module) is None:
+        if cls in MODULE_RULES or not cls.__module__.startswith("transformers."):
             continue
-        register_rule(cls, _RULE)
+        if _sizes(module) is not None:
+            register_rule(cls, _RULE)
+        elif _is_router(module):
+            register_rule(cls, _ROUTER)
+        else:
+            continue
         new.append(cls)
     return new
 
 
 _RULE = FusedExpertsRule()
+_ROUTER = TopKRouterRule()
 register_trace_hook(register_moe_rules)
