@@ -6,25 +6,29 @@ query, key and value rows of head ``h`` and the output-projection columns readin
 ``(..., -1, head_dim)``). With grouped-query attention (``n_kv < n_q``) the unit is a *kv head*: its
 key/value rows, the rows of the ``n_q / n_kv`` query heads that read it and their output columns.
 
-Three rules cover the layouts whose forwards (transformers 5.23) reshape with ``-1`` heads:
+Three rules cover the layouts (transformers 5.x):
 
 * :class:`ProjAttentionRule`: separate query/key/value ``nn.Linear`` plus an output Linear inside the
-  module (``o_proj`` in LLaMA, ViT, Mistral, Qwen, Gemma...; ``out_proj`` in OPT, BART, CLIP,
-  Whisper...; ``dense`` in Phi; ``q_lin``...``out_lin`` in DistilBERT) or outside it (BERT's
-  ``query``/``key``/``value``, whose ``BertSelfOutput.dense`` the generic Linear rule handles).
-  ``q_norm``/``k_norm`` over ``head_dim`` are kept whole; per-head ``sinks`` (gpt-oss) and Swin's relative position bias table are sliced.
-* :class:`InterleavedQKVRule`: one fused Linear laid out per head as ``[q_h | k_h | v_h]`` plus an
-  output Linear (GPT-NeoX ``query_key_value`` / ``dense``).
-* :class:`GPT2AttentionRule`: fused ``c_attn`` (``Conv1D``, q|k|v thirds) + ``c_proj``; ``split_size``
-  and ``num_heads`` are refreshed.
+  module (``o_proj`` in LLaMA, Mistral, Qwen, Gemma, SegFormer...; ``out_proj`` in OPT, BART, Whisper...;
+  ``dense`` in Phi and ALBERT; ``o`` in T5; ``out_lin`` in DistilBERT) or outside it (BERT's, ViT's and
+  Swin's ``query``/``key``/``value``, DeBERTa's ``query_proj``...). ``q_norm``/``k_norm`` over
+  ``head_dim`` are kept whole; per-head ``sinks`` (gpt-oss), Swin's relative position bias table and
+  T5's relative attention bias are sliced with their heads.
+* :class:`InterleavedQKVRule`: one fused Linear laid out per kv group as ``[q_1..q_g | k | v]`` plus an
+  output Linear (GPT-NeoX, BLOOM, Falcon ``query_key_value`` / ``dense``).
+* :class:`GPT2AttentionRule`: fused ``c_attn`` (``Conv1D``, q|k|v thirds) + ``c_proj``.
 
 The surgery updates the *module* attributes the forwards read (``num_heads``, ``num_attention_heads``,
-``num_key_value_heads``, ``all_head_size``, ``split_size``, Linear/Conv1D sizes) and never the shared
-``config``: after pruning, layers have different head counts, which one config cannot express.
+``num_key_value_heads``, ``num_kv_heads``, ``all_head_size``, ``split_size``, the hidden width in
+``embed_dim``/``hidden_size``/``dim``/``d_model``, Linear/Conv1D sizes); the shared ``config`` keeps the
+unpruned head counts (layers may differ after pruning).
 
 Transformers classes are registered lazily by :func:`register_transformers_rules`, a trace hook that
-looks at the classes of the model being traced: importing every modeling module up front would cost
-seconds for users who never prune a transformer.
+matches the first instance of each class by *structure* (:func:`rule_for_module`): importing every
+modeling module up front would cost seconds for users who never prune a transformer. Structure is a
+hint; that the forward follows head pruning is checked on the module's real inputs by running it
+(:func:`_probe_heads`), never by reading its code, so decorated forwards work and a forward that reads
+a stale size blocks its heads with the reason instead of breaking the pruned model.
 """
 
 from __future__ import annotations
