@@ -132,6 +132,7 @@ def test_units_ffn_and_heads_keep_the_hidden_width():
         ("opt", "model.decoder.layers.0.self_attn", "embed_dim"),
         ("whisper", "model.decoder.layers.0.encoder_attn", "embed_dim"),
         ("falcon_gqa", "transformer.h.0.self_attention", "hidden_size"),
+        ("stablelm", "model.layers.0.self_attn", "hidden_size"),
     ],
 )
 def test_attention_width_attributes_follow_hidden_and_head_pruning(name, path, attr):

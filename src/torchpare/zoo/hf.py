@@ -320,6 +320,7 @@ HF_TINY: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", _GQA, "text"),
     "gemma": ("GemmaConfig", "GemmaForCausalLM", dict(_GQA, head_dim=8), "text"),
     "phi": ("PhiConfig", "PhiForCausalLM", _T, "text"),
+    "stablelm": ("StableLmConfig", "StableLmForCausalLM", _GQA, "text"),
     "t5": (
         "T5Config",
         "T5ForConditionalGeneration",
