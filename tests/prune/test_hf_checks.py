@@ -198,3 +198,23 @@ def test_mixtral_prunes_experts_heads_and_hidden_width_with_round_to_and_runs():
     assert layer.gate.hidden_dim == width and layer.experts.gate_up_proj.shape[2] == width
     assert layer.experts.down_proj.shape[2] % 8 == 0
     assert model(**inputs).logits.shape == (2, 6, 64)
+
+
+def test_bloom_attention_output_joins_the_residual_width_it_is_added_to():
+    """BLOOM adds the residual inside its attention module: the output projection's rows are the
+    hidden channels, not a group of their own (which pruned alone broke the forward)."""
+    torch.manual_seed(0)
+    model, inputs = hf_tiny("bloom")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # BLOOM's heads are kept (ALiBi), warned
+        graph = DependencyGraph.build(model, inputs)
+    dense = [
+        g
+        for g in graph.all_groups()
+        if any(m.module_name.endswith("self_attention.dense") for m in g.members)
+    ]
+    hidden = next(g for g in graph.groups() if g.id == "transformer.word_embeddings")
+    assert all(g.id == hidden.id or g.unit == "head" for g in dense), [g.id for g in dense]
+    graph.prune({hidden.id: [0, 5]})
+    check_runs(model, inputs)
+    assert model.transformer.h[0].self_attention.dense.out_features == 30
