@@ -218,3 +218,51 @@ def test_bloom_attention_output_joins_the_residual_width_it_is_added_to():
     graph.prune({hidden.id: [0, 5]})
     check_runs(model, inputs)
     assert model.transformer.h[0].self_attention.dense.out_features == 30
+
+
+def _old_style_forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+    """LlamaAttention.forward as transformers 4.4x wrote it: head counts and the merged width on self."""
+    import math
+
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    bsz, q_len, _ = hidden_states.size()
+    q = self.q_proj(hidden_states).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+    k = self.k_proj(hidden_states).view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+    v = self.v_proj(hidden_states).view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, *position_embeddings)
+    k, v = repeat_kv(k, self.num_key_value_groups), repeat_kv(v, self.num_key_value_groups)
+    w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.head_dim)
+    if attention_mask is not None:
+        w = w + attention_mask[:, :, :, : k.shape[-2]]
+    w = torch.softmax(w.float(), dim=-1).to(q.dtype)
+    out = torch.matmul(w, v).transpose(1, 2).contiguous().reshape(bsz, q_len, self.hidden_size)
+    return self.o_proj(out), w
+
+
+def test_an_older_forward_reading_hidden_size_as_the_heads_width_still_prunes_heads_exactly():
+    """Across releases the same attribute changes meaning: transformers 4.4x reshaped the merged heads
+    to ``self.hidden_size``. The probe finds which reading the forward needs; heads prune exactly."""
+    from transformers.models.llama.modeling_llama import LlamaAttention
+
+    old = type("OldStyleLlamaAttention", (LlamaAttention,), {"forward": _old_style_forward})
+    old.__module__ = "transformers.models.oldstyle.modeling_oldstyle"
+    torch.manual_seed(0)
+    model, inputs = hf_tiny("llama")
+    for layer in model.model.layers:
+        attn = layer.self_attn
+        attn.__class__ = old
+        attn.num_heads, attn.num_key_value_heads, attn.hidden_size = 4, 2, 32
+    original = copy.deepcopy(model)
+    graph = DependencyGraph.build(model, inputs)
+    heads = [g for g in graph.groups() if g.unit == "kv_head"]
+    assert len(heads) == 2, graph.report()
+    plan = {heads[0].id: [0]}
+    graph.prune(plan)
+    attn = model.model.layers[0].self_attn
+    assert (attn.num_heads, attn.num_key_value_heads, attn.hidden_size) == (2, 1, 16)
+    assert verify_pruning(original, model, inputs, plan) <= 1e-5
+    hidden = next(g for g in graph.groups() if g.id == "model.embed_tokens")
+    graph.prune({hidden.id: [0, 1]})
+    assert attn.hidden_size == 16 and attn.q_proj.in_features == 30
+    check_runs(model, inputs)

@@ -41,7 +41,6 @@ from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, ModuleRule
 from torchpare.prune.rules.hf_fused_attention import GPT2AttentionRule, InterleavedQKVRule
 from torchpare.prune.rules.hf_head_probe import _probe_heads
 from torchpare.prune.rules.hf_heads import (
-    _HIDDEN_ATTRS,
     _KV_HEAD_ATTRS,
     _KV_SOURCE_ARGS,
     _PER_HEAD_PARAMS,
@@ -62,6 +61,7 @@ from torchpare.prune.rules.hf_heads import (
     _per_head_param,
     _refresh_linear,
     _set_if_present,
+    _set_widths,
     _Slice,
     _sync_stage_width,
     _tie_bias,
@@ -281,7 +281,7 @@ class ProjAttentionRule(_HeadRule):
         _set_if_present(module, _KV_HEAD_ATTRS, n_kv)
         _set_if_present(module, ("num_key_value_groups",), n_q // max(n_kv, 1))
         _set_if_present(module, ("all_head_size", "inner_dim"), n_q * hd)
-        _set_if_present(module, _HIDDEN_ATTRS, q.in_features)
+        _set_widths(module, q.in_features, n_q * hd)
         _sync_stage_width(module, q.in_features)
         reduction = self._reduction(module)
         if reduction is not None:

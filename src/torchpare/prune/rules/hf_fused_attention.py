@@ -12,7 +12,6 @@ from torch import nn
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call
 from torchpare.prune.rules.hf_head_probe import _probe_heads
 from torchpare.prune.rules.hf_heads import (
-    _HIDDEN_ATTRS,
     _Q_HEAD_ATTRS,
     UnsupportedAttentionError,
     _bind,
@@ -26,6 +25,7 @@ from torchpare.prune.rules.hf_heads import (
     _linear_like_sizes,
     _refresh_linear,
     _set_if_present,
+    _set_widths,
     _Slice,
     _tie_bias,
     _tie_heads,
@@ -215,4 +215,4 @@ class InterleavedQKVRule(_HeadRule):
         _set_if_present(module, _Q_HEAD_ATTRS, n_q)
         _set_if_present(module, ("num_kv_heads", "num_key_value_heads"), n_kv)
         _set_if_present(module, ("split_size",), n_q * hd)
-        _set_if_present(module, _HIDDEN_ATTRS, fused.in_features)
+        _set_widths(module, fused.in_features, n_q * hd)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from torchpare.prune.rules.base import Call, slice_tensor_attr
-from torchpare.prune.rules.hf_heads import _Heads
+from torchpare.prune.rules.hf_heads import _HIDDEN_ATTRS, HEADS_WIDTH_CLASSES, _Heads
 
 # Verdicts per (class, rule, inputs given): None = removing a head is exact, else the reason it is not.
 _PROBED: dict[tuple[Any, ...], str | None] = {}
@@ -73,6 +73,25 @@ def _drop_heads(t: Any, heads: _Heads, gone: list[int]) -> Any:
 
 
 def _run_probe(rule: Any, call: Call, heads: _Heads) -> str | None:
+    """The verdict for ``call.module``'s class (``None``: heads prune exactly).
+
+    A module attribute named like a width (``hidden_size``, ``embed_dim``...) means the hidden width in
+    current transformers, and the concatenated heads' width in older forwards (``attn_output.reshape(
+    bsz, q_len, self.hidden_size)``). The first reading is tried first; if the pruned forward fails,
+    the second is tried, and the class keeps the reading that works (``HEADS_WIDTH_CLASSES``).
+    """
+    cls = type(call.module)
+    first = _attempt(rule, call, heads)
+    if first is None or not any(isinstance(getattr(call.module, a, None), int) for a in _HIDDEN_ATTRS):
+        return first
+    HEADS_WIDTH_CLASSES.add(cls)
+    if _attempt(rule, call, heads) is None:
+        return None
+    HEADS_WIDTH_CLASSES.discard(cls)
+    return first
+
+
+def _attempt(rule: Any, call: Call, heads: _Heads) -> str | None:
     slices, out_cols = rule.unit_slices(call.module, heads, 0)
     try:
         masked, pruned = copy.deepcopy(call.module), copy.deepcopy(call.module)

@@ -32,6 +32,14 @@ _PER_HEAD_PARAMS = {
 }
 # Module attributes holding the hidden (residual) width: refreshed to the projections' input width.
 _HIDDEN_ATTRS = ("embed_dim", "hidden_size", "dim", "d_model")
+# Classes whose forward reads those attributes as the concatenated heads' width (older transformers:
+# ``attn_output.reshape(bsz, q_len, self.hidden_size)``), found by the probe (hf_head_probe.py).
+HEADS_WIDTH_CLASSES: set[type] = set()
+
+
+def _set_widths(module: nn.Module, hidden: int, heads_width: int) -> None:
+    """Refresh the width attributes: the hidden width, or the heads' width for HEADS_WIDTH_CLASSES."""
+    _set_if_present(module, _HIDDEN_ATTRS, heads_width if type(module) in HEADS_WIDTH_CLASSES else hidden)
 
 
 def _per_head_param(module: nn.Module, path: str, n_q: int) -> torch.Tensor | None:
