@@ -159,7 +159,7 @@ class TopKRouterRule(ModuleRule):
             )
         ctx.union(ctx.param(name, "weight", dim=1, role=ROLE_IN), ctx.channels(ctx.label(x), -1, call.where))
         reason = f"{type(module).__name__} at {name!r}: the router's experts are kept"
-        ctx.fix(ctx.param(name, "weight", dim=0, role=ROLE_OUT), reason)
+        ctx.block(ctx.param(name, "weight", dim=0, role=ROLE_OUT), reason)
         outputs = call.output if isinstance(call.output, (tuple, list)) else (call.output,)
         s = ctx.sentinel(reason, True)
         labels = [ctx.constant(s, o.shape) if isinstance(o, torch.Tensor) else None for o in outputs]
