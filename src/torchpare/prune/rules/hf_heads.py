@@ -16,6 +16,8 @@ from torch import nn
 
 from torchpare.prune.rules.base import ROLE_OUT, Call, ModuleRule
 
+__all__ = ["UnsupportedAttentionError", "HEADS_WIDTH_CLASSES"]
+
 # Module attributes holding head counts that forwards (or attention kernels) read; refreshed after surgery.
 _Q_HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_heads")
 _KV_HEAD_ATTRS = ("num_key_value_heads", "num_kv_heads")
