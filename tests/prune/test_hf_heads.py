@@ -215,23 +215,37 @@ def test_more_transformers_reach_half_flops_run_and_reload(name, tmp_path):
     torch.testing.assert_close(load_pruned(tmp_path, build())(**inputs).logits, logits, atol=1e-5, rtol=0)
 
 
-def test_decorated_attention_forward_still_gets_a_head_rule():
-    """transformers 5.24 wraps every attention forward in a deprecation decorator (functools.wraps):
-    the head layout must be read from the wrapped body, not from the wrapper's bytecode."""
+@pytest.mark.parametrize("keeps_wrapped", [True, False])
+def test_decorated_attention_forward_still_prunes_heads_exactly(keeps_wrapped):
+    """transformers 5.24 wraps every attention forward in a deprecation decorator (functools.wraps).
+    Head detection reads neither the forward's code nor its identity: a wrapper that hides the
+    wrapped body entirely (no ``__wrapped__``) gets head units too, and they prune exactly."""
+    import copy
     import functools
 
     from transformers.models.llama.modeling_llama import LlamaAttention
 
-    from torchpare.prune.rules.hf_attention import ProjAttentionRule, _rule_for_class
+    from torchpare.prune.graph import DependencyGraph
+    from torchpare.prune.verify import verify_pruning
 
     def deprecate(func):
-        @functools.wraps(func)
         def wrapper(*args, **kwargs):
             return func(*args, **kwargs)
 
-        return wrapper
+        return functools.wraps(func)(wrapper) if keeps_wrapped else wrapper
 
-    wrapped = type("WrappedLlamaAttention", (LlamaAttention,), {"forward": deprecate(LlamaAttention.forward)})
+    name = f"WrappedLlamaAttention{int(keeps_wrapped)}"
+    wrapped = type(name, (LlamaAttention,), {"forward": deprecate(LlamaAttention.forward)})
     wrapped.__module__ = "transformers.models.wrapped.modeling_wrapped"
-    rule = _rule_for_class(wrapped)
-    assert isinstance(rule, ProjAttentionRule) and rule.o == "o_proj"
+    torch.manual_seed(0)
+    model, inputs = hf_llama()
+    for layer in model.model.layers:
+        layer.self_attn.__class__ = wrapped
+    original = copy.deepcopy(model)
+    graph = DependencyGraph.build(model, inputs)
+    heads = [g for g in graph.groups() if g.unit == "kv_head"]
+    assert len(heads) == 2, graph.report()
+    plan = {heads[0].id: [1]}
+    graph.prune(plan)
+    assert model.model.layers[0].self_attn.k_proj.out_features == 8
+    assert verify_pruning(original, model, inputs, plan) <= 1e-5

@@ -289,7 +289,7 @@ SLOW_FAMILIES = {
         "FalconConfig",
         "FalconForCausalLM",
         dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4),
-        None,
+        "head",  # multi-query: each query head is a unit, the shared kv head stays
     ),
     "bloom": (
         "BloomConfig",

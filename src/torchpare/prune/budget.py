@@ -28,12 +28,14 @@ from torch import nn
 import torchpare.prune.calibrate as _calibrate
 from torchpare.prune.counting import count, module_channels
 from torchpare.prune.graph import DependencyGraph
+from torchpare.prune.graph.report import matches_units
 from torchpare.prune.hf_pretrained import warn_if_not_plain
 from torchpare.prune.history import begin_record
 from torchpare.prune.ignored import resolve_ignored
 from torchpare.prune.importance import build_importance
 from torchpare.prune.rules.hf_config import sync_hf_config
 from torchpare.prune.surgery import apply_plan
+from torchpare.prune.verify import breaking_groups, check_runs, pruned_forward_errors
 
 __all__ = ["prune", "PruneSummary"]
 
@@ -261,7 +263,10 @@ def prune(
         except_start_keys: Prefixes of module names excluded as well.
         iterative_steps: Number of prune/re-score rounds (1 = one-shot).
         max_group_ratio: At most this fraction of any group is removed (at least one unit stays).
-        units: Only prune groups of these unit kinds (e.g. ``("head", "kv_head")``); default all.
+        units: Only prune groups of these unit kinds; default all. ``"head"``, ``"kv_head"``: attention
+            heads; ``"hidden"``: the residual width of a transformer; ``"ffn"``: every other channel
+            group (MLP and expert hidden units); ``"channel"``: all channel groups. E.g.
+            ``("head", "kv_head", "ffn")`` keeps the hidden width. See docs/pruning.md.
         data, loss_fn, batch_loss: Calibration batches for data-dependent criteria (Taylor, Fisher):
             ``loss_fn(outputs, targets)`` for ``(inputs, targets)`` batches, or ``batch_loss(model,
             batch)``; dict batches with ``labels`` need neither. ``data`` must be re-iterable when
@@ -278,7 +283,11 @@ def prune(
 
     Raises:
         ValueError: no target or both targets, a ratio outside ``(0, 1]``, bad steps/limits, no
-            prunable group, or ``bn_calibration`` for a model without BatchNorm running statistics.
+            prunable group, an unknown unit kind, or ``bn_calibration`` for a model without BatchNorm
+            running statistics.
+        PrunedForwardError: a pruned model (or a trial) fails its forward in a way no single group
+            explains (a ``ValueError`` and ``RuntimeError``; names the groups). Groups whose removal
+            alone breaks the forward are left out with a warning instead.
         IgnoredModuleError: an ``ignored`` entry or ``except_start_keys`` prefix that is no module of
             ``model`` (also a ``ValueError``; names the closest module names).
 
@@ -374,12 +383,13 @@ def _prune_eval(
         # or for copying the graph's index maps.
         trial = copy.copy(graph)
         trial.model = copy.deepcopy(model)
-        apply_plan(trial, plan)
-        return count(trial.model, example_inputs)[target] / base
+        with pruned_forward_errors(plan, who):
+            apply_plan(trial, plan)
+            return count(trial.model, example_inputs)[target] / base
 
     for step in range(1, iterative_steps + 1):
         goal = ratio ** (step / iterative_steps) if iterative_steps > 1 else ratio
-        groups = {g.id: g for g in graph.groups() if units is None or g.unit in units}
+        groups = {g.id: g for g in graph.groups() if matches_units(graph, g, units)}
         if not groups:
             raise ValueError(f"{who}: no prunable group (units={units}).\n{graph.report()}")
         if imp.requires_data:
@@ -394,16 +404,22 @@ def _prune_eval(
                 f"{who}: criterion {type(imp).__name__} scored no group of {type(model).__name__}."
             )
         planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
+        broken = breaking_groups(graph, example_inputs, planner.plan(planner.counts(planner.total)), who)
+        if broken:  # never return a model that does not run: leave those groups out (warned)
+            scores = {gid: s for gid, s in scores.items() if gid not in broken}
+            planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
         best_plan = _search(
             planner, goal, tolerance if step == iterative_steps else 0.25 * tolerance, metric_of
         )
         if best_plan:
-            apply_plan(graph, best_plan, retrace=True, record=True)
+            with pruned_forward_errors(best_plan, who):
+                apply_plan(graph, best_plan, retrace=True, record=True)
             plans.append(best_plan)
             if bn_calibration is not None:
                 _calibrate.recalibrate_bn(model, bn_calibration)
 
     sync_hf_config(model)
+    check_runs(model, example_inputs, sorted({gid for p in plans for gid in p}), who)
     warn_if_not_plain(model, who)  # Hugging Face models whose widths their config cannot state
     after = count(model, example_inputs)
     achieved = after[target] / base

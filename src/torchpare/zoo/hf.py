@@ -26,6 +26,9 @@ __all__ = [
     "hf_bert",
     "hf_gpt2",
     "hf_llama",
+    "hf_tiny",
+    "hf_tiny_inputs",
+    "HF_TINY",
 ]
 
 _IMAGE = (2, 3, 32, 32)
@@ -236,3 +239,210 @@ def hf_llama(attn_implementation: str = "eager") -> tuple[nn.Module, dict[str, t
         attn_implementation=attn_implementation,
     )
     return _ready(tf.LlamaForCausalLM(config), _tokens())
+
+
+# -- tiny configs of many architectures (coverage of the pruning rules) --------------------------------
+_T = dict(vocab_size=_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+_GQA = dict(_T, num_key_value_heads=2)
+_ENC_DEC = dict(
+    vocab_size=_VOCAB,
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    decoder_start_token_id=1,
+)
+# name -> (config class, model class, config kwargs, input kind)
+HF_TINY: dict[str, tuple[str, str, dict[str, Any], str]] = {
+    "bert": ("BertConfig", "BertForSequenceClassification", _T, "text"),
+    "roberta": ("RobertaConfig", "RobertaForSequenceClassification", dict(_T, pad_token_id=1), "text"),
+    "distilbert": (
+        "DistilBertConfig",
+        "DistilBertForSequenceClassification",
+        dict(vocab_size=_VOCAB, dim=32, hidden_dim=64, n_layers=2, n_heads=4),
+        "text",
+    ),
+    "albert": ("AlbertConfig", "AlbertForSequenceClassification", dict(_T, embedding_size=16), "text"),
+    "deberta_v2": (
+        "DebertaV2Config",
+        "DebertaV2ForSequenceClassification",
+        dict(
+            _T,
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            position_buckets=8,
+            max_relative_positions=16,
+            share_att_key=True,
+        ),
+        "text",
+    ),
+    "gpt2": (
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        dict(vocab_size=_VOCAB, n_embd=32, n_layer=2, n_head=4, n_inner=64, bos_token_id=1, eos_token_id=2),
+        "text",
+    ),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", _T, "text"),
+    "opt": ("OPTConfig", "OPTForCausalLM", dict(_T, ffn_dim=64, word_embed_proj_dim=32), "text"),
+    "bloom": (
+        "BloomConfig",
+        "BloomForCausalLM",
+        dict(vocab_size=_VOCAB, hidden_size=32, n_layer=2, n_head=4),
+        "text",
+    ),
+    "falcon": (
+        "FalconConfig",
+        "FalconForCausalLM",
+        dict(vocab_size=_VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4),
+        "text",
+    ),
+    "falcon_gqa": (
+        "FalconConfig",
+        "FalconForCausalLM",
+        dict(
+            vocab_size=_VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_kv_heads=2,
+            new_decoder_architecture=True,
+        ),
+        "text",
+    ),
+    "llama": ("LlamaConfig", "LlamaForCausalLM", _GQA, "text"),
+    "mistral": ("MistralConfig", "MistralForCausalLM", _GQA, "text"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", _GQA, "text"),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", dict(_GQA, head_dim=8), "text"),
+    "phi": ("PhiConfig", "PhiForCausalLM", _T, "text"),
+    "stablelm": ("StableLmConfig", "StableLmForCausalLM", _GQA, "text"),
+    "t5": (
+        "T5Config",
+        "T5ForConditionalGeneration",
+        dict(
+            vocab_size=_VOCAB,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            decoder_start_token_id=0,
+        ),
+        "seq2seq",
+    ),
+    "bart": ("BartConfig", "BartForConditionalGeneration", _ENC_DEC, "seq2seq"),
+    "vit": (
+        "ViTConfig",
+        "ViTForImageClassification",
+        dict(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+        ),
+        "image",
+    ),
+    "swin": (
+        "SwinConfig",
+        "SwinForImageClassification",
+        dict(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4),
+        "image",
+    ),
+    "whisper": (
+        "WhisperConfig",
+        "WhisperForConditionalGeneration",
+        dict(_ENC_DEC, num_mel_bins=8, max_source_positions=16, max_target_positions=16),
+        "audio",
+    ),
+    "mixtral": (
+        "MixtralConfig",
+        "MixtralForCausalLM",
+        dict(_GQA, num_local_experts=2, num_experts_per_tok=1),
+        "text",
+    ),
+    "qwen2_moe": (
+        "Qwen2MoeConfig",
+        "Qwen2MoeForCausalLM",
+        dict(
+            _GQA,
+            num_experts=2,
+            num_experts_per_tok=1,
+            moe_intermediate_size=16,
+            shared_expert_intermediate_size=16,
+        ),
+        "text",
+    ),
+    "segformer": (
+        "SegformerConfig",
+        "SegformerForImageClassification",
+        dict(
+            num_encoder_blocks=2,
+            depths=[1, 1],
+            sr_ratios=[2, 1],
+            hidden_sizes=[32, 64],
+            num_attention_heads=[2, 4],
+            patch_sizes=[7, 3],
+            strides=[4, 2],
+            mlp_ratios=[2, 2],
+            decoder_hidden_size=32,
+            num_labels=3,
+        ),
+        "image",
+    ),
+}
+
+
+def hf_tiny_inputs(kind: str, length: int = 6) -> dict[str, torch.Tensor]:
+    """Example inputs for :data:`HF_TINY` models of input ``kind``; ``length`` is the sequence length
+    (text, decoder side of seq2seq/audio) or the image side divided by 4 (images: ``4 * length`` pixels).
+
+    Example:
+        >>> sorted(hf_tiny_inputs("seq2seq"))
+        ['attention_mask', 'decoder_input_ids', 'input_ids']
+    """
+    gen = torch.Generator().manual_seed(length)
+    if kind == "image":
+        return {"pixel_values": torch.randn(2, 3, 4 * length + 8, 4 * length + 8, generator=gen)}
+    ids = torch.randint(3, _VOCAB, (2, length), generator=gen)
+    ids[:, -1] = 2  # an end-of-sequence token (BART's classification head looks for it)
+    mask = torch.ones(2, length, dtype=torch.long)
+    mask[1, 0] = 0
+    if kind == "text":
+        return {"input_ids": ids, "attention_mask": mask}
+    decoder = torch.randint(3, _VOCAB, (2, length), generator=gen)
+    if kind == "seq2seq":
+        return {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": decoder}
+    if kind == "audio":  # Whisper: mel features of 2 * max_source_positions frames
+        return {"input_features": torch.randn(2, 8, 32, generator=gen), "decoder_input_ids": decoder}
+    raise KeyError(f"hf_tiny_inputs(kind={kind!r}): unknown kind; use one of text, seq2seq, audio, image.")
+
+
+def hf_tiny(
+    name: str, length: int = 6, attn_implementation: str = "eager"
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A tiny randomly initialised transformers model of architecture ``name`` (see :data:`HF_TINY`).
+
+    Built offline from a small config (hidden 32, 4 heads, 1-2 layers), in eval mode, with inputs
+    from :func:`hf_tiny_inputs`.
+
+    Raises:
+        KeyError: unknown ``name`` (the message lists the known ones).
+
+    Example:
+        >>> model, inputs = hf_tiny("llama")
+        >>> model(**inputs).logits.shape
+        torch.Size([2, 6, 64])
+    """
+    if name not in HF_TINY:
+        raise KeyError(f"hf_tiny({name!r}): unknown architecture; use one of {sorted(HF_TINY)}.")
+    tf = _transformers()
+    config_name, model_name, kwargs, kind = HF_TINY[name]
+    config = getattr(tf, config_name)(**kwargs, attn_implementation=attn_implementation)
+    return _ready(getattr(tf, model_name)(config), hf_tiny_inputs(kind, length))

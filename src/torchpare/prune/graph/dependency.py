@@ -8,6 +8,7 @@ consumers (``role == "in"`` slices) — checked by :func:`torchpare.prune.verify
 from __future__ import annotations
 
 import gc
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from torchpare._utils import did_you_mean
 from torchpare.prune.graph.group import ChannelGroup, build_groups
-from torchpare.prune.graph.report import format_report
+from torchpare.prune.graph.report import format_report, headless_attention
 from torchpare.prune.graph.trace import trace_labels
 from torchpare.prune.ignored import resolve_ignored
 from torchpare.prune.labels import LabelContext
@@ -36,6 +37,8 @@ class DependencyGraph:
         model: the traced model (pruned in place by :meth:`prune`).
         example_inputs: the inputs used for tracing (re-used to rebuild after pruning).
         ignored: names of modules never pruned on their output side.
+        headless: attention-like modules that got no head unit, with the reason (each class is warned
+            about once per build, and ``report()`` lists them).
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, ignored: tuple[str, ...]) -> None:
@@ -43,6 +46,7 @@ class DependencyGraph:
         self.example_inputs = example_inputs
         self.ignored = ignored
         self.ctx: LabelContext
+        self.headless: list[Any] = []  # attention-like modules without head units (graph.report())
         self._groups: list[ChannelGroup] = []
         self._by_id: dict[str, ChannelGroup] = {}
 
@@ -83,7 +87,23 @@ class DependencyGraph:
         names = resolve_ignored(model, ignored, who="DependencyGraph.build()")
         graph = cls(model, example_inputs, tuple(names))
         graph._trace()
+        graph._warn_headless()
         return graph
+
+    def _warn_headless(self) -> None:
+        """Warn once per class about attention-like modules that got no head unit (never silent)."""
+        self.headless = headless_attention(self)
+        by_class: dict[str, list[Any]] = {}
+        for h in self.headless:
+            by_class.setdefault(h.class_name, []).append(h)
+        for cls_name, found in by_class.items():
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            warnings.warn(
+                f"DependencyGraph.build(): {cls_name} at {found[0].module_name!r}{more} looks like attention but "
+                f"gets no head unit, so its heads are not pruned: {found[0].reason}. See graph.report().",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _trace(self) -> None:
         # The label bookkeeping allocates many small tuples; a full GC pass in the middle can cost

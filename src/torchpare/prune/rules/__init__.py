@@ -1,6 +1,6 @@
 """Channel rules, one file per layer family, and :func:`register_rule` to add your own.
 
-Importing this package registers the built-in rules. The Hugging Face rules (``hf_attention``,
+Importing this package registers the built-in rules. The Hugging Face rules (``hf_attention``, ``hf_moe``,
 ``hf_conv1d``) are imported when their files are present; an error inside them is raised, not hidden.
 """
 
@@ -23,7 +23,7 @@ from torchpare.prune.rules.registry import (
     register_trace_hook,
 )
 
-for _optional in ("hf_conv1d", "hf_attention"):
+for _optional in ("hf_conv1d", "hf_attention", "hf_moe"):
     if importlib.util.find_spec(f"{__name__}.{_optional}") is not None:
         importlib.import_module(f"{__name__}.{_optional}")
 

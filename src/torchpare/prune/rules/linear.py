@@ -74,7 +74,12 @@ class FunctionalLinearRule(FunctionRule):
         wname = ctx.param_names.get(id(w))
         bname = ctx.param_names.get(id(b)) if b is not None else None
         if wname is None or (b is not None and bname is None):
-            reason = f"{call.where}: weight is not a parameter"
+            which, t = ("weight", w) if wname is None else ("bias", b)
+            if ctx.has_label(t):  # made by a traced op: a cloned or concatenated parameter (Swin-V2 qkv bias)
+                how = "is computed from a parameter inside the forward, not a parameter itself"
+            else:
+                how = "is neither a parameter nor computed by a traced op"
+            reason = f"{call.where}: F.linear {which} {how}, so it cannot be sliced"
             for t in (x, w, b):
                 ctx.block(ctx.label(t), reason)
             return ctx.constant(ctx.sentinel(reason), call.output.shape)
