@@ -243,7 +243,8 @@ class AutoSlim(BaseAlgorithm):
     @contextmanager
     def subnet(self, subnet: float | Mapping[str, Any], calib_data: Iterable[Any] | None = None,
                num_batches: int | None = None) -> Iterator[nn.Module]:
-        """Run the supernet as ``subnet`` with BatchNorm statistics that fit it, then restore it.
+        """Run the supernet as ``subnet`` with BatchNorm statistics that fit it, then restore it
+        (masks, statistics and every module's train/eval mode).
 
         A listed uniform width under ``bn="switchable"``, and the max subnet, use their own statistics;
         any other subnet needs ``calib_data`` (batches as :func:`~torchpare.prune.recalibrate_bn` takes)
@@ -271,6 +272,7 @@ class AutoSlim(BaseAlgorithm):
                 f"(bn={self.bn_mode!r}); pass calib_data (a few training batches) to re-estimate them."
             )
         saved = self._snapshot()
+        modes = [(m, m.training) for m in self.student.modules()]
         try:
             if self.bn_mode == "switchable":
                 switch_bn(self.student, ratio if own and ratio is not None else 1.0)
@@ -283,6 +285,8 @@ class AutoSlim(BaseAlgorithm):
             self._restore(saved)
             if self.bn_mode == "switchable":
                 switch_bn(self.student, 1.0)
+            for module, training in modes:
+                module.training = training
 
     def deploy(self, channel_cfg: float | Mapping[str, Any], calib_data: Iterable[Any] | None = None,
                num_batches: int | None = None) -> nn.Module:
@@ -302,8 +306,7 @@ class AutoSlim(BaseAlgorithm):
         masks = self.to_subnet(channel_cfg)
         cfg = self.pruner.export_subnet(masks) if not (
             isinstance(channel_cfg, Mapping) and "__subnet__" in channel_cfg) else channel_cfg
-        with self.subnet(masks, calib_data, num_batches):
-            with self.pruner._hooks_suspended():
-                clone = copy.deepcopy(self.student)
+        with self.subnet(masks, calib_data, num_batches), self.pruner._hooks_suspended():
+            clone = copy.deepcopy(self.student)
         to_plain_bn(clone)
         return deploy_subnet(clone, cfg, self.pruner.example_inputs)
