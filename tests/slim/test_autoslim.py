@@ -144,3 +144,37 @@ def test_bad_arguments_are_clear_errors():
         _algo(bn="frozen")
     with pytest.raises(ValueError, match="input_shape"):
         AutoSlim(DigitsCNN(width=4))
+
+
+def test_sliced_subnet_forward_equals_the_masked_one_with_the_same_gradients(digits):
+    x, y = digits.x_train[:16], digits.y_train[:16]
+    sliced = _algo(bn="recalibrate", seed=2)
+    masked = _algo(bn="recalibrate", seed=2, subnet_forward="mask")
+    masked.load_state_dict(sliced.state_dict())
+    assert sliced._sliced is not None and masked._sliced is None
+    ls, lm = sliced.loss(x, y), masked.loss(x, y)
+    for k in ls:
+        torch.testing.assert_close(ls[k], lm[k], atol=1e-5, rtol=1e-5)
+    sliced.total_loss(ls).backward()
+    masked.total_loss(lm).backward()
+    for (name, a), b in zip(sliced.named_parameters(), masked.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+    for k, v in sliced.state_dict().items():  # running statistics too
+        torch.testing.assert_close(v, masked.state_dict()[k], atol=1e-5, rtol=1e-5, msg=k)
+
+
+def test_slicing_that_differs_from_masking_falls_back_to_masks_with_a_warning():
+    class Grouped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+            self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.fc = torch.nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.fc(self.dw(self.conv(x)).mean((2, 3)))
+
+    with pytest.warns(UserWarning, match="masks at full width"):
+        algo = AutoSlim(Grouped(), {"ratios": [0.5, 1.0]}, example_inputs=X, bn="recalibrate")
+    assert algo._sliced is None
+    algo.total_loss(algo.loss(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3]))).backward()

@@ -22,6 +22,7 @@ BatchNorm statistics per width:
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -41,6 +42,7 @@ from torchpare.prune.calibrate import recalibrate_bn
 from torchpare.prune.pruners import RatioPruner
 from torchpare.prune.pruners.deploy import deploy_subnet
 from torchpare.registry import ALGORITHMS, LOSSES, PRUNERS
+from torchpare.slim.sliced import SlicedForward
 from torchpare.slim.switchable_bn import SwitchableBatchNorm2d, convert_switchable_bn, switch_bn, to_plain_bn
 
 __all__ = ["AutoSlim"]
@@ -83,6 +85,10 @@ class AutoSlim(BaseAlgorithm):
             are uniform widths) or ``"recalibrate"`` (independent ratios per space; statistics of
             other subnets re-estimated when evaluated).
         seed: Seed of the random subnet sampling (its state is saved in :meth:`state_dict`).
+        subnet_forward: How the min/random subnets run in training: ``"slice"`` (default: on the
+            leading slices of the shared weights, so a narrow subnet costs what its width costs; checked
+            against masks at construction, with a warning and masks where it differs) or ``"mask"``
+            (the pruner's masks at full width).
         student_loss: ``(outputs, targets) -> tensor`` for the max subnet; default cross-entropy
             (``-100`` ignored).
 
@@ -111,6 +117,7 @@ class AutoSlim(BaseAlgorithm):
         bn: BNMode = "switchable",
         seed: int = 0,
         student_loss: StudentLoss | None = None,
+        subnet_forward: Literal["slice", "mask"] = "slice",
     ) -> None:
         super().__init__()
         who = type(self).__name__
@@ -118,6 +125,8 @@ class AutoSlim(BaseAlgorithm):
             raise ValueError(f"{who}: num_random_samples must be an int >= 0, got {num_random_samples!r}.")
         if bn not in ("switchable", "recalibrate"):
             raise ValueError(f"{who}: bn must be 'switchable' or 'recalibrate', got {bn!r}.")
+        if subnet_forward not in ("slice", "mask"):
+            raise ValueError(f"{who}: subnet_forward must be 'slice' or 'mask', got {subnet_forward!r}.")
         self.student = build_model(model, who)
         self.bn_mode = bn
         self.num_random_samples = num_random_samples
@@ -151,6 +160,21 @@ class AutoSlim(BaseAlgorithm):
         self.seed = int(seed)
         self._generator = torch.Generator().manual_seed(self.seed)
         self.pruner.set_max_channel()
+        self._sliced: SlicedForward | None = None
+        if subnet_forward == "slice":
+            sliced = SlicedForward(self.student, self.pruner)
+            probe = torch.Generator().manual_seed(0)
+            trials = [self.pruner.ratio_subnet(self.ratios[0]), self.pruner.sample_subnet(probe)]
+            if all(sliced.check(t) for t in trials):
+                self._sliced = sliced
+            else:
+                warnings.warn(
+                    f"{who}: running subnets on sliced weights does not reproduce the masked subnet on "
+                    f"{type(self.student).__name__} (a layer keeps a channel count of its own, e.g. a grouped "
+                    "convolution or a fixed reshape); training with masks at full width instead "
+                    "(subnet_forward='mask' silences this).",
+                    stacklevel=2,
+                )
 
     # -- widths -----------------------------------------------------------------------------------
     @property
@@ -183,7 +207,11 @@ class AutoSlim(BaseAlgorithm):
         return out
 
     def _norms(self) -> list[_BatchNorm]:
-        return [m for m in self.student.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+        cached = self.__dict__.get("_norm_cache")
+        if cached is None or cached[0] is not self.student:
+            norms = [m for m in self.student.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+            cached = self.__dict__["_norm_cache"] = (self.student, norms)
+        return cached[1]
 
     def _snapshot(self) -> list[tuple[_BatchNorm, torch.Tensor, torch.Tensor, torch.Tensor]]:
         return [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
@@ -210,10 +238,14 @@ class AutoSlim(BaseAlgorithm):
                     self._add_supervised(losses, "student.loss", outputs, targets)
                     teacher = logits_of(outputs).detach()
                     continue
-                self.pruner.set_subnet(subnet)
+                if self._sliced is None:
+                    # Consumer-input masks suffice to train (outputs exact, masked units get no gradient);
+                    # masked BatchNorm statistics are put back (recalibrate) or belong to this width only.
+                    self.pruner.set_subnet(subnet, zero_outputs=False)
                 saved = self._snapshot() if self.bn_mode == "recalibrate" and self.training else None
                 try:
-                    outputs = forward_model(self.student, inputs)
+                    outputs = (forward_model(self.student, inputs) if self._sliced is None
+                               else self._sliced(subnet, inputs))
                 finally:
                     if saved is not None:
                         self._restore(saved)  # the running statistics follow the max subnet only
