@@ -87,7 +87,7 @@ def run_seed(seed: int, epochs: int, teacher_epochs: int) -> dict[str, dict[floa
     uniform = _uniform_flops(algo)
     for t, cfg in result.channel_cfgs.items():
         small = algo.deploy(cfg, calib).eval()
-        with algo.subnet(cfg, calib) as net:
+        with algo.subnet(cfg, calib) as net, torch.no_grad():
             out["diff"][t] = float((net.eval()(split.x_test) - small(split.x_test)).abs().max())
         out["searched"][t] = evaluate(small, test)["accuracy"]
         out["flops"][t] = count(small, X)["flops"] / full
