@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import torch
+
 from torchpare.cli.main import main
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "slim_digits.yaml"
@@ -22,6 +24,9 @@ def test_slim_command_trains_searches_deploys_and_evaluates(tmp_path, capsys):
     cfg = json.loads((out / "subnet_50.json").read_text())
     assert "__subnet__" in cfg and (out / "subnet_50" / "model").is_dir()
     assert (out / "checkpoints" / "last.pt").is_file()
+    from torchpare.zoo import DigitsCNN
+
+    DigitsCNN(width=4).load_state_dict(torch.load(out / "model.pt", weights_only=True))  # a plain model
 
 
 def test_slim_command_reports_every_config_problem(tmp_path, capsys):

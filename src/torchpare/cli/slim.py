@@ -8,7 +8,8 @@ sections of its own::
     finetune: {epochs: 5, lr: 0.002}     # optional: fine-tune each deployed subnet with the engine
 
 The run folder gets the supernet's ``checkpoints/`` and ``metrics.jsonl`` (``--resume`` continues its
-training), ``model.pt`` (the supernet), per target ``subnet_<pct>.json`` (the channel config, MMRazor's
+training), ``model.pt`` (the supernet's weights, plain BatchNorm with the
+full width's statistics: it loads into the ``model`` section's architecture), per target ``subnet_<pct>.json`` (the channel config, MMRazor's
 format plus ``__subnet__``) and ``subnet_<pct>/model/`` (the deployed model, ``save_pruned``), and
 ``results.json`` with one entry per model for ``torchpare report``.
 """
@@ -107,7 +108,9 @@ def run_slim(cfg: Mapping[str, Any], *, resume: bool = False, quiet: bool = Fals
     algo = build_algorithm(algo_cfg, model, source)
     Trainer(algo, data.train, val_data=data.val, config=train_cfg, run_dir=run_dir, eval_model=model,
             name="supernet").fit(resume=resume)
-    save_model(model, run_dir)
+    from torchpare.slim import to_plain_bn
+
+    save_model(to_plain_bn(copy.deepcopy(model)), run_dir)  # loads into the plain architecture
     bs = train_cfg.batch_size
     x, y = data.split.x_train, data.split.y_train
     calib = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)][: int(search.get("calib_batches", 8))]
