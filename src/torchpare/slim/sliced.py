@@ -48,7 +48,8 @@ class SlicedForward:
         self.pruner = pruner
         named = dict(model.named_parameters())
         named.update(dict(model.named_buffers()))
-        self._tensors = named
+        # (owner module, attribute) per tensor, read at each call: ``.to()`` replaces buffer objects.
+        self._owners = {k: (model.get_submodule(k.rpartition(".")[0]), k.rpartition(".")[2]) for k in named}
         # space -> [(tensor key, dim, index map)]
         self._members: dict[str, list[tuple[str, int, tuple[tuple[int, ...], ...]]]] = {}
         for gid, group in pruner.groups.items():
@@ -63,13 +64,14 @@ class SlicedForward:
     def tensors(self, subnet: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``{name: sliced tensor}`` for every tensor a narrowed space touches."""
         out: dict[str, torch.Tensor] = {}
+        current = {k: getattr(module, attr) for k, (module, attr) in self._owners.items()}
         for gid, mask in subnet.items():
             if bool(mask.all()):
                 continue
             kept = mask.nonzero().flatten().tolist()
             for key, dim, index_map in self._members.get(gid, ()):
                 index = [i for u in kept for i in index_map[u]]
-                t = out.get(key, self._tensors[key])
+                t = out.get(key, current[key])
                 if index == list(range(len(index))):
                     t = t.narrow(dim, 0, len(index))  # a view: gradients/statistics reach the full tensor
                 else:
@@ -78,7 +80,7 @@ class SlicedForward:
         # Parameters as contiguous copies (differentiable: gradients still reach the shared tensor);
         # conv kernels are much slower on strided weights. Buffers stay views, so BatchNorm statistic
         # updates land in the shared statistics.
-        return {k: (t.contiguous() if isinstance(self._tensors[k], nn.Parameter) else t) for k, t in out.items()}
+        return {k: (t.contiguous() if isinstance(current[k], nn.Parameter) else t) for k, t in out.items()}
 
     def __call__(self, subnet: Mapping[str, torch.Tensor], inputs: Any) -> Any:
         """``model(inputs)`` as ``subnet``."""
