@@ -138,11 +138,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS)
+    parser.add_argument("--width", type=int, default=WIDTH, help="DigitsCNN width")
     parser.add_argument("--score", default="accuracy", choices=("accuracy", "loss", "distill"),
                         help="the search's held-out score")
     parser.add_argument("--write", default=None, help="write the section into this markdown file")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    globals()["WIDTH"] = args.width
     t0 = time.time()
     runs = [run_seed(s, args.epochs, args.teacher_epochs, args.score) for s in args.seeds]
     plain, slim = step_cost()
@@ -167,7 +169,7 @@ def main() -> None:
     body = "\n".join([
         "## Slimmable networks (AutoSlim) on digits",
         "",
-        f"`DigitsCNN(width={WIDTH})`, seeds {args.seeds}, test accuracy % (mean ± std). Supernet: "
+        f"`DigitsCNN(width={args.width})`, seeds {args.seeds}, test accuracy % (mean ± std). Supernet: "
         f"{args.epochs} epochs of the sandwich rule (max + min + {NUM_RANDOM} random, in-place KL), "
         f"full width {_fmt(sup)}. prune(): {args.teacher_epochs} epochs of plain training + "
         f"{args.epochs - args.teacher_epochs} epochs of fine-tuning (the same optimiser steps in all). "
@@ -182,7 +184,7 @@ def main() -> None:
         f"{'met' if ratio <= 2 + NUM_RANDOM else 'NOT met'}).",
         "",
         f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/slim_digits.py "
-        f"--epochs {args.epochs} --teacher-epochs {args.teacher_epochs} --score {args.score} "
+        f"--width {args.width} --epochs {args.epochs} --teacher-epochs {args.teacher_epochs} --score {args.score} "
         f"--write docs/benchmarks.md` "
         f"({time.time() - t0:.0f} s on this machine).",
     ])
