@@ -71,7 +71,8 @@ def _uniform_flops(algo: AutoSlim) -> dict[float, int]:
             for r in (i / 64 for i in range(16, 65))}
 
 
-def run_seed(seed: int, epochs: int, teacher_epochs: int, score: str = "accuracy") -> dict[str, dict[float, float]]:
+def run_seed(seed: int, epochs: int, teacher_epochs: int, score: str = "accuracy",
+             finetune_epochs: int = 0) -> dict[str, dict[float, float]]:
     split = load_digits_split(seed)
     train = TensorDataset(split.x_train, split.y_train)
     val = TensorDataset(split.x_val, split.y_val)
@@ -80,7 +81,7 @@ def run_seed(seed: int, epochs: int, teacher_epochs: int, score: str = "accuracy
     out: dict[str, dict[float, float]] = {"searched": {}, "pruned": {}, "uniform": {}, "flops": {}, "diff": {}}
 
     algo = _supernet(seed)
-    Trainer(algo, train, config=_cfg(epochs, LR, seed)).fit()
+    Trainer(algo, train, config=_cfg(epochs - finetune_epochs, LR, seed)).fit()
     full = count(algo.deploy(1.0), X)["flops"]
     out["supernet"] = {1.0: evaluate(algo.student, test)["accuracy"]}
     result = greedy_search(algo, val, targets=TARGETS, calib_data=calib, max_channel_bins=8, score=score)
@@ -89,10 +90,14 @@ def run_seed(seed: int, epochs: int, teacher_epochs: int, score: str = "accuracy
         small = algo.deploy(cfg, calib).eval()
         with algo.subnet(cfg, calib) as net, torch.no_grad():
             out["diff"][t] = float((net.eval()(split.x_test) - small(split.x_test)).abs().max())
-        out["searched"][t] = evaluate(small, test)["accuracy"]
         out["flops"][t] = count(small, X)["flops"] / full
         r = max(ratio for ratio, flops in uniform.items() if flops <= t * full)
-        out["uniform"][t] = evaluate(algo.deploy(r, calib), test)["accuracy"]
+        narrow = algo.deploy(r, calib)
+        if finetune_epochs:  # both fine-tuned alike: supernet + fine-tuning = EPOCHS per delivered model
+            for net in (small, narrow):
+                Trainer(net, train, config=_cfg(finetune_epochs, FT_LR, seed)).fit()
+        out["searched"][t] = evaluate(small, test)["accuracy"]
+        out["uniform"][t] = evaluate(narrow, test)["accuracy"]
 
     torch.manual_seed(seed)
     teacher = DigitsCNN(width=WIDTH)
@@ -138,6 +143,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS)
+    parser.add_argument("--finetune-epochs", type=int, default=0,
+                        help="train the supernet EPOCHS - this, then fine-tune each searched/uniform subnet this long")
     parser.add_argument("--width", type=int, default=WIDTH, help="DigitsCNN width")
     parser.add_argument("--score", default="accuracy", choices=("accuracy", "loss", "distill"),
                         help="the search's held-out score")
@@ -146,7 +153,7 @@ def main() -> None:
     torch.set_num_threads(1)
     globals()["WIDTH"] = args.width
     t0 = time.time()
-    runs = [run_seed(s, args.epochs, args.teacher_epochs, args.score) for s in args.seeds]
+    runs = [run_seed(s, args.epochs, args.teacher_epochs, args.score, args.finetune_epochs) for s in args.seeds]
     plain, slim = step_cost()
     rows = ["| FLOPs target | searched FLOPs | searched subnet | prune() + fine-tune | uniform width | "
             "searched - pruned | max abs diff deployed vs masked |", "|---|---|---|---|---|---|---|"]
@@ -170,10 +177,14 @@ def main() -> None:
         "## Slimmable networks (AutoSlim) on digits",
         "",
         f"`DigitsCNN(width={args.width})`, seeds {args.seeds}, test accuracy % (mean ± std). Supernet: "
-        f"{args.epochs} epochs of the sandwich rule (max + min + {NUM_RANDOM} random, in-place KL), "
+        f"{args.epochs - args.finetune_epochs} epochs of the sandwich rule (max + min + {NUM_RANDOM} random, in-place KL), "
         f"full width {_fmt(sup)}. prune(): {args.teacher_epochs} epochs of plain training + "
         f"{args.epochs - args.teacher_epochs} epochs of fine-tuning (the same optimiser steps in all). "
-        f"Search score: {args.score}. Searched and uniform subnets are not fine-tuned (BatchNorm statistics re-estimated on 8 batches).",
+        f"Search score: {args.score}. " + (
+            f"Supernet trained {args.epochs - args.finetune_epochs} epochs, then each searched and uniform subnet "
+            f"deployed and fine-tuned {args.finetune_epochs} epochs (lr {FT_LR}): {args.epochs} epochs per "
+            "delivered model, as for prune()." if args.finetune_epochs else
+            "Searched and uniform subnets are not fine-tuned (BatchNorm statistics re-estimated on 8 batches)."),
         "",
         *rows,
         "",
@@ -185,6 +196,7 @@ def main() -> None:
         "",
         f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/slim_digits.py "
         f"--width {args.width} --epochs {args.epochs} --teacher-epochs {args.teacher_epochs} --score {args.score} "
+        f"--finetune-epochs {args.finetune_epochs} "
         f"--write docs/benchmarks.md` "
         f"({time.time() - t0:.0f} s on this machine).",
     ])
