@@ -174,7 +174,8 @@ def main() -> None:
     sup = [r["supernet"][1.0] for r in runs]
     ratio = slim / plain
     body = "\n".join([
-        "## Slimmable networks (AutoSlim) on digits",
+        f"### AutoSlim on digits: width {args.width}, search score {args.score}, "
+        f"{args.finetune_epochs} fine-tuning epochs per subnet",
         "",
         f"`DigitsCNN(width={args.width})`, seeds {args.seeds}, test accuracy % (mean ± std). Supernet: "
         f"{args.epochs - args.finetune_epochs} epochs of the sandwich rule (max + min + {NUM_RANDOM} random, in-place KL), "
@@ -202,7 +203,8 @@ def main() -> None:
     ])
     print(body)
     if args.write:
-        write_section(args.write, "slim_digits", body)
+        key = f"slim_digits_w{args.width}_{args.score}_ft{args.finetune_epochs}"
+        write_section(args.write, key, body)
 
 
 if __name__ == "__main__":
