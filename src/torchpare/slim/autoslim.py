@@ -38,9 +38,7 @@ from torchpare.distill.algorithms.base import (
     forward_model,
     logits_of,
 )
-from torchpare.prune.calibrate import recalibrate_bn
-from torchpare.prune.pruners import RatioPruner
-from torchpare.prune.pruners.deploy import deploy_subnet
+from torchpare.prune import RatioPruner, deploy_subnet, recalibrate_bn
 from torchpare.registry import ALGORITHMS, LOSSES, PRUNERS
 from torchpare.slim.sliced import SlicedForward
 from torchpare.slim.switchable_bn import SwitchableBatchNorm2d, convert_switchable_bn, switch_bn, to_plain_bn

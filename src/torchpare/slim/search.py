@@ -20,8 +20,7 @@ import torch
 from torch import nn
 
 from torchpare.distill.algorithms.base import forward_model, logits_of
-from torchpare.prune.counting import count
-from torchpare.prune.pruners.deploy import deploy_subnet
+from torchpare.prune import count, deploy_subnet
 
 __all__ = ["greedy_search", "SearchResult"]
 

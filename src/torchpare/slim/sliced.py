@@ -21,9 +21,15 @@ from torch import nn
 from torch.func import functional_call
 
 from torchpare.distill.algorithms.base import logits_of
-from torchpare.prune.pruners._masking import member_owner
 
 __all__ = ["SlicedForward"]
+
+
+def _owner(member: Any) -> tuple[str, str]:
+    """``(module path, tensor name)`` of a group member (rules may name a descendant's tensor)."""
+    full = f"{member.module_name}.{member.param_name}" if member.module_name else member.param_name
+    path, _, leaf = full.rpartition(".")
+    return path, leaf
 
 
 class SlicedForward:
@@ -55,7 +61,7 @@ class SlicedForward:
         for gid, group in pruner.groups.items():
             rows = []
             for m in group.members:
-                path, param = member_owner(m)
+                path, param = _owner(m)
                 key = f"{path}.{param}" if path else param
                 if key in named:
                     rows.append((key, m.dim, m.index_map))
