@@ -178,3 +178,4 @@ def test_slicing_that_differs_from_masking_falls_back_to_masks_with_a_warning():
         algo = AutoSlim(Grouped(), {"ratios": [0.5, 1.0]}, example_inputs=X, bn="recalibrate")
     assert algo._sliced is None
     algo.total_loss(algo.loss(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3]))).backward()
+

@@ -26,7 +26,7 @@ from torchpare._utils import atomic_write_bytes
 from torchpare.engine.config import ConfigError, TrainConfig, save_config, validate_config
 from torchpare.engine.measure import model_stats
 from torchpare.engine.runner import build_algorithm, build_data, build_model, save_model
-from torchpare.engine.trainer import Trainer, evaluate
+from torchpare.engine.trainer import Trainer, evaluate, fetch_batch
 
 __all__ = ["run_slim", "SEARCH_KEYS", "FINETUNE_KEYS"]
 
@@ -111,9 +111,9 @@ def run_slim(cfg: Mapping[str, Any], *, resume: bool = False, quiet: bool = Fals
     from torchpare.slim import to_plain_bn
 
     save_model(to_plain_bn(copy.deepcopy(model)), run_dir)  # loads into the plain architecture
-    bs = train_cfg.batch_size
-    x, y = data.split.x_train, data.split.y_train
-    calib = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)][: int(search.get("calib_batches", 8))]
+    bs, n = train_cfg.batch_size, len(data.train)
+    calib = [fetch_batch(data.train, range(i, min(n, i + bs)))
+             for i in range(0, n, bs)][: int(search.get("calib_batches", 8))]
     result = greedy_search(
         algo, data.val, targets=search.get("targets", (0.75, 0.5, 0.25)), calib_data=calib,
         metric=search.get("metric", "flops"), score=search.get("score", "accuracy"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -10,7 +10,7 @@ from torch import nn
 
 from torchpare._utils import did_you_mean
 
-__all__ = ["deploy_subnet", "module_channels", "subnet_meta_from_channels"]
+__all__ = ["deploy_subnet", "module_channels"]
 
 
 def module_channels(module: nn.Module) -> tuple[int, int] | None:
@@ -39,74 +39,6 @@ def module_channels(module: nn.Module) -> tuple[int, int] | None:
     return int(weight.shape[0]), int(weight.shape[0])
 
 
-def subnet_meta_from_channels(
-    groups: Iterable[Any], channel_cfg: Mapping[str, Any], who: str = "deploy_subnet()"
-) -> dict[str, dict[str, Any]]:
-    """Kept units per channel group read from a channel config without ``"__subnet__"`` (MMRazor's
-    AutoSlim format ``{module: {"in_channels", "out_channels", "raw_in_channels", "raw_out_channels"}}``).
-
-    A group keeps its first units, as many as fill the first ``out_channels`` output channels of the
-    modules of ``channel_cfg`` computing it (slimmable networks keep the leading channels). Groups that
-    no listed module computes keep every unit.
-
-    Returns:
-        ``{group_id: {"size", "unit", "kept"}}`` (the ``groups`` entry of ``"__subnet__"``).
-
-    Raises:
-        ValueError: an ``out_channels`` that does not end at a unit boundary (e.g. half a head), or two
-            modules of one group asking for different numbers of units.
-
-    Example:
-        >>> from torchpare.prune import DependencyGraph
-        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-        >>> graph = DependencyGraph.build(net, torch.randn(1, 4))
-        >>> cfg = {"0": {"in_channels": 4, "out_channels": 2, "raw_in_channels": 4, "raw_out_channels": 8}}
-        >>> subnet_meta_from_channels(graph.groups(), cfg)["0"]["kept"]
-        [0, 1]
-    """
-    from torchpare.prune.pruners._masking import member_owner
-
-    out: dict[str, dict[str, Any]] = {}
-    for group in groups:
-        wanted: dict[str, int] = {}
-        for member in group.members:
-            path, param = member_owner(member)
-            entry = channel_cfg.get(path)
-            if member.role != "out" or param != "weight" or not isinstance(entry, Mapping):
-                continue
-            n = int(entry["out_channels"])
-            kept = [i for i, idx in enumerate(member.index_map) if max(idx) < n]
-            if sum(len(member.index_map[i]) for i in kept) != n:
-                raise ValueError(
-                    f"{who}: channel_cfg[{path!r}] keeps out_channels={n}, which does not end at a unit "
-                    f"boundary of space {group.id!r} ({group.unit}s of {len(member.index_map[0])} channels)."
-                )
-            wanted[path] = len(kept)
-        if not wanted:
-            continue
-        counts = set(wanted.values())
-        if len(counts) > 1:
-            raise ValueError(
-                f"{who}: channel_cfg asks for different numbers of units of space {group.id!r}: {wanted}; "
-                "modules computing one space must keep the same channels."
-            )
-        k = counts.pop()
-        if not 0 < k <= group.size:
-            raise ValueError(f"{who}: space {group.id!r} would keep {k} of {group.size} units.")
-        out[group.id] = {"size": group.size, "unit": group.unit, "kept": list(range(k))}
-    return out
-
-
-def _masking_hooks(model: nn.Module) -> list[str]:
-    """Names of the modules carrying a pruner's subnet-masking hooks."""
-    found = []
-    for name, module in model.named_modules():
-        hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
-        if any(getattr(h, "__qualname__", "").startswith(("InputMasker.", "OutputMasker.")) for h in hooks):
-            found.append(name)
-    return found
-
-
 def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inputs: Any = None) -> nn.Module:
     """Physically prune ``model`` in place to ``channel_cfg`` (from ``StructurePruner.export_subnet``).
 
@@ -117,7 +49,7 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
         model: An unpruned instance of the supernet's architecture (weights already loaded).
         channel_cfg: The exported config. Without its ``"__subnet__"`` entry (MMRazor's AutoSlim
             format) every space keeps its first units, as many as the ``out_channels`` of the modules
-            computing it (see :func:`subnet_meta_from_channels`).
+            computing it (see :func:`~torchpare.prune.pruners.channel_cfg.subnet_meta_from_channels`).
         example_inputs: Inputs to trace the graph; default: rebuilt from the spec in ``channel_cfg``
             (required when it has no ``"__subnet__"``).
 
@@ -147,21 +79,11 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
     from torchpare.prune.io import append_step, begin_record, inputs_from_spec
 
     who = "deploy_subnet()"
-    masked = _masking_hooks(model)
-    if masked:
-        raise ValueError(
-            f"{who}: {type(model).__name__} still has subnet masks set (hooks on {masked[:3]}); call "
-            "set_max_channel() first on its pruner (deploying changes shapes under the masking hooks), or "
-            "deploy onto a copy made without masks."
-        )
-    if not isinstance(channel_cfg, Mapping):
-        raise TypeError(f"{who}: channel_cfg must be a dict, got {type(channel_cfg).__name__}.")
-    meta = channel_cfg.get("__subnet__")
-    if meta is None and example_inputs is None:
-        raise KeyError(
-            f"{who}: channel_cfg has no '__subnet__' entry (an MMRazor-style config), so example_inputs "
-            "are needed to trace the model; pass them, or pass the dict export_subnet() returned."
-        )
+    from torchpare.prune.pruners.channel_cfg import check_unmasked, with_subnet_entry
+
+    check_unmasked(model, who)  # "call set_max_channel() first", not a size mismatch under the hooks
+    channel_cfg = with_subnet_entry(model, channel_cfg, example_inputs, who)  # MMRazor configs too
+    meta = channel_cfg["__subnet__"]
     modules = dict(model.named_modules())
     for name, entry in channel_cfg.items():
         if name == "__subnet__":
@@ -181,11 +103,9 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
     if example_inputs is None:
         device = next((p.device for p in model.parameters()), None)
         example_inputs = inputs_from_spec(meta["example_inputs"], device)
-    ignored = tuple(meta.get("ignored", ())) if meta is not None else ()
+    ignored = tuple(meta.get("ignored", ()))
     graph = DependencyGraph.build(model, example_inputs, ignored=ignored)
     known = {g.id: g for g in graph.all_groups()}
-    if meta is None:
-        meta = {"groups": subnet_meta_from_channels(graph.groups(), channel_cfg, who)}
     plan: dict[str, list[int]] = {}
     for gid, space in meta["groups"].items():
         if gid not in known:

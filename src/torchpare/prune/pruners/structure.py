@@ -463,7 +463,7 @@ class StructurePruner:
         first units, as many as the ``out_channels`` of the modules computing it).
 
         Raises:
-            KeyError, ValueError: see :func:`~torchpare.prune.pruners.deploy.subnet_meta_from_channels`.
+            KeyError, ValueError: see :func:`~torchpare.prune.pruners.channel_cfg.subnet_meta_from_channels`.
 
         Example:
             >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -472,7 +472,7 @@ class StructurePruner:
             >>> pruner.subnet_from_channel_cfg(cfg)["0"].int().tolist()
             [1, 1, 1, 0, 0, 0, 0, 0]
         """
-        from torchpare.prune.pruners.deploy import subnet_meta_from_channels
+        from torchpare.prune.pruners.channel_cfg import subnet_meta_from_channels
 
         groups = channel_cfg["__subnet__"]["groups"] if "__subnet__" in channel_cfg else (
             subnet_meta_from_channels(self.groups.values(), channel_cfg, f"{type(self).__name__}")
