@@ -23,6 +23,7 @@ examples:
   torchpare train configs/digits_teacher.yaml --resume    # continue exactly after a crash
   torchpare train configs/digits_teacher.yaml --overwrite # start again in a used run folder
   torchrun --nproc_per_node=2 -m torchpare train configs/digits_teacher.yaml   # several processes
+  torchpare slim configs/slim_digits.yaml         # slimmable supernet, subnets at 75/50/25% FLOPs
   torchpare report runs/demo                      # rebuild report.html + PNGs from saved metrics
 """
 
@@ -59,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start a new run in a non-empty run folder (its previous run files are deleted)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p = sub.add_parser("slim", help="train a slimmable supernet (AutoSlim), search each FLOPs target, deploy "
+                       "and evaluate the subnets (config: model, algorithm AutoSlim, search, schedule)")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
+                   help="override a config value (repeatable), e.g. --set search.targets=[0.5]")
+    p.add_argument("--output", help="run folder (overrides the config's 'output')")
+    p.add_argument("--resume", action="store_true", help="continue the supernet from <output>/checkpoints/last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p = sub.add_parser("report", help="rebuild report.html and PNGs of a run folder from its saved metrics")
     p.add_argument("run_dir", help="a folder written by 'torchpare demo' or another command")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -90,6 +100,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         if entry:
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()
                            if k != "prune_summary"))
+        return 0
+    if args.command == "slim":
+        from pathlib import Path
+
+        from torchpare.cli.slim import run_slim
+        from torchpare.engine.config import apply_overrides, load_config
+
+        cfg = apply_overrides(load_config(args.config), args.overrides)
+        if args.output:
+            cfg["output"] = args.output
+        scores = run_slim(cfg, resume=args.resume, quiet=args.quiet, source=f"'{Path(args.config)}'")
+        print(" ".join(f"{k}={v:.4g}" for k, v in scores.items()))
         return 0
     if args.command == "report":
         from torchpare.engine.report import build_report

@@ -29,14 +29,19 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
 
     Args:
         model: An unpruned instance of the supernet's architecture (weights already loaded).
-        channel_cfg: The exported config (its ``"__subnet__"`` entry is required).
-        example_inputs: Inputs to trace the graph; default: rebuilt from the spec in ``channel_cfg``.
+        channel_cfg: The exported config. Without its ``"__subnet__"`` entry (MMRazor's AutoSlim
+            format) every space keeps its first units, as many as the ``out_channels`` of the modules
+            computing it (see :func:`~torchpare.prune.pruners.channel_cfg.subnet_meta_from_channels`).
+        example_inputs: Inputs to trace the graph; default: rebuilt from the spec in ``channel_cfg``
+            (required when it has no ``"__subnet__"``).
 
     Returns:
         ``model``, pruned and carrying its pruning record (so ``save_pruned`` works).
 
     Raises:
-        KeyError: ``channel_cfg`` lacks ``"__subnet__"`` or names a space the model does not have.
+        KeyError: ``channel_cfg`` names a module or space the model does not have, or it lacks
+            ``"__subnet__"`` and no ``example_inputs`` are given.
+        ValueError: ``model`` still carries a pruner's subnet masks ("call set_max_channel() first").
         ValueError: a space whose size differs from the model's, or a pruned layer whose channels do
             not match ``channel_cfg`` (the message names the module).
 
@@ -54,10 +59,10 @@ def deploy_subnet(model: nn.Module, channel_cfg: Mapping[str, Any], example_inpu
         (True, True)
     """
     who = "deploy_subnet()"
-    if "__subnet__" not in channel_cfg:
-        raise KeyError(
-            f"{who}: channel_cfg has no '__subnet__' entry; pass the dict export_subnet() returned."
-        )
+    from torchpare.prune.pruners.channel_cfg import check_unmasked, with_subnet_entry
+
+    check_unmasked(model, who)  # "call set_max_channel() first", not a size mismatch under the hooks
+    channel_cfg = with_subnet_entry(model, channel_cfg, example_inputs, who)  # MMRazor configs too
     meta = channel_cfg["__subnet__"]
     modules = dict(model.named_modules())
     for name, entry in channel_cfg.items():

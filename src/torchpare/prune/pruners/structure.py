@@ -183,7 +183,7 @@ class StructurePruner:
             out[gid] = _as_mask(value, self.groups[gid].size, gid, who)
         return out
 
-    def set_subnet(self, subnet: Mapping[str, Any]) -> None:
+    def set_subnet(self, subnet: Mapping[str, Any], zero_outputs: bool = True) -> None:
         """Apply ``subnet`` in place through hooks, without changing any shape.
 
         Masked units are zero in two places:
@@ -204,6 +204,11 @@ class StructurePruner:
         hooks registered earlier, so recorders attached before this call see the zeros too. Undo
         with :meth:`set_max_channel` (or leave the ``with`` block, also on an exception).
 
+        With ``zero_outputs=False`` only the consumer inputs are masked: network outputs are still
+        exactly the deployed model's and masked units still get no gradient, but intermediate features
+        keep masked channels and training-mode BatchNorm statistics of masked channels move. It saves
+        one multiplication per producer (slimmable training uses it; evaluation should not).
+
         Raises:
             KeyError, ValueError: see :meth:`check_subnet`.
 
@@ -219,7 +224,10 @@ class StructurePruner:
         masks = self.check_subnet(subnet)
         try:
             self._masker.set_masks(masks)
-            self._zeroer.set_masks(masks)
+            if zero_outputs:
+                self._zeroer.set_masks(masks)
+            else:
+                self._zeroer.remove()
         except BaseException:
             self._masker.remove()
             self._zeroer.remove()
@@ -339,6 +347,104 @@ class StructurePruner:
         cfg["__subnet__"] = meta
         return cfg
 
+    # -- the seed's names (MMRazor's StructurePruner API) -----------------------------------------
+    def deploy_subnet(
+        self, supernet: nn.Module, channel_cfg: Mapping[str, Any], example_inputs: Any = None
+    ) -> nn.Module:
+        """Physically prune ``supernet`` in place to ``channel_cfg``: :func:`~torchpare.prune.deploy_subnet`
+        with this pruner's example inputs by default.
+
+        ``channel_cfg`` may lack the ``"__subnet__"`` entry (MMRazor's AutoSlim configs): each space
+        then keeps the first ``out_channels`` channels of the modules it names.
+
+        Raises:
+            ValueError: this pruner's masks are still set on ``supernet`` (call :meth:`set_max_channel`
+                first), or see :func:`~torchpare.prune.deploy_subnet`.
+
+        Example:
+            >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+            >>> pruner = RatioPruner(net, torch.randn(1, 4), ratios=(0.5, 1.0))
+            >>> cfg = pruner.export_subnet(pruner.ratio_subnet(0.5))
+            >>> pruner.deploy_subnet(net, cfg)[0].out_features
+            4
+        """
+        from torchpare.prune.pruners.deploy import deploy_subnet
+
+        if supernet is self.model and (self._masker.active or self._zeroer.active):
+            raise ValueError(
+                f"{type(self).__name__}.deploy_subnet(): the supernet still has this pruner's subnet masks "
+                "set; call set_max_channel() first (deploying changes shapes under the masking hooks)."
+            )
+        return deploy_subnet(supernet, channel_cfg, self.example_inputs if example_inputs is None else example_inputs)
+
+    def prepare_from_supernet(self, supernet: nn.Module) -> StructurePruner:
+        """(Re)build the channel spaces on ``supernet`` with this pruner's settings; returns ``self``.
+
+        The constructor already prepares the model it is given; this is MMRazor's name for doing it
+        again on another instance of the architecture (masks on the old model are removed first).
+
+        Example:
+            >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+            >>> pruner = StructurePruner(net, torch.randn(1, 4))
+            >>> other = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+            >>> pruner.prepare_from_supernet(other).model is other
+            True
+        """
+        self.set_max_channel()
+        StructurePruner.__init__(self, supernet, self.example_inputs, ignored=self.ignored, except_start_keys=())
+        return self
+
+    def get_space_id(self, module_name: str) -> str | None:
+        """The id of the space whose units ``module_name`` computes (``None`` when it computes none).
+
+        Raises:
+            KeyError: ``module_name`` is no module of the model.
+
+        Example:
+            >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+            >>> pruner = StructurePruner(net, torch.randn(1, 4))
+            >>> pruner.get_space_id("0"), pruner.get_space_id("2")
+            ('0', None)
+        """
+        names = [n for n, _ in self.model.named_modules()]
+        if module_name not in names:
+            raise KeyError(
+                f"{type(self).__name__}.get_space_id(): no module {module_name!r} in "
+                f"{type(self.model).__name__}{did_you_mean(module_name, names)}"
+            )
+        for gid, group in self.groups.items():
+            if any(m.role == "out" and member_owner(m)[0] == module_name for m in group.members):
+                return gid
+        return None
+
+    def subnet_from_channel_cfg(self, channel_cfg: Mapping[str, Any]) -> Subnet:
+        """The masks of a channel config (with ``"__subnet__"``: its kept units; without: per space the
+        first units, as many as the ``out_channels`` of the modules computing it).
+
+        Raises:
+            KeyError, ValueError: see :func:`~torchpare.prune.pruners.channel_cfg.subnet_meta_from_channels`.
+
+        Example:
+            >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+            >>> pruner = StructurePruner(net, torch.randn(1, 4))
+            >>> cfg = {"0": {"in_channels": 4, "out_channels": 3, "raw_in_channels": 4, "raw_out_channels": 8}}
+            >>> pruner.subnet_from_channel_cfg(cfg)["0"].int().tolist()
+            [1, 1, 1, 0, 0, 0, 0, 0]
+        """
+        from torchpare.prune.pruners.channel_cfg import subnet_meta_from_channels
+
+        groups = channel_cfg["__subnet__"]["groups"] if "__subnet__" in channel_cfg else (
+            subnet_meta_from_channels(self.groups.values(), channel_cfg, f"{type(self).__name__}")
+        )
+        out = {}
+        for gid, space in groups.items():
+            if gid not in self.groups:
+                continue  # spaces this pruner leaves whole (ignored modules) are checked by check_subnet
+            mask = torch.zeros(self.groups[gid].size, dtype=torch.bool)
+            mask[[int(i) for i in space["kept"]]] = True
+            out[gid] = mask
+        return self.check_subnet(out)
+
 
 @PRUNERS.register()
 class RatioPruner(StructurePruner):
@@ -347,9 +453,11 @@ class RatioPruner(StructurePruner):
     Args:
         model, example_inputs, ignored, except_start_keys: as :class:`StructurePruner`.
         ratios: Candidate width ratios in ``(0, 1]``; a space of ``n`` units keeps ``ceil(r * n)``.
+        divisor: Kept units are rounded up to a multiple of ``divisor`` (hardware-friendly widths;
+            a space keeps all its units when the rounded count would exceed them). ``1``: no rounding.
 
     Raises:
-        ValueError: an empty ``ratios`` or a ratio outside ``(0, 1]``.
+        ValueError: an empty ``ratios``, a ratio outside ``(0, 1]`` or ``divisor < 1``.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -366,15 +474,21 @@ class RatioPruner(StructurePruner):
         ratios: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
         ignored: Iterable[str | nn.Module] | None = None,
         except_start_keys: Sequence[str] | None = _DEFAULT_EXCEPT,
+        divisor: int = 1,
     ) -> None:
         ratios = tuple(float(r) for r in ratios)
         if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
             raise ValueError(f"RatioPruner: ratios must be a non-empty sequence in (0, 1], got {ratios}.")
+        if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
+            raise ValueError(f"RatioPruner: divisor must be a positive int, got {divisor!r}.")
         self.ratios = tuple(sorted(set(ratios)))
+        self.divisor = divisor
         super().__init__(model, example_inputs, ignored=ignored, except_start_keys=except_start_keys)
 
     def _keep(self, size: int, ratio: float) -> int:
-        return max(1, min(size, math.ceil(ratio * size - 1e-9)))
+        keep = max(1, min(size, math.ceil(ratio * size - 1e-9)))
+        divisor = getattr(self, "divisor", 1)
+        return min(size, math.ceil(keep / divisor) * divisor)
 
     def _min_keep(self, size: int) -> int:
         return self._keep(size, self.ratios[0])

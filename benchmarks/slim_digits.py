@@ -1,0 +1,211 @@
+"""AutoSlim on digits: searched subnets of one supernet vs prune() + fine-tune vs uniform widths.
+
+Architecture: ``DigitsCNN(width=16)`` (the teacher's FLOPs are the full width's). Per seed (the split,
+the initialisation and the batch order change with it):
+
+* **supernet**: :class:`~torchpare.slim.AutoSlim` (sandwich rule, ``num_random_samples=2``, in-place
+  KL distillation, ``bn="recalibrate"``: independent widths per layer in ratios 0.25..1 by 1/8,
+  channels in multiples of 2) trained ``EPOCHS`` epochs; then one greedy search on the validation
+  set records the subnets at 75/50/25% of the FLOPs; each is deployed (BatchNorm statistics
+  re-estimated on 8 training batches) and evaluated on the test set, without fine-tuning.
+* **prune + fine-tune**: the full-width model trained ``TEACHER_EPOCHS`` epochs, ``prune()``d to the
+  same FLOPs ratio (defaults: L1, global ranking), fine-tuned ``EPOCHS - TEACHER_EPOCHS`` epochs:
+  the same number of optimiser steps as the supernet in all.
+* **uniform**: the widest uniform width of the same supernet whose FLOPs fit the target (statistics
+  re-estimated the same way).
+
+Also measured: the supernet's training step time over a plain step (same model, batch 64, medians
+of interleaved runs; target <= 2 + num_random_samples).
+
+Run (about 5 minutes on one core):
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/slim_digits.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import TensorDataset
+
+from torchpare.engine.data import load_digits_split
+from torchpare.engine.objective import SupervisedObjective
+from torchpare.engine.schedule import TrainConfig
+from torchpare.engine.trainer import Trainer, evaluate
+from torchpare.prune import count, prune, recalibrate_bn
+from torchpare.slim import AutoSlim, greedy_search
+from torchpare.slim.search import _cost
+from torchpare.zoo import DigitsCNN
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _distill_report import write_section  # noqa: E402
+
+WIDTH = 16
+EPOCHS = 20
+TEACHER_EPOCHS = 10
+TARGETS = (0.75, 0.5, 0.25)
+RATIOS = tuple(i / 8 for i in range(2, 9))
+NUM_RANDOM = 2
+LR, FT_LR, BATCH = 0.01, 0.002, 64
+X = torch.zeros(1, 1, 8, 8)
+
+
+def _cfg(epochs: int, lr: float, seed: int) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=BATCH, lr=lr, seed=seed, quiet=True)
+
+
+def _supernet(seed: int) -> AutoSlim:
+    torch.manual_seed(seed)
+    return AutoSlim(DigitsCNN(width=WIDTH), {"ratios": list(RATIOS), "divisor": 2}, example_inputs=X,
+                    num_random_samples=NUM_RANDOM, bn="recalibrate", seed=seed)
+
+
+def _uniform_flops(algo: AutoSlim) -> dict[float, int]:
+    """Deployed FLOPs of every uniform width ratio (multiples of 1/64 from 1/4)."""
+    return {r: _cost(algo.student, algo.pruner, algo.pruner.ratio_subnet(r), "flops")
+            for r in (i / 64 for i in range(16, 65))}
+
+
+def run_seed(seed: int, epochs: int, teacher_epochs: int, score: str = "accuracy",
+             finetune_epochs: int = 0) -> dict[str, dict[float, float]]:
+    split = load_digits_split(seed)
+    train = TensorDataset(split.x_train, split.y_train)
+    val = TensorDataset(split.x_val, split.y_val)
+    test = TensorDataset(split.x_test, split.y_test)
+    calib = [(split.x_train[i:i + BATCH],) for i in range(0, 8 * BATCH, BATCH)]
+    out: dict[str, dict[float, float]] = {"searched": {}, "pruned": {}, "uniform": {}, "flops": {}, "diff": {}}
+
+    algo = _supernet(seed)
+    Trainer(algo, train, config=_cfg(epochs - finetune_epochs, LR, seed)).fit()
+    full = count(algo.deploy(1.0), X)["flops"]
+    out["supernet"] = {1.0: evaluate(algo.student, test)["accuracy"]}
+    result = greedy_search(algo, val, targets=TARGETS, calib_data=calib, max_channel_bins=8, score=score)
+    uniform = _uniform_flops(algo)
+    for t, cfg in result.channel_cfgs.items():
+        small = algo.deploy(cfg, calib).eval()
+        with algo.subnet(cfg, calib) as net, torch.no_grad():
+            out["diff"][t] = float((net.eval()(split.x_test) - small(split.x_test)).abs().max())
+        out["flops"][t] = count(small, X)["flops"] / full
+        r = max(ratio for ratio, flops in uniform.items() if flops <= t * full)
+        narrow = algo.deploy(r, calib)
+        if finetune_epochs:  # both fine-tuned alike: supernet + fine-tuning = EPOCHS per delivered model
+            for net in (small, narrow):
+                Trainer(net, train, config=_cfg(finetune_epochs, FT_LR, seed)).fit()
+        out["searched"][t] = evaluate(small, test)["accuracy"]
+        out["uniform"][t] = evaluate(narrow, test)["accuracy"]
+
+    torch.manual_seed(seed)
+    teacher = DigitsCNN(width=WIDTH)
+    Trainer(teacher, train, config=_cfg(teacher_epochs, LR, seed)).fit()
+    for t in TARGETS:
+        pruned, _ = prune(copy.deepcopy(teacher), X, target_flops_ratio=t)
+        recalibrate_bn(pruned, calib)
+        Trainer(pruned, train, config=_cfg(epochs - teacher_epochs, FT_LR, seed)).fit()
+        out["pruned"][t] = evaluate(pruned, test)["accuracy"]
+    return out
+
+
+def step_cost(repeats: int = 40) -> tuple[float, float]:
+    """Median CPU seconds (``process_time``, one thread: robust to other processes' load) of one
+    optimiser step: plain training vs the AutoSlim sandwich, interleaved."""
+    torch.manual_seed(0)
+    x, y = torch.rand(BATCH, 1, 8, 8), torch.randint(0, 10, (BATCH,))
+    plain = SupervisedObjective(DigitsCNN(width=WIDTH))
+    algo = _supernet(0)
+    runs: dict[str, list[float]] = {"plain": [], "slim": []}
+    objectives = {"plain": plain, "slim": algo}
+    opts = {k: torch.optim.AdamW(o.parameters(), lr=1e-3) for k, o in objectives.items()}
+    for i in range(repeats + 3):
+        for name, obj in objectives.items():
+            t0 = time.process_time()
+            losses = obj.loss(x, y)
+            opts[name].zero_grad()
+            obj.total_loss(losses).backward()
+            opts[name].step()
+            if i >= 3:
+                runs[name].append(time.process_time() - t0)
+    return statistics.median(runs["plain"]), statistics.median(runs["slim"])
+
+
+def _fmt(values: list[float]) -> str:
+    mean = 100 * statistics.mean(values)
+    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.1f} ± {std:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS)
+    parser.add_argument("--finetune-epochs", type=int, default=0,
+                        help="train the supernet EPOCHS - this, then fine-tune each searched/uniform subnet this long")
+    parser.add_argument("--width", type=int, default=WIDTH, help="DigitsCNN width")
+    parser.add_argument("--score", default="accuracy", choices=("accuracy", "loss", "distill"),
+                        help="the search's held-out score")
+    parser.add_argument("--write", default=None, help="write the section into this markdown file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    globals()["WIDTH"] = args.width
+    t0 = time.time()
+    runs = [run_seed(s, args.epochs, args.teacher_epochs, args.score, args.finetune_epochs) for s in args.seeds]
+    plain, slim = step_cost()
+    rows = ["| FLOPs target | searched FLOPs | searched subnet | prune() + fine-tune | uniform width | "
+            "searched - pruned | max abs diff deployed vs masked |", "|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for t in TARGETS:
+        s = [r["searched"][t] for r in runs]
+        p = [r["pruned"][t] for r in runs]
+        u = [r["uniform"][t] for r in runs]
+        gap = 100 * (statistics.mean(s) - statistics.mean(p))
+        rows.append(
+            f"| {round(100 * t)}% | {statistics.mean(r['flops'][t] for r in runs):.3f} | {_fmt(s)} | {_fmt(p)} | "
+            f"{_fmt(u)} | {gap:+.1f} | {max(r['diff'][t] for r in runs):.1e} |"
+        )
+        verdicts.append(
+            f"{round(100 * t)}%: within 0.5 of prune: {'yes' if gap >= -0.5 else 'NO'}; "
+            f"beats uniform: {'yes' if statistics.mean(s) > statistics.mean(u) else 'NO'}"
+        )
+    sup = [r["supernet"][1.0] for r in runs]
+    ratio = slim / plain
+    body = "\n".join([
+        f"### AutoSlim on digits: width {args.width}, search score {args.score}, "
+        f"{args.finetune_epochs} fine-tuning epochs per subnet",
+        "",
+        f"`DigitsCNN(width={args.width})`, seeds {args.seeds}, test accuracy % (mean ± std). Supernet: "
+        f"{args.epochs - args.finetune_epochs} epochs of the sandwich rule (max + min + {NUM_RANDOM} random, in-place KL), "
+        f"full width {_fmt(sup)}. prune(): {args.teacher_epochs} epochs of plain training + "
+        f"{args.epochs - args.teacher_epochs} epochs of fine-tuning (the same optimiser steps in all). "
+        f"Search score: {args.score}. " + (
+            f"Supernet trained {args.epochs - args.finetune_epochs} epochs, then each searched and uniform subnet "
+            f"deployed and fine-tuned {args.finetune_epochs} epochs (lr {FT_LR}): {args.epochs} epochs per "
+            "delivered model, as for prune()." if args.finetune_epochs else
+            "Searched and uniform subnets are not fine-tuned (BatchNorm statistics re-estimated on 8 batches)."),
+        "",
+        *rows,
+        "",
+        "Verdicts: " + "; ".join(verdicts) + ".",
+        "",
+        f"Step cost: a supernet step takes {1e3 * slim:.1f} ms vs {1e3 * plain:.1f} ms for a plain step "
+        f"(CPU time, batch {BATCH}, 1 thread; subnets run on sliced weights): {ratio:.2f} × (target ≤ {2 + NUM_RANDOM} ×: "
+        f"{'met' if ratio <= 2 + NUM_RANDOM else 'NOT met'}).",
+        "",
+        f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/slim_digits.py "
+        f"--width {args.width} --epochs {args.epochs} --teacher-epochs {args.teacher_epochs} --score {args.score} "
+        f"--finetune-epochs {args.finetune_epochs} "
+        f"--write docs/benchmarks.md` "
+        f"({time.time() - t0:.0f} s on this machine).",
+    ])
+    print(body)
+    if args.write:
+        key = f"slim_digits_w{args.width}_{args.score}_ft{args.finetune_epochs}"
+        write_section(args.write, key, body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Greedy slimming (AutoSlim): one pass from the max subnet down to the smallest target.
+
+Each space's widths form a ladder of ``max_channel_bins`` bins (rounded to the pruner's ``divisor``,
+never below the supernet's smallest trained ratio). At each step every space that can shrink is
+shrunk by one bin in turn, the candidate is scored on held-out data (accuracy, or the distillation
+loss against the max subnet for unlabelled data) with BatchNorm statistics re-estimated for it, and
+the cheapest shrink is kept. The configuration is recorded the first time the FLOPs (or parameters)
+fall to each target ratio, so one pass serves every target.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from torchpare.distill.algorithms.base import forward_model, logits_of
+from torchpare.prune import count, deploy_subnet
+
+__all__ = ["greedy_search", "SearchResult"]
+
+Metric = Literal["flops", "params"]
+Score = Literal["accuracy", "loss", "distill"]
+
+
+@dataclass
+class SearchResult:
+    """What :func:`greedy_search` returns.
+
+    Attributes:
+        channel_cfgs: ``{target: channel_cfg}`` (MMRazor's format, plus ``"__subnet__"``), one per target.
+        ratios: ``{target: achieved FLOPs (or params) ratio}``.
+        scores: ``{target: held-out score of the recorded subnet}``.
+        history: One record per accepted step: ``{"ratio", "score", "widths"}``.
+    """
+
+    channel_cfgs: dict[float, dict[str, Any]] = field(default_factory=dict)
+    ratios: dict[float, float] = field(default_factory=dict)
+    scores: dict[float, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _ladder(pruner: Any, size: int, bins: int) -> list[int]:
+    """Allowed kept-unit counts of a space of ``size`` units, ascending."""
+    keep = getattr(pruner, "_keep", None)
+    low_ratio = pruner.ratios[0] if hasattr(pruner, "ratios") else 1.0 / bins
+    counts = set()
+    for b in range(1, bins + 1):
+        n = keep(size, b / bins) if keep is not None else max(1, math.ceil(b * size / bins))
+        counts.add(n)
+    low = keep(size, low_ratio) if keep is not None else 1
+    return sorted(c for c in counts | {size} if c >= low)
+
+
+def _batches(data: Any) -> list[tuple[Any, Any]]:
+    """Held-out data as ``[(inputs, targets or None), ...]``."""
+    if isinstance(data, torch.utils.data.TensorDataset):
+        tensors = data.tensors
+        return [(tensors[0], tensors[1] if len(tensors) > 1 else None)]
+    out = []
+    for batch in data:
+        if isinstance(batch, (tuple, list)):
+            out.append((batch[0], batch[1] if len(batch) > 1 else None))
+        else:
+            out.append((batch, None))
+    return out
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, batches: list[tuple[Any, Any]], score: Score,
+              reference: list[torch.Tensor] | None, distill_loss: Callable[..., torch.Tensor] | None) -> float:
+    """Higher is better: accuracy, or minus the cross-entropy / distillation loss."""
+    was = model.training
+    model.eval()
+    try:
+        correct = total = 0
+        loss = 0.0
+        for i, (x, y) in enumerate(batches):
+            logits = logits_of(forward_model(model, x)).float()
+            if score == "distill":
+                if reference is None or distill_loss is None:
+                    raise ValueError("greedy_search(): score='distill' needs the algorithm's distill_loss.")
+                loss += float(distill_loss(logits, reference[i])) * len(logits)
+            else:
+                if y is None:
+                    raise ValueError(
+                        f"greedy_search(): score={score!r} needs labelled held-out data; use score='distill' "
+                        "for unlabelled data."
+                    )
+                loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(-1) == y).sum())
+            total += len(logits)
+    finally:
+        model.train(was)
+    if score == "accuracy":
+        return correct / max(total, 1) - 1e-6 * loss / max(total, 1)  # ties broken by the loss
+    return -loss / max(total, 1)
+
+
+def _cost(model: nn.Module, pruner: Any, masks: Mapping[str, torch.Tensor], metric: Metric) -> int:
+    """FLOPs (or params) of the deployed ``masks`` subnet."""
+    with pruner._hooks_suspended():
+        clone = copy.deepcopy(model)
+    from torchpare.slim.switchable_bn import to_plain_bn
+
+    to_plain_bn(clone)
+    meta = {"groups": {g: {"size": int(m.numel()), "kept": m.nonzero().flatten().tolist()}
+                       for g, m in masks.items()}, "ignored": list(pruner.ignored)}
+    small = deploy_subnet(clone, {"__subnet__": meta}, pruner.example_inputs)
+    return count(small, pruner.example_inputs)[metric]
+
+
+def greedy_search(
+    algorithm: Any,
+    val_data: Any,
+    targets: Sequence[float] = (0.75, 0.5, 0.25),
+    *,
+    calib_data: Iterable[Any] | None = None,
+    num_calib_batches: int | None = None,
+    metric: Metric = "flops",
+    score: Score = "accuracy",
+    max_channel_bins: int = 8,
+) -> SearchResult:
+    """Search one channel configuration per target by greedy slimming of a trained supernet.
+
+    Args:
+        algorithm: A trained :class:`~torchpare.slim.AutoSlim` (its supernet, pruner and
+            distillation loss are used).
+        val_data: Held-out data: a ``TensorDataset`` or an iterable of ``(inputs, targets)`` batches
+            (targets may be absent with ``score="distill"``).
+        targets: FLOPs (or params) ratios of the max subnet to reach, each in ``(0, 1]``.
+        calib_data: Batches to re-estimate BatchNorm statistics of each candidate (needed when the
+            model has BatchNorm layers); ``recalibrate_bn``'s layouts.
+        num_calib_batches: Use at most this many calibration batches per candidate.
+        metric: ``"flops"`` or ``"params"`` (counted on the deployed subnet).
+        score: ``"accuracy"`` (ties broken by cross-entropy), ``"loss"`` (cross-entropy) or
+            ``"distill"`` (the algorithm's distillation loss against the max subnet; no labels).
+        max_channel_bins: Bins per space: one shrink removes ``1 / max_channel_bins`` of its units.
+
+    Returns:
+        A :class:`SearchResult` with one ``channel_cfg`` per target.
+
+    Raises:
+        ValueError: a target outside ``(0, 1]``, an unknown ``metric``/``score``, or a target the
+            smallest trained subnet cannot reach (the message gives the smallest ratio reachable).
+
+    Example:
+        >>> from torchpare.zoo import DigitsCNN
+        >>> from torchpare.slim import AutoSlim
+        >>> algo = AutoSlim(DigitsCNN(width=4), {"ratios": [0.5, 1.0]}, input_shape=[1, 1, 8, 8])
+        >>> data = [(torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,)))]
+        >>> result = greedy_search(algo, data, targets=[0.6], calib_data=data, max_channel_bins=2)
+        >>> result.ratios[0.6] <= 0.6
+        True
+    """
+    who = "greedy_search()"
+    targets = sorted({float(t) for t in targets}, reverse=True)
+    if not targets or any(not 0 < t <= 1 for t in targets):
+        raise ValueError(f"{who}: targets must be ratios in (0, 1], got {targets}.")
+    if metric not in ("flops", "params"):
+        raise ValueError(f"{who}: metric must be 'flops' or 'params', got {metric!r}.")
+    if score not in ("accuracy", "loss", "distill"):
+        raise ValueError(f"{who}: score must be 'accuracy', 'loss' or 'distill', got {score!r}.")
+    if int(max_channel_bins) < 1:
+        raise ValueError(f"{who}: max_channel_bins must be >= 1, got {max_channel_bins}.")
+    pruner, model = algorithm.pruner, algorithm.student
+    batches = _batches(val_data)
+    calib = list(calib_data) if calib_data is not None else None
+    reference = None
+    if score == "distill":
+        with algorithm.subnet(1.0) as net:
+            net.eval()
+            with torch.no_grad():
+                reference = [logits_of(forward_model(net, x)).float() for x, _ in batches]
+            net.train()
+    ladders = {g: _ladder(pruner, grp.size, int(max_channel_bins)) for g, grp in pruner.groups.items()}
+    level = {g: len(steps) - 1 for g, steps in ladders.items()}
+
+    def masks_of(lv: Mapping[str, int]) -> dict[str, torch.Tensor]:
+        return {g: torch.arange(pruner.groups[g].size) < ladders[g][i] for g, i in lv.items()}
+
+    def scored(lv: Mapping[str, int]) -> float:
+        masks = masks_of(lv)
+        has_own = algorithm._uniform(masks) is not None and (
+            algorithm.bn_mode == "switchable" or algorithm._uniform(masks) == 1.0)
+        with algorithm.subnet(masks, None if has_own else _need(calib, who), num_calib_batches) as net:
+            return _evaluate(net, batches, score, reference, getattr(algorithm, "distill_loss", None))
+
+    full = _cost(model, pruner, masks_of(level), metric)
+    result = SearchResult()
+    current_score = scored(level)
+    pending = list(targets)
+    ratio = 1.0
+    while pending:
+        while pending and ratio <= pending[0] + 1e-12:
+            t = pending.pop(0)
+            result.channel_cfgs[t] = pruner.export_subnet(masks_of(level))
+            result.ratios[t] = ratio
+            result.scores[t] = current_score
+        if not pending:
+            break
+        best: tuple[float, str] | None = None
+        for g in level:
+            if level[g] == 0:
+                continue
+            trial = {**level, g: level[g] - 1}
+            s = scored(trial)
+            if best is None or s > best[0]:
+                best = (s, g)
+        if best is None:
+            raise ValueError(
+                f"{who}: the smallest subnet reaches a {metric} ratio of {ratio:.3f}, above the targets "
+                f"{pending}; train the supernet with a smaller minimum ratio (pruner ratios)."
+            )
+        level[best[1]] -= 1
+        current_score = best[0]
+        ratio = _cost(model, pruner, masks_of(level), metric) / full
+        result.history.append({
+            "ratio": ratio, "score": current_score,
+            "widths": {g: ladders[g][i] for g, i in level.items()},
+        })
+    return result
+
+
+def _need(calib: list[Any] | None, who: str) -> list[Any]:
+    if calib is None:
+        raise ValueError(
+            f"{who}: candidates need BatchNorm statistics of their own; pass calib_data (a few training batches)."
+        )
+    return calib
