@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from torchpare.engine.data import load_digits_split
+from torchpare.datasets import load_digits_split
 from torchpare.engine.objective import SupervisedObjective
 from torchpare.engine.schedule import TrainConfig
 from torchpare.engine.trainer import Trainer, evaluate

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from torchpare.datasets import load_digits_split
+from torchpare.demo.digits import kd_distiller
 from torchpare.engine.cache import CachedObjective, TeacherCache
-from torchpare.engine.demo import kd_distiller
 from torchpare.engine.runner import DigitsData
 from torchpare.engine.schedule import TrainConfig
 from torchpare.engine.trainer import Trainer

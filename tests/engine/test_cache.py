@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from torchpare.demo.digits import at_kd_distiller
 from torchpare.engine.augment import AugmentedViews, random_shift
 from torchpare.engine.cache import CachedObjective, CacheMismatchError, TeacherCache
-from torchpare.engine.demo import at_kd_distiller
 from torchpare.engine.trainer import fetch_batch
 from torchpare.registry import ALGORITHMS
 from torchpare.zoo import DigitsCNN, DigitsSmallCNN

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from torchpare.engine.data import load_digits_split
+from torchpare.datasets import load_digits_split
 from torchpare.engine.schedule import TrainConfig
 from torchpare.engine.trainer import Trainer, evaluate
 from torchpare.registry import ALGORITHMS

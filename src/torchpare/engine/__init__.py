@@ -10,6 +10,7 @@ live in :mod:`torchpare.demo`; ``run_demo``/``run_text_demo`` here are deprecate
 import torchpare.datasets
 import torchpare.distill
 import torchpare.prune
+import torchpare.slim  # registers AutoSlim for configs
 import torchpare.zoo  # noqa: F401
 from torchpare._lazy import lazy_exports
 
