@@ -25,7 +25,7 @@ HF_TESTS := tests/prune/test_hf_heads.py tests/prune/test_hf_pruning.py tests/pr
 LATEST_VENV := .venv-latest
 LATEST_PY := $(LATEST_VENV)/bin/python
 
-.PHONY: demo test lint bench install clean constraints test-compat test-latest
+.PHONY: demo test lint docs bench install clean constraints test-compat test-latest
 
 $(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+
+# The documentation site (mkdocs.yml) into site/; --strict: a broken link, anchor or API reference fails
+# (not with -q: it hides the warnings --strict counts). The variable silences Material's banner.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # Write the versions of a green .venv (torchpare itself left out) into constraints.txt.
 constraints: $(STAMP)
@@ -76,4 +81,4 @@ bench: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) $(LATEST_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(COMPAT_VENV) $(LATEST_VENV) runs site .pytest_cache

@@ -267,10 +267,11 @@ def prune(
             heads; ``"hidden"``: the residual width of a transformer; ``"ffn"``: every other channel
             group (MLP and expert hidden units); ``"channel"``: all channel groups. E.g.
             ``("head", "kv_head", "ffn")`` keeps the hidden width. See docs/pruning.md.
-        data, loss_fn, batch_loss: Calibration batches for data-dependent criteria (Taylor, Fisher):
-            ``loss_fn(outputs, targets)`` for ``(inputs, targets)`` batches, or ``batch_loss(model,
-            batch)``; dict batches with ``labels`` need neither. ``data`` must be re-iterable when
-            ``iterative_steps > 1``.
+        data: Calibration batches for data-dependent criteria (Taylor, Fisher); must be re-iterable
+            when ``iterative_steps > 1``. Dict batches with ``labels`` need neither ``loss_fn`` nor
+            ``batch_loss``.
+        loss_fn: ``loss_fn(outputs, targets)`` for ``(inputs, targets)`` batches in ``data``.
+        batch_loss: ``batch_loss(model, batch)``, for any other batch layout in ``data``.
         tolerance: Relative tolerance on the target; a warning is issued when it cannot be met.
         bn_calibration: Batches (same layouts as ``data``; targets are ignored) to re-estimate every
             BatchNorm layer's running statistics with after each step, so that scoring between steps

@@ -23,7 +23,11 @@ class ConvModuleConnector(nn.Module):
     Args:
         in_channels: Student channels.
         out_channels: Teacher channels.
-        kernel_size, stride, padding, dilation, groups: As in ``nn.Conv2d`` (default: 1x1, same size).
+        kernel_size: As in ``nn.Conv2d`` (default 1: a 1x1 conv keeping the spatial size).
+        stride: As in ``nn.Conv2d``.
+        padding: As in ``nn.Conv2d``.
+        dilation: As in ``nn.Conv2d``.
+        groups: As in ``nn.Conv2d``.
         bias: Conv bias; ``None`` means "only when there is no norm layer".
         norm: ``None``, ``"BN"``, ``"IN"``, ``"SyncBN"`` or any ``torch.nn`` class name taking
             ``num_features`` (e.g. ``"BatchNorm2d"``).

@@ -77,7 +77,10 @@ class FBKDLoss(DistillLoss):
         in_channels: Channels of both feature maps (map the student first if they differ).
         reduction: Non-local channel reduction.
         spatial_t: Temperature of the spatial attention.
-        mask_l2_weight, channel_weight, spatial_weight, nonlocal_weight: The term weights (authors' values).
+        mask_l2_weight: Weight of the mask L2 term (the authors' value).
+        channel_weight: Weight of the channel-attention term (the authors' value).
+        spatial_weight: Weight of the spatial-attention term (the authors' value).
+        nonlocal_weight: Weight of the non-local term (the authors' value).
         loss_weight: Multiplies the loss.
         teacher_detach: Stop gradients into ``t_feature``.
 

@@ -451,7 +451,10 @@ class RatioPruner(StructurePruner):
     """Samples one width ratio per space from ``ratios``; kept units come first (slimmable style).
 
     Args:
-        model, example_inputs, ignored, except_start_keys: as :class:`StructurePruner`.
+        model: As in :class:`StructurePruner`.
+        example_inputs: As in :class:`StructurePruner`.
+        ignored: As in :class:`StructurePruner`.
+        except_start_keys: As in :class:`StructurePruner`.
         ratios: Candidate width ratios in ``(0, 1]``; a space of ``n`` units keeps ``ceil(r * n)``.
         divisor: Kept units are rounded up to a multiple of ``divisor`` (hardware-friendly widths;
             a space keeps all its units when the rounded count would exceed them). ``1``: no rounding.
@@ -512,7 +515,10 @@ class RandomPruner(StructurePruner):
     """Samples random masks: each space keeps a uniform fraction in ``keep_range`` of random units.
 
     Args:
-        model, example_inputs, ignored, except_start_keys: as :class:`StructurePruner`.
+        model: As in :class:`StructurePruner`.
+        example_inputs: As in :class:`StructurePruner`.
+        ignored: As in :class:`StructurePruner`.
+        except_start_keys: As in :class:`StructurePruner`.
         keep_range: ``(low, high)`` fractions of units kept, ``0 < low <= high <= 1``.
 
     Raises:
