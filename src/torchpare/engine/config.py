@@ -399,14 +399,17 @@ def _check_pruner(pruner: Any, errors: list[str]) -> None:
 
     if pruner is None:
         return
-    if not (isinstance(pruner, dict) and "type" in pruner):
-        from torchpare.prune import prune
-
-        _check_function_args(pruner, "pruner", prune, errors, ("model", "example_inputs"))
-        return
     for arg in ("model", "example_inputs"):
-        if arg in pruner:
+        if isinstance(pruner, dict) and arg in pruner:
             errors.append(f"pruner.{arg}: filled in by the engine (the model section); remove it here")
+    if not (isinstance(pruner, dict) and "type" in pruner):
+        # prune() owns its checks; the engine adds the key path
+        from torchpare.prune.budget import prune_config_errors
+
+        given = {k: v for k, v in pruner.items() if k not in ("model", "example_inputs")} if isinstance(
+            pruner, dict) else pruner
+        errors += [f"pruner{'.' + key if key else ''}: {message}" for key, message in prune_config_errors(given)]
+        return
     n_errors = len(errors)
     _check_registered(pruner, "pruner", PRUNERS, errors, skip=(*PRUNER_KEYS, "model", "example_inputs"),
                       injected=("model", "example_inputs"))
@@ -493,8 +496,8 @@ def validate_config(cfg: Mapping[str, Any], task: str, source: str = "<config>")
         errors.append("model.checkpoint: 'finetune' needs the weights (or pruned model) to start from")
     if task == "distill":
         _check_algorithm(cfg, errors, named)
-    if task == "prune":
-        _check_pruner(cfg.get("pruner"), errors)
+    if task == "prune":  # a present but empty section still goes to prune(), which needs a target
+        _check_pruner(cfg.get("pruner") or {} if "pruner" in cfg else None, errors)
     if task == "prune" and cfg.get("recover") is not None:
         from torchpare.distill import recover
 
