@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from torchpare._utils import get_submodule
+from torchpare.model_io import call_model
 from torchpare.prune.pruners._masking import consumer_sites, site_input, unit_index
 from torchpare.registry import IMPORTANCES
 
@@ -146,16 +147,12 @@ def batch_loss(
                 f"{type(batch).__name__}. Pass batch_loss=lambda model, batch: ... for other layouts."
             )
         inputs, targets = batch
-        if isinstance(inputs, Mapping):
-            outputs = model(**inputs)
-        elif isinstance(inputs, (tuple, list)):
-            outputs = model(*inputs)
-        else:
-            outputs = model(inputs)
+        outputs = call_model(model, inputs)
+        # not model_io.logits_of: any other output (a tuple, a custom object) goes to the user's loss_fn as is
         outputs = getattr(outputs, "logits", outputs)
         return loss_fn(outputs, targets)
     if isinstance(batch, Mapping):
-        out = model(**batch)
+        out = call_model(model, batch)
         loss = getattr(out, "loss", None)
         if isinstance(loss, torch.Tensor):
             return loss
