@@ -179,6 +179,21 @@ def save_config(cfg: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     atomic_write_bytes(path, yaml.safe_dump(dict(cfg), sort_keys=False).encode())
 
 
+def _registered_type(cfg: Any, key: str, registry: Any, errors: list[str]) -> Any:
+    """The class a section's ``type`` names in ``registry``; ``None`` with the problem recorded under ``key``."""
+    if not isinstance(cfg, dict):
+        errors.append(f"{key}: must be a mapping with a 'type', got {type(cfg).__name__}")
+        return None
+    if "type" not in cfg:
+        errors.append(f"{key}.type: missing; one of {', '.join(registry.names())}")
+        return None
+    try:
+        return registry.get(cfg["type"])
+    except (KeyError, TypeError) as exc:
+        errors.append(f"{key}.type: {exc}")
+        return None
+
+
 def _check_registered(
     cfg: Any,
     key: str,
@@ -189,16 +204,8 @@ def _check_registered(
 ) -> None:
     from torchpare.registry import check_arguments
 
-    if not isinstance(cfg, dict):
-        errors.append(f"{key}: must be a mapping with a 'type', got {type(cfg).__name__}")
-        return
-    if "type" not in cfg:
-        errors.append(f"{key}.type: missing; one of {', '.join(registry.names())}")
-        return
-    try:
-        target = registry.get(cfg["type"])
-    except (KeyError, TypeError) as exc:
-        errors.append(f"{key}.type: {exc}")
+    target = _registered_type(cfg, key, registry, errors)
+    if target is None:
         return
     kwargs = {k: v for k, v in cfg.items() if k not in skip and k != "type"}
     kwargs.update({k: None for k in injected})
@@ -281,13 +288,8 @@ def _check_algorithm(cfg: Mapping[str, Any], errors: list[str], named: Mapping[s
     algo = cfg.get("algorithm")
     if algo is None:
         return  # reported as missing
-    if not isinstance(algo, dict) or "type" not in algo:
-        _check_registered(algo, "algorithm", ALGORITHMS, errors)
-        return
-    try:
-        target = ALGORITHMS.get(algo["type"])
-    except (KeyError, TypeError) as exc:
-        errors.append(f"algorithm.type: {exc}")
+    target = _registered_type(algo, "algorithm", ALGORITHMS, errors)
+    if target is None:
         return
     kind = algo["type"]
     models = algorithm_models(target)
