@@ -179,6 +179,21 @@ def save_config(cfg: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     atomic_write_bytes(path, yaml.safe_dump(dict(cfg), sort_keys=False).encode())
 
 
+def _registered_type(cfg: Any, key: str, registry: Any, errors: list[str]) -> Any:
+    """The class a section's ``type`` names in ``registry``; ``None`` with the problem recorded under ``key``."""
+    if not isinstance(cfg, dict):
+        errors.append(f"{key}: must be a mapping with a 'type', got {type(cfg).__name__}")
+        return None
+    if "type" not in cfg:
+        errors.append(f"{key}.type: missing; one of {', '.join(registry.names())}")
+        return None
+    try:
+        return registry.get(cfg["type"])
+    except (KeyError, TypeError) as exc:
+        errors.append(f"{key}.type: {exc}")
+        return None
+
+
 def _check_registered(
     cfg: Any,
     key: str,
@@ -189,16 +204,8 @@ def _check_registered(
 ) -> None:
     from torchpare.registry import check_arguments
 
-    if not isinstance(cfg, dict):
-        errors.append(f"{key}: must be a mapping with a 'type', got {type(cfg).__name__}")
-        return
-    if "type" not in cfg:
-        errors.append(f"{key}.type: missing; one of {', '.join(registry.names())}")
-        return
-    try:
-        target = registry.get(cfg["type"])
-    except (KeyError, TypeError) as exc:
-        errors.append(f"{key}.type: {exc}")
+    target = _registered_type(cfg, key, registry, errors)
+    if target is None:
         return
     kwargs = {k: v for k, v in cfg.items() if k not in skip and k != "type"}
     kwargs.update({k: None for k in injected})
@@ -281,13 +288,8 @@ def _check_algorithm(cfg: Mapping[str, Any], errors: list[str], named: Mapping[s
     algo = cfg.get("algorithm")
     if algo is None:
         return  # reported as missing
-    if not isinstance(algo, dict) or "type" not in algo:
-        _check_registered(algo, "algorithm", ALGORITHMS, errors)
-        return
-    try:
-        target = ALGORITHMS.get(algo["type"])
-    except (KeyError, TypeError) as exc:
-        errors.append(f"algorithm.type: {exc}")
+    target = _registered_type(algo, "algorithm", ALGORITHMS, errors)
+    if target is None:
         return
     kind = algo["type"]
     models = algorithm_models(target)
@@ -399,14 +401,17 @@ def _check_pruner(pruner: Any, errors: list[str]) -> None:
 
     if pruner is None:
         return
-    if not (isinstance(pruner, dict) and "type" in pruner):
-        from torchpare.prune import prune
-
-        _check_function_args(pruner, "pruner", prune, errors, ("model", "example_inputs"))
-        return
     for arg in ("model", "example_inputs"):
-        if arg in pruner:
+        if isinstance(pruner, dict) and arg in pruner:
             errors.append(f"pruner.{arg}: filled in by the engine (the model section); remove it here")
+    if not (isinstance(pruner, dict) and "type" in pruner):
+        # prune() owns its checks; the engine adds the key path
+        from torchpare.prune.budget import prune_config_errors
+
+        given = {k: v for k, v in pruner.items() if k not in ("model", "example_inputs")} if isinstance(
+            pruner, dict) else pruner
+        errors += [f"pruner{'.' + key if key else ''}: {message}" for key, message in prune_config_errors(given)]
+        return
     n_errors = len(errors)
     _check_registered(pruner, "pruner", PRUNERS, errors, skip=(*PRUNER_KEYS, "model", "example_inputs"),
                       injected=("model", "example_inputs"))
@@ -493,8 +498,8 @@ def validate_config(cfg: Mapping[str, Any], task: str, source: str = "<config>")
         errors.append("model.checkpoint: 'finetune' needs the weights (or pruned model) to start from")
     if task == "distill":
         _check_algorithm(cfg, errors, named)
-    if task == "prune":
-        _check_pruner(cfg.get("pruner"), errors)
+    if task == "prune":  # a present but empty section still goes to prune(), which needs a target
+        _check_pruner(cfg.get("pruner") or {} if "pruner" in cfg else None, errors)
     if task == "prune" and cfg.get("recover") is not None:
         from torchpare.distill import recover
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from torchpare.prune.rules.hf_config import sync_hf_config
 from torchpare.prune.surgery import apply_plan
 from torchpare.prune.verify import breaking_groups, check_runs, pruned_forward_errors
 
-__all__ = ["prune", "PruneSummary"]
+__all__ = ["prune", "prune_config_errors", "PruneSummary"]
 
 
 @dataclass
@@ -228,6 +229,103 @@ def _search(
     return planner.plan(best)
 
 
+# Arguments of prune() that a caller passes itself, not from a settings mapping.
+_CALLER_ARGUMENTS = ("model", "example_inputs")
+
+
+def _argument_problems(
+    target_flops_ratio: Any,
+    target_params_ratio: Any,
+    iterative_steps: Any = 1,
+    max_group_ratio: Any = 0.8,
+    round_to: Any = None,
+) -> list[tuple[str, str]]:
+    """prune()'s checks of its scalar arguments, as ``(argument, message)`` pairs (``""``: no single one)."""
+    problems: list[tuple[str, str]] = []
+    if (target_flops_ratio is None) == (target_params_ratio is None):
+        problems.append(("", "give exactly one of target_flops_ratio or target_params_ratio."))
+    for key, value in (("target_flops_ratio", target_flops_ratio), ("target_params_ratio", target_params_ratio)):
+        if value is None:
+            continue
+        ratio = _as_number(value)
+        if ratio is None or not 0.0 < ratio <= 1.0:
+            problems.append((key, f"must be in (0, 1], got {value if ratio is None else ratio}."))
+    if not _is_int(iterative_steps) or iterative_steps < 1:
+        problems.append(("iterative_steps", f"must be >= 1, got {iterative_steps}."))
+    group_ratio = _as_number(max_group_ratio)
+    if group_ratio is None or not 0.0 < group_ratio < 1.0:
+        problems.append(("max_group_ratio", f"must be in (0, 1), got {max_group_ratio}."))
+    if round_to is not None and (not _is_int(round_to) or round_to < 1):
+        problems.append(("round_to", f"must be a positive int or None, got {round_to}."))
+    return problems
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def prune_config_errors(cfg: Any) -> list[tuple[str, str]]:
+    """Every problem with a mapping of :func:`prune` keyword arguments (a config's ``pruner`` section),
+    found before any model is built: the checks ``prune()`` itself runs, plus unknown argument names,
+    the importance criterion and the unit kinds.
+
+    Args:
+        cfg: ``{argument: value}`` without ``model`` and ``example_inputs`` (the caller passes those).
+
+    Returns:
+        ``(argument, message)`` pairs, empty when ``prune(model, example_inputs, **cfg)`` accepts the
+        arguments; ``argument`` is ``""`` for a problem of the whole mapping. A caller adds its key path.
+
+    Example:
+        >>> prune_config_errors({"target_flops_ratio": 1.5, "importance": "l1"})
+        [('target_flops_ratio', 'must be in (0, 1], got 1.5.')]
+        >>> [key for key, _ in prune_config_errors({"target_flop_ratio": 0.5, "importance": "l7"})]
+        ['target_flop_ratio', '', 'importance']
+    """
+    import inspect
+
+    from torchpare._utils import did_you_mean
+    from torchpare.prune.graph.report import UNIT_KINDS
+
+    if not isinstance(cfg, Mapping):
+        return [("", f"must be a mapping of prune() arguments, got {type(cfg).__name__}")]
+    params = inspect.signature(prune).parameters
+    accepted = [name for name in params if name not in _CALLER_ARGUMENTS]
+    problems = [
+        (str(k), f"unknown argument{did_you_mean(str(k), accepted)}; valid: {', '.join(accepted)}")
+        for k in cfg
+        if k not in accepted
+    ]
+    given = {name: cfg.get(name, params[name].default) for name in accepted}
+    problems += _argument_problems(
+        given["target_flops_ratio"],
+        given["target_params_ratio"],
+        given["iterative_steps"],
+        given["max_group_ratio"],
+        given["round_to"],
+    )
+    try:
+        build_importance(given["importance"])
+    except (KeyError, TypeError, ValueError) as exc:
+        problems.append(("importance", str(exc.args[0] if exc.args else exc)))
+    units = given["units"]
+    if units is not None:
+        kinds = [units] if isinstance(units, str) else list(units) if isinstance(units, list | tuple) else None
+        unknown = None if kinds is None else [u for u in kinds if u not in UNIT_KINDS]
+        if kinds is None or unknown:
+            problems.append(("units", f"unknown unit kind(s) {unknown or units!r}; use some of {UNIT_KINDS}."))
+    return problems
+
+
 def prune(
     model: nn.Module,
     example_inputs: Any,
@@ -301,18 +399,12 @@ def prune(
         (16, 0.5)
     """
     who = "prune()"
-    if (target_flops_ratio is None) == (target_params_ratio is None):
-        raise ValueError(f"{who}: give exactly one of target_flops_ratio or target_params_ratio.")
+    for key, message in _argument_problems(
+        target_flops_ratio, target_params_ratio, iterative_steps, max_group_ratio, round_to
+    ):
+        raise ValueError(f"{who}: {key + ' ' if key else ''}{message}")
     target = "flops" if target_flops_ratio is not None else "params"
     ratio = float(target_flops_ratio if target_flops_ratio is not None else target_params_ratio)  # type: ignore[arg-type]
-    if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"{who}: target_{target}_ratio must be in (0, 1], got {ratio}.")
-    if iterative_steps < 1:
-        raise ValueError(f"{who}: iterative_steps must be >= 1, got {iterative_steps}.")
-    if not 0.0 < max_group_ratio < 1.0:
-        raise ValueError(f"{who}: max_group_ratio must be in (0, 1), got {max_group_ratio}.")
-    if round_to is not None and round_to < 1:
-        raise ValueError(f"{who}: round_to must be a positive int or None, got {round_to}.")
     if bn_calibration is not None and not any(
         isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules()
     ):

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from torchpare.model_io import call_model
+
 __all__ = ["recalibrate_bn"]
 
 
@@ -35,13 +37,8 @@ def _forward(model: nn.Module, batch: Any) -> None:
         if not batch:
             raise TypeError("recalibrate_bn(): got an empty tuple/list as a batch; expected (inputs, targets).")
         batch = batch[0]  # (inputs, targets, ...): targets are not needed to estimate statistics
-        if isinstance(batch, (tuple, list)):
-            model(*batch)
-            return
-    if isinstance(batch, Mapping):
-        model(**batch)
-    elif isinstance(batch, torch.Tensor):
-        model(batch)
+    if isinstance(batch, (Mapping, torch.Tensor, tuple, list)):
+        call_model(model, batch)
     else:
         raise TypeError(
             f"recalibrate_bn(): cannot feed a batch of type {type(batch).__name__}; use a tensor, an "

@@ -10,22 +10,15 @@ bias add is not counted) and a ``Conv2d`` is ``2 * N * H_out * W_out * C_out * (
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from torchpare.model_io import call_model
+
 __all__ = ["count", "module_channels"]
-
-
-def _call(model: nn.Module, example_inputs: Any) -> Any:
-    if isinstance(example_inputs, Mapping):
-        return model(**example_inputs)
-    if isinstance(example_inputs, tuple):
-        return model(*example_inputs)
-    return model(example_inputs)
 
 
 def _rows(shape: Any) -> int:
@@ -170,7 +163,7 @@ def count(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     params = sum(p.numel() for p in model.parameters())
     counter = FlopCounterMode(display=False, custom_mapping=attention_flop_formulas())
     with torch.no_grad(), counter:
-        _call(model, example_inputs)
+        call_model(model, example_inputs)
     return {"params": int(params), "flops": int(counter.get_total_flops())}
 
 

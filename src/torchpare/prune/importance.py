@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from torchpare._utils import get_submodule
+from torchpare.model_io import call_model
 from torchpare.prune.pruners._masking import consumer_sites, site_input, unit_index
 from torchpare.registry import IMPORTANCES
 
@@ -146,16 +147,12 @@ def batch_loss(
                 f"{type(batch).__name__}. Pass batch_loss=lambda model, batch: ... for other layouts."
             )
         inputs, targets = batch
-        if isinstance(inputs, Mapping):
-            outputs = model(**inputs)
-        elif isinstance(inputs, (tuple, list)):
-            outputs = model(*inputs)
-        else:
-            outputs = model(inputs)
+        outputs = call_model(model, inputs)
+        # not model_io.logits_of: any other output (a tuple, a custom object) goes to the user's loss_fn as is
         outputs = getattr(outputs, "logits", outputs)
         return loss_fn(outputs, targets)
     if isinstance(batch, Mapping):
-        out = model(**batch)
+        out = call_model(model, batch)
         loss = getattr(out, "loss", None)
         if isinstance(loss, torch.Tensor):
             return loss
@@ -189,6 +186,7 @@ class GroupImportance:
         if members not in ("all", "out", "in"):
             raise ValueError(f"{who}: members={members!r}; choose 'all', 'out' or 'in'.")
         self.reduction, self.normalize, self.members = reduction, normalize, members
+        self._collected: dict[str, torch.Tensor] = {}
 
     def prepare(
         self,
@@ -198,7 +196,13 @@ class GroupImportance:
         batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
         graph: Any = None,
     ) -> None:
-        """Collect whatever the criterion needs from calibration data (nothing for magnitude criteria)."""
+        """Collect whatever the criterion needs from calibration data (nothing for magnitude criteria):
+        what :meth:`_collect` returns, kept until the next ``prepare``."""
+        self._collected = self._collect(model, data, loss_fn, batch_loss, graph)
+
+    def _collect(self, model: nn.Module, data: Any, loss_fn: Any, batch_loss: Any, graph: Any) -> dict[str, Any]:
+        """Data-dependent criteria (``requires_data = True``) compute their per-name tensors here."""
+        return {}
 
     def member_scores(self, member: Any, tensor: torch.Tensor) -> torch.Tensor | None:
         """One score per index along ``member.dim`` of ``tensor`` (``None`` skips the member)."""
@@ -314,25 +318,14 @@ class TaylorImportance(GroupImportance):
 
     requires_data = True
 
-    def __init__(self, reduction: str = "mean", normalize: str | None = "mean", members: str = "all") -> None:
-        super().__init__(reduction, normalize, members)
-        self._grads: dict[str, torch.Tensor] = {}
-
-    def prepare(
-        self,
-        model: nn.Module,
-        data: Iterable[Any] | None = None,
-        loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
-        batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
-        graph: Any = None,
-    ) -> None:
-        self._grads = _calibrate(model, data, loss_fn, batch_loss, "TaylorImportance.prepare()")
+    def _collect(self, model: nn.Module, data: Any, loss_fn: Any, batch_loss: Any, graph: Any) -> dict[str, Any]:
+        return _calibrate(model, data, loss_fn, batch_loss, "TaylorImportance.prepare()")
 
     def member_scores(self, member: Any, tensor: torch.Tensor) -> torch.Tensor | None:
         path, leaf = _owner(member)
-        grad = self._grads.get(f"{path}.{leaf}" if path else leaf)
+        grad = self._collected.get(f"{path}.{leaf}" if path else leaf)
         if grad is None:
-            if not self._grads:
+            if not self._collected:
                 raise ValueError("TaylorImportance: call prepare(model, data, loss_fn) before scoring.")
             return None  # e.g. a buffer, or a parameter the loss does not reach
         if grad.shape != tensor.shape:
@@ -354,18 +347,7 @@ class GroupFisherImportance(GroupImportance):
 
     requires_data = True
 
-    def __init__(self, reduction: str = "mean", normalize: str | None = "mean", members: str = "all") -> None:
-        super().__init__(reduction, normalize, members)
-        self._fisher: dict[str, torch.Tensor] = {}
-
-    def prepare(
-        self,
-        model: nn.Module,
-        data: Iterable[Any] | None = None,
-        loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
-        batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
-        graph: Any = None,
-    ) -> None:
+    def _collect(self, model: nn.Module, data: Any, loss_fn: Any, batch_loss: Any, graph: Any) -> dict[str, Any]:
         who = "GroupFisherImportance.prepare()"
         if graph is None:
             raise ValueError(f"{who}: pass graph=DependencyGraph.build(model, example_inputs).")
@@ -417,12 +399,12 @@ class GroupFisherImportance(GroupImportance):
         finally:
             for h in handles:
                 h.remove()
-        self._fisher = fisher
+        return fisher
 
     def raw_scores(self, model: nn.Module, group: Any) -> torch.Tensor | None:
-        if not self._fisher:
+        if not self._collected:
             raise ValueError("GroupFisherImportance: call prepare(model, data, loss_fn, graph=graph) first.")
-        scores = self._fisher.get(group.id)
+        scores = self._collected.get(group.id)
         if scores is None or scores.numel() != group.size:
             return None
         return scores.clone()

@@ -280,6 +280,8 @@ class _PositionalWrapper(nn.Module):
         self.output_names: list[str] = []
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # Not model_io.call_model on purpose: the exporter hands keyword inputs over positionally, so
+        # they are zipped back to their names here, with the export-only extras (``use_cache=False``).
         if self.keyword:
             out = self.model(**dict(zip(self.names, inputs)), **self.extra)
         else:

@@ -180,6 +180,12 @@ class BaseAlgorithm(nn.Module):
     def _add_frozen(self, name: str, model: nn.Module) -> None:
         self._frozen[name] = freeze(model)
 
+    def __getattr__(self, name: str) -> Any:
+        # a frozen teacher reads as ``algo.teacher`` like a submodule would (single-teacher algorithms)
+        if name == "teacher" and "teacher" in self.__dict__.get("_frozen", {}):
+            return self._frozen["teacher"]
+        return super().__getattr__(name)
+
     def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> BaseAlgorithm:  # type: ignore[override]
         super()._apply(fn, recurse)
         for model in self._frozen.values():

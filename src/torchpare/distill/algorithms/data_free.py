@@ -169,11 +169,6 @@ class DataFreeDistill(BaseAlgorithm):
         self.distiller.prepare_from_teacher(teacher)
         self.train(self.training)
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "teacher" and "teacher" in self.__dict__.get("_frozen", {}):
-            return self._frozen["teacher"]
-        return super().__getattr__(name)
-
     @torch.no_grad()
     def generate(self, batch_size: int | None = None) -> torch.Tensor:
         """A batch of generated images (no gradient), e.g. to look at them.

@@ -101,11 +101,6 @@ class SingleTeacherDistill(BaseAlgorithm):
         self.distiller.prepare_from_teacher(teacher)
         self.train(self.training)
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "teacher" and "teacher" in self.__dict__.get("_frozen", {}):
-            return self._frozen["teacher"]
-        return super().__getattr__(name)
-
     def train(self, mode: bool = True) -> SingleTeacherDistill:
         """Set train/eval mode; a frozen teacher stays in eval, a trainable one keeps norms in eval if asked."""
         super().train(mode)

@@ -155,7 +155,66 @@ def _broadcast_shape(vec: torch.Tensor, x: torch.Tensor, dim: int) -> list[int]:
     return shape
 
 
-class InputMasker:
+class _MaskHooks:
+    """The hook bookkeeping both maskers share: per-module 0/1 vectors, their casts to each tensor's
+    device/dtype, and hooks installed only while a module has a unit off.
+
+    Subclasses say which site attribute holds a module's channel count (``size_attr``), install a
+    module's hooks (:meth:`_install`) and may clear more caches (:meth:`_reset`).
+    """
+
+    size_attr = ""
+
+    def __init__(self, model: nn.Module, sites: Mapping[str, list[Any]]) -> None:
+        self.model = model
+        self.sites = dict(sites)
+        self._vectors: dict[str, torch.Tensor] = {}
+        # Masks cast to each tensor's device/dtype once, not on every forward (no per-call H2D copy).
+        self._cast: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._handles: dict[str, list[RemovableHandle]] = {}
+
+    def _install(self, name: str) -> list[RemovableHandle]:  # pragma: no cover - subclasses define it
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        self._cast = {}
+
+    def _cast_mask(self, key: tuple[Any, ...], vec: torch.Tensor, like: torch.Tensor, shape: list[int]) -> torch.Tensor:
+        mask = self._cast.get(key)
+        if mask is None:
+            mask = vec.to(device=like.device, dtype=like.dtype).view(shape)
+            self._cast[key] = mask
+        return mask
+
+    def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
+        """Apply ``{group_id: bool[size]}``; groups not given keep every unit."""
+        vectors = mask_vectors(masks, self.sites, self.size_attr)
+        self._vectors = vectors
+        self._reset()
+        for name in list(self._handles):
+            if name not in vectors:
+                for handle in self._handles.pop(name):
+                    handle.remove()
+        for name in vectors:
+            if name not in self._handles:
+                self._handles[name] = self._install(name)
+
+    @property
+    def active(self) -> bool:
+        """Whether any hook is installed."""
+        return bool(self._handles)
+
+    def remove(self) -> None:
+        """Remove every hook (the model computes with all units again)."""
+        for handles in self._handles.values():
+            for handle in handles:
+                handle.remove()
+        self._handles.clear()
+        self._vectors = {}
+        self._reset()
+
+
+class InputMasker(_MaskHooks):
     """Multiplies consumer inputs by per-unit 0/1 masks through forward pre-hooks.
 
     Hooks exist only while at least one unit of a module's input is off; :meth:`remove` (or
@@ -166,26 +225,11 @@ class InputMasker:
         sites: ``{group_id: [ConsumerSite, ...]}`` from :func:`consumer_sites`.
     """
 
-    def __init__(self, model: nn.Module, sites: Mapping[str, list[ConsumerSite]]) -> None:
-        self.model = model
-        self.sites = dict(sites)
-        self._vectors: dict[str, torch.Tensor] = {}
-        # Masks cast to each input's device/dtype once, not on every forward (no per-call H2D copy).
-        self._cast: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
-        self._handles: dict[str, RemovableHandle] = {}
+    size_attr = "input_size"
 
-    def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
-        """Apply ``{group_id: bool[size]}``; groups not given keep every unit."""
-        vectors = mask_vectors(masks, self.sites, "input_size")
-        self._vectors = vectors
-        self._cast = {}
-        for name in list(self._handles):
-            if name not in vectors:
-                self._handles.pop(name).remove()
-        for name in vectors:
-            if name not in self._handles:
-                module = get_submodule(self.model, name, "InputMasker")
-                self._handles[name] = module.register_forward_pre_hook(self._hook_for(name), with_kwargs=True)
+    def _install(self, name: str) -> list[RemovableHandle]:
+        module = get_submodule(self.model, name, "InputMasker")
+        return [module.register_forward_pre_hook(self._hook_for(name), with_kwargs=True)]
 
     def _hook_for(self, name: str) -> Any:
         site = next(s for sites in self.sites.values() for s in sites if s.module_name == name)
@@ -201,24 +245,7 @@ class InputMasker:
                     f"{site.input_dim} of input {tuple(x.shape)}, expected {vec.numel()}; the model "
                     "changed shape after the pruner was built. Build a new pruner."
                 )
-            key = (name, x.device, x.dtype)
-            mask = self._cast.get(key)
-            if mask is None:
-                mask = vec.to(device=x.device, dtype=x.dtype).view(_broadcast_shape(vec, x, site.input_dim))
-                self._cast[key] = mask
+            mask = self._cast_mask((name, x.device, x.dtype), vec, x, _broadcast_shape(vec, x, site.input_dim))
             return _replace_input(args, kwargs, x * mask)
 
         return hook
-
-    @property
-    def active(self) -> bool:
-        """Whether any hook is installed."""
-        return bool(self._handles)
-
-    def remove(self) -> None:
-        """Remove every hook (the model computes with all units again)."""
-        for handle in self._handles.values():
-            handle.remove()
-        self._handles.clear()
-        self._vectors = {}
-        self._cast = {}

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from torchpare._utils import get_submodule
-from torchpare.prune.pruners._masking import mask_vectors, member_owner
+from torchpare.prune.pruners._masking import _MaskHooks, member_owner
 
 __all__ = ["ProducerSite", "producer_sites", "OutputMasker"]
 
@@ -92,7 +92,7 @@ def producer_sites(model: nn.Module, group: Any, who: str = "producer_sites()") 
     return list(sites.values())
 
 
-class OutputMasker:
+class OutputMasker(_MaskHooks):
     """Multiplies producer outputs by per-unit 0/1 masks through forward hooks.
 
     Hooks run before hooks registered earlier (``prepend=True``), so recorders attached before the
@@ -104,31 +104,18 @@ class OutputMasker:
         sites: ``{group_id: [ProducerSite, ...]}`` from :func:`producer_sites`.
     """
 
+    size_attr = "output_size"
+
     def __init__(self, model: nn.Module, sites: Mapping[str, list[ProducerSite]]) -> None:
-        self.model = model
-        self.sites = dict(sites)
+        super().__init__(model, sites)
         self._layouts = {s.module_name: s for group_sites in self.sites.values() for s in group_sites}
-        self._vectors: dict[str, torch.Tensor] = {}
-        # Masks (and masked-channel indices) cast to each output's device/dtype once, not per forward.
-        self._cast: dict[tuple[str, torch.device, torch.dtype, int], torch.Tensor] = {}
         self._off_index: dict[tuple[str, torch.device], torch.Tensor] = {}
         self._saved_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._handles: dict[str, list[RemovableHandle]] = {}
 
-    def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
-        """Apply ``{group_id: bool[size]}``; groups not given keep every unit."""
-        vectors = mask_vectors(masks, self.sites, "output_size")
-        self._vectors = vectors
-        self._cast = {}
+    def _reset(self) -> None:
+        super()._reset()
         self._off_index = {}
         self._saved_stats = {}
-        for name in list(self._handles):
-            if name not in vectors:
-                for handle in self._handles.pop(name):
-                    handle.remove()
-        for name in vectors:
-            if name not in self._handles:
-                self._handles[name] = self._install(name)
 
     def _install(self, name: str) -> list[RemovableHandle]:
         module = get_submodule(self.model, name, "OutputMasker")
@@ -180,28 +167,8 @@ class OutputMasker:
                     f"{tuple(out.shape)}, expected {vec.numel()}; the model changed shape after the "
                     "pruner was built. Build a new pruner."
                 )
-            key = (name, out.device, out.dtype, out.ndim)
-            mask = self._cast.get(key)
-            if mask is None:
-                shape = [vec.numel()] + [1] * (out.ndim - dim - 1)
-                mask = vec.to(device=out.device, dtype=out.dtype).view(shape)
-                self._cast[key] = mask
+            shape = [vec.numel()] + [1] * (out.ndim - dim - 1)
+            mask = self._cast_mask((name, out.device, out.dtype, out.ndim), vec, out, shape)
             return out * mask
 
         return hook
-
-    @property
-    def active(self) -> bool:
-        """Whether any hook is installed."""
-        return bool(self._handles)
-
-    def remove(self) -> None:
-        """Remove every hook (producers output every unit again)."""
-        for handles in self._handles.values():
-            for handle in handles:
-                handle.remove()
-        self._handles.clear()
-        self._vectors = {}
-        self._cast = {}
-        self._off_index = {}
-        self._saved_stats = {}

@@ -69,7 +69,11 @@ from torchpare.prune.rules.hf_heads import (
     _tie_norm,
     _tie_residual,
 )
-from torchpare.prune.rules.registry import MODULE_RULES, register_rule, register_trace_hook
+from torchpare.prune.rules.registry import (
+    register_rule,
+    register_trace_hook,
+    unruled_transformers_classes,
+)
 
 __all__ = [
     "ProjAttentionRule",
@@ -355,13 +359,7 @@ def register_transformers_rules(model: nn.Module) -> list[type]:
         []
     """
     new = []
-    for module in model.modules():
-        cls = type(module)
-        if cls in _examined:
-            continue
-        _examined.add(cls)
-        if cls in MODULE_RULES or not cls.__module__.startswith("transformers."):
-            continue
+    for cls, module in unruled_transformers_classes(model, _examined):
         rule = rule_for_module(module)
         if rule is not None:
             register_rule(cls, rule)

@@ -28,7 +28,11 @@ import torch
 from torch import nn
 
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, ModuleRule, slice_tensor_attr
-from torchpare.prune.rules.registry import MODULE_RULES, register_rule, register_trace_hook
+from torchpare.prune.rules.registry import (
+    register_rule,
+    register_trace_hook,
+    unruled_transformers_classes,
+)
 
 __all__ = ["FusedExpertsRule", "TopKRouterRule", "register_moe_rules"]
 
@@ -230,13 +234,7 @@ def register_moe_rules(model: nn.Module) -> list[type]:
         []
     """
     new = []
-    for module in model.modules():
-        cls = type(module)
-        if cls in _examined:
-            continue
-        _examined.add(cls)
-        if cls in MODULE_RULES or not cls.__module__.startswith("transformers."):
-            continue
+    for cls, module in unruled_transformers_classes(model, _examined):
         if _sizes(module) is not None:
             register_rule(cls, _RULE)
         elif _is_router(module):

@@ -6,7 +6,7 @@ renames an internal class cannot silently change what a rule matches.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from torch import nn
@@ -75,6 +75,25 @@ def run_class_hooks(classes: set[type]) -> None:
         for hook in list(CLASS_HOOKS):
             hook(cls)
     _OFFERED.update(new)
+
+
+def unruled_transformers_classes(model: nn.Module, examined: set[type]) -> Iterator[tuple[type, nn.Module]]:
+    """``(class, first instance)`` for each transformers class in ``model`` not in ``examined`` and
+    without a rule; every class met is added to ``examined`` (so a trace hook looks at each once).
+
+    Example:
+        >>> from torch import nn
+        >>> list(unruled_transformers_classes(nn.Sequential(nn.Linear(2, 2)), set()))
+        []
+    """
+    for module in model.modules():
+        cls = type(module)
+        if cls in examined:
+            continue
+        examined.add(cls)
+        if cls in MODULE_RULES or not cls.__module__.startswith("transformers."):
+            continue
+        yield cls, module
 
 
 def register_rule(
