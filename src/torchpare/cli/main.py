@@ -99,7 +99,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             shutdown_distributed()
         if entry:
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()
-                           if k != "prune_summary"))
+                           if k not in ("prune_summary", "baseline")))
         return 0
     if args.command == "slim":
         from pathlib import Path
