@@ -299,7 +299,7 @@ def comparison_entries(runs: list[Path]) -> tuple[list[dict[str, Any]], dict[str
 def _compare_row(e: dict[str, Any]) -> list[str]:
     def fmt(key: str, spec: str, scale: float = 1.0) -> str:
         v = e.get(key)
-        return format(scale * v, spec) if isinstance(v, (int, float)) else "–"
+        return format(scale * v if scale != 1.0 else v, spec) if isinstance(v, (int, float)) else "–"
 
     return [str(e["label"]), fmt("accuracy", ".2f", 100), fmt("params", ","), fmt("flops", ","),
             fmt("latency_ms", ".3f"), fmt("size_bytes", ".1f", 1 / 1024), fmt("flops_ratio", ".3f"),
