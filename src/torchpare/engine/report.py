@@ -270,7 +270,7 @@ def _ratios(entry: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
 
 def comparison_entries(runs: list[Path]) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """One entry per model of each run (``label``, ``run``, the results fields), a prune run's unpruned
-    baseline (``baseline: True``) just before it, and its ratios (``flops_ratio``, ``params_ratio``,
+    baseline (``is_baseline: True``) just before it, and its ratios (``flops_ratio``, ``params_ratio``,
     ``speedup``, ``metric_change``) on the pruned entry.
 
     Returns:
@@ -286,8 +286,9 @@ def comparison_entries(runs: list[Path]) -> tuple[list[dict[str, Any]], dict[str
             label = run.name if len(models) == 1 else f"{run.name}/{m['name']}"
             base = m.get("baseline")
             if isinstance(base, dict):
-                entries.append({**base, "label": f"{label} (unpruned)", "run": str(run), "baseline": True})
-                entries.append({**m, "label": label, "run": str(run), **_ratios(m, base)})
+                pruned = {k: v for k, v in m.items() if k != "baseline"}
+                entries.append({**base, "label": f"{label} (unpruned)", "run": str(run), "is_baseline": True})
+                entries.append({**pruned, "label": label, "run": str(run), **_ratios(m, base)})
             else:
                 entries.append({**m, "label": label, "run": str(run)})
     first = labels_seen[0] if labels_seen else {}
@@ -319,11 +320,11 @@ def _compare_plots(entries: list[dict[str, Any]], out: Path, metric_label: str) 
                   if isinstance(e.get(key), (int, float)) and e[key] > 0 and isinstance(e.get("accuracy"), (int, float))]
         fig, ax = plt.subplots(figsize=(8, 5))
         for n, (i, e) in enumerate(usable):
-            hollow = bool(e.get("baseline"))
+            hollow = bool(e.get("is_baseline"))
             ax.scatter(e[key], 100 * e["accuracy"], s=70, marker="s" if hollow else "o",
                        facecolors="none" if hollow else colors(n % colors.N),
                        edgecolors=colors(n % colors.N) if hollow else "black", linewidths=1.2, label=e["label"])
-            if i > 0 and "flops_ratio" in e and entries[i - 1].get("baseline"):
+            if i > 0 and "flops_ratio" in e and entries[i - 1].get("is_baseline"):
                 b = entries[i - 1]
                 if isinstance(b.get(key), (int, float)) and b[key] > 0:
                     ax.annotate("", xy=(e[key], 100 * e["accuracy"]), xytext=(b[key], 100 * b["accuracy"]),
@@ -385,7 +386,7 @@ def build_comparison(paths: list[str | os.PathLike[str]], output: str | os.PathL
     columns = [COMPARE_COLUMNS[0], metric_label, *COMPARE_COLUMNS[1:]]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     rows = "".join(
-        f'<tr class="{"baseline" if e.get("baseline") else "run"}">'
+        f'<tr class="{"baseline" if e.get("is_baseline") else "run"}">'
         + "".join(f"<td>{html.escape(c)}</td>" for c in _compare_row(e)) + "</tr>"
         for e in entries
     )
