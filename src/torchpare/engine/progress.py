@@ -116,7 +116,7 @@ class ProgressLines:
         >>> for step in (1, 2):
         ...     lines.step({"epoch": 0, "step": step, "loss": 0.5, "lr": 0.01}, samples=8)
         >>> lines.epoch({"epoch": 0, "step": 2, "train_loss": 0.5, "val_accuracy": 0.75}, total_steps=4)
-        >>> print(out.getvalue().split("\n")[1])
+        >>> print(out.getvalue().splitlines()[1])
         train epoch 1/2 step 2/4 done: train_loss=0.5 val_accuracy=0.75
     """
 
