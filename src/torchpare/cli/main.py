@@ -25,6 +25,7 @@ examples:
   torchrun --nproc_per_node=2 -m torchpare train configs/digits_teacher.yaml   # several processes
   torchpare slim configs/slim_digits.yaml         # slimmable supernet, subnets at 75/50/25% FLOPs
   torchpare report runs/demo                      # rebuild report.html + PNGs from saved metrics
+  torchpare report runs/                          # one page comparing every run folder under runs/
 """
 
 TASKS = {
@@ -69,8 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the supernet from <output>/checkpoints/last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    p = sub.add_parser("report", help="rebuild report.html and PNGs of a run folder from its saved metrics")
-    p.add_argument("run_dir", help="a folder written by 'torchpare demo' or another command")
+    p = sub.add_parser("report", help="rebuild report.html and PNGs of a run folder from its saved metrics, or "
+                       "compare several runs (table, metric-vs-cost plots, Pareto front)")
+    p.add_argument("run_dir", nargs="+", help="a folder written by 'torchpare demo' or another command; several "
+                   "folders, or a folder holding run folders, build one page comparing them")
+    p.add_argument("--output", default=None, metavar="HTML",
+                   help="the comparison page to write (default: report.html in the folder common to the runs)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p = sub.add_parser("demo", help="the end-to-end example on scikit-learn digits (or --task text)")
     p.add_argument("--task", choices=("digits", "text"), default="digits")
@@ -99,7 +104,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             shutdown_distributed()
         if entry:
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()
-                           if k != "prune_summary"))
+                           if k not in ("prune_summary", "baseline")))
         return 0
     if args.command == "slim":
         from pathlib import Path
@@ -114,9 +119,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(" ".join(f"{k}={v:.4g}" for k, v in scores.items()))
         return 0
     if args.command == "report":
-        from torchpare.engine.report import build_report
+        from pathlib import Path
 
-        print(build_report(args.run_dir))
+        from torchpare.engine.report import build_comparison, build_report
+
+        dirs = args.run_dir
+        if len(dirs) == 1 and args.output is None and (Path(dirs[0]) / "results.json").is_file():
+            print(build_report(dirs[0]))  # one run folder: its own report (a prune run with its baseline)
+        else:
+            print(build_comparison(dirs, args.output))
         return 0
     if args.command == "demo":
         if args.task == "text":

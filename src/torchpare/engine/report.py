@@ -21,7 +21,8 @@ from typing import Any
 from torchpare._utils import atomic_write_bytes
 from torchpare.engine.metrics import read_metrics
 
-__all__ = ["build_report", "format_table", "load_results", "ReportError"]
+__all__ = ["build_report", "build_comparison", "find_runs", "comparison_entries", "pareto_front", "format_table",
+           "load_results", "ReportError"]
 
 COLUMNS = ("model", "test acc %", "params", "FLOPs", "CPU latency ms (64 imgs)", "size KiB")
 
@@ -139,6 +140,22 @@ def _plots(run_dir: Path, models: list[dict[str, Any]], labels: dict[str, str]) 
     return paths
 
 
+def _with_baselines(models: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The models with each prune run's unpruned ``baseline`` before it, and one note of ratios per baseline."""
+    out, notes = [], []
+    for m in models:
+        base = m.get("baseline")
+        if isinstance(base, dict):
+            base = {"name": f"{m['name']} (unpruned)", **base}
+            out.append(base)
+            r = _ratios(m, base)
+            notes.append(f"{m['name']} vs {base['name']}: FLOPs x{r['flops_ratio']:.3f}, params "
+                         f"x{r['params_ratio']:.3f}, CPU speed-up x{r['speedup']:.2f}, metric change "
+                         f"{100 * r['metric_change']:+.2f} points")
+        out.append(m)
+    return out, notes
+
+
 def build_report(run_dir: str | os.PathLike[str]) -> Path:
     """Write ``report.html`` and its PNGs into ``run_dir`` from the saved results and metrics.
 
@@ -150,12 +167,12 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
     """
     run_dir = Path(run_dir)
     data = load_results(run_dir)
-    models = data["models"]
+    models, ratio_notes = _with_baselines(data["models"])
     pngs = _plots(run_dir, models, data.get("labels") or {})
     labels = data.get("labels")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in _columns(labels))
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _row(m)) + "</tr>" for m in models)
-    notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in data.get("notes", []))
+    notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in [*data.get("notes", []), *ratio_notes])
     imgs = "".join(
         f'<h2>{html.escape(p.stem.replace("_", " "))}</h2><img alt="{p.name}" '
         f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
@@ -173,5 +190,225 @@ td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></h
 </body></html>
 """
     out = run_dir / "report.html"
+    atomic_write_bytes(out, page.encode())
+    return out
+
+
+# -- comparing runs ---------------------------------------------------------------------------------
+COMPARE_COLUMNS = ("run", "params", "FLOPs", "CPU latency ms", "size KiB", "FLOPs ratio", "params ratio",
+                   "speed-up", "metric change")
+COST_AXES = (("flops", "FLOPs per example"), ("params", "parameters"), ("latency_ms", "CPU latency, ms per batch"))
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: lower or equal cost and a higher metric.
+
+    Args:
+        points: ``(cost, metric)`` pairs (lower cost and higher metric are better).
+
+    Returns:
+        The indices on the front, in increasing cost.
+
+    Example:
+        >>> pareto_front([(10, 0.9), (5, 0.8), (7, 0.7), (20, 0.95), (20, 0.9)])
+        [1, 0, 3]
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def find_runs(paths: list[str | os.PathLike[str]]) -> list[Path]:
+    """The run folders named by ``paths``: a folder with ``results.json`` is a run; any other folder stands
+    for every run folder below it (not those inside another run folder, e.g. its stages).
+
+    Raises:
+        ReportError: a path that does not exist, or no run folder found at all.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for name in ("a", "b/c"):
+        ...     (root / name).mkdir(parents=True)
+        ...     _ = (root / name / "results.json").write_text('{"models": []}')
+        >>> [str(p.relative_to(root)) for p in find_runs([root])]
+        ['a', 'b/c']
+    """
+    runs: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise ReportError(f"torchpare report: no run folder at '{path}'.")
+        if (path / "results.json").is_file():
+            found = [path]
+        else:
+            found = []
+            for res in sorted(path.rglob("results.json")):
+                run = res.parent
+                if not any(p in found for p in run.parents):
+                    found.append(run)
+        if not found:
+            raise ReportError(f"torchpare report: '{path}' has no results.json (in it or below it); "
+                              f"run a command or the demo first.")
+        runs.extend(r for r in found if r not in runs)
+    return runs
+
+
+def _ratios(entry: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
+    def div(a: Any, b: Any) -> float:
+        return float(a) / float(b) if b else float("nan")
+
+    return {"flops_ratio": div(entry["flops"], base["flops"]), "params_ratio": div(entry["params"], base["params"]),
+            "speedup": div(base["latency_ms"], entry["latency_ms"]),
+            "metric_change": float(entry["accuracy"]) - float(base["accuracy"])}
+
+
+def comparison_entries(runs: list[Path]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """One entry per model of each run (``label``, ``run``, the results fields), a prune run's unpruned
+    baseline (``is_baseline: True``) just before it, and its ratios (``flops_ratio``, ``params_ratio``,
+    ``speedup``, ``metric_change``) on the pruned entry.
+
+    Returns:
+        The entries and the labels (``accuracy`` / ``latency_ms`` headers; generic ones when runs differ).
+    """
+    entries: list[dict[str, Any]] = []
+    labels_seen: list[dict[str, str]] = []
+    for run in runs:
+        data = load_results(run)
+        labels_seen.append(data.get("labels") or {})
+        models = data["models"]
+        for m in models:
+            label = run.name if len(models) == 1 else f"{run.name}/{m['name']}"
+            base = m.get("baseline")
+            if isinstance(base, dict):
+                pruned = {k: v for k, v in m.items() if k != "baseline"}
+                entries.append({**base, "label": f"{label} (unpruned)", "run": str(run), "is_baseline": True})
+                entries.append({**pruned, "label": label, "run": str(run), **_ratios(m, base)})
+            else:
+                entries.append({**m, "label": label, "run": str(run)})
+    first = labels_seen[0] if labels_seen else {}
+    same = all(lab.get("accuracy") == first.get("accuracy") for lab in labels_seen)
+    labels = {"accuracy": first.get("accuracy", "test accuracy %") if same else "task metric (×100)"}
+    return entries, labels
+
+
+def _compare_row(e: dict[str, Any]) -> list[str]:
+    def fmt(key: str, spec: str, scale: float = 1.0) -> str:
+        v = e.get(key)
+        return format(scale * v if scale != 1.0 else v, spec) if isinstance(v, (int, float)) else "–"
+
+    return [str(e["label"]), fmt("accuracy", ".2f", 100), fmt("params", ","), fmt("flops", ","),
+            fmt("latency_ms", ".3f"), fmt("size_bytes", ".1f", 1 / 1024), fmt("flops_ratio", ".3f"),
+            fmt("params_ratio", ".3f"), fmt("speedup", ".2f"), fmt("metric_change", "+.2f", 100)]
+
+
+def _compare_plots(entries: list[dict[str, Any]], out: Path, metric_label: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    colors = plt.get_cmap("tab10" if len(entries) <= 10 else "tab20")
+    paths = []
+    for key, axis_label in COST_AXES:
+        usable = [(i, e) for i, e in enumerate(entries)
+                  if isinstance(e.get(key), (int, float)) and e[key] > 0 and isinstance(e.get("accuracy"), (int, float))]
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for n, (i, e) in enumerate(usable):
+            hollow = bool(e.get("is_baseline"))
+            ax.scatter(e[key], 100 * e["accuracy"], s=70, marker="s" if hollow else "o",
+                       facecolors="none" if hollow else colors(n % colors.N),
+                       edgecolors=colors(n % colors.N) if hollow else "black", linewidths=1.2, label=e["label"])
+            if i > 0 and "flops_ratio" in e and entries[i - 1].get("is_baseline"):
+                b = entries[i - 1]
+                if isinstance(b.get(key), (int, float)) and b[key] > 0:
+                    ax.annotate("", xy=(e[key], 100 * e["accuracy"]), xytext=(b[key], 100 * b["accuracy"]),
+                                arrowprops={"arrowstyle": "->", "color": "grey", "alpha": 0.7})
+        if usable:
+            front = pareto_front([(float(e[key]), float(e["accuracy"])) for _, e in usable])
+            xs = [usable[j][1][key] for j in front]
+            ys = [100 * usable[j][1]["accuracy"] for j in front]
+            ax.plot(xs, ys, "--", color="black", alpha=0.6, drawstyle="steps-post", label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel(axis_label)
+        ax.set_ylabel(metric_label)
+        ax.set_title(f"{metric_label} vs {axis_label}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        path = out.parent / f"{out.stem}_vs_{key}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def build_comparison(paths: list[str | os.PathLike[str]], output: str | os.PathLike[str] | None = None) -> Path:
+    """One HTML page comparing run folders: a table and metric-vs-FLOPs/params/latency plots with a
+    Pareto front. A prune run also shows its unpruned baseline and the ratios to it.
+
+    Args:
+        paths: Run folders, or folders holding run folders (see :func:`find_runs`).
+        output: The HTML file to write (default: ``report.html`` in the folder common to ``paths``); the
+            PNGs go next to it (``<stem>_vs_flops.png``, ``_vs_params.png``, ``_vs_latency_ms.png``).
+
+    Returns:
+        The path of the HTML page.
+
+    Raises:
+        ReportError: a missing folder, or no ``results.json`` found.
+
+    Example:
+        >>> import json, tempfile
+        >>> from pathlib import Path
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for name, acc, flops in (("small", 0.9, 100), ("big", 0.95, 400)):
+        ...     (root / name).mkdir()
+        ...     _ = (root / name / "results.json").write_text(json.dumps({"models": [{"name": name,
+        ...         "accuracy": acc, "params": flops, "flops": flops, "latency_ms": 1.0, "size_bytes": 4096}]}))
+        >>> build_comparison([root]).name
+        'report.html'
+    """
+    runs = find_runs(paths)
+    entries, labels = comparison_entries(runs)
+    if output is None:
+        common = Path(os.path.commonpath([str(Path(p).resolve()) for p in paths]))
+        output = common / "report.html"
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metric_label = labels["accuracy"]
+    pngs = _compare_plots(entries, out, metric_label)
+    columns = [COMPARE_COLUMNS[0], metric_label, *COMPARE_COLUMNS[1:]]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    rows = "".join(
+        f'<tr class="{"baseline" if e.get("is_baseline") else "run"}">'
+        + "".join(f"<td>{html.escape(c)}</td>" for c in _compare_row(e)) + "</tr>"
+        for e in entries
+    )
+    imgs = "".join(
+        f'<h2>{html.escape(p.stem.replace("_", " "))}</h2><img alt="{p.name}" '
+        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        for p in pngs
+    )
+    sources = "".join(f"<li>{html.escape(str(r))}</li>" for r in runs)
+    title = f"torchpare: {len(runs)} run(s) compared"
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}tr.baseline{{color:#555;font-style:italic}}
+img{{max-width:100%}}</style></head>
+<body><h1>{title}</h1>
+<p>Ratios compare a pruned model with its unpruned baseline (the row above it): FLOPs and parameters as
+pruned / unpruned, speed-up as unpruned latency / pruned latency, metric change in points.</p>
+<table><tr>{head}</tr>{rows}</table>
+<h2>runs</h2><ul>{sources}</ul>{imgs}
+</body></html>
+"""
     atomic_write_bytes(out, page.encode())
     return out

@@ -27,11 +27,12 @@ import torchpare.zoo  # noqa: F401  (registers the reference models that configs
 from torchpare._utils import atomic_write_bytes
 from torchpare.datasets.bundle import DataBundle  # noqa: F401
 from torchpare.distill import recover
-from torchpare.engine.checkpoint import config_fingerprint
+from torchpare.engine.checkpoint import RESUME_MAY_CHANGE, config_fingerprint
 from torchpare.engine.config import ConfigError, algorithm_models, save_config, validate_config
 from torchpare.engine.data import build_data
 from torchpare.engine.distributed import init_distributed
 from torchpare.engine.measure import model_stats
+from torchpare.engine.schedule import LOGGING_FIELDS
 from torchpare.engine.trainer import Trainer, evaluate
 from torchpare.model_io import UNLABELLED, StateDictFileError, load_state_dict_file  # noqa: F401  (UNLABELLED: old import path)
 from torchpare.prune import prune
@@ -229,7 +230,7 @@ def prune_model(
 
 # What a run writes into its folder; --overwrite removes these (and nothing else) before a new run.
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "results.json", "model.pt", "model", "subnet.json",
-             "report.html")
+             "report.html", "metrics.csv", "tensorboard")
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool | str | Path, overwrite: bool, source: str) -> None:
@@ -285,6 +286,8 @@ def run_task(cfg: Mapping[str, Any], task: str, *, resume: bool | str | Path = F
     if info.is_main:
         _prepare_run_dir(run_dir, resume, overwrite, source)
     resolved = {**cfg, "task": task} if "task" not in cfg else dict(cfg)
+    if trains:  # config.yaml holds the schedule with its defaults filled in
+        resolved["schedule"] = train_cfg.to_dict()
     torch.manual_seed(train_cfg.seed)
     data = build_data(cfg.get("data"))
     model = build_model(cfg["model"], "model", source)
@@ -303,7 +306,7 @@ def run_task(cfg: Mapping[str, Any], task: str, *, resume: bool | str | Path = F
     trainer = None
     if trains:
         trainer = Trainer(objective, data.train, val_data=data.val, config=train_cfg, run_dir=run_dir,
-                          eval_model=model, name=task, fingerprint=config_fingerprint(resolved))
+                          eval_model=model, name=task, fingerprint=config_fingerprint(resolved, RESUME_MAY_CHANGE + LOGGING_FIELDS))
         if resume:
             trainer.resume_checkpoint(resume)  # refuses before anything is written
     if info.is_main:  # from here on the run folder is written
@@ -316,4 +319,8 @@ def run_task(cfg: Mapping[str, Any], task: str, *, resume: bool | str | Path = F
     if not info.is_main:
         return {}
     extra["model_path"] = str(save_model(model, run_dir))
+    if task == "prune":  # the unpruned model, for the report's baseline and ratios
+        extra["baseline"] = {"name": f"{cfg.get('name', task)} (unpruned)",
+                             "accuracy": evaluate(original, data.test)["accuracy"],
+                             **model_stats(original, data.example, data.batch)}
     return _write_results(run_dir, str(cfg.get("name", task)), model, data, extra)

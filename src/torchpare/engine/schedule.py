@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import nn
 
 __all__ = ["TrainConfig", "build_optimizer", "build_scheduler", "OPTIMIZERS", "SCHEDULERS", "AMP_MODES",
-           "BEST_METRICS"]
+           "BEST_METRICS", "LOGGERS", "LOGGING_FIELDS"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("constant", "cosine", "linear")
 AMP_MODES = ("none", "bf16", "fp16")
 BEST_METRICS = ("val_accuracy", "val_loss")
+LOGGERS = ("jsonl", "csv", "tensorboard")
+# Settings that only change what a run prints and logs: a --resume may change them (not fingerprinted).
+LOGGING_FIELDS = ("schedule.log_every", "schedule.loggers")
 
 
 @dataclass
@@ -41,7 +45,12 @@ class TrainConfig:
         drop_last: Drop the last incomplete batch of each epoch.
         sync_batchnorm: Under ``torchrun``, turn the trained objective's BatchNorms into
             ``SyncBatchNorm`` (batch statistics over the global batch, as in one process).
-        quiet: No progress bar.
+        quiet: No progress bar and no progress lines.
+        log_every: Off a terminal, also print a progress line every N steps (0: one line per epoch only).
+        loggers: Where metrics go besides the console: ``"jsonl"`` (``metrics.jsonl``, always written:
+            reports and ``--resume`` read it), ``"csv"`` (``metrics.csv``) and ``"tensorboard"``
+            (``tensorboard/`` event files; needs the ``tensorboard`` package, ``pip install
+            'torchpare[tensorboard]'``).
 
     Example:
         >>> TrainConfig(epochs=2, lr=0.01).validate()
@@ -69,6 +78,8 @@ class TrainConfig:
     drop_last: bool = False
     sync_batchnorm: bool = False
     quiet: bool = False
+    log_every: int = 0
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -85,7 +96,7 @@ class TrainConfig:
             errs.append(f"{prefix}{key}: {msg}")
 
         ints = {"epochs": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 0, "seed": 0,
-                "keep_checkpoints": 1}
+                "keep_checkpoints": 1, "log_every": 0}
         for key, low in ints.items():
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool):
@@ -111,6 +122,15 @@ class TrainConfig:
             v = getattr(self, key)
             if v not in allowed:
                 bad(key, f"must be one of {', '.join(allowed)}, got {v!r}")
+        if not isinstance(self.loggers, (list, tuple)) or not all(isinstance(v, str) for v in self.loggers):
+            bad("loggers", f"must be a list of names from {', '.join(LOGGERS)}, got {self.loggers!r}")
+        else:
+            for name in self.loggers:
+                if name not in LOGGERS:
+                    bad("loggers", f"unknown logger {name!r}; use names from {', '.join(LOGGERS)}")
+            if "tensorboard" in self.loggers and importlib.util.find_spec("tensorboard") is None:
+                bad("loggers", "'tensorboard' needs the tensorboard package, which is not installed; "
+                    "pip install 'torchpare[tensorboard]' (or tensorboard), or remove it from the list")
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith(("cuda:", "mps"))
         ):

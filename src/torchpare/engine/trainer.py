@@ -43,11 +43,12 @@ from torchpare.engine.distributed import (
     init_distributed,
     normalise_losses,
 )
+from torchpare.engine.loggers import build_loggers
 from torchpare.engine.metrics import MetricsLog
 from torchpare.engine.objective import SupervisedObjective, eval_model_of, total_loss_of
-from torchpare.engine.progress import EpochProgress
+from torchpare.engine.progress import EpochProgress, ProgressLines, bar_on_terminal
 from torchpare.engine.rng import capture_rng_state, restore_rng_state, seed_everything
-from torchpare.engine.schedule import TrainConfig, build_optimizer, build_scheduler
+from torchpare.engine.schedule import LOGGING_FIELDS, TrainConfig, build_optimizer, build_scheduler
 from torchpare.model_io import call_model, logits_of
 
 __all__ = ["Trainer", "TrainResult", "evaluate", "epoch_batches", "fetch_batch"]
@@ -140,6 +141,11 @@ def evaluate(
     finally:
         model.train(was_training)
     return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1), "n": total}
+
+
+def _metric_text(record: dict[str, Any], key: str) -> str:
+    """``"val_accuracy=0.91"`` for the progress bar ("" before the first validation)."""
+    return f"{key}={record[key]:.4g}" if isinstance(record.get(key), float) else ""
 
 
 class _LossForward(nn.Module):
@@ -241,7 +247,7 @@ class Trainer:
     def _fingerprint(self) -> dict[str, Any]:
         """Parameter shapes, every training setting but those in ``RESUME_MAY_CHANGE``, and the extras."""
         settings = {
-            k: v for k, v in self.config.to_dict().items() if f"schedule.{k}" not in RESUME_MAY_CHANGE
+            k: v for k, v in self.config.to_dict().items() if f"schedule.{k}" not in RESUME_MAY_CHANGE + LOGGING_FIELDS
         }
         settings.pop("device", None)  # "auto" vs "cpu" naming the same device is not a different run
         return model_fingerprint(
@@ -342,6 +348,10 @@ class Trainer:
             seed_everything(c.seed + info.rank)
             if log is not None:
                 log.reset()
+        resumed_at = global_step if resume is not False and resume is not None else None
+        loggers = build_loggers(c.loggers, self.run_dir, resumed_at) if self.run_dir and is_main else []
+        lines = ProgressLines(self.name, c.epochs, c.log_every, enabled=is_main and not c.quiet and not bar_on_terminal())
+        last_metric = _metric_text(history[-1] if history else {}, c.best_metric)
 
         if info.distributed and c.sync_batchnorm:  # in place; the parameters (and the optimiser's) stay
             nn.SyncBatchNorm.convert_sync_batchnorm(self.objective)
@@ -385,10 +395,10 @@ class Trainer:
             if hasattr(self.train_data, "set_epoch"):
                 self.train_data.set_epoch(epoch)
             batches = self._batches(epoch)
-            t0 = time.perf_counter()
+            t0, first_step = time.perf_counter(), step_in_epoch
             show = None if (is_main and not c.quiet) else False  # None: only on a terminal
             with EpochProgress(
-                len(batches), f"{self.name} {epoch + 1}/{c.epochs}", show, step_in_epoch
+                len(batches), f"{self.name} {epoch + 1}/{c.epochs}", show, step_in_epoch, last_metric
             ) as bar:
                 while step_in_epoch < len(batches):
                     local = batches[step_in_epoch][info.rank :: info.world_size]
@@ -411,6 +421,9 @@ class Trainer:
                     }
                     if log is not None:
                         log.write(record)
+                    for logger in loggers:
+                        logger.log(record)
+                    lines.step(record, len(batches[step_in_epoch - 1]))
                     bar.advance(loss=total)
                     if global_step >= total_steps:
                         done = True
@@ -433,14 +446,21 @@ class Trainer:
                 "train_loss": loss_sum / max(loss_count, 1),
                 "epoch_time_s": time.perf_counter() - t0,
             }
+            ep["samples_per_s"] = sum(map(len, batches[first_step:step_in_epoch])) / max(ep["epoch_time_s"], 1e-9)
             if self.val_data is not None:
                 scores = evaluate(self.eval_model, self.val_data, info.device)
                 ep.update(val_accuracy=scores["accuracy"], val_loss=scores["loss"])
             history.append(ep)
             if log is not None:
                 log.write(ep)
+            for logger in loggers:
+                logger.log(ep)
+            lines.epoch(ep, total_steps, scheduler.get_last_lr()[0])
+            last_metric = _metric_text(ep, c.best_metric)
             epoch, step_in_epoch, loss_sum, loss_count = epoch + 1, 0, 0.0, 0
             checkpoint(ep.get(c.best_metric))
+        for logger in loggers:
+            logger.close()
         final = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
         return TrainResult(history=history, global_step=global_step, final=final, run_dir=self.run_dir)
 
