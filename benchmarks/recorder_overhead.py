@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--recorders", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--mode", choices=("both", "train", "eval"), default="both")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -181,6 +182,7 @@ def main() -> None:
         ("train forward, autograd on (student side)", True, torch.enable_grad),
         ("eval forward under no_grad (teacher side)", False, torch.no_grad),
     )
+    modes = tuple(m for m in modes if args.mode == "both" or (m[1] == (args.mode == "train")))
     control = NoOpHooks(model, chosen)
     for label, train, ctx in modes:
         model.train(train)

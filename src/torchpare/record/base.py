@@ -9,7 +9,8 @@ pickled recorders start with an empty buffer.
 
 Records of the previous context stay readable until the next enter, as before; what changes on
 enter is only *when* their memory goes: each new record releases the oldest record of the previous
-context (see :meth:`BaseRecorder._recorder_append`), so the allocator reuses memory it already holds
+context (see :meth:`BaseRecorder._recorder_append`; records that need grad, which may hold a whole
+autograd graph, still go at once on enter), so the allocator reuses memory it already holds
 instead of returning it to the system and faulting it back in during the next forward. Call
 :meth:`BaseRecorder.release` to drop the records as soon as they have been read.
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from torch import Tensor
 
 from torchpare._context import NestedContext
 from torchpare._utils import did_you_mean
@@ -66,6 +69,17 @@ _DATA_IDX_HELP = (
     "'data_idx' must be None, an int (tuple element), a str (output field, or a dotted path such as "
     "'hidden_states.2') or a tuple/list path such as ('hidden_states', 2); got {!r}."
 )
+
+
+def _holds_graph(record: Any) -> bool:
+    """Whether a record (a tensor, or a tuple/list/dict of them, one level deep) needs grad."""
+    if isinstance(record, Tensor):
+        return record.requires_grad
+    if isinstance(record, tuple | list):
+        return any(isinstance(v, Tensor) and v.requires_grad for v in record)
+    if isinstance(record, Mapping):
+        return any(isinstance(v, Tensor) and v.requires_grad for v in record.values())
+    return False
 
 
 class RecordIndexError(IndexError, ValueError):
@@ -210,7 +224,9 @@ class BaseRecorder(NestedContext, ABC):
                 )
             self.initialize(None)
         # A copy, newest first: the old list object (maybe held by the caller) stays untouched.
-        self._retiring = self._data_buffer[::-1]
+        # Records that hold an autograd graph go now, as they may keep a whole graph's saved tensors.
+        old = self._data_buffer
+        self._retiring = [] if any(map(_holds_graph, old)) else old[::-1]
         self.reset_data_buffer()
         try:
             self._attach()
