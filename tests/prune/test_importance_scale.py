@@ -71,3 +71,20 @@ def test_prepare_again_replaces_the_sums_instead_of_adding_state() -> None:
     first = imp.state_numel
     imp.prepare(model, _batches(2, model.config.vocab_size, seed=1))
     assert imp.state_numel == first
+
+
+@pytest.mark.slow
+def test_llama_calibrate_example_recovers_the_teacher_student_kl(monkeypatch, capsys) -> None:
+    import importlib.util
+    import pathlib
+    import re
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "examples" / "prune_llama_calibrate.py"
+    spec = importlib.util.spec_from_file_location("prune_llama_calibrate", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr("sys.argv", ["prune_llama_calibrate.py", "--pretrain-steps", "60", "--recover-steps", "60"])
+    module.main()
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    before, after = map(float, re.findall(r"before recovery ([\d.]+), after ([\d.]+)", line)[0])
+    assert after < before
