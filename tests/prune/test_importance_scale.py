@@ -88,3 +88,20 @@ def test_llama_calibrate_example_recovers_the_teacher_student_kl(monkeypatch, ca
     line = capsys.readouterr().out.strip().splitlines()[-1]
     before, after = map(float, re.findall(r"before recovery ([\d.]+), after ([\d.]+)", line)[0])
     assert after < before
+
+
+@pytest.mark.slow
+def test_bf16_llama_group_fisher_state_is_float32_and_per_unit() -> None:
+    from torchpare.prune import DependencyGraph
+    from torchpare.prune.importance import GroupFisherImportance
+
+    model, inputs = hf_llama()
+    model = model.to(torch.bfloat16).eval()
+    graph = DependencyGraph.build(model, inputs)
+    sizes = {}
+    for n in (1, 3):
+        imp = GroupFisherImportance()
+        imp.prepare(model, _batches(n, model.config.vocab_size), graph=graph)
+        assert all(v.dtype == torch.float32 for v in imp._fisher.values())
+        sizes[n] = {gid: v.numel() for gid, v in imp._fisher.items()}
+    assert sizes[1] == sizes[3] and sizes[1]  # one value per unit, whatever the number of batches
