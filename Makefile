@@ -43,7 +43,7 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples docs/_ext
 
 # The documentation site (mkdocs.yml) into site/; --strict: a broken link, anchor or API reference fails
 # (not with -q: it hides the warnings --strict counts). The variable silences Material's banner.

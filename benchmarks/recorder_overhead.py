@@ -4,12 +4,15 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/recorder_overhead.py``
 
 Both measurements run in one process and are interleaved (plain forward, forward inside the
 recorders' context, plain, ...); the recorded timing includes entering and leaving the context
-(registering and removing 50 hooks), as a distillation step does. Prints the medians and the ratio.
+(registering and removing 50 hooks), as a distillation step does. Prints the medians and the ratio,
+for the default life of records (kept until the next ``with``, where each new record releases the
+oldest old one) and for records dropped with ``manager.release()`` right after they are read.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 from typing import Any
@@ -91,31 +94,51 @@ class NoOpHooks:
     def __iter__(self):
         return iter(())
 
+    def release(self) -> None:
+        pass
+
 
 def _noop(module: nn.Module, args: object, output: object) -> None:
     pass
 
 
-def measure(model: nn.Module, x: torch.Tensor, manager: Any, repeats: int) -> tuple[float, float, float]:
-    """Interleaved timings; returns (median plain s, median recorded s, median of paired ratios)."""
+def _faults() -> int:
+    """Minor page faults of this process so far (memory the system hands out afresh)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
-    # Outputs and records are released after the clock stops in both cases, so that freeing the
-    # autograd graph or the 50 kept feature maps is not charged to one side only.
+
+def measure(
+    model: nn.Module, x: torch.Tensor, manager: Any, repeats: int, release: bool = False
+) -> tuple[float, float, float, float, float]:
+    """Interleaved timings; returns (median plain s, median recorded s, median of paired ratios,
+    median minor page faults of a plain forward, of a recorded one).
+
+    The plain forward's output is dropped after the clock stops. The records live as in a
+    distillation step: read after the forward, then kept until the next ``with manager:`` (default)
+    or dropped with ``manager.release()`` once read (``release=True``), outside the clock.
+    """
+
+    faults: dict[str, list[int]] = {"plain": [], "recorded": []}
+
     def plain() -> float:
+        f0 = _faults()
         start = time.perf_counter()
         out = model(x)
         elapsed = time.perf_counter() - start
+        faults["plain"].append(_faults() - f0)
         del out
         return elapsed
 
     def recorded() -> float:
+        f0 = _faults()
         start = time.perf_counter()
         with manager:
             out = model(x)
         elapsed = time.perf_counter() - start
+        faults["recorded"].append(_faults() - f0)
         del out
-        for _, recorder in manager:
-            recorder.reset_data_buffer()
+        if release:
+            manager.release()
         return elapsed
 
     for _ in range(3):  # warm-up
@@ -131,7 +154,13 @@ def measure(model: nn.Module, x: torch.Tensor, manager: Any, repeats: int) -> tu
             rec.append(recorded())
             base.append(plain())
     pair_ratio = statistics.median(r / b for r, b in zip(rec, base))
-    return statistics.median(base), statistics.median(rec), pair_ratio
+    return (
+        statistics.median(base),
+        statistics.median(rec),
+        pair_ratio,
+        statistics.median(faults["plain"]),
+        statistics.median(faults["recorded"]),
+    )
 
 
 def main() -> None:
@@ -142,6 +171,7 @@ def main() -> None:
     parser.add_argument("--recorders", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--mode", choices=("both", "train", "eval"), default="both")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -171,24 +201,32 @@ def main() -> None:
         ("train forward, autograd on (student side)", True, torch.enable_grad),
         ("eval forward under no_grad (teacher side)", False, torch.no_grad),
     )
+    modes = tuple(m for m in modes if args.mode == "both" or (m[1] == (args.mode == "train")))
     control = NoOpHooks(model, chosen)
     for label, train, ctx in modes:
         model.train(train)
         with ctx():
-            base, rec, pair = measure(model, x, manager, args.repeats)
-            c_base, c_rec, c_pair = measure(model, x, control, args.repeats)
+            base, rec, pair, f_base, f_rec = measure(model, x, manager, args.repeats)
+            r_base, r_rec, r_pair, rf_base, rf_rec = measure(model, x, manager, args.repeats, release=True)
+            c_base, c_rec, c_pair, _, _ = measure(model, x, control, args.repeats)
             with manager:
                 model(x)
         records = sum(len(r.data_buffer) for _, r in manager)
         print(
-            f"{label}: none {base * 1e3:.2f} ms, {len(chosen)} recorders {rec * 1e3:.2f} ms "
-            f"({records} records); ratio of medians {rec / base:.3f}, median paired ratio {pair:.3f} "
-            f"(target <= 1.05)"
+            f"{label}: plain {base * 1e3:.2f} ms | {len(chosen)} recorders {rec * 1e3:.2f} ms "
+            f"({records} records) | ratio of medians {rec / base:.3f}, median paired ratio {pair:.3f} "
+            f"(target <= 1.05); page faults per forward: plain {f_base:.0f}, recorded {f_rec:.0f}"
+        )
+        print(
+            f"    records released right after reading (manager.release()): ratio of medians "
+            f"{r_rec / r_base:.3f}, median paired ratio {r_pair:.3f}; page faults per forward: "
+            f"plain {rf_base:.0f}, recorded {rf_rec:.0f}"
         )
         print(
             f"    control, {len(chosen)} no-op hooks keeping nothing: ratio of medians {c_rec / c_base:.3f}, "
             f"median paired ratio {c_pair:.3f}"
         )
+        manager.release()
 
 
 if __name__ == "__main__":

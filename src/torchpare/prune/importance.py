@@ -198,6 +198,7 @@ class GroupImportance:
     ) -> None:
         """Collect whatever the criterion needs from calibration data (nothing for magnitude criteria):
         what :meth:`_collect` returns, kept until the next ``prepare``."""
+        self._collected = {}  # the previous sums go before the new calibration allocates its own
         self._collected = self._collect(model, data, loss_fn, batch_loss, graph)
 
     def _collect(self, model: nn.Module, data: Any, loss_fn: Any, batch_loss: Any, graph: Any) -> dict[str, Any]:
@@ -280,12 +281,32 @@ def _calibrate(
 ) -> dict[str, torch.Tensor]:
     """Run forward/backward over ``data`` in eval mode; returns ``{param_name: grad summed over batches}``.
 
-    The model's mode, ``requires_grad`` flags and existing ``.grad`` values are restored afterwards.
+    Memory stays bounded whatever the number of batches: one gradient per parameter, no per-sample
+    gradients. Parameters in a half-precision dtype (bf16/fp16) have their gradient folded after each
+    backward into a float32 sum (so the sum does not lose precision batch after batch); float32 and
+    float64 parameters sum in their own ``.grad``. The returned sums are float32 for half-precision
+    parameters. The model's mode, ``requires_grad`` flags and existing ``.grad`` values are restored
+    afterwards.
     """
     if data is None:
         raise ValueError(f"{who}: needs calibration data: pass data=<iterable of batches> (and a loss).")
     params = list(model.parameters())
     saved = [(p.requires_grad, p.grad) for p in params]
+    low = [i for i, p in enumerate(params) if p.is_floating_point() and torch.finfo(p.dtype).bits < 32]
+    sums: dict[int, torch.Tensor] = {}  # float32 sums of the half-precision parameters' gradients
+
+    def fold_low_precision() -> None:
+        for i in low:
+            grad = params[i].grad
+            if grad is None:
+                continue
+            total = sums.get(i)
+            if total is None:
+                sums[i] = grad.to(torch.float32)
+            else:
+                total.add_(grad)  # promoted: the sum stays float32
+            params[i].grad = None
+
     was_training = model.training
     seen = 0
     try:
@@ -296,11 +317,14 @@ def _calibrate(
         for batch in data:
             loss = batch_loss(model, batch, loss_fn, batch_loss_fn)
             loss.backward()
+            del loss  # frees the graph before the next batch's forward
+            if low:
+                fold_low_precision()
             if after_backward is not None:
                 after_backward()
             seen += 1
     finally:
-        grads = [p.grad for p in params]
+        grads = [sums.get(i, p.grad) for i, p in enumerate(params)]
         for p, (flag, grad) in zip(params, saved):
             p.requires_grad_(flag)
             p.grad = grad
@@ -314,12 +338,32 @@ def _calibrate(
 @IMPORTANCES.register(aliases=("taylor", "Taylor"))
 class TaylorImportance(GroupImportance):
     """First-order Taylor: ``|sum(w * dL/dw)|`` of every unit's slices, with gradients summed over
-    the calibration batches given to :meth:`prepare` (run in eval mode)."""
+    the calibration batches given to :meth:`prepare` (run in eval mode).
+
+    The state is one summed gradient per parameter (:attr:`state_numel`), whatever the number of
+    batches; for a bf16/fp16 model the sums are kept in float32 and the scores computed in float32.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1)).to(torch.bfloat16)
+        >>> batches = [(torch.randn(2, 4, dtype=torch.bfloat16), torch.randn(2, 1)) for _ in range(3)]
+        >>> imp = TaylorImportance()
+        >>> imp.prepare(model, batches, loss_fn=lambda out, y: (out.float() - y).pow(2).mean())
+        >>> imp.state_numel == sum(p.numel() for p in model.parameters())
+        True
+    """
 
     requires_data = True
 
     def _collect(self, model: nn.Module, data: Any, loss_fn: Any, batch_loss: Any, graph: Any) -> dict[str, Any]:
         return _calibrate(model, data, loss_fn, batch_loss, "TaylorImportance.prepare()")
+
+    @property
+    def state_numel(self) -> int:
+        """How many accumulated values the criterion holds: one per parameter entry (0 before
+        :meth:`prepare`), independent of the number of calibration batches."""
+        return sum(g.numel() for g in {id(g): g for g in self._collected.values()}.values())
 
     def member_scores(self, member: Any, tensor: torch.Tensor) -> torch.Tensor | None:
         path, leaf = _owner(member)

@@ -23,7 +23,7 @@ class CallableRecorder(BaseRecorder, PathPatching):
     needs_model = False
     #: Recorders wrap deliveries on the same callable, so they record what the caller receives.
     patch_layer = 1
-    _transient = ("_target", "_patch")
+    _transient = ("_target", "_patch", "_append")
 
     def _import_path(self) -> str:
         return self._source
@@ -33,6 +33,7 @@ class CallableRecorder(BaseRecorder, PathPatching):
         self._target = resolve_target(self._source, self._kind, self._who())
 
     def _attach(self) -> None:
+        self._append = self._recorder_append()
         self._install_patch()
 
     def _detach(self) -> None:
@@ -45,7 +46,7 @@ class CallableOutputsRecorder(CallableRecorder):
     def intercept(self, call_next: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Call through and record the output."""
         out = call_next(*args, **kwargs)
-        self._data_buffer.append(out)
+        self._append(out)
         return out
 
 
@@ -85,7 +86,7 @@ class CallableInputsRecorder(CallableRecorder):
         skip = 1 if self._target is not None and self._target.passes_receiver else 0
         sig = self._signature
         if sig is None:
-            self._data_buffer.append((*args[skip:], *kwargs.values()))
+            self._append((*args[skip:], *kwargs.values()))
             return call_next(*args, **kwargs)
         try:
             bound = sig.bind(*args, **kwargs)
@@ -93,7 +94,7 @@ class CallableInputsRecorder(CallableRecorder):
             return call_next(*args, **kwargs)
         bound.apply_defaults()
         values = tuple(bound.arguments.values())
-        self._data_buffer.append(values[skip:] if skip else values)
+        self._append(values[skip:] if skip else values)
         return call_next(*args, **kwargs)
 
     def _index_record(self, record: Any, record_idx: int, data_idx: Any) -> Any:

@@ -6,6 +6,13 @@ entering clears :attr:`BaseRecorder.data_buffer`, every call of the source appen
 leaving removes every hook or patch (also when the forward raises). Nothing is stored on the model
 outside the context, so a model with initialized recorders can be deep-copied and pickled; copied or
 pickled recorders start with an empty buffer.
+
+Records of the previous context stay readable until the next enter, as before; what changes on
+enter is only *when* their memory goes: each new record releases the oldest record of the previous
+context (see :meth:`BaseRecorder._recorder_append`; records that need grad, which may hold a whole
+autograd graph, still go at once on enter), so the allocator reuses memory it already holds
+instead of returning it to the system and faulting it back in during the next forward. Call
+:meth:`BaseRecorder.release` to drop the records as soon as they have been read.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from torch import Tensor
 
 from torchpare._context import NestedContext
 from torchpare._utils import did_you_mean
@@ -62,6 +71,17 @@ _DATA_IDX_HELP = (
 )
 
 
+def _holds_graph(record: Any) -> bool:
+    """Whether a record (a tensor, or a tuple/list/dict of them, one level deep) needs grad."""
+    if isinstance(record, Tensor):
+        return record.requires_grad
+    if isinstance(record, tuple | list):
+        return any(isinstance(v, Tensor) and v.requires_grad for v in record)
+    if isinstance(record, Mapping):
+        return any(isinstance(v, Tensor) and v.requires_grad for v in record.values())
+    return False
+
+
 class RecordIndexError(IndexError, ValueError):
     """``get_record_data`` asked for a record or an item that does not exist."""
 
@@ -88,12 +108,18 @@ class BaseRecorder(NestedContext, ABC):
 
     #: Whether :meth:`initialize` needs a model (module and parameter recorders).
     needs_model: bool = True
+    _retiring: list[Any] = []  # only ever popped while non-empty; instances assign their own
+    #: Why the recorder has no records on purpose (e.g. a manager told it is not needed); for the error.
+    _idle_reason: str | None = None
 
     def __init__(self, source: str) -> None:
         if not isinstance(source, str):
             raise TypeError(f"{type(self).__name__}: source must be a str, got {type(source).__name__}.")
         self._source = source
         self._data_buffer: list[Any] = []
+        # The previous context's records, newest first, popped one per new record (see _recorder_append).
+        self._retiring: list[Any] = []
+        self._idle_reason: str | None = None
         self._initialized = False
         self._ever_entered = False
 
@@ -142,6 +168,53 @@ class BaseRecorder(NestedContext, ABC):
         """Start a fresh, empty buffer (earlier buffer lists handed out stay untouched)."""
         self._data_buffer = []
 
+    def release(self) -> None:
+        """Drop the records now (e.g. once the losses have read them), so their memory can be reused.
+
+        Outside the context the buffer becomes a new empty list (lists handed out earlier stay
+        untouched); inside it the current buffer is emptied in place (the hooks keep appending to it).
+        Records of the previous context not yet replaced are dropped too.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> from torchpare.record import ModuleOutputsRecorder
+            >>> model = nn.Linear(2, 2)
+            >>> recorder = ModuleOutputsRecorder("")
+            >>> recorder.initialize(model)
+            >>> with recorder:
+            ...     _ = model(torch.ones(1, 2))
+            >>> recorder.release()
+            >>> len(recorder.data_buffer)
+            0
+        """
+        if self._retiring:  # the class default is always empty, so only an instance's list is cleared
+            self._retiring.clear()
+        if self._depth:
+            self._data_buffer.clear()
+        else:
+            self._data_buffer = []
+
+    def _recorder_append(self) -> Any:
+        """The function hooks call with each new record: appends to the current buffer and, while
+        records of the previous context remain, drops the oldest of them (its memory is then reused
+        by the allocation that follows, which keeps the forward from faulting in fresh pages).
+
+        Bound once per enter, so the per-call cost is one append (and one pop while old records remain).
+        """
+        append = self._data_buffer.append
+        retiring = self._retiring
+        if not retiring:
+            return append
+        pop = retiring.pop
+
+        def record(value: Any) -> None:
+            append(value)
+            if retiring:
+                pop()
+
+        return record
+
     def _open(self) -> None:
         if not self._initialized:
             if self.needs_model:
@@ -150,11 +223,20 @@ class BaseRecorder(NestedContext, ABC):
                     f"(RecorderManager.initialize(model) does it for all its recorders)."
                 )
             self.initialize(None)
+        # A copy, newest first: the old list object (maybe held by the caller) stays untouched.
+        # Records that hold an autograd graph go now, as they may keep a whole graph's saved tensors.
+        old = self._data_buffer
+        self._retiring = [] if any(map(_holds_graph, old)) else old[::-1]
         self.reset_data_buffer()
-        self._attach()
+        try:
+            self._attach()
+        except BaseException:
+            self._retiring = []
+            raise
         self._ever_entered = True
 
     def _close(self) -> None:
+        self._retiring = []  # what this context did not replace goes now
         self._detach()
 
     # -- subclass hooks -----------------------------------------------------------------------
@@ -197,7 +279,9 @@ class BaseRecorder(NestedContext, ABC):
         if not -n <= record_idx < n:
             if n == 0:
                 hint = (
-                    "the recorder was never entered: run the forward inside `with recorder:`"
+                    self._idle_reason
+                    if self._idle_reason
+                    else "the recorder was never entered: run the forward inside `with recorder:`"
                     if not self._ever_entered
                     else "the source was not called inside `with recorder:`; run the forward inside the "
                     "context (and check that the source is used by that forward)"
@@ -257,4 +341,5 @@ class BaseRecorder(NestedContext, ABC):
         # often non-leaf tensors, which ``copy.deepcopy`` refuses.
         state = super().__getstate__()
         state["_data_buffer"] = []
+        state["_retiring"] = []
         return state

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torchpare._context import ContextGroup, UnknownNameError
@@ -51,6 +51,80 @@ class RecorderManager(ContextGroup[BaseRecorder]):
 
     def __init__(self, recorders: Mapping[str, BaseRecorder | Mapping[str, Any]]) -> None:
         super().__init__(recorders)
+        self._needed: tuple[BaseRecorder, ...] | None = None  # None: every recorder is entered
+        self._needed_names: frozenset[str] | None = None
+
+    @property
+    def needed(self) -> frozenset[str]:
+        """Names of the recorders a ``with manager:`` enters (all of them unless :meth:`set_needed`)."""
+        return frozenset(self._items) if self._needed_names is None else self._needed_names
+
+    def set_needed(self, names: Iterable[str] | None) -> None:
+        """Record only the named recorders from now on (the losses read nothing else); ``None``: all.
+
+        A recorder left out is not hooked at all, so it costs nothing during the forward; its buffer
+        is emptied, and reading it raises :class:`~torchpare.record.RecordIndexError` saying it was
+        left out here.
+
+        Args:
+            names: Recorder names, or ``None`` to record with every recorder again.
+
+        Raises:
+            UnknownRecorderError: a name is not in the manager (the message lists the known names).
+            ValueError: called inside the manager's context.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+            >>> manager = RecorderManager({"a": {"type": "ModuleOutputs", "source": "0"},
+            ...                            "b": {"type": "ModuleOutputs", "source": "1"}})
+            >>> manager.initialize(model)
+            >>> manager.set_needed(["b"])
+            >>> with manager:
+            ...     _ = model(torch.ones(1, 2))
+            >>> len(manager.get_recorder("a").data_buffer), len(manager.get_recorder("b").data_buffer)
+            (0, 1)
+        """
+        if self._stacks:
+            raise ValueError(f"{type(self).__name__}.set_needed() called inside `with manager:`; call it before.")
+        if names is None:
+            self._needed = self._needed_names = None
+            for recorder in self._items.values():
+                recorder._idle_reason = None
+            return
+        if isinstance(names, str):
+            names = [names]
+        chosen = {name: self._get(name) for name in names}
+        self._needed_names = frozenset(chosen)
+        self._needed = tuple(rec for name, rec in self._items.items() if name in chosen)
+        for name, recorder in self._items.items():
+            if name in chosen:
+                recorder._idle_reason = None
+            else:
+                recorder.release()
+                recorder._idle_reason = (
+                    f"{type(self).__name__}.set_needed() left {name!r} out, so it records nothing; "
+                    f"add it to the needed names (or call set_needed(None))"
+                )
+
+    def _active_items(self) -> Any:
+        return self._items.values() if self._needed is None else self._needed
+
+    def release(self) -> None:
+        """Drop every recorder's records now (call it once the losses have read them).
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> manager = RecorderManager({"out": {"type": "ModuleOutputs", "source": ""}})
+            >>> manager.initialize(nn.Linear(2, 2))
+            >>> with manager:
+            ...     _ = manager.get_recorder("out")
+            >>> manager.release()
+        """
+        for recorder in self._items.values():
+            recorder.release()
 
     @property
     def recorders(self) -> dict[str, BaseRecorder]:

@@ -43,5 +43,5 @@ class ModuleInputsRecorder(ModuleHookRecorder):
 
     def _attach(self) -> None:
         self._handle = self._module().register_forward_pre_hook(
-            partial(_append_inputs, self._data_buffer.append)
+            partial(_append_inputs, self._recorder_append())
         )

@@ -39,4 +39,4 @@ class ModuleOutputsRecorder(ModuleHookRecorder):
     """
 
     def _attach(self) -> None:
-        self._handle = self._module().register_forward_hook(partial(_append_output, self._data_buffer.append))
+        self._handle = self._module().register_forward_hook(partial(_append_output, self._recorder_append()))
