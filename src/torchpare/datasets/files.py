@@ -159,9 +159,8 @@ def _transform_list(transforms: Any) -> list[tuple[str, Any]]:
         elif name == "flip":
             if not isinstance(arg, int | float) or not 0 <= arg <= 1:
                 raise DataFileError(f"data.transforms[{i}].flip: expected a probability in [0, 1], got {arg!r}")
-        elif name == "normalize":
-            if not (isinstance(arg, Mapping) and set(arg) == {"mean", "std"}):
-                raise DataFileError(f"data.transforms[{i}].normalize: expected {{mean: [...], std: [...]}}, got {arg!r}")
+        elif name == "normalize" and not (isinstance(arg, Mapping) and set(arg) == {"mean", "std"}):
+            raise DataFileError(f"data.transforms[{i}].normalize: expected {{mean: [...], std: [...]}}, got {arg!r}")
         out.append((name, arg))
     return out
 
