@@ -538,8 +538,10 @@ def hf_files(
     try:
         import datasets as hf_datasets
     except ImportError:
+        hf_datasets = None
+    if not hasattr(hf_datasets, "load_dataset"):  # not installed (or a plain folder named datasets/)
         raise DataFileError("data: the hf_files dataset needs the Hugging Face datasets package: "
-                            "pip install datasets") from None
+                            "pip install datasets")
     state: dict[str, Any] = {"classes": None}
 
     def load(file: Any, key: str) -> TensorDataset:
