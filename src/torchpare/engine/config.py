@@ -491,7 +491,9 @@ def validate_config(cfg: Mapping[str, Any], task: str, source: str = "<config>")
         train_cfg = TrainConfig(**{k: v for k, v in sched.items() if k in names})
         errors.extend(train_cfg.validate(prefix="schedule."))
 
-    data = cfg.get("data") or {"type": "digits"}
+    from torchpare.engine.models import with_tokenizer
+
+    data = with_tokenizer(cfg.get("data") or {"type": "digits"}, cfg.get("model"))  # sentences: the model's
     if isinstance(data, dict):
         frac = data.get("label_fraction", 1.0)
         if not isinstance(frac, (int, float)) or not 0 < frac <= 1:
