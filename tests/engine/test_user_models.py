@@ -253,9 +253,11 @@ def test_save_pretrained_folder_and_sentence_transformers_folder_load(tmp_path: 
     again = build_model({"hf": str(saved), "task": "sequence-classification"})
     ids = torch.tensor([[2, 5, 6, 3]])
     assert torch.allclose(again.eval()(input_ids=ids).logits, model.eval()(input_ids=ids).logits, atol=1e-5)
-    sentence_transformers = pytest.importorskip("sentence_transformers")
-    enc = sentence_transformers.models.Transformer(str(_tiny_bert_folder(tmp_path / "enc", "BertModel")))
-    st = sentence_transformers.SentenceTransformer(modules=[enc, sentence_transformers.models.Pooling(16)])
+    st_lib = pytest.importorskip("sentence_transformers")
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    enc = Transformer(str(_tiny_bert_folder(tmp_path / "enc", "BertModel")))
+    st = st_lib.SentenceTransformer(modules=[enc, Pooling(16)])
     st.save(str(tmp_path / "st"))
     loaded = build_model({"sentence_transformers": str(tmp_path / "st")})
     assert type(loaded).__name__ == "SentenceTransformer"
