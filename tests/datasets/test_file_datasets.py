@@ -232,3 +232,13 @@ def not_a_bundle():
     with pytest.raises(FactoryImportError, match="expected 'package.module:attribute'"):
         data_factory("w4_user_data.build")
     assert isinstance(DATASETS.build({"type": "factory", "factory": "w4_user_data:build"}), DataBundle)
+
+
+def test_label_fraction_masks_training_labels_per_class_like_digits(tmp_path: Path) -> None:
+    f = _csv(tmp_path / "t.csv", [[i, i, i % 2] for i in range(40)])
+    bundle = table(str(f), label="y", val_fraction=0, test_fraction=0.5, label_fraction=0.25)
+    y = bundle.train.tensors[1]
+    assert int((y >= 0).sum()) == 4 and int((y == -100).sum()) == 16
+    assert (bundle.test.tensors[1] >= 0).all()  # held-out labels stay
+    with pytest.raises(DataFileError, match="data.label_fraction: must be in"):
+        table(str(f), label="y", label_fraction=0)

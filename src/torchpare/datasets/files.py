@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from torchpare.datasets.bundle import UNLABELLED, DataBundle
+from torchpare.datasets.bundle import UNLABELLED, DataBundle, mask_labels
 from torchpare.datasets.factory import DataFileError, import_factory
 from torchpare.registry import DATASETS
 
@@ -103,9 +103,12 @@ def _take(ds: Dataset, idx: list[int]) -> Dataset:
 
 
 def _bundle(load: Any, path: Any, val_path: Any, test_path: Any, val_fraction: float, test_fraction: float,
-            seed: int, labels_of: Any = None) -> DataBundle:
-    """``load(path, key) -> dataset``; held-out parts come from their files or a seeded fraction."""
+            seed: int, labels_of: Any = None, label_fraction: float = 1.0) -> DataBundle:
+    """``load(path, key) -> dataset``; held-out parts come from their files or a seeded fraction; training
+    labels are kept for ``label_fraction`` of each class (the others become -100, unlabelled)."""
     _check_fractions(val_fraction, test_fraction)
+    if not isinstance(label_fraction, int | float) or not 0 < label_fraction <= 1:
+        raise DataFileError(f"data.label_fraction: must be in (0, 1], got {label_fraction!r}")
     train = load(path, "data.path")
     val = load(val_path, "data.val_path") if val_path is not None else None
     test = load(test_path, "data.test_path") if test_path is not None else None
@@ -126,6 +129,9 @@ def _bundle(load: Any, path: Any, val_path: Any, test_path: Any, val_fraction: f
         if val is None:
             raise DataFileError("data.test_fraction: no test set; give data.test_path or a test/val fraction > 0")
         test = val
+    if label_fraction < 1 and isinstance(train, TensorDataset):
+        x, y = train.tensors[:2]
+        train = TensorDataset(x, mask_labels(y, label_fraction, seed))
     return train, val, test
 
 
@@ -222,6 +228,7 @@ def image_folder(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
+    label_fraction: float = 1.0,
     transforms: Sequence[Mapping[str, Any]] | None = None,
     mode: str = "RGB",
 ) -> DataBundle:
@@ -236,7 +243,8 @@ def image_folder(
         path: The training folder.
         val_path, test_path: Folders of the same layout (class names must be among ``path``'s).
         val_fraction, test_fraction: Held out of ``path`` per class (seeded) when no folder is given.
-        seed: Seed of the split.
+        seed: Seed of the split (and of the label mask).
+        label_fraction: Fraction of training labels kept per class; the others become -100 (unlabelled).
         transforms: A list of one-key mappings, see above.
         mode: Pillow image mode: ``RGB`` (3 channels) or ``L`` (1 channel).
 
@@ -284,7 +292,7 @@ def image_folder(
         return TensorDataset(torch.stack(xs), torch.tensor(ys, dtype=torch.long))
 
     train, val, test = _bundle(load, path, val_path, test_path, val_fraction, test_fraction, seed,
-                               labels_of=lambda ds: ds.tensors[1].tolist())
+                               labels_of=lambda ds: ds.tensors[1].tolist(), label_fraction=label_fraction)
     if flip > 0:
         train = _Flipped(train, min(flip, 1.0))
     bundle = _make_bundle(train, val, test)
@@ -384,6 +392,7 @@ def table(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
+    label_fraction: float = 1.0,
 ) -> DataBundle:
     """A table of numeric feature columns and a label column: ``.csv``, ``.jsonl`` (one object a line) or
     ``.parquet`` (needs pandas + pyarrow).
@@ -397,7 +406,8 @@ def table(
         features: The feature columns, in order; default: every column but ``label``.
         val_path, test_path: Tables with the same columns.
         val_fraction, test_fraction: Held out of ``path`` per class (seeded) when no file is given.
-        seed: Seed of the split.
+        seed: Seed of the split (and of the label mask).
+        label_fraction: Fraction of training labels kept per class; the others become -100 (unlabelled).
 
     Returns:
         A :class:`DataBundle` of ``(float32 features, class index)``.
@@ -415,7 +425,7 @@ def table(
         return ds
 
     train, val, test = _bundle(load, path, val_path, test_path, val_fraction, test_fraction, seed,
-                               labels_of=lambda ds: ds.tensors[1].tolist())
+                               labels_of=lambda ds: ds.tensors[1].tolist(), label_fraction=label_fraction)
     bundle = _make_bundle(train, val, test)
     bundle.classes = sorted(state["classes"], key=state["classes"].get) if state["classes"] else None  # type: ignore[attr-defined]
     return bundle
@@ -526,6 +536,7 @@ def hf_files(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
+    label_fraction: float = 1.0,
 ) -> DataBundle:
     """Local Hugging Face ``datasets`` files as a table: ``load_dataset(format, data_files=path)`` for a
     file (``format``: ``csv``, ``json``, ``parquet``; default from the suffix) or ``load_from_disk(path)``
@@ -563,7 +574,7 @@ def hf_files(
         return out
 
     train, val, test = _bundle(load, path, val_path, test_path, val_fraction, test_fraction, seed,
-                               labels_of=lambda ds: ds.tensors[1].tolist())
+                               labels_of=lambda ds: ds.tensors[1].tolist(), label_fraction=label_fraction)
     return _make_bundle(train, val, test)
 
 
