@@ -1,7 +1,9 @@
 """The engine's data entry: a config's ``data`` section -> a :class:`DataBundle` (train / val / test).
 
 Any ``DATASETS`` entry that returns a :class:`~torchpare.datasets.bundle.DataBundle` can be named in a
-config; torchpare ships the reference ``digits`` (:mod:`torchpare.datasets.digits`).
+config; torchpare ships the reference ``digits`` (:mod:`torchpare.datasets.digits`) and readers of the user's
+local files (:mod:`torchpare.datasets.files`: ``table``, ``image_folder``, ``sentences``, ``hf_files``,
+``factory``; see docs/byo.md).
 
 Example:
     >>> bundle = build_data({"type": "digits", "seed": 0, "label_fraction": 0.5})
