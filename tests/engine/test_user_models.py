@@ -263,3 +263,37 @@ def test_save_pretrained_folder_and_sentence_transformers_folder_load(tmp_path: 
     assert type(loaded).__name__ == "SentenceTransformer"
     with pytest.raises(ConfigError, match="model.sentence_transformers: .* is not a sentence-transformers folder"):
         validate_config({"model": {"sentence_transformers": str(folder)}}, "train")
+
+
+@pytest.mark.slow
+def test_cli_distill_hf_student_from_hf_teacher_on_a_sentences_file(tmp_path: Path) -> None:
+    """End to end: two Hugging Face folders, the teacher's logits distilled into the student on a sentences
+    file tokenized with the student folder's tokenizer (and the dict inputs measured for latency)."""
+    teacher = _tiny_bert_folder(tmp_path / "teacher")
+    student = _tiny_bert_folder(tmp_path / "student")
+    (tmp_path / "s.txt").write_text("".join(f"{a} {b} {c}\n" for a in ("the", "a") for b in ("cat", "dog", "mat")
+                                            for c in ("sat", "ran", "on")))
+    out = tmp_path / "run"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""
+output: {out}
+model: {{hf: {student}, task: sequence-classification}}
+teacher: {{hf: {teacher}, task: sequence-classification}}
+data: {{type: sentences, path: {tmp_path / "s.txt"}, max_length: 8, test_fraction: 0.2, val_fraction: 0}}
+algorithm:
+  type: SingleTeacherDistill
+  distiller:
+    student_recorders: {{logits: {{type: ModuleOutputs, source: classifier}}}}
+    teacher_recorders: {{logits: {{type: ModuleOutputs, source: classifier}}}}
+    distill_losses: {{kd: {{type: KLDivergence, tau: 2}}}}
+    loss_forward_mappings:
+      kd:
+        preds_S: {{from_student: true, recorder: logits}}
+        preds_T: {{from_student: false, recorder: logits}}
+schedule: {{epochs: 2, lr: 0.001, batch_size: 4}}
+""")
+    assert main(["distill", str(cfg), "--quiet"]) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in str(line) for line in lines)
+    assert (out / "model.pt").is_file()
+    assert json.loads((out / "results.json").read_text())["models"][0]["latency_ms"] > 0
