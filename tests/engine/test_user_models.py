@@ -297,3 +297,27 @@ schedule: {{epochs: 2, lr: 0.001, batch_size: 4}}
     assert any("loss" in str(line) for line in lines)
     assert (out / "model.pt").is_file()
     assert json.loads((out / "results.json").read_text())["models"][0]["latency_ms"] > 0
+
+
+def test_latency_of_a_dict_input_model_calls_it_with_keywords_like_the_trainer() -> None:
+    from torchpare.engine.measure import cpu_latency_ms
+
+    class KeywordModel(torch.nn.Module):  # a Hugging Face-style forward(input_ids, attention_mask)
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return (self.emb(input_ids) * attention_mask[..., None]).sum(1)
+
+    class FeatureDictModel(torch.nn.Module):  # a SentenceTransformer-style forward(features)
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+
+        def forward(self, features: dict) -> torch.Tensor:
+            return self.emb(features["input_ids"]).sum(1)
+
+    batch = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 3)}
+    assert cpu_latency_ms(KeywordModel(), batch, repeats=2, warmup=1) > 0
+    assert cpu_latency_ms(FeatureDictModel(), batch, repeats=2, warmup=1) > 0
