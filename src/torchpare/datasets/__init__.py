@@ -13,8 +13,10 @@ Example:
 
 from __future__ import annotations
 
-from torchpare.datasets import bundle, digits
+from torchpare.datasets import bundle, digits, factory, files
 from torchpare.datasets.bundle import *  # noqa: F403
 from torchpare.datasets.digits import *  # noqa: F403
+from torchpare.datasets.factory import *  # noqa: F403
+from torchpare.datasets.files import *  # noqa: F403
 
-__all__ = [*bundle.__all__, *digits.__all__]
+__all__ = [*bundle.__all__, *digits.__all__, *factory.__all__, *files.__all__]

@@ -5,8 +5,9 @@ A config has these top-level sections (all optional except what the command need
     name: digits_kd                 # label in results.json (default: the command)
     task: distill                   # written into the saved config.yaml; the command decides
     output: runs/digits_kd          # run folder (results, metrics, checkpoints, resolved config)
-    data: {type: digits, seed: 0, label_fraction: 1.0}
-    model: {type: DigitsMLP, hidden: 16, checkpoint: null}   # the model trained (the student)
+    data: {type: digits, seed: 0, label_fraction: 1.0}   # or table, image_folder, sentences, ... (docs/byo.md)
+    model: {type: DigitsMLP, hidden: 16, checkpoint: null}   # the model trained (the student); or
+    #      {factory: "my_pkg.models:build", args: {...}}, {hf: folder, task: ...}, {sentence_transformers: folder}
     teacher: {type: DigitsCNN, width: 32, checkpoint: runs/teacher/model.pt}
     teachers: {cnn: {type: DigitsCNN, ...}, small: {...}}     # MultiTeacherDistill's teachers
     students: {peer: {type: DigitsMLP, hidden: 16}}           # OnlineDistill's peers of ``model``
@@ -248,11 +249,15 @@ def algorithm_models(target: Any) -> dict[str, str]:
 
 
 def _check_model_section(section: Any, key: str, errors: list[str]) -> None:
+    from torchpare.engine.models import MODEL_SOURCES, source_errors
     from torchpare.registry import MODELS
 
     ckpt = section.get("checkpoint") if isinstance(section, dict) else None
     if ckpt is not None and not Path(str(ckpt)).exists():
         errors.append(f"{key}.checkpoint: no file at '{ckpt}'")
+    if isinstance(section, dict) and any(k in section for k in MODEL_SOURCES[1:]):
+        errors.extend(source_errors(section, key))  # factory / hf / sentence_transformers (engine.models)
+        return
     if isinstance(section, dict) and "type" not in section and ckpt is not None:
         return  # a pruned model file carries its own architecture
     _check_registered(section, key, MODELS, errors, skip=("checkpoint",))
@@ -343,6 +348,13 @@ def _model_skeleton(section: Any) -> Any:
     cannot be built here (a pruned-model folder, or a section with its own errors)."""
     from torchpare.registry import MODELS
 
+    if isinstance(section, dict) and "factory" in section and "type" not in section:
+        from torchpare.engine.models import build_source_model
+
+        try:
+            return build_source_model({k: v for k, v in section.items() if k != "checkpoint"})
+        except Exception:  # noqa: BLE001 - the section's own check reports it
+            return None
     if not isinstance(section, dict) or "type" not in section:
         return None
     try:
@@ -484,12 +496,18 @@ def validate_config(cfg: Mapping[str, Any], task: str, source: str = "<config>")
         train_cfg = TrainConfig(**{k: v for k, v in sched.items() if k in names})
         errors.extend(train_cfg.validate(prefix="schedule."))
 
-    data = cfg.get("data") or {"type": "digits"}
+    from torchpare.engine.models import with_tokenizer
+
+    data = with_tokenizer(cfg.get("data") or {"type": "digits"}, cfg.get("model"))  # sentences: the model's
     if isinstance(data, dict):
         frac = data.get("label_fraction", 1.0)
         if not isinstance(frac, (int, float)) or not 0 < frac <= 1:
             errors.append(f"data.label_fraction: must be in (0, 1], got {frac!r}")
     _check_registered(data, "data", DATASETS, errors, skip=("label_fraction", "batch_size"))
+    if isinstance(data, dict):  # files of the local-file datasets (torchpare.datasets.files)
+        for k in ("path", "val_path", "test_path", "tokenizer"):
+            if isinstance(data.get(k), str) and not Path(data[k]).exists():
+                errors.append(f"data.{k}: no file or folder at '{data[k]}'")
     for key in ("model", "teacher"):
         if cfg.get(key) is not None:
             _check_model_section(cfg[key], key, errors)

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import io
 import statistics
 import time
@@ -52,21 +53,33 @@ def compare_latency_ms(models: dict[str, nn.Module], example_inputs: Any, repeat
 def cpu_latency_ms(model: nn.Module, example_inputs: Any, repeats: int = 30, warmup: int = 3) -> float:
     """Median wall time (ms) of one eval forward on CPU over ``repeats`` runs (the model is moved back).
 
-    ``example_inputs``: a tensor, or a dict of tensors passed as the one positional argument.
+    ``example_inputs``: a tensor, or a dict of tensors: passed as keyword arguments when the model's
+    ``forward`` takes every key (a Hugging Face model, as the trainer calls it), else as the one positional
+    argument (a ``SentenceTransformer``'s feature dict).
     """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval().cpu()
-    # Not model_io.call_model on purpose: a dict is the one positional argument here (the text demo's
-    # student takes the tokenizer's dict), and the inputs are moved to the CPU first.
+    # Not model_io.call_model on purpose: a dict goes as keywords only when forward takes every key (else
+    # it is the one positional argument: the text demo's student takes the tokenizer's dict), and the
+    # inputs are moved to the CPU first.
     x = {k: v.cpu() for k, v in example_inputs.items()} if isinstance(example_inputs, dict) else example_inputs.cpu()
+    run = model
+    if isinstance(x, dict):
+        try:
+            params = inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):  # pragma: no cover - nn.Module.forward always has a signature
+            params = {}
+        if x and all(k in params for k in x):
+            def run(inputs: dict[str, Any]) -> Any:
+                return model(**inputs)
     try:
         for _ in range(warmup):
-            model(x)
+            run(x)
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            model(x)
+            run(x)
             times.append(time.perf_counter() - t0)
     finally:
         model.to(device).train(was_training)

@@ -84,8 +84,11 @@ def build_model(cfg: Mapping[str, Any], key: str = "model", source: str = "<conf
         >>> build_model({"type": "DigitsMLP", "hidden": 4}).fc1.out_features
         4
     """
+    from torchpare.engine.models import MODEL_SOURCES, build_source_model
     from torchpare.registry import MODELS
 
+    if any(k in cfg for k in MODEL_SOURCES[1:]):  # factory / hf / sentence_transformers (engine.models)
+        return build_source_model(cfg, key, source)
     cfg = dict(cfg)
     ckpt = cfg.pop("checkpoint", None)
     model = MODELS.build(cfg)
@@ -289,7 +292,9 @@ def run_task(cfg: Mapping[str, Any], task: str, *, resume: bool | str | Path = F
     if trains:  # config.yaml holds the schedule with its defaults filled in
         resolved["schedule"] = train_cfg.to_dict()
     torch.manual_seed(train_cfg.seed)
-    data = build_data(cfg.get("data"))
+    from torchpare.engine.models import with_tokenizer
+
+    data = build_data(with_tokenizer(cfg.get("data"), cfg.get("model")), source=source)
     model = build_model(cfg["model"], "model", source)
     extra: dict[str, Any] = {}
     summary: dict[str, Any] = {}
