@@ -116,18 +116,19 @@ class PruneSummary:
         return self.table()
 
 
-AUTO_ROUND_TO: tuple[tuple[int, int], ...] = ((64, 8), (16, 4))
+AUTO_ROUND_TO: tuple[tuple[int, int], ...] = ((16, 8), (8, 4))
 """``round_to=None`` (the default): ``(minimum group width, multiple)``, first match wins; a channel
-group of at least 64 channels keeps a multiple of 8, one of at least 16 a multiple of 4, smaller groups
-keep exact counts. Widths like these fill vector registers and matmul tiles, so the pruned model runs
-about as fast as its FLOPs promise (``benchmarks/prune_speedup.py``)."""
+group of at least 16 channels keeps a multiple of 8, one of 8 to 15 channels a multiple of 4, smaller
+groups keep exact counts. Widths like these fill vector registers and matmul tiles, so the pruned model
+runs about as fast as its FLOPs promise: on DenseNet-like CNNs, whose groups are 16 channels wide,
+multiples of 4 left a third of the ideal speed-up on the table (``benchmarks/prune_speedup.py``)."""
 
 
 def auto_round_to(channels: int) -> int:
     """The multiple ``prune(round_to=None)`` keeps in a channel group of ``channels`` channels.
 
     Example:
-        >>> auto_round_to(256), auto_round_to(32), auto_round_to(10)
+        >>> auto_round_to(256), auto_round_to(12), auto_round_to(6)
         (8, 4, 1)
     """
     for minimum, multiple in AUTO_ROUND_TO:
@@ -166,8 +167,8 @@ class _Planner:
 
     Kept counts of channel groups are rounded to a per-group step: ``round_to`` when given, else
     (``round_to=None``) the multiple :func:`auto_round_to` picks from the group's width in channels.
-    ``exact = True`` switches the automatic steps off (the search's fallback when the rounded widths
-    cannot reach the target within its tolerance); an explicit ``round_to`` is always kept.
+    ``coarsen`` halves the automatic steps that many times (the search's fallback when the rounded
+    widths cannot reach the target within its tolerance); an explicit ``round_to`` is always kept.
     """
 
     def __init__(
@@ -179,7 +180,7 @@ class _Planner:
         max_group_ratio: float,
     ) -> None:
         self.groups, self.round_to = groups, round_to
-        self.exact = False
+        self.coarsen = 0
         self.auto_steps: dict[str, int] = {}
         if round_to is None:
             for gid in scores:
@@ -202,8 +203,8 @@ class _Planner:
 
     @property
     def rounds_automatically(self) -> bool:
-        """Whether some group's step comes from the automatic default (and ``exact`` would change it)."""
-        return any(step > 1 for step in self.auto_steps.values())
+        """Whether some group's automatic step is still above 1 (so a finer ``coarsen`` level exists)."""
+        return any(step >> self.coarsen > 1 for step in self.auto_steps.values())
 
     def counts(self, k: int) -> dict[str, int]:
         """Units removed per group by the first ``k`` of the order."""
@@ -216,7 +217,7 @@ class _Planner:
         """Granularity of a group's count (``round_to``, or the automatic multiple, for channel groups)."""
         if self.round_to is not None:
             return self.round_to if self.groups[gid].unit == "channel" else 1
-        return 1 if self.exact else self.auto_steps.get(gid, 1)
+        return max(1, self.auto_steps.get(gid, 1) >> self.coarsen)
 
     def plan(self, counts: Mapping[str, int]) -> dict[str, list[int]]:
         """``{group id: lowest-scored unit indices}`` removing (about) ``counts[gid]`` units each."""
@@ -246,8 +247,8 @@ def _search(
     as ``k`` grows) and keeps the closer of ``k`` and ``k - 1``. If that misses the tolerance (coarse
     groups), a short greedy search moves single units (or ``round_to`` steps) of one group at a time
     while that brings the metric closer. If the automatically rounded widths (``round_to=None``) still
-    miss the tolerance, the search is repeated with exact counts and the closer plan is kept: the
-    default rounding never costs the target.
+    miss the tolerance, the search is repeated with the steps halved (8, 4, 2, then exact counts) until
+    a plan meets it, keeping the closest plan: the default rounding never costs the target.
     """
     cache: dict[tuple[tuple[str, int], ...], tuple[float, dict[str, list[int]]]] = {}
 
@@ -288,16 +289,17 @@ def _search(
         return err, planner.plan(best)
 
     err, plan = search_once()
-    if err > tolerance * goal and planner.rounds_automatically:
-        planner.exact = True
-        try:
-            exact_err, exact_plan = search_once()
-        except (ValueError, RuntimeError):  # exact widths break a kernel the rounded ones suit
-            return plan
-        finally:
-            planner.exact = False
-        if exact_err < err:
-            return exact_plan
+    try:
+        while err > tolerance * goal and planner.rounds_automatically:
+            planner.coarsen += 1
+            try:
+                finer_err, finer_plan = search_once()
+            except (ValueError, RuntimeError):  # finer widths break a kernel the rounded ones suit
+                break
+            if finer_err < err:
+                err, plan = finer_err, finer_plan
+    finally:
+        planner.coarsen = 0
     return plan
 
 
@@ -333,9 +335,10 @@ def prune(
             fraction (``False``).
         round_to: Keep channel counts multiples of this (heads are never rounded; groups of at most
             ``round_to`` channels stay whole). ``None`` (default): a multiple chosen from each group's
-            width (:func:`auto_round_to`: 8 for groups of >= 64 channels, 4 for >= 16, exact below), so
+            width (:func:`auto_round_to`: 8 for groups of >= 16 channels, 4 for >= 8, exact below), so
             the pruned model runs about as fast as its FLOPs promise; if those widths cannot reach the
-            target within ``tolerance``, exact counts are searched instead. ``round_to=1``: exact counts.
+            target within ``tolerance``, halved multiples (down to exact counts) are searched instead.
+            ``round_to=1``: exact counts.
         ignored: Module names (or modules) whose output channels are not pruned.
         except_start_keys: Prefixes of module names excluded as well.
         iterative_steps: Number of prune/re-score rounds (1 = one-shot).
