@@ -101,3 +101,12 @@ def test_heads_are_never_split_by_the_default_rounding() -> None:
         assert q % head_dim == 0 and k % head_dim == 0 and v == k, (q, k, v)
         assert (q // head_dim) % (k // head_dim) == 0  # whole query heads per kv head
     model(**inputs)
+
+
+def test_per_layer_pruning_keeps_equal_groups_equal_under_the_default_rounding() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    # equal widths k keep k^2 + 22 k + 4 of 5508 parameters: 40 -> 0.45, 44 -> 0.53, 48 -> 0.61
+    model, summary = prune(net, torch.randn(2, 16), target_params_ratio=0.5, global_pruning=False, tolerance=0.1)
+    assert summary.within_tolerance
+    assert model[0].out_features == model[2].out_features == 40  # 0.451: within 10% of 0.5

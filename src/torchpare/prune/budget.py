@@ -179,7 +179,7 @@ class _Planner:
         round_to: int | None,
         max_group_ratio: float,
     ) -> None:
-        self.groups, self.round_to = groups, round_to
+        self.groups, self.round_to, self.global_pruning = groups, round_to, global_pruning
         self.coarsen = 0
         self.auto_steps: dict[str, int] = {}
         if round_to is None:
@@ -199,7 +199,16 @@ class _Planner:
                 entries.append((key, gid))
         entries.sort(key=lambda e: e[0])  # stable: a group's units stay in rank order
         self.flat = [gid for _, gid in entries]
+        self.keys = [key for key, _ in entries]
         self.total = len(self.flat)
+
+    def stops(self) -> Sequence[int]:
+        """The ``k`` the search may stop at: every ``k``, except that per-layer pruning under automatic
+        rounding stops only where the order's key changes, so equal groups lose equal counts (and round
+        to equal widths: a config can still state them)."""
+        if self.global_pruning or not self.rounds_automatically:
+            return range(self.total + 1)
+        return [0] + [k for k in range(1, self.total + 1) if k == self.total or self.keys[k] != self.keys[k - 1]]
 
     @property
     def rounds_automatically(self) -> bool:
@@ -260,20 +269,26 @@ def _search(
         return cache[key][0]
 
     def search_once() -> tuple[float, dict[str, list[int]]]:
-        lo, hi = 0, planner.total
+        stops = planner.stops()
+        lo, hi = 0, len(stops) - 1
         best = planner.counts(0)
-        if evaluate(planner.counts(hi)) <= goal:
+        if evaluate(planner.counts(stops[hi])) <= goal:
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if evaluate(planner.counts(mid)) <= goal:
+                if evaluate(planner.counts(stops[mid])) <= goal:
                     hi = mid
                 else:
                     lo = mid
-            best = min((planner.counts(lo), planner.counts(hi)), key=lambda c: abs(evaluate(c) - goal))
+            best = min(
+                (planner.counts(stops[lo]), planner.counts(stops[hi])), key=lambda c: abs(evaluate(c) - goal)
+            )
         else:
-            best = planner.counts(hi)
+            best = planner.counts(stops[hi])
         err = abs(evaluate(best) - goal)
-        for _ in range(4 * len(best)):
+        # Per-layer pruning keeps equal groups equal: moving one group's count is the last resort, tried
+        # only at the finest level the automatic rounding reaches (a finer level is tried first).
+        greedy_rounds = 0 if not planner.global_pruning and planner.rounds_automatically else 4 * len(best)
+        for _ in range(greedy_rounds):
             if err <= tolerance * goal:
                 break
             candidates = []
