@@ -107,7 +107,7 @@ def test_reloaded_model_fine_tunes_like_the_saved_one(tmp_path: Any) -> None:
 
 
 def test_weights_that_do_not_fit_the_recorded_shapes_are_named(tmp_path: Any) -> None:
-    model, _ = _pruned("llama")
+    model, _ = _pruned("llama", round_to=1)  # exact counts: per-layer widths the config cannot state
     save_pretrained(model, tmp_path)
     record = json.loads((tmp_path / WIDTHS_NAME).read_text())
     name = next(n for n in record["shapes"] if n.endswith("up_proj.weight"))

@@ -1,0 +1,209 @@
+"""Do pruned models run as fast as their FLOPs promise? Speed-up / ideal at 50% FLOPs, defaults first.
+
+Run::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prune_speedup.py [--repeats 15] [--models resnet,bert]
+
+For each model, ``prune(model, x, target_flops_ratio=0.5)`` with the defaults (``round_to=None``: kept
+channel counts rounded to a multiple chosen from each group's width, see ``auto_round_to``), the same
+with ``round_to=1`` (exact counts, the old default) and, for the CNNs and where it is installed,
+Torch-Pruning's ``MetaPruner`` (L1, its defaults, classifier ignored; its channel ratio bisected until the
+FLOPs ratio is 0.5 +- 1%). Latency: one thread, eval mode, ``no_grad``, the median of ``--repeats``
+interleaved rounds (every variant once per round, so machine noise hits them alike) after a warm-up.
+
+``ideal = 1 / FLOPs ratio`` (FLOPs counted on the timed inputs); ``eff = speed-up / ideal``; target
+``eff >= 0.9``. ``odd`` counts the pruned channel groups whose kept width is not a multiple of 8.
+
+Models: ResNet-, MobileNetV2- and DenseNet-like CNNs from ``torchpare.zoo`` (batch 32, 3x64x64) and
+BERT- / LLaMA-like Hugging Face configs built offline (random weights, batch 8, sequence 128).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchpare.prune import count, prune
+from torchpare.zoo import DenseNetConcat, MobileNetV2Like, ResNetBottleneck
+
+try:
+    import torch_pruning as tp
+except ImportError:  # optional: the Torch-Pruning rows are skipped
+    tp = None
+
+
+def _tokens(batch: int, seq: int, vocab: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, vocab, (batch, seq), generator=gen)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _bert() -> nn.Module:
+    import transformers as tf
+
+    config = tf.BertConfig(
+        vocab_size=1000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+        intermediate_size=1024, max_position_embeddings=128, num_labels=3,
+    )
+    return tf.BertForSequenceClassification(config)
+
+
+def _llama() -> nn.Module:
+    import transformers as tf
+
+    config = tf.LlamaConfig(
+        vocab_size=1000, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
+        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=128,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
+    )
+    return tf.LlamaForCausalLM(config)
+
+
+_IMAGES = torch.randn(32, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+MODELS: dict[str, tuple[Callable[[], nn.Module], Any, bool]] = {
+    # name: (builder, timed inputs, is a CNN)
+    "resnet": (lambda: ResNetBottleneck(width=16), _IMAGES, True),
+    "mobilenetv2": (lambda: MobileNetV2Like(width=32), _IMAGES, True),
+    "densenet": (lambda: DenseNetConcat(growth=16, layers_per_block=4), _IMAGES, True),
+    "bert": (_bert, _tokens(8, 128, 1000), False),
+    "llama": (_llama, _tokens(8, 128, 1000), False),
+}
+
+
+def _small(x: Any) -> Any:
+    """The first two samples: what prune() traces and counts with (ratios do not depend on the batch)."""
+    return {k: v[:2] for k, v in x.items()} if isinstance(x, dict) else x[:2]
+
+
+def _call(model: nn.Module, x: Any) -> Any:
+    return model(**x) if isinstance(x, dict) else model(x)
+
+
+def _odd_widths(before: nn.Module, after: nn.Module) -> int:
+    """Pruned Conv/Linear output widths that are not multiples of 8."""
+    odd = 0
+    old = dict(before.named_modules())
+    for name, m in after.named_modules():
+        w = getattr(m, "out_channels", getattr(m, "out_features", None))
+        o = old.get(name)
+        ow = getattr(o, "out_channels", getattr(o, "out_features", None))
+        if w is not None and ow is not None and w != ow and w % 8:
+            odd += 1
+    return odd
+
+
+def _torchpare(base: nn.Module, x: Any, **kwargs: Any) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = prune(copy.deepcopy(base), _small(x), target_flops_ratio=0.5, **kwargs)
+    return model.eval()
+
+
+def _tp_once(base: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
+    model = copy.deepcopy(base)
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    pruner = tp.pruner.MetaPruner(
+        model, _small(x), importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
+        ignored_layers=[last],
+    )
+    pruner.step()
+    return model.eval()
+
+
+def _torch_pruning(base: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Torch-Pruning at 50% FLOPs: bisection of its (uniform) channel ratio."""
+    base_flops = count(base, _small(x))["flops"]
+    lo, hi, best = 0.0, 0.9, None
+    for _ in range(8):
+        mid = (lo + hi) / 2
+        model = _tp_once(base, x, mid)
+        r = count(model, _small(x))["flops"] / base_flops
+        if best is None or abs(r - 0.5) < abs(best[0] - 0.5):
+            best = (r, model)
+        if abs(r - 0.5) <= 0.005:
+            break
+        lo, hi = (mid, hi) if r > 0.5 else (lo, mid)
+    assert best is not None
+    return best[1]
+
+
+def _latency(models: list[nn.Module], x: Any, repeats: int) -> list[float]:
+    times: list[list[float]] = [[] for _ in models]
+    with torch.no_grad():
+        for m in models:  # warm-up
+            _call(m, x)
+            _call(m, x)
+        for _ in range(repeats):
+            for i, m in enumerate(models):
+                t0 = time.perf_counter()
+                _call(m, x)
+                times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) * 1e3 for t in times]
+
+
+def run(name: str, repeats: int, also: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+    make, x, cnn = MODELS[name]
+    torch.manual_seed(0)
+    base = make().eval()
+    variants: list[tuple[str, nn.Module | str]] = [("unpruned", base)]
+    settings: list[tuple[str, dict[str, Any]]] = [("defaults", {}), ("round_to=1", {"round_to": 1})]
+    settings += [(f"round_to={n}", {"round_to": n}) for n in also]
+    for label, kwargs in settings:
+        t0 = time.perf_counter()
+        variants.append((label, _torchpare(base, x, **kwargs)))
+        print(f"  {name}: prune() {label} in {time.perf_counter() - t0:.1f} s", flush=True)
+    if tp is not None and cnn:
+        try:
+            variants.append(("Torch-Pruning", _torch_pruning(base, x)))
+        except Exception as err:  # noqa: BLE001 - reported in the table, never hidden
+            variants.append(("Torch-Pruning", f"failed: {type(err).__name__}: {str(err)[:60]}"))
+    timed = [(label, m) for label, m in variants if isinstance(m, nn.Module)]
+    ms = dict(zip([label for label, _ in timed], _latency([m for _, m in timed], x, repeats)))
+    base_flops = count(base, x)["flops"]
+    rows = []
+    for label, m in variants:
+        if not isinstance(m, nn.Module):
+            rows.append({"model": name, "variant": label, "error": m})
+            continue
+        ratio = count(m, x)["flops"] / base_flops
+        speedup = ms["unpruned"] / ms[label]
+        rows.append({
+            "model": name, "variant": label, "flops_ratio": ratio, "ms": ms[label], "speedup": speedup,
+            "ideal": 1 / ratio, "eff": speedup * ratio, "odd": _odd_widths(base, m) if m is not base else 0,
+        })
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--also", default="", help="more round_to values to compare, e.g. 8,16")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {list(MODELS)}")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if tp is None:
+        print("torch-pruning is not installed (pip install torch-pruning): its rows are skipped.")
+    rows = []
+    for name in args.models.split(","):
+        rows += run(name.strip(), args.repeats, tuple(int(n) for n in args.also.split(",") if n))
+    print(f"\n{'model':12s} {'variant':14s} {'FLOPs':>6s} {'ms':>8s} {'speed-up':>8s} {'ideal':>6s} "
+          f"{'eff':>5s} {'odd':>4s}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['model']:12s} {r['variant']:14s} {r['error']}")
+            continue
+        flag = "" if r["variant"] == "unpruned" or r["eff"] >= 0.9 else "  < 0.9"
+        print(f"{r['model']:12s} {r['variant']:14s} {r['flops_ratio']:6.3f} {r['ms']:8.1f} "
+              f"{r['speedup']:7.2f}x {r['ideal']:6.2f} {r['eff']:5.2f} {r['odd']:4d}{flag}")
+
+
+if __name__ == "__main__":
+    main()
