@@ -490,7 +490,12 @@ def _prune_eval(
             imp.prepare(scoring, data, loss_fn=loss_fn, batch_loss=batch_loss, graph=graph)
         scores = {}
         for gid, g in groups.items():
-            s = imp(scoring, g)
+            try:
+                s = imp(scoring, g)
+            except (NotImplementedError, RuntimeError) as exc:  # "Cannot copy out of meta tensor"
+                if on_meta(scoring):
+                    raise MetaWeightsError(_meta_criterion_message(imp, model, who)) from exc
+                raise
             if s is not None:
                 if s.is_meta:
                     raise MetaWeightsError(_meta_criterion_message(imp, model, who))
