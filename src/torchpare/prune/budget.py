@@ -448,18 +448,24 @@ def _prune_eval(
     who = "prune()"
     user_model = model
     scorer: nn.Module | None = None  # where scores are read when ``model`` is a meta work copy
-    if dry_run or on_meta(model):
-        if dry_run:
-            scorer = None if on_meta(model) else model
-            model = meta_copy(model)
-        example_inputs = meta_inputs(example_inputs)
-    before = _meta_safe(lambda: count(model, example_inputs), model, who)
+    if dry_run and not on_meta(model):
+        # Trace and count the real model (value checks such as the attention-head probe need real
+        # values; tracing changes nothing), then plan on a meta work copy of it: same names, same ids.
+        before = count(model, example_inputs)
+        graph = DependencyGraph.build(model, example_inputs, ignored=tuple(names))
+        scorer, model, example_inputs = model, meta_copy(model), meta_inputs(example_inputs)
+        graph = copy.copy(graph)
+        graph.model, graph.example_inputs = model, example_inputs
+    else:
+        if on_meta(model) or dry_run:
+            if dry_run:
+                model = meta_copy(model)
+            example_inputs = meta_inputs(example_inputs)
+        before = _meta_safe(lambda: count(model, example_inputs), model, who)
+        graph = _meta_safe(lambda: DependencyGraph.build(model, example_inputs, ignored=tuple(names)), model, who)
     base = before[target]
     raw = {n: module_channels(m) for n, m in model.named_modules() if n}
     begin_record(model, example_inputs)
-    graph = _meta_safe(
-        lambda: DependencyGraph.build(model, example_inputs, ignored=tuple(names)), model, who
-    )
     sizes_before = {g.id: g.size for g in graph.groups()}
     plans: list[dict[str, list[int]]] = []
 
@@ -605,9 +611,10 @@ def _meta_safe(fn: Callable[[], Any], model: nn.Module, who: str) -> Any:
         return fn()
     except (RuntimeError, NotImplementedError) as exc:
         raise MetaWeightsError(
-            f"{who}: the forward of {type(model).__name__} does not run on the meta device ({exc}); "
-            "it needs real values (e.g. a data-dependent branch). Plan on the real model with "
-            "dry_run=True instead."
+            f"{who}: the forward of {type(model).__name__} (or a check of the graph build, such as the "
+            f"attention-head probe) does not run on the meta device ({exc}); it needs real values. Plan "
+            "on the real model with prune(model, ..., dry_run=True) instead (the search still runs on "
+            "meta copies)."
         ) from exc
 
 
