@@ -103,7 +103,7 @@ def test_dry_run_leaves_the_model_untouched_and_apply_matches_a_direct_prune():
 
 
 @pytest.mark.parametrize("name", ["resnet", "hf_llama"])
-@pytest.mark.filterwarnings("ignore:prune...: the pruned widths")
+@pytest.mark.filterwarnings("ignore:prune.*the pruned widths")
 def test_plan_on_a_meta_model_applies_to_the_real_weights(name):
     """Magnitude scores computed on the real weights, the search on a meta model: same kept indices."""
     real, x = _build(name)
