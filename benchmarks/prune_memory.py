@@ -14,7 +14,8 @@ sampled every millisecond by a thread; the report gives
 Modes: ``deepcopy`` forces the old target search (a deep copy of the real model per trial and per
 breaking-group check, ``torchpare.prune.budget._TRIALS_ON_META = False``); ``meta`` the new one
 (trials on a meta copy: shapes only); ``dry_run`` plans with ``prune(..., dry_run=True)`` (the whole
-search on a meta copy, the model untouched) and then applies the plan with ``summary.apply``.
+search on a meta copy, the model untouched) and then applies the plan with ``summary.apply``;
+``plan_only`` the ``dry_run`` planning without the apply.
 
 Usage (Linux, CPU)::
 
@@ -87,7 +88,7 @@ def _child(mode: str, hidden: int, layers: int, dtype: str) -> dict[str, float]:
     tokens = {"input_ids": torch.randint(0, 8000, (1, 32), generator=torch.Generator().manual_seed(0))}
     budget._TRIALS_ON_META = mode != "deepcopy"
     # Warm-up on a small model of the same kind: lazy imports and first-call caches are not prune()'s.
-    prune(build(256, 2), tokens, target_flops_ratio=0.5, dry_run=mode == "dry_run")
+    prune(build(256, 2), tokens, target_flops_ratio=0.5, dry_run=mode != "deepcopy" and mode != "meta")
     torch.manual_seed(0)
     model = build(hidden, layers)
     size = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
@@ -96,9 +97,10 @@ def _child(mode: str, hidden: int, layers: int, dtype: str) -> dict[str, float]:
     base = _rss() - size
     start = time.perf_counter()
     with _Peak() as peak:
-        if mode == "dry_run":
+        if mode in ("dry_run", "plan_only"):
             _, summary = prune(model, tokens, target_flops_ratio=0.5, dry_run=True)
-            summary.apply(model, tokens)
+            if mode == "dry_run":
+                summary.apply(model, tokens)
         else:
             _, summary = prune(model, tokens, target_flops_ratio=0.5)
     seconds = time.perf_counter() - start
