@@ -147,3 +147,16 @@ def test_dry_run_refuses_what_needs_real_weights():
         prune(model, x, target_flops_ratio=0.5, dry_run=True, bn_calibration=[x])
     with pytest.raises(MetaWeightsError, match="after the first step"):
         prune(model, x, target_flops_ratio=0.5, dry_run=True, iterative_steps=2)
+
+
+def test_meta_llama_whose_heads_need_a_value_probe_raises_a_clear_error(monkeypatch):
+    from torchpare.prune.rules import hf_head_probe
+
+    real, x = _build("hf_llama")
+    monkeypatch.setattr(hf_head_probe, "_PROBED", {})  # a fresh process: this class was never probed
+    with pytest.raises(MetaWeightsError, match="dry_run=True"):
+        prune(copy.deepcopy(real).to("meta"), x, importance=RandomImportance(seed=0), target_flops_ratio=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, plan = prune(real, x, target_flops_ratio=0.5, dry_run=True)  # probes the real weights
+    assert plan.plans and count(real, x)["flops"] == plan.flops_before
