@@ -39,7 +39,9 @@ class Precomputed(GroupImportance):
         return self.scores.get(group.id)
 
 
-@pytest.mark.parametrize("name", ["digits_small_cnn", "densenet", "grouped_conv", "vit", "swin", "hf_gpt2", "hf_bert"])
+@pytest.mark.parametrize(
+    "name", ["digits_small_cnn", "densenet", "grouped_conv", "vit", "swin", "hf_gpt2", "hf_bert"]
+)
 def test_count_on_a_meta_copy_equals_the_real_count(name):
     model, x = _build(name)
     try:
