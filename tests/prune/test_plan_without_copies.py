@@ -162,3 +162,15 @@ def test_meta_llama_whose_heads_need_a_value_probe_raises_a_clear_error(monkeypa
         warnings.simplefilter("ignore")
         _, plan = prune(real, x, target_flops_ratio=0.5, dry_run=True)  # probes the real weights
     assert plan.plans and count(real, x)["flops"] == plan.flops_before
+
+
+def test_dry_run_of_a_model_that_needs_values_plans_on_a_real_copy_with_a_warning():
+    model, x = _build("hf_bert")  # its attention-mask check calls .item(): no meta forward
+    reference = copy.deepcopy(model)
+    with pytest.warns(UserWarning, match="deep copy of the real model"):
+        _, plan = prune(model, x, target_flops_ratio=0.5, dry_run=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, summary = prune(reference, x, target_flops_ratio=0.5)
+    assert plan.plans == summary.plans
+    assert count(plan.apply(model, x), x) == count(reference, x)

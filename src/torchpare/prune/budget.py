@@ -453,7 +453,7 @@ def _prune_eval(
         # values; tracing changes nothing), then plan on a meta work copy of it: same names, same ids.
         before = count(model, example_inputs)
         graph = DependencyGraph.build(model, example_inputs, ignored=tuple(names))
-        scorer, model, example_inputs = model, meta_copy(model), meta_inputs(example_inputs)
+        scorer, model, example_inputs = model, *_dry_run_copy(model, example_inputs, before, who)
         graph = copy.copy(graph)
         graph.model, graph.example_inputs = model, example_inputs
     else:
@@ -462,7 +462,9 @@ def _prune_eval(
                 model = meta_copy(model)
             example_inputs = meta_inputs(example_inputs)
         before = _meta_safe(lambda: count(model, example_inputs), model, who)
-        graph = _meta_safe(lambda: DependencyGraph.build(model, example_inputs, ignored=tuple(names)), model, who)
+        graph = _meta_safe(
+            lambda: DependencyGraph.build(model, example_inputs, ignored=tuple(names)), model, who
+        )
     base = before[target]
     raw = {n: module_channels(m) for n, m in model.named_modules() if n}
     begin_record(model, example_inputs)
@@ -616,6 +618,26 @@ def _meta_safe(fn: Callable[[], Any], model: nn.Module, who: str) -> Any:
             "on the real model with prune(model, ..., dry_run=True) instead (the search still runs on "
             "meta copies)."
         ) from exc
+
+
+def _dry_run_copy(
+    model: nn.Module, example_inputs: Any, before: Mapping[str, int], who: str
+) -> tuple[nn.Module, Any]:
+    """The work copy of a ``dry_run``: a meta copy when counting it reproduces ``before``; otherwise
+    (a forward that reads values) a deep copy of the real model, with a warning about its memory."""
+    try:
+        work, inputs = meta_copy(model), meta_inputs(example_inputs)
+        if count(work, inputs) == dict(before):
+            return work, inputs
+        why = "its counts on the meta device differ from the real ones"
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError) as exc:
+        why = f"its forward does not run on the meta device ({type(exc).__name__}: {str(exc)[:120]})"
+    warnings.warn(
+        f"{who}: dry_run plans {type(model).__name__} on a deep copy of the real model (memory: twice the "
+        f"model), because {why}. The plan is the same.",
+        stacklevel=4,
+    )
+    return copy.deepcopy(model), example_inputs
 
 
 def _shadow(model: nn.Module, example_inputs: Any, reference: Mapping[str, int] | None) -> tuple[nn.Module, Any]:
