@@ -640,7 +640,9 @@ def _dry_run_copy(
     return copy.deepcopy(model), example_inputs
 
 
-def _shadow(model: nn.Module, example_inputs: Any, reference: Mapping[str, int] | None) -> tuple[nn.Module, Any]:
+def _shadow(
+    model: nn.Module, example_inputs: Any, reference: Mapping[str, int] | None
+) -> tuple[nn.Module, Any]:
     """``(meta copy, meta inputs)`` when counting them reproduces the real counts, else the real pair.
 
     A model whose forward needs values (``.item()``, data-dependent branches) keeps the real pair:

@@ -226,7 +226,8 @@ def meta_copy(model: nn.Module) -> nn.Module:
         if id(t) in memo:
             continue
         empty = torch.empty_like(t, device="meta")
-        memo[id(t)] = nn.Parameter(empty, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else empty
+        is_param = isinstance(t, nn.Parameter)
+        memo[id(t)] = nn.Parameter(empty, requires_grad=t.requires_grad) if is_param else empty
     return copy.deepcopy(model, memo)
 
 
