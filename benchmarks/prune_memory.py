@@ -126,19 +126,33 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--modes", default="deepcopy,meta,dry_run")
+    parser.add_argument(
+        "--mmap-threshold",
+        type=int,
+        default=65536,
+        help="glibc MALLOC_MMAP_THRESHOLD_ for the measured process (0: glibc's dynamic default, "
+        "under which freed tensors may stay resident and RSS over-states what prune() holds)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(args.child, args.hidden, args.layers, args.dtype)))
         return
-    print(f"LLaMA-style hidden {args.hidden}, {args.layers} layers, {args.dtype}, prune() to 50% FLOPs")
+    print(
+        f"LLaMA-style hidden {args.hidden}, {args.layers} layers, {args.dtype}, prune() to 50% FLOPs, "
+        f"MALLOC_MMAP_THRESHOLD_={args.mmap_threshold or 'default'}"
+    )
     print(
         f"{'mode':<10} {'model MB':>9} {'peak / model':>13} {'(apply)':>8} {'prune s':>8} {'FLOPs ratio':>12}"
     )
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--child", mode, "--hidden", str(args.hidden)]
         cmd += ["--layers", str(args.layers), "--dtype", args.dtype]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        env = dict(os.environ)
+        if args.mmap_threshold:  # big blocks via mmap, handed back on free: RSS follows live memory
+            env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
+        run = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+        out = run.stdout.strip().splitlines()[-1]
         r = json.loads(out)
         print(
             f"{mode:<10} {r['model_mb']:>9.0f} {r['peak_over_model']:>13.2f} {r['apply_peak'] or float('nan'):>8.2f} "
