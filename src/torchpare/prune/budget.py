@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 import torchpare.prune.calibrate as _calibrate
-from torchpare.prune.counting import count, module_channels
+from torchpare.prune.by_plan import prune_by_plan
+from torchpare.prune.counting import count, meta_copy, meta_inputs, module_channels, on_meta
 from torchpare.prune.graph import DependencyGraph
 from torchpare.prune.graph.report import matches_units
 from torchpare.prune.hf_pretrained import warn_if_not_plain
@@ -38,7 +39,7 @@ from torchpare.prune.rules.hf_config import sync_hf_config
 from torchpare.prune.surgery import apply_plan
 from torchpare.prune.verify import breaking_groups, check_runs, pruned_forward_errors
 
-__all__ = ["prune", "prune_config_errors", "PruneSummary", "auto_round_to", "AUTO_ROUND_TO"]
+__all__ = ["prune", "prune_config_errors", "PruneSummary", "MetaWeightsError", "auto_round_to", "AUTO_ROUND_TO"]
 
 
 @dataclass
@@ -67,6 +68,8 @@ class PruneSummary:
     plans: list[dict[str, list[int]]] = field(default_factory=list)
     within_tolerance: bool = True
     bn_recalibrated: bool = False
+    ignored: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
     @property
     def flops_ratio(self) -> float:
@@ -96,7 +99,69 @@ class PruneSummary:
             "plans": self.plans,
             "within_tolerance": self.within_tolerance,
             "bn_recalibrated": self.bn_recalibrated,
+            "ignored": list(self.ignored),
+            "dry_run": self.dry_run,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PruneSummary:
+        """The summary :meth:`to_dict` wrote (e.g. a plan saved as JSON, to :meth:`apply` later).
+
+        Raises:
+            KeyError: a key :meth:`to_dict` writes is missing (names it).
+        """
+        missing = [k for k in ("target", "target_ratio", "flops", "params", "plans") if k not in data]
+        if missing:
+            raise KeyError(f"PruneSummary.from_dict(): missing {missing}; pass what to_dict() returned.")
+        return cls(
+            target=data["target"],
+            target_ratio=float(data["target_ratio"]),
+            flops_before=int(data["flops"][0]),
+            flops_after=int(data["flops"][1]),
+            params_before=int(data["params"][0]),
+            params_after=int(data["params"][1]),
+            layers={k: {kk: tuple(vv) for kk, vv in v.items()} for k, v in data.get("layers", {}).items()},
+            groups={k: tuple(v) for k, v in data.get("groups", {}).items()},
+            plans=[{g: [int(i) for i in idx] for g, idx in p.items()} for p in data["plans"]],
+            within_tolerance=bool(data.get("within_tolerance", True)),
+            bn_recalibrated=bool(data.get("bn_recalibrated", False)),
+            ignored=list(data.get("ignored", [])),
+            dry_run=bool(data.get("dry_run", False)),
+        )
+
+    def apply(self, model: nn.Module, example_inputs: Any) -> nn.Module:
+        """Prune ``model`` in place with the planned steps (e.g. from ``prune(..., dry_run=True)``).
+
+        Each step of :attr:`plans` goes through :func:`~torchpare.prune.prune_by_plan` (so through
+        :func:`~torchpare.prune.surgery.apply_plan` and into the pruning record), with the
+        :attr:`ignored` modules of the planning run, then Hugging Face configs are synced. The model
+        must have the structure the plan was made on (a meta copy planned with ``dry_run`` has it).
+
+        Args:
+            model: The real model (pruned in place and returned).
+            example_inputs: Inputs to trace it with (as for :func:`prune`).
+
+        Returns:
+            ``model``, pruned as planned.
+
+        Raises:
+            KeyError, ValueError: a plan that does not fit ``model`` (unknown group id, index out of
+                range), as raised by :func:`~torchpare.prune.prune_by_plan`.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+            >>> _, plan = prune(net, torch.randn(2, 16), target_params_ratio=0.5, dry_run=True)
+            >>> net[0].out_features
+            32
+            >>> plan.apply(net, torch.randn(2, 16))[0].out_features
+            16
+        """
+        for step in self.plans:
+            prune_by_plan(model, example_inputs, step, ignored=self.ignored)
+        sync_hf_config(model)
+        return model
 
     def table(self) -> str:
         """A plain-text per-layer table with the totals."""
@@ -434,6 +499,7 @@ def prune(
     batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
     tolerance: float = 0.02,
     bn_calibration: Iterable[Any] | None = None,
+    dry_run: bool = False,
 ) -> tuple[nn.Module, PruneSummary]:
     """Prune ``model`` in place until its FLOPs (or parameters) reach a ratio of the original.
 
@@ -471,9 +537,16 @@ def prune(
             and the returned model see statistics that fit the pruned channels; see
             :func:`~torchpare.prune.calibrate.recalibrate_bn`. Must be re-iterable when
             ``iterative_steps > 1``. ``None`` (default) leaves the statistics as trained.
+        dry_run: Plan only: ``model`` is left untouched and the search runs on a ``meta`` copy of it
+            (no weights copied); ``summary.plans`` and the counts describe the pruned model, and
+            ``summary.apply(real_model, example_inputs)`` prunes later. Works on a model on the
+            ``meta`` device with a criterion that reads no weights (``"random"`` or your own
+            ``GroupImportance`` returning precomputed scores); ``bn_calibration`` is refused. See
+            docs/pruning.md, "Planning without copies".
 
     Returns:
         ``(model, summary)``; the model carries its pruning record, so ``save_pruned`` works.
+        With ``dry_run`` the model is returned unchanged.
 
     Raises:
         ValueError: no target or both targets, a ratio outside ``(0, 1]``, bad steps/limits, no
@@ -484,6 +557,9 @@ def prune(
             alone breaks the forward are left out with a warning instead.
         IgnoredModuleError: an ``ignored`` entry or ``except_start_keys`` prefix that is no module of
             ``model`` (also a ``ValueError``; names the closest module names).
+        MetaWeightsError: (a ``ValueError``) a criterion that reads weights or data on a model on the
+            ``meta`` device, or a ``dry_run`` that needs real weights (``iterative_steps > 1`` with
+            such a criterion, ``bn_calibration``).
 
     Example:
         >>> import torch
@@ -508,6 +584,7 @@ def prune(
             "running statistics; drop bn_calibration."
         )
     imp = build_importance(importance)
+    _check_meta_planning(model, imp, dry_run, iterative_steps, bn_calibration, who)
     names = sorted(resolve_ignored(model, ignored, except_start_keys, who))
 
     # Counting and tracing run forward passes: eval mode keeps BatchNorm statistics untouched.
@@ -531,6 +608,7 @@ def prune(
             batch_loss,
             tolerance,
             bn_calibration,
+            dry_run,
         )
     finally:
         model.train(was_training)
@@ -553,46 +631,79 @@ def _prune_eval(
     batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None,
     tolerance: float,
     bn_calibration: Iterable[Any] | None = None,
+    dry_run: bool = False,
 ) -> tuple[nn.Module, PruneSummary]:
     who = "prune()"
-    before = count(model, example_inputs)
+    user_model = model
+    scorer: nn.Module | None = None  # where scores are read when ``model`` is a meta work copy
+    if dry_run and not on_meta(model):
+        # Trace and count the real model (value checks such as the attention-head probe need real
+        # values; tracing changes nothing), then plan on a meta work copy of it: same names, same ids.
+        before = count(model, example_inputs)
+        graph = DependencyGraph.build(model, example_inputs, ignored=tuple(names))
+        scorer, model, example_inputs = model, *_dry_run_copy(model, example_inputs, before, who)
+        graph = copy.copy(graph)
+        graph.model, graph.example_inputs = model, example_inputs
+    else:
+        if on_meta(model) or dry_run:
+            if dry_run:
+                model = meta_copy(model)
+            example_inputs = meta_inputs(example_inputs)
+        before = _meta_safe(lambda: count(model, example_inputs), model, who)
+        graph = _meta_safe(
+            lambda: DependencyGraph.build(model, example_inputs, ignored=tuple(names)), model, who
+        )
     base = before[target]
     raw = {n: module_channels(m) for n, m in model.named_modules() if n}
     begin_record(model, example_inputs)
-    graph = DependencyGraph.build(model, example_inputs, ignored=tuple(names))
     sizes_before = {g.id: g.size for g in graph.groups()}
     plans: list[dict[str, list[int]]] = []
 
+    shadow: tuple[nn.Module, Any] = (model, example_inputs)
+
     def metric_of(plan: Mapping[str, list[int]]) -> float:
+        trial_model, trial_inputs = shadow
         if not plan:
-            return count(model, example_inputs)[target] / base
-        # A shallow graph copy over a deep copy of the model: the surgery only reads the graph's
-        # groups and slices, and counting the trial needs no re-trace, so no trial pays for a trace
-        # or for copying the graph's index maps.
+            return count(trial_model, trial_inputs)[target] / base
+        # A shallow graph copy over a deep copy of the shadow model (a meta copy when counting on
+        # meta reproduces the real counts, so no trial copies real weights): the surgery only reads
+        # the graph's groups and slices, and counting the trial needs no re-trace, so no trial pays
+        # for a trace or for copying the graph's index maps.
         trial = copy.copy(graph)
-        trial.model = copy.deepcopy(model)
+        trial.model = copy.deepcopy(trial_model)
         with pruned_forward_errors(plan, who):
             apply_plan(trial, plan)
-            return count(trial.model, example_inputs)[target] / base
+            return count(trial.model, trial_inputs)[target] / base
 
     for step in range(1, iterative_steps + 1):
         goal = ratio ** (step / iterative_steps) if iterative_steps > 1 else ratio
         groups = {g.id: g for g in graph.groups() if matches_units(graph, g, units)}
         if not groups:
             raise ValueError(f"{who}: no prunable group (units={units}).\n{graph.report()}")
+        shadow = _shadow(model, example_inputs, before if step == 1 else None)
+        scoring = scorer if scorer is not None and step == 1 else model
         if imp.requires_data:
-            imp.prepare(model, data, loss_fn=loss_fn, batch_loss=batch_loss, graph=graph)
+            imp.prepare(scoring, data, loss_fn=loss_fn, batch_loss=batch_loss, graph=graph)
         scores = {}
         for gid, g in groups.items():
-            s = imp(model, g)
+            try:
+                s = imp(scoring, g)
+            except (NotImplementedError, RuntimeError) as exc:  # "Cannot copy out of meta tensor"
+                if on_meta(scoring):
+                    raise MetaWeightsError(_meta_criterion_message(imp, model, who)) from exc
+                raise
             if s is not None:
+                if s.is_meta:
+                    raise MetaWeightsError(_meta_criterion_message(imp, model, who))
                 scores[gid] = s
         if not scores:
             raise ValueError(
                 f"{who}: criterion {type(imp).__name__} scored no group of {type(model).__name__}."
             )
         planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
-        broken = breaking_groups(graph, example_inputs, planner.plan(planner.counts(planner.total)), who)
+        trial_graph = copy.copy(graph)
+        trial_graph.model = shadow[0]
+        broken = breaking_groups(trial_graph, shadow[1], planner.plan(planner.counts(planner.total)), who)
         if broken:  # never return a model that does not run: leave those groups out (warned)
             scores = {gid: s for gid, s in scores.items() if gid not in broken}
             planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
@@ -639,5 +750,104 @@ def _prune_eval(
         plans=plans,
         within_tolerance=within,
         bn_recalibrated=bn_calibration is not None and bool(plans),
+        ignored=list(names),
+        dry_run=dry_run,
     )
-    return model, summary
+    return user_model, summary
+
+
+# Trials (candidate plans of the target search, the breaking-group check) run on a meta copy of the
+# model when counting there reproduces the real counts. None (auto): for models of at least
+# _META_MIN_BYTES of parameters and buffers, where a copy costs memory and a real forward time (a
+# meta forward is shape-only but pays Python dispatch: on small models it is slower than the real
+# one). True/False force it either way (False: deep copies of the real model, the behaviour before
+# issue 18; used by tests and benchmarks/prune_memory.py).
+_TRIALS_ON_META: bool | None = None
+_META_MIN_BYTES = 16 * 2**20
+
+
+class MetaWeightsError(ValueError):
+    """A pruning step needs real weights (or data) but the model is on the ``meta`` device."""
+
+
+def _meta_criterion_message(imp: Any, model: nn.Module, who: str) -> str:
+    return (
+        f"{who}: criterion {type(imp).__name__} reads weights or data, but {type(model).__name__} is on "
+        "the meta device (or dry_run=True needs its scores after the first step). Plan with a "
+        "criterion that reads no weights (importance='random', or a GroupImportance returning "
+        "precomputed scores), or run prune(real_model, ..., dry_run=True) with the real weights."
+    )
+
+
+def _check_meta_planning(
+    model: nn.Module, imp: Any, dry_run: bool, steps: int, bn_calibration: Any, who: str
+) -> None:
+    """Refuse, before any work, what cannot run without real weights."""
+    meta = on_meta(model)
+    if (meta or dry_run) and bn_calibration is not None:
+        raise MetaWeightsError(
+            f"{who}: bn_calibration needs real weights; with dry_run=True or a model on the meta "
+            "device, apply the plan (summary.apply(model, inputs)) and then call recalibrate_bn."
+        )
+    if imp.requires_data and (meta or (dry_run and steps > 1)):
+        raise MetaWeightsError(_meta_criterion_message(imp, model, who))
+
+
+def _meta_safe(fn: Callable[[], Any], model: nn.Module, who: str) -> Any:
+    """``fn()``; on a meta model, an error of its forward says that the model cannot plan on meta."""
+    if not on_meta(model):
+        return fn()
+    try:
+        return fn()
+    except (RuntimeError, NotImplementedError) as exc:
+        raise MetaWeightsError(
+            f"{who}: the forward of {type(model).__name__} (or a check of the graph build, such as the "
+            f"attention-head probe) does not run on the meta device ({exc}); it needs real values. Plan "
+            "on the real model with prune(model, ..., dry_run=True) instead (the search still runs on "
+            "meta copies)."
+        ) from exc
+
+
+def _dry_run_copy(
+    model: nn.Module, example_inputs: Any, before: Mapping[str, int], who: str
+) -> tuple[nn.Module, Any]:
+    """The work copy of a ``dry_run``: a meta copy when counting it reproduces ``before``; otherwise
+    (a forward that reads values) a deep copy of the real model, with a warning about its memory."""
+    try:
+        work, inputs = meta_copy(model), meta_inputs(example_inputs)
+        if count(work, inputs) == dict(before):
+            return work, inputs
+        why = "its counts on the meta device differ from the real ones"
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError) as exc:
+        why = f"its forward does not run on the meta device ({type(exc).__name__}: {str(exc)[:120]})"
+    warnings.warn(
+        f"{who}: dry_run plans {type(model).__name__} on a deep copy of the real model (memory: twice the "
+        f"model), because {why}. The plan is the same.",
+        stacklevel=4,
+    )
+    return copy.deepcopy(model), example_inputs
+
+
+def _shadow(
+    model: nn.Module, example_inputs: Any, reference: Mapping[str, int] | None
+) -> tuple[nn.Module, Any]:
+    """``(meta copy, meta inputs)`` when counting them reproduces the real counts, else the real pair.
+
+    A model whose forward needs values (``.item()``, data-dependent branches) keeps the real pair:
+    its trials deep-copy it as before, with the same results.
+    """
+    if _TRIALS_ON_META is False or on_meta(model):
+        return model, example_inputs
+    if _TRIALS_ON_META is None:
+        size = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+        if size < _META_MIN_BYTES:
+            return model, example_inputs
+    try:
+        copy_, inputs = meta_copy(model), meta_inputs(example_inputs)
+        if reference is None:
+            reference = count(model, example_inputs)
+        if count(copy_, inputs) == dict(reference):
+            return copy_, inputs
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError):
+        pass
+    return model, example_inputs

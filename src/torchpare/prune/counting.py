@@ -10,6 +10,8 @@ bias add is not counted) and a ``Conv2d`` is ``2 * N * H_out * W_out * C_out * (
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -191,3 +193,62 @@ def module_channels(module: nn.Module) -> tuple[int, int] | None:
     if weight.ndim >= 2:
         return int(weight.shape[1]), int(weight.shape[0])
     return int(weight.shape[0]), int(weight.shape[0])
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the ``meta`` device (no data copied).
+
+    The structure (modules, attributes, configs, the pruning record) is deep-copied; every parameter
+    and buffer is replaced by an empty ``meta`` tensor of the same shape, dtype and ``requires_grad``,
+    so the copy costs a few kilobytes whatever the model's size. Tied tensors stay tied. Meant for
+    shape work: counting FLOPs/parameters of a candidate pruning plan, tracing, trial surgery.
+
+    Args:
+        model: Any ``nn.Module`` (on any device, the ``meta`` device included); it is not modified.
+
+    Returns:
+        The meta copy.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
+        >>> shadow = meta_copy(net)
+        >>> shadow[0].weight.device.type, shadow[1].running_mean.shape, net[0].weight.device.type
+        ('meta', torch.Size([8]), 'cpu')
+    """
+    memo: dict[int, Any] = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in memo:
+            continue
+        empty = torch.empty_like(t, device="meta")
+        is_param = isinstance(t, nn.Parameter)
+        memo[id(t)] = nn.Parameter(empty, requires_grad=t.requires_grad) if is_param else empty
+    return copy.deepcopy(model, memo)
+
+
+def meta_inputs(example_inputs: Any) -> Any:
+    """``example_inputs`` with every tensor (in tuples, lists and dicts) replaced by a ``meta`` tensor.
+
+    Example:
+        >>> meta_inputs({"x": torch.zeros(2, 3), "n": 4})["x"].device.type
+        'meta'
+    """
+    if isinstance(example_inputs, torch.Tensor):
+        return torch.empty_like(example_inputs, device="meta")
+    if isinstance(example_inputs, Mapping):  # a plain dict: prune() and count() call model(**inputs)
+        return {k: meta_inputs(v) for k, v in example_inputs.items()}
+    if isinstance(example_inputs, (tuple, list)):
+        return type(example_inputs)(meta_inputs(v) for v in example_inputs)
+    return example_inputs
+
+
+def on_meta(model: nn.Module) -> bool:
+    """Whether any parameter or buffer of ``model`` lives on the ``meta`` device (no data to read).
+
+    Example:
+        >>> on_meta(nn.Linear(2, 2)), on_meta(nn.Linear(2, 2, device="meta"))
+        (False, True)
+    """
+    return any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+
+
+__all__ += ["meta_copy", "meta_inputs", "on_meta"]
