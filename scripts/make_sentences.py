@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write("\n".join(sentences) + "\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates it private
     os.replace(tmp, out)
     print(f"wrote {len(sentences)} sentences to {out}")
 
