@@ -66,6 +66,21 @@ def test_distill_loss_is_logged_next_to_the_task_loss_and_the_teacher_is_unchang
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
 
 
+def test_gradient_accumulation_keeps_the_distill_loss_weight(tmp_path):
+    student, teacher = _bert(16, 1, 2, 0), _bert(32, 2, 4, 1)
+    args = _args(tmp_path, max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=2, logging_steps=2)
+    kd = copy.deepcopy(KD)
+    kd["distill_losses"]["kd"]["loss_weight"] = 1000.0  # Trainer logs "loss" rounded to 4 decimals
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=_data(8), teacher_model=teacher,
+                                  distiller=kd, task_loss_weight=0.0)
+    trainer.train()
+    (entry,) = [h for h in trainer.state.log_history if "loss_kd" in h]
+    # Trainer's "loss" sums the returned micro-batch losses per optimiser step: equal to the mean distill loss
+    # only when each micro-batch's share is divided by the accumulation steps exactly once
+    assert entry["distill_loss"] > 0.05
+    assert entry["loss"] == pytest.approx(entry["distill_loss"], rel=0.01)
+
+
 def test_mapping_payloads_distil_hidden_states_with_a_trained_connector(tmp_path):
     student, teacher = _bert(16, 1, 2, 0), _bert(32, 2, 4, 1)
     connector = nn.Linear(16, 32)  # student width -> teacher width, trained with the student

@@ -246,8 +246,9 @@ class DistillationTrainer(Trainer):
         if scaled is None:
             scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
                 self.compute_loss_func is not None)
-        # the task loss is already divided over the accumulated micro-batches when `scaled`; the means here not
-        ga = self.current_gradient_accumulation_steps if scaled and task_loss is not None else 1
+        # when `scaled`, Trainer leaves the division over the accumulated micro-batches to compute_loss (the
+        # task loss is normalised by num_items_in_batch); the distill losses are per-batch means: divide them
+        ga = self.current_gradient_accumulation_steps if scaled else 1
         total = distill / ga
         if task_loss is not None:
             total = total + self.task_loss_weight * task_loss
