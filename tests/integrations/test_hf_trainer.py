@@ -81,7 +81,7 @@ def test_gradient_accumulation_keeps_the_distill_loss_weight(tmp_path):
     assert entry["loss"] == pytest.approx(entry["distill_loss"], rel=0.01)
 
 
-def test_mapping_payloads_distil_hidden_states_with_a_trained_connector(tmp_path):
+def test_mapping_payloads_distil_hidden_states_and_logits_under_their_names(tmp_path):
     student, teacher = _bert(16, 1, 2, 0), _bert(32, 2, 4, 1)
     connector = nn.Linear(16, 32)  # student width -> teacher width, trained with the student
     w0 = connector.weight.detach().clone()
