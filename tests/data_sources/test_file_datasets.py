@@ -93,7 +93,7 @@ def test_parquet_without_pandas_names_the_packages(tmp_path: Path) -> None:
 
 
 def _hf_datasets_installed() -> bool:
-    spec = importlib.util.find_spec("datasets")  # tests/datasets is a namespace package of that name
+    spec = importlib.util.find_spec("datasets")  # a namespace package of that name is not the library
     return spec is not None and spec.origin not in (None, "namespace")
 
 
