@@ -193,7 +193,7 @@ def test_factory_model_loads_a_pruned_folder_checkpoint(tmp_path: Path) -> None:
 def _tiny_bert_folder(folder: Path, task_class: str = "BertForSequenceClassification") -> Path:
     import transformers
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "datasets"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data_sources"))
     try:
         from test_file_datasets import tiny_tokenizer_folder
     finally:
