@@ -111,7 +111,8 @@ def test_frozen_teacher_stays_in_eval_under_train_and_its_dropout_is_off():
     teacher = nn.Sequential()
     teacher.add_module("body", nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Dropout(0.5)))
     teacher.add_module("fc", nn.Linear(32, 10))
-    algo = SingleTeacherDistill(DigitsMLP(), teacher, kd_distiller("fc2", "fc"))
+    # reads the teacher's records after the step: keep them (the default releases them)
+    algo = SingleTeacherDistill(DigitsMLP(), teacher, kd_distiller("fc2", "fc", release_after_losses=False))
     algo.train()
     assert algo.training and algo.student.training and not teacher.training
     x, y = batch()
@@ -372,7 +373,8 @@ def test_deliveries_replay_the_teacher_function_outputs_on_the_student():
     cfg = kd_distiller(
         distill_deliveries={
             "rnd": {"type": "FunctionOutputs", "max_keep_data": 1, "func_path": "random.random"}
-        }
+        },
+        release_after_losses=False,  # the records are read after the step
     )
     student, teacher = Noisy(), Noisy()
     algo = SingleTeacherDistill(student, teacher, cfg)
