@@ -111,8 +111,7 @@ def test_frozen_teacher_stays_in_eval_under_train_and_its_dropout_is_off():
     teacher = nn.Sequential()
     teacher.add_module("body", nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Dropout(0.5)))
     teacher.add_module("fc", nn.Linear(32, 10))
-    # reads the teacher's records after the step: keep them (the default releases them)
-    algo = SingleTeacherDistill(DigitsMLP(), teacher, kd_distiller("fc2", "fc", release_after_losses=False))
+    algo = SingleTeacherDistill(DigitsMLP(), teacher, kd_distiller("fc2", "fc"))
     algo.train()
     assert algo.training and algo.student.training and not teacher.training
     x, y = batch()

@@ -112,7 +112,7 @@ def test_flags_off_restore_the_old_behaviour():
     torch.testing.assert_close(d.compute_distill_losses()["loss_kl"], loss)
 
 
-def test_records_are_released_after_the_losses_read_them_and_the_next_step_records_again():
+def test_records_holding_a_graph_are_released_after_the_losses_read_them_no_grad_ones_are_kept():
     d, student, teacher = prepared()
     x, _ = digits()
     for _ in range(2):
@@ -121,11 +121,44 @@ def test_records_are_released_after_the_losses_read_them_and_the_next_step_recor
         with d.recording("student"):
             student(x)
         loss = d.compute_distill_losses()["loss_kl"]
-        assert all(len(r.data_buffer) == 0 for m in (d.student_recorders, d.teacher_recorders) for _, r in m)
+        assert len(d.student_recorders.get_recorder("logits").data_buffer) == 0
+        # the no_grad teacher records stay: the next recording replaces them one by one (allocator reuse)
+        torch.testing.assert_close(d.get_record("logits", from_student=False), teacher(x))
         loss.backward()  # the loss keeps what its backward needs
         assert student.fc.weight.grad is not None
-    with pytest.raises(RecordIndexError, match="release_after_losses=False"):
+    with pytest.raises(RecordIndexError, match="released the records.*release_after_losses=False"):
         d.get_record("logits", from_student=True)
+
+
+def test_release_all_drops_the_no_grad_teacher_records_too():
+    d, student, teacher = prepared(release_after_losses="all")
+    x, _ = digits()
+    with d.recording("teacher"), torch.no_grad():
+        teacher(x)
+    with d.recording("student"):
+        student(x)
+    d.compute_distill_losses()["loss_kl"].backward()
+    assert all(len(r.data_buffer) == 0 for m in (d.student_recorders, d.teacher_recorders) for _, r in m)
+    with d.recording("teacher"), torch.no_grad():  # the next step records again
+        teacher(x)
+    torch.testing.assert_close(d.get_record("logits", from_student=False), teacher(x))
+
+
+def test_a_teacher_recorded_with_grad_is_released_self_distill_style():
+    student = Net(8)
+    d = ConfigurableDistiller(**cfg())
+    d.prepare_from_student(student)
+    d.prepare_from_teacher(student)
+    x, _ = digits()
+    with d.recording("student"), d.recording("teacher"):
+        student(x)  # one forward fills both sides, with grad
+    d.compute_distill_losses(detach_teacher=True)["loss_kl"].backward()
+    assert all(len(r.data_buffer) == 0 for m in (d.student_recorders, d.teacher_recorders) for _, r in m)
+
+
+def test_release_after_losses_rejects_other_values():
+    with pytest.raises(ValueError, match="release_after_losses must be True, False or 'all'"):
+        ConfigurableDistiller(**cfg(release_after_losses="yes"))
 
 
 def test_a_missing_data_key_is_reported_before_any_record_is_read_or_released():

@@ -156,6 +156,17 @@ class MissingDataError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+def _holds_grad(data: Any) -> bool:
+    """Whether a record (tensor, or tuple/list/dict/``ModelOutput`` of them) holds an autograd graph."""
+    if isinstance(data, torch.Tensor):
+        return data.requires_grad
+    if isinstance(data, Mapping):
+        return any(_holds_grad(v) for v in data.values())
+    if isinstance(data, list | tuple):
+        return any(_holds_grad(v) for v in data)
+    return False
+
+
 def _detach(data: Any) -> Any:
     """Detach tensors inside tensors/tuples/lists/dicts; other objects pass through."""
     if isinstance(data, torch.Tensor):
@@ -191,9 +202,14 @@ class ConfigurableDistiller(nn.Module):
             :attr:`needed_recorders`); the others cost nothing during the forwards and reading them
             raises a :class:`~torchpare.record.RecordIndexError` that says so. ``False``: hook every
             recorder (to read extra recorders yourself with :meth:`get_record`).
-        release_after_losses: Drop both sides' records as soon as :meth:`compute_distill_losses` has
-            read them, so the recorded activations do not outlive the step (the losses keep what their
-            backward needs). ``False``: keep them until the next recording, to read them afterwards.
+        release_after_losses: Once :meth:`compute_distill_losses` has read the records, drop those that
+            hold an autograd graph (the student's, a teacher that runs with grad), so their memory goes
+            with the backward instead of living until the next recording. Records made under
+            ``no_grad`` (a frozen teacher) are kept: the next recording replaces them one by one, which
+            lets the allocator reuse their memory (releasing them all at once measured 1.27 x a plain
+            teacher forward instead of 1.01 x with 50 recorders read; ``docs/benchmarks.md``).
+            ``"all"``: drop every record. ``False``: keep them all until the next recording, to read
+            them afterwards.
 
     Attributes:
         student_recorders, teacher_recorders: :class:`~torchpare.record.RecorderManager` of each side
@@ -246,11 +262,16 @@ class ConfigurableDistiller(nn.Module):
         loss_forward_mappings: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
         loss_schedules: Mapping[str, Any] | None = None,
         record_only_needed: bool = True,
-        release_after_losses: bool = True,
+        release_after_losses: bool | Literal["all"] = True,
     ) -> None:
         super().__init__()
+        if release_after_losses not in (True, False, "all"):
+            raise ValueError(
+                f"ConfigurableDistiller: release_after_losses must be True, False or 'all', got "
+                f"{release_after_losses!r}."
+            )
         self.record_only_needed = bool(record_only_needed)
-        self.release_after_losses = bool(release_after_losses)
+        self.release_after_losses: bool | Literal["all"] = release_after_losses
         problems: list[tuple[str, BaseException]] = []
         built = {
             "student_recorders": _build_each(student_recorders, RECORDERS, "student_recorders", BaseRecorder, problems),
@@ -331,15 +352,17 @@ class ConfigurableDistiller(nn.Module):
                     )
 
     def _release_records(self) -> None:
-        """Drop both sides' records (the losses have read them); reading one later says why it is empty."""
+        """Drop the records the losses have read (those holding a graph, or all with ``"all"``); reading
+        one later says why it is empty."""
         reason = (
             "ConfigurableDistiller released the records after compute_distill_losses read them; build "
             "the distiller with release_after_losses=False to read them afterwards"
         )
+        everything = self.release_after_losses == "all"
         for manager in (self.student_recorders, self.teacher_recorders):
-            manager.release()
             for name, recorder in manager:
-                if name in manager.needed:
+                if name in manager.needed and (everything or _holds_grad(recorder.data_buffer)):
+                    recorder.release()
                     recorder._idle_reason = reason
 
     @classmethod
@@ -535,8 +558,8 @@ class ConfigurableDistiller(nn.Module):
             ``{"loss_<name>": tensor}`` in the order of ``loss_forward_mappings`` (a name that already
             starts with ``loss_``, as in MMRazor configs, is kept as is: ``loss_kl`` -> ``"loss_kl"``).
             A loss that returns a dict contributes ``"loss_<name>.<key>"`` entries. With
-            ``release_after_losses`` (the default) both sides' records are dropped once read: call it
-            once per recording.
+            ``release_after_losses`` (the default) the records that hold a graph are dropped once
+            read: call it once per recording.
 
         Raises:
             MissingDataError: (a KeyError) a ``from_data`` key is missing from ``data`` (the message lists the given keys).
