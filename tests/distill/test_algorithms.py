@@ -372,7 +372,8 @@ def test_deliveries_replay_the_teacher_function_outputs_on_the_student():
     cfg = kd_distiller(
         distill_deliveries={
             "rnd": {"type": "FunctionOutputs", "max_keep_data": 1, "func_path": "random.random"}
-        }
+        },
+        release_after_losses=False,  # the records are read after the step
     )
     student, teacher = Noisy(), Noisy()
     algo = SingleTeacherDistill(student, teacher, cfg)

@@ -39,6 +39,7 @@ def stage(name: str, s_ch: int, t_ch: int, weight: float):
 def ofd_config():
     distiller = {
         "type": "OFDDistiller",
+        "release_after_losses": False,  # a test reads the records after the step
         "student_recorders": {"logits": {"type": "ModuleOutputs", "source": "fc"}},
         "teacher_recorders": {"logits": {"type": "ModuleOutputs", "source": "fc"}},
         "connectors": {},
