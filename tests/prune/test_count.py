@@ -79,3 +79,16 @@ def test_count_is_the_function_even_after_every_prune_submodule_is_imported():
     from torchpare.prune import count as count_again
 
     assert callable(count_again) and count_again.__name__ == "count"
+
+
+def test_deberta_v2_with_relative_attention_counts() -> None:
+    pytest.importorskip("transformers")
+    from torchpare.zoo.hf import hf_tiny
+
+    model, inputs = hf_tiny("deberta_v2")  # its layer norm is handed the relative-position table
+    model.classifier.bias.requires_grad_(False)
+    result = count(model, inputs)  # failed: "Expected gradient function to be set"
+    assert result["params"] == sum(p.numel() for p in model.parameters())
+    assert result["flops"] > 0
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen == ["classifier.bias"]  # the flags are restored, a frozen one stays frozen

@@ -98,20 +98,7 @@ def test_prune_to_seventy_percent_returns_a_model_that_runs(name: str) -> None:
     _check_prune_runs(name)
 
 
-# count() (FlopCounterMode's module tracker) fails on DeBERTa-v2 with relative attention before any
-# pruning: "Expected gradient function to be set".
-_COUNT_FAILS = {"deberta_v2"}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(reason="count() fails on this model", strict=True))
-        if n in _COUNT_FAILS
-        else n
-        for n in sorted(set(HF_TINY) - _FAST_PRUNE)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(set(HF_TINY) - _FAST_PRUNE))
 def test_prune_to_seventy_percent_returns_a_model_that_runs_sweep(name: str) -> None:
     _check_prune_runs(name)

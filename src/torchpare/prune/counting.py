@@ -146,7 +146,8 @@ def count(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     the matmuls they perform: see :func:`attention_flop_formulas`.
 
     Args:
-        model: Any ``nn.Module``; it is not modified.
+        model: Any ``nn.Module``; it is not modified (its parameters' ``requires_grad`` flags are
+            cleared during the pass and restored after it).
         example_inputs: A tensor (``model(x)``), a tuple (``model(*x)``) or a dict of keyword
             arguments (``model(**x)``).
 
@@ -164,8 +165,19 @@ def count(model: nn.Module, example_inputs: Any) -> dict[str, int]:
         raise TypeError(f"count(): model must be an nn.Module, got {type(model).__name__}.")
     params = sum(p.numel() for p in model.parameters())
     counter = FlopCounterMode(display=False, custom_mapping=attention_flop_formulas())
-    with torch.no_grad(), counter:
-        call_model(model, example_inputs)
+    # FlopCounterMode's module tracker hooks module inputs and outputs that require grad; on
+    # DeBERTa-v2 (its layer norm is handed the relative-position table itself) a tensor requiring grad
+    # without a grad_fn reaches the hook under no_grad, which fails ("Expected gradient function to be
+    # set"). The count needs no gradients: the parameters are frozen for the pass and restored after.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in trainable:
+            p.requires_grad_(False)
+        with torch.no_grad(), counter:
+            call_model(model, example_inputs)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
     return {"params": int(params), "flops": int(counter.get_total_flops())}
 
 

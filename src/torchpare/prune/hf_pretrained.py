@@ -148,6 +148,18 @@ def _uniform(values: list[int]) -> int | None:
     return values[0] if values and len(set(values)) == 1 else None
 
 
+def _input_embeddings(model: nn.Module) -> nn.Module | None:
+    """The model's input embedding, or ``None`` where it has none (vision models such as SegFormer
+    raise ``NotImplementedError`` from ``get_input_embeddings``)."""
+    getter = getattr(model, "get_input_embeddings", None)
+    if not callable(getter):
+        return None
+    try:
+        return getter()
+    except NotImplementedError:
+        return None
+
+
 def _plain_updates(model: nn.Module) -> dict[str, int]:
     """Config fields that would state ``model``'s widths, where every layer agrees on them."""
     config = model.config
@@ -169,7 +181,7 @@ def _plain_updates(model: nn.Module) -> dict[str, int]:
             if count:
                 heads.append(count)
                 head_sizes.append(head_dim)
-    embeddings = model.get_input_embeddings() if callable(getattr(model, "get_input_embeddings", None)) else None
+    embeddings = _input_embeddings(model)
     hidden = embeddings.embedding_dim if isinstance(embeddings, nn.Embedding) else None
     if hidden is None:  # vision models: the most common normalisation width is the residual stream
         norms = [m.weight.shape[0] for m in model.modules()

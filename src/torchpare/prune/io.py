@@ -59,6 +59,7 @@ from torchpare.prune.history import (
     set_record,
     step_edits,
 )
+from torchpare.prune.rules.hf_heads import _note_stage as note_stage
 from torchpare.prune.surgery import apply_edits
 from torchpare.prune.surgery import apply_plan as _apply_plan
 
@@ -220,6 +221,10 @@ def _replay_steps(model: nn.Module, record: dict[str, Any], steps: list[Any], cf
     if not steps:
         return
     where = f"load_pruned({str(cfg_file)!r})"
+    # The trace notes per-stage attentions (SegFormer's config.hidden_sizes[stage]); a replay does not
+    # trace, so note them here, or the config the classifier reshapes to keeps the unpruned width.
+    for name, module in model.named_modules():
+        note_stage(module, name)
     saved = {k: v for k, v in record.items() if k not in ("weights", "pruned_fingerprint")}
     replayed = {**saved, "steps": []}
     for n, step in enumerate(steps):
