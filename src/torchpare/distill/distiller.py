@@ -45,7 +45,7 @@ from torch import nn
 from torchpare._utils import did_you_mean
 from torchpare.deliver import BaseDelivery, DeliveryManager
 from torchpare.deliver.manager import named_deliveries
-from torchpare.distill.loss_schedule import LossSchedules
+from torchpare.distill.loss_schedule import LossSchedules, loss_key
 from torchpare.record import BaseRecorder, RecorderManager
 from torchpare.record.base import normalize_data_idx
 from torchpare.registry import CONNECTORS, DELIVERIES, DISTILLERS, LOSSES, RECORDERS, UnknownTypeError
@@ -72,16 +72,6 @@ class DistillerConfigError(ValueError):
     def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(message)
         self.problems = list(problems)
-
-
-def loss_key(name: str) -> str:
-    """The key of loss ``name`` in :meth:`ConfigurableDistiller.compute_distill_losses`.
-
-    Example:
-        >>> loss_key("kd"), loss_key("loss_kl")
-        ('loss_kd', 'loss_kl')
-    """
-    return name if name.startswith("loss_") else f"loss_{name}"
 
 
 def _text(exc: BaseException) -> str:
@@ -306,7 +296,7 @@ class ConfigurableDistiller(nn.Module):
         self.loss_schedules: LossSchedules | None = None
         if loss_schedules:
             try:
-                self.loss_schedules = LossSchedules(loss_schedules, list(self.distill_losses), key=loss_key)
+                self.loss_schedules = LossSchedules(loss_schedules, list(self.distill_losses))
             except (TypeError, ValueError, KeyError) as exc:
                 problems.append(("loss_schedules", exc))
         _raise_problems(problems)

@@ -31,7 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -39,7 +39,7 @@ from torch import nn
 
 from torchpare._utils import did_you_mean
 
-__all__ = ["LossSchedules", "LossScheduleError", "WEIGHT_SCHEDULES", "weight_factor"]
+__all__ = ["LossSchedules", "LossScheduleError", "WEIGHT_SCHEDULES", "loss_key", "weight_factor"]
 
 WEIGHT_SCHEDULES = ("constant", "linear", "cosine", "step")
 _SPEC_KEYS = ("weight", "stop_epoch", "stop_step", "detach_epoch", "detach_step")
@@ -49,6 +49,17 @@ _WEIGHT_KEYS = {
     "cosine": ("type", "start", "warmup_epochs", "warmup_steps"),
     "step": ("type", "milestones", "gamma", "by"),
 }
+
+
+def loss_key(name: str) -> str:
+    """The key of loss ``name`` in :meth:`ConfigurableDistiller.compute_distill_losses` (and so in
+    :meth:`LossSchedules.apply`): ``"loss_" + name``, not prefixed twice for MMRazor names.
+
+    Example:
+        >>> loss_key("kd"), loss_key("loss_kl")
+        ('loss_kd', 'loss_kl')
+    """
+    return name if name.startswith("loss_") else f"loss_{name}"
 
 
 class LossScheduleError(ValueError):
@@ -150,19 +161,13 @@ class LossSchedules(nn.Module):
     Args:
         specs: ``{loss_name: spec}`` (see the module docstring), optionally with ``steps_per_epoch``.
         losses: The distiller's loss names (for validation).
-        key: Loss name -> its key in ``compute_distill_losses``' output (default: ``"loss_" + name``,
-            not prefixed twice).
 
     Raises:
         LossScheduleError: (a ValueError) an unknown loss, key or schedule type, or a bad value.
     """
 
-    def __init__(
-        self, specs: Mapping[str, Any], losses: Sequence[str], key: Callable[[str], str] | None = None
-    ) -> None:
+    def __init__(self, specs: Mapping[str, Any], losses: Sequence[str]) -> None:
         super().__init__()
-        # the key of a loss in compute_distill_losses' output (the distiller's loss_key rule by default)
-        self._key = key or (lambda name: name if name.startswith("loss_") else f"loss_{name}")
         specs = dict(specs)
         spe = specs.pop("steps_per_epoch", None)
         self.specs = {name: _check(name, spec, losses) for name, spec in specs.items()}
@@ -199,7 +204,7 @@ class LossSchedules(nn.Module):
         """
         step = int(self.step)
         out: dict[str, torch.Tensor] = {}
-        names = {self._key(n): n for n in self.specs}
+        names = {loss_key(n): n for n in self.specs}
         for key, value in losses.items():
             name = names.get(key.split(".", 1)[0], key)
             spec = self.specs.get(name)
