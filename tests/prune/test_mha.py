@@ -254,68 +254,32 @@ def test_transformer_encoder_layer_prunes_and_runs_after():
         model(x)
 
 
+class FunctionalMHA(nn.Module):
+    """Attention through `F.multi_head_attention_forward` with a raw packed in-projection weight."""
+
+    def __init__(self, embed_dim=12, num_heads=3):
+        super().__init__()
+        self.inp = nn.Linear(6, embed_dim)
+        self.w = nn.Parameter(torch.randn(3 * embed_dim, embed_dim))
+        self.o = nn.Linear(embed_dim, embed_dim)
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+
+    def forward(self, x):
+        h = self.inp(x).transpose(0, 1)
+        y, _ = F.multi_head_attention_forward(
+            h, h, h, self.embed_dim, self.num_heads, self.w, None, None, None, False, 0.0,
+            self.o.weight, self.o.bias, need_weights=False,
+        )
+        return y
+
+
 def test_functional_mha_is_blocked_with_reason():
-    class Functional(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inp = nn.Linear(6, 12)
-            self.w = nn.Parameter(torch.randn(36, 12))
-            self.o = nn.Linear(12, 12)
-
-        def forward(self, x):
-            h = self.inp(x).transpose(0, 1)
-            y, _ = F.multi_head_attention_forward(
-                h,
-                h,
-                h,
-                12,
-                3,
-                self.w,
-                None,
-                None,
-                None,
-                False,
-                0.0,
-                self.o.weight,
-                self.o.bias,
-                need_weights=False,
-            )
-            return y
-
-    graph = DependencyGraph.build(Functional(), torch.randn(2, 5, 6))
+    graph = DependencyGraph.build(FunctionalMHA(), torch.randn(2, 5, 6))
     assert "F.multi_head_attention_forward takes embed_dim" in graph.report()
 
 
 def test_blocked_parameters_are_marked_as_ranges_not_element_by_element():
-    class BigFunctional(nn.Module):
-        def __init__(self, e=96):
-            super().__init__()
-            self.inp = nn.Linear(6, e)
-            self.w = nn.Parameter(torch.randn(3 * e, e))
-            self.o = nn.Linear(e, e)
-            self.e = e
-
-        def forward(self, x):
-            h = self.inp(x).transpose(0, 1)
-            y, _ = F.multi_head_attention_forward(
-                h,
-                h,
-                h,
-                self.e,
-                4,
-                self.w,
-                None,
-                None,
-                None,
-                False,
-                0.0,
-                self.o.weight,
-                self.o.bias,
-                need_weights=False,
-            )
-            return y
-
-    graph = DependencyGraph.build(BigFunctional(), torch.randn(2, 5, 6))
+    graph = DependencyGraph.build(FunctionalMHA(embed_dim=96, num_heads=4), torch.randn(2, 5, 6))
     ctx = graph.ctx
     assert any(n == 3 * 96 * 96 for _, n, _ in ctx.blocked_ranges)
     assert len(ctx.sentinels) < 1000  # one entry per range, not one per weight entry
