@@ -23,6 +23,8 @@ from torchpare.prune.rules.registry import (
     register_trace_hook,
 )
 
+from torchpare.prune.rules import split_experts  # noqa: E402, F401  (MoE experts of their own widths)
+
 for _optional in ("hf_conv1d", "hf_attention", "hf_moe"):
     if importlib.util.find_spec(f"{__name__}.{_optional}") is not None:
         importlib.import_module(f"{__name__}.{_optional}")
