@@ -9,7 +9,17 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from torchpare.prune.rules import conv, embedding, linear, mha, norm, ops, reduce, shape  # noqa: E402, F401, I001
+from torchpare.prune.rules import (  # noqa: E402, F401, I001
+    conv,
+    embedding,
+    linear,
+    mha,
+    norm,
+    ops,
+    reduce,
+    shape,
+    split_experts,  # noqa: E402, F401  (MoE experts of their own widths)
+)
 from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule, slice_tensor_attr
 from torchpare.prune.rules.registry import (
     CLASS_HOOKS,
@@ -22,8 +32,6 @@ from torchpare.prune.rules.registry import (
     register_rule,
     register_trace_hook,
 )
-
-from torchpare.prune.rules import split_experts  # noqa: E402, F401  (MoE experts of their own widths)
 
 for _optional in ("hf_conv1d", "hf_attention", "hf_moe"):
     if importlib.util.find_spec(f"{__name__}.{_optional}") is not None:
