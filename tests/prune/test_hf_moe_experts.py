@@ -197,3 +197,36 @@ def test_split_experts_pruned_to_one_width_fuse_back_with_the_same_outputs():
     assert all(type(x) is fused and x.down_proj.shape[2] == x.intermediate_dim == 56 for x in _experts(model))
     for length in (6, 9):
         torch.testing.assert_close(_logits(model, length), _logits(original, length), atol=1e-5, rtol=0)
+
+
+def test_summary_plans_with_expert_ids_replay_on_a_fresh_model(tmp_path):
+    torch.manual_seed(0)
+    model, inputs = hf_tiny("qwen2_moe")
+    fresh = copy.deepcopy(model)
+    with torch.no_grad():
+        for experts in _experts(model):
+            experts.down_proj[1, :, :8] = 0
+    model, summary = _quiet(prune, model, inputs, target_params_ratio=0.85, units=("ffn",))
+    assert any(gid.endswith("mlp.experts.1") for plan in summary.plans for gid in plan)
+    with torch.no_grad():
+        for experts in _experts(fresh):
+            experts.down_proj[1, :, :8] = 0
+    again = _quiet(summary.apply, fresh, inputs)
+    assert [getattr(x, "widths", None) for x in _experts(again)] == [getattr(x, "widths", None) for x in _experts(model)]
+    save_pruned(again, tmp_path)
+    reloaded = load_pruned(tmp_path, hf_tiny("qwen2_moe")[0].eval())
+    torch.testing.assert_close(reloaded(**inputs).logits, again(**inputs).logits, atol=1e-5, rtol=0)
+
+
+def test_ignored_experts_stay_fused():
+    torch.manual_seed(0)
+    model, inputs = hf_tiny("mixtral")
+    fused = type(_experts(model)[0])
+    with torch.no_grad():
+        for experts in _experts(model):
+            experts.down_proj[1, :, :32] = 0
+    model, _ = _quiet(
+        prune, model, inputs, target_params_ratio=0.85, units=("ffn",), ignored=["model.layers.0.mlp.experts"]
+    )
+    assert type(_experts(model)[0]) is fused and _experts(model)[0].down_proj.shape[2] == 64
+    assert isinstance(_experts(model)[1], SplitExperts)
