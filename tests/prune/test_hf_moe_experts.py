@@ -230,3 +230,32 @@ def test_ignored_experts_stay_fused():
     )
     assert type(_experts(model)[0]) is fused and _experts(model)[0].down_proj.shape[2] == 64
     assert isinstance(_experts(model)[1], SplitExperts)
+
+
+# OLMoE shares the layout and splits the same way (one-off run); its tiny build takes ~12 s, so not here
+_MORE = {
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", dict(num_experts=4, moe_intermediate_size=16, head_dim=8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_MORE))
+def test_other_fused_moe_families_split_and_remove_dead_units_exactly(name):
+    import transformers
+
+    config_name, model_name, extra = _MORE[name]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_name)(
+        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=32, num_experts_per_tok=2, eos_token_id=2, **extra, attn_implementation="eager",
+    )
+    model = _quiet(getattr(transformers, model_name), config).eval()
+    _kill_units(model)
+    original = copy.deepcopy(model)
+    inputs = hf_tiny_inputs("text")
+    plan = {f"model.layers.0.mlp.experts.{e}": list(range(n)) for e, n in enumerate(DEAD)}
+    prune_by_plan(model, inputs, plan)  # ids of single experts: the module is split first
+    experts = _experts(model)[0]
+    assert isinstance(experts, SplitExperts) and experts.num_experts == 4
+    assert experts.widths[:2] == [_experts(original)[0].intermediate_dim - n for n in DEAD]
+    for length in (6, 9):
+        torch.testing.assert_close(_logits(model, length), _logits(original, length), atol=1e-5, rtol=0)

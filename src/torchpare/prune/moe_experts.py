@@ -183,7 +183,8 @@ def split_experts(
 
     Args:
         model: Any model (only fused experts modules are changed; an ``nn.Linear`` stays as it is).
-        modules: Names of the modules to split (default: every fused experts module that can be).
+        modules: Names of the modules to split (default: every fused experts module of a transformers
+            class that can be).
         skip: Names of modules to leave fused (with their descendants), e.g. ignored modules.
         check: Also compare each class's forward with the split one on random routing (once per module).
         warn: Warn about fused experts that cannot be split (they keep one width for all experts).
@@ -200,7 +201,9 @@ def split_experts(
     """
     named = dict(model.named_modules())
     wanted = list(modules) if modules is not None else None
-    candidates = wanted if wanted is not None else [n for n, m in named.items() if _sizes(m) is not None]
+    candidates = wanted if wanted is not None else [
+        n for n, m in named.items() if _sizes(m) is not None and type(m).__module__.startswith("transformers.")
+    ]
     done = []
     skip = list(skip)
     for name in candidates:
