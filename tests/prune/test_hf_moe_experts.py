@@ -259,3 +259,34 @@ def test_other_fused_moe_families_split_and_remove_dead_units_exactly(name):
     assert experts.widths[:2] == [_experts(original)[0].intermediate_dim - n for n in DEAD]
     for length in (6, 9):
         torch.testing.assert_close(_logits(model, length), _logits(original, length), atol=1e-5, rtol=0)
+
+
+def test_traced_split_experts_do_not_depend_on_the_experts_the_trace_inputs_hit():
+    torch.manual_seed(0)
+    experts = SplitExperts(2, 4, [3, 2], torch.nn.SiLU())
+    for p in experts.parameters():
+        torch.nn.init.normal_(p)
+    x, weights = torch.randn(5, 4), torch.rand(5, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarning
+        traced = torch.jit.trace(experts, (x, torch.zeros(5, 1, dtype=torch.long), weights))  # expert 0 only
+    mixed = torch.tensor([[0], [1], [1], [0], [1]])
+    torch.testing.assert_close(traced(x, mixed, weights), experts(x, mixed, weights), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.slow  # ~5-14 s: the ONNX export of a whole model
+def test_pruned_split_mixtral_exports_to_onnx_with_dynamic_axes(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from torchpare.prune import export_onnx
+
+    torch.manual_seed(0)
+    model, inputs = hf_tiny("mixtral")
+    _kill_units(model)
+    split_experts(model)
+    plan = {f"model.layers.{i}.mlp.experts.{e}": list(range(n)) for i in range(2) for e, n in enumerate(DEAD)}
+    prune_by_plan(model, inputs, plan)
+    path = _quiet(export_onnx, model, inputs, tmp_path / "moe.onnx")
+    session = ort.InferenceSession(str(path))
+    other = hf_tiny_inputs("text", 9)
+    got = session.run(None, {i.name: other[i.name].numpy() for i in session.get_inputs()})[0]
+    assert abs(got - _logits(model, 9).detach().numpy()).max() <= 1e-4

@@ -123,8 +123,13 @@ class SplitExperts(nn.Module):
     ) -> torch.Tensor:
         """``(tokens, H)`` states, ``(tokens, k)`` expert ids and routing weights -> ``(tokens, H)``.
 
-        Ids ``>= num_experts`` (expert-parallel sentinels) are skipped, as transformers does.
+        Ids ``>= num_experts`` (expert-parallel sentinels) are skipped, as transformers does. While
+        traced or exported (``torch.jit`` / ONNX / ``torch.compile``) every expert runs on every token,
+        weighted by its routing weight (zero when not chosen): a graph that does not depend on which
+        experts the example inputs happened to hit.
         """
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+            return self._dense_forward(hidden_states, top_k_index, top_k_weights)
         final = torch.zeros_like(hidden_states)
         with torch.no_grad():
             mask = F.one_hot(top_k_index, num_classes=self.num_experts + 1).permute(2, 1, 0)
@@ -139,6 +144,21 @@ class SplitExperts(nn.Module):
             out = F.linear(self.act_fn(gate) * up, expert.down_proj)
             out = out * top_k_weights[token_idx, top_k_pos, None]
             final.index_add_(0, token_idx, out.to(final.dtype))
+        return final
+
+    def _dense_forward(
+        self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
+    ) -> torch.Tensor:
+        """Every expert on every token, times its routing weight (sentinel ids land in an extra column)."""
+        routing = torch.zeros(
+            hidden_states.shape[0], self.num_experts + 1, dtype=top_k_weights.dtype, device=top_k_weights.device
+        ).scatter_add(1, top_k_index.clamp(max=self.num_experts), top_k_weights)
+        final = torch.zeros_like(hidden_states)
+        for e in range(self.num_experts):
+            expert = self.expert(e)
+            gate, up = F.linear(hidden_states, expert.gate_up_proj).chunk(2, dim=-1)
+            out = F.linear(self.act_fn(gate) * up, expert.down_proj) * routing[:, e, None]
+            final = final + out.to(final.dtype)
         return final
 
     def extra_repr(self) -> str:
