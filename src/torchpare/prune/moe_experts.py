@@ -88,8 +88,9 @@ def unsplittable_reason(module: nn.Module, check: bool = True) -> str | None:
                 ref, got = module(x, index, weights), split(x, index, weights)
             except Exception as exc:  # noqa: BLE001 - any failure is the verdict
                 return f"its forward could not be compared with the split one ({type(exc).__name__}: {exc})"
+        tol = 1e-4 if p.element_size() >= 4 else 3e-2  # 16-bit kernels round differently
         if not isinstance(ref, torch.Tensor) or ref.shape != got.shape or not torch.allclose(
-            ref.double(), got.double(), rtol=1e-3, atol=1e-4 * max(float(ref.abs().max()), 1.0)
+            ref.double(), got.double(), rtol=10 * tol, atol=tol * max(float(ref.abs().max()), 1.0)
         ):
             return "its forward differs from transformers' experts loop"
     return None
