@@ -40,7 +40,8 @@ class ExpertFFN(nn.Module):
     Args:
         hidden_dim: ``H``.
         intermediate_dim: ``I``, this expert's hidden units.
-        device, dtype: of the (uninitialised) weights.
+        device: of the (uninitialised) weights.
+        dtype: of the (uninitialised) weights.
 
     Example:
         >>> ExpertFFN(4, 3).gate_up_proj.shape
@@ -72,7 +73,8 @@ class SplitExperts(nn.Module):
         hidden_dim: ``H``, the width the experts read and write.
         widths: the hidden units of each expert (``E`` ints).
         act_fn: the activation applied to the gate half (the fused module's ``act_fn``).
-        device, dtype: of the (uninitialised) weights.
+        device: of the (uninitialised) weights.
+        dtype: of the (uninitialised) weights.
 
     Attributes:
         fused_template: what :func:`torchpare.prune.moe_experts.fuse_experts` rebuilds the fused module
