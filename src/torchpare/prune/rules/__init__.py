@@ -9,17 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from torchpare.prune.rules import (  # noqa: E402, F401, I001
-    conv,
-    embedding,
-    linear,
-    mha,
-    norm,
-    ops,
-    reduce,
-    shape,
-    split_experts,  # noqa: E402, F401  (MoE experts of their own widths)
-)
+from torchpare.prune.rules import conv, embedding, linear, mha, norm, ops, reduce, shape  # noqa: E402, F401, I001
 from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule, slice_tensor_attr
 from torchpare.prune.rules.registry import (
     CLASS_HOOKS,
@@ -33,7 +23,7 @@ from torchpare.prune.rules.registry import (
     register_trace_hook,
 )
 
-for _optional in ("hf_conv1d", "hf_attention", "hf_moe"):
+for _optional in ("hf_conv1d", "hf_attention", "hf_moe", "split_experts"):  # split_experts: MoE per-expert widths
     if importlib.util.find_spec(f"{__name__}.{_optional}") is not None:
         importlib.import_module(f"{__name__}.{_optional}")
 
