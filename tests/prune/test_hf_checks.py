@@ -15,6 +15,7 @@ pytest.importorskip("transformers")
 
 from torchpare.prune import prune  # noqa: E402
 from torchpare.prune.graph import DependencyGraph  # noqa: E402
+from torchpare.prune.rules.split_experts import SplitExperts  # noqa: E402
 from torchpare.prune.verify import (  # noqa: E402
     PrunedForwardError,
     PruningMismatchError,
@@ -185,18 +186,24 @@ def test_expert_hidden_units_are_an_exact_group_and_the_router_is_intact(name):
     assert verify_pruning(original, model, inputs, plan) <= 1e-5
 
 
-def test_mixtral_prunes_experts_heads_and_hidden_width_with_round_to_and_runs():
-    """Grouped-matmul experts need 16-byte rows: round_to=8 keeps the hidden width aligned, the
-    router's hidden_dim follows, and every group is pruned without leaving one out."""
+@pytest.mark.parametrize("round_to", [8, None])
+def test_mixtral_prunes_experts_heads_and_hidden_width_with_round_to_and_runs(round_to):
+    """The router's hidden_dim follows the hidden width, and every group is pruned without leaving one
+    out. Experts that keep one width are fused again (grouped-matmul rows of 16 bytes); experts of their
+    own widths are SplitExperts, which need no alignment, so round_to is no longer needed (this test
+    pinned round_to=8 and one width for all experts before per-expert widths)."""
     torch.manual_seed(0)
     model, inputs = hf_tiny("mixtral")
-    model, summary, messages = _quiet_prune(model, inputs, target_params_ratio=0.7, round_to=8)
+    model, summary, messages = _quiet_prune(model, inputs, target_params_ratio=0.5, round_to=round_to)
     assert not [m for m in messages if "fail its forward" in m], messages
     width = model.model.embed_tokens.embedding_dim
-    assert width < 32 and width % 8 == 0
-    layer = model.model.layers[0].mlp
-    assert layer.gate.hidden_dim == width and layer.experts.gate_up_proj.shape[2] == width
-    assert layer.experts.down_proj.shape[2] % 8 == 0
+    assert width < 32
+    for layer in (layer.mlp for layer in model.model.layers):
+        assert layer.gate.hidden_dim == width
+        if isinstance(layer.experts, SplitExperts):
+            assert all(layer.experts.expert(e).gate_up_proj.shape[1] == width for e in range(2))
+        else:
+            assert layer.experts.gate_up_proj.shape[2] == width and layer.experts.down_proj.shape[2] % 4 == 0
     assert model(**inputs).logits.shape == (2, 6, 64)
 
 

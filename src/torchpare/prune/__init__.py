@@ -36,6 +36,8 @@ _TABLE = {
     "save_pretrained": "hf_pretrained",
     "from_pretrained": "hf_pretrained",
     "plain_format_problems": "hf_pretrained",
+    "split_experts": "moe_experts",  # MoE: one group per expert (SplitExperts), and back
+    "fuse_experts": "moe_experts",
 }
 __all__ = sorted(_TABLE)
 __getattr__, __dir__ = lazy_exports(__name__, _TABLE, fallbacks=("importance",))

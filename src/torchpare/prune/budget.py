@@ -35,6 +35,7 @@ from torchpare.prune.hf_pretrained import warn_if_not_plain
 from torchpare.prune.history import begin_record
 from torchpare.prune.ignored import resolve_ignored
 from torchpare.prune.importance import build_importance
+from torchpare.prune.moe_experts import fuse_experts, split_experts
 from torchpare.prune.rules.hf_config import sync_hf_config
 from torchpare.prune.surgery import apply_plan
 from torchpare.prune.verify import breaking_groups, check_runs, pruned_forward_errors
@@ -649,6 +650,9 @@ def _prune_eval(
             if dry_run:
                 model = meta_copy(model)
             example_inputs = meta_inputs(example_inputs)
+        else:  # MoE: each expert's hidden units a group of its own (moe_experts.py), recorded
+            begin_record(model, example_inputs)
+            split_experts(model, skip=names, warn=True)
         before = _meta_safe(lambda: count(model, example_inputs), model, who)
         graph = _meta_safe(
             lambda: DependencyGraph.build(model, example_inputs, ignored=tuple(names)), model, who
@@ -717,6 +721,7 @@ def _prune_eval(
             if bn_calibration is not None:
                 _calibrate.recalibrate_bn(model, bn_calibration)
 
+    fuse_experts(model)  # experts that kept one width get their fused layout back (moe_experts.py)
     sync_hf_config(model)
     check_runs(model, example_inputs, sorted({gid for p in plans for gid in p}), who)
     warn_if_not_plain(model, who)  # Hugging Face models whose widths their config cannot state

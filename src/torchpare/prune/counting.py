@@ -99,6 +99,14 @@ def _sdpa_cpu_flops(
     return 2 * batch * int(query[-2]) * int(key[-2]) * (int(query[-1]) + int(value[-1]))
 
 
+def _grouped_mm_flops(mat_a: Any, mat_b: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """``(S, K)`` rows, each multiplied by one of the ``(G, K, N)`` matrices: ``2 * S * K * N`` (the
+    mixture-of-experts kernel of transformers; the eager experts loop counts the same)."""
+    if len(mat_a) == 2 and len(mat_b) == 3:
+        return 2 * int(mat_a[0]) * int(mat_a[1]) * int(mat_b[-1])
+    return 2 * _rows(out_shape) * int(mat_a[-1]) * int(out_shape[-1]) if out_shape is not None else 0
+
+
 def attention_flop_formulas() -> dict[Any, Any]:
     """FLOP formulas for the fused attention kernels ``FlopCounterMode`` does not know.
 
@@ -107,7 +115,9 @@ def attention_flop_formulas() -> dict[Any, Any]:
     ``aten._transformer_encoder_layer_fwd`` (``nn.TransformerEncoderLayer``'s, its MLP included) and
     ``aten._scaled_dot_product_flash_attention_for_cpu``. An attention over ``L`` queries and ``S``
     keys of total width ``E`` (all heads) is ``2 * N * L * S * E`` for the scores plus as much for
-    the weighted values.
+    the weighted values. ``aten._grouped_mm`` (transformers' fused mixture-of-experts kernel) counts
+    ``2 * S * K * N`` for ``S`` routed rows of width ``K`` and experts of ``N`` outputs, as the eager
+    experts loop does.
 
     Returns:
         ``{aten overload: formula}`` for ``FlopCounterMode(custom_mapping=...)``; kernels missing from
@@ -127,6 +137,7 @@ def attention_flop_formulas() -> dict[Any, Any]:
         "_native_multi_head_attention": _native_mha_flops,
         "_transformer_encoder_layer_fwd": _encoder_layer_flops,
         "_scaled_dot_product_flash_attention_for_cpu": _sdpa_cpu_flops,
+        "_grouped_mm": _grouped_mm_flops,
     }
     return {getattr(aten, name): f for name, f in table.items() if hasattr(aten, name)}
 

@@ -55,6 +55,8 @@ import torch
 from torch import nn
 
 from torchpare._utils import atomic_write_bytes
+from torchpare.prune.moe_experts import split_experts, split_reasons
+from torchpare.prune.rules.split_experts import SplitExperts
 
 __all__ = [
     "save_pretrained",
@@ -72,6 +74,7 @@ _VERSION = 1
 _FFN_FIELDS = ("intermediate_size", "n_inner", "ffn_dim", "encoder_ffn_dim", "decoder_ffn_dim", "hidden_dim")
 _FFN_NAMES = ("intermediate.dense", "mlp.fc1", "mlp.c_fc", "mlp.up_proj", "ffn.lin1", "fc1")
 _HEAD_ATTRS = ("num_attention_heads", "num_heads", "n_head")
+_MOE_FIELDS = ("moe_intermediate_size", "intermediate_size")  # the experts' width (Qwen2-MoE, Mixtral)
 _HEAD_SIZE_ATTRS = ("head_dim", "attention_head_size", "head_size")
 
 
@@ -160,6 +163,15 @@ def _input_embeddings(model: nn.Module) -> nn.Module | None:
         return None
 
 
+def _fused_experts_width(module: nn.Module) -> bool:
+    """``module`` holds fused MoE experts (``gate_up_proj (E, 2I, H)``, ``down_proj (E, H, I)``)."""
+    gu, down = getattr(module, "gate_up_proj", None), getattr(module, "down_proj", None)
+    return (
+        isinstance(gu, torch.Tensor) and isinstance(down, torch.Tensor) and gu.dim() == 3 and down.dim() == 3
+        and gu.shape[1] == 2 * down.shape[2]
+    )
+
+
 def _plain_updates(model: nn.Module) -> dict[str, int]:
     """Config fields that would state ``model``'s widths, where every layer agrees on them."""
     config = model.config
@@ -196,6 +208,14 @@ def _plain_updates(model: nn.Module) -> dict[str, int]:
     }
     for field in _FFN_FIELDS:
         candidates[field] = _uniform(ffn)
+    # fused MoE experts (one width per layer): the config's experts width, where all layers agree
+    experts = [int(m.down_proj.shape[2]) for m in model.modules() if _fused_experts_width(m)]
+    moe_field = next((f for f in _MOE_FIELDS if isinstance(getattr(config, f, None), int)), None)
+    if experts and moe_field is not None:
+        width = _uniform(experts)
+        if candidates.get(moe_field) not in (None, width):
+            width = None  # dense FFNs and experts disagree on one field: leave it
+        candidates[moe_field] = width
     for field, value in candidates.items():
         current = getattr(config, field, None)
         if value is not None and isinstance(current, int) and not isinstance(current, bool) and current != value:
@@ -239,11 +259,18 @@ def plain_format_problems(model: nn.Module) -> list[str]:
             f"plain_format_problems(): {type(model).__name__} is not a Hugging Face model (it needs "
             "`config` and `save_pretrained`); save plain models with torchpare.prune.save_pruned."
         )
+    split = split_reasons(model)  # MoE experts of their own widths: no config field states them
     try:
         skeleton = _meta_skeleton(type(model), _with_updates(model.config, _plain_updates(model)))
     except Exception as exc:  # the config's own validation (e.g. hidden size vs heads)
-        return [f"the config cannot state these widths: {type(exc).__name__}: {str(exc).strip()[:300]}"]
-    return _compare(skeleton, model, _base_skeleton(model))
+        return [*split, f"the config cannot state these widths: {type(exc).__name__}: {str(exc).strip()[:300]}"]
+    if split:
+        split_experts(skeleton, _split_names(model), check=False)
+    return split + _compare(skeleton, model, _base_skeleton(model))
+
+
+def _split_names(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, SplitExperts)]
 
 
 def _base_skeleton(model: nn.Module) -> nn.Module | None:
@@ -387,6 +414,8 @@ def _write_widths(model: nn.Module, folder: Path, plain: bool, restore: Mapping[
     config, overrides = _skeleton_config(type(model), config_dict)
     restore = {**{k: config_dict[k] for k in overrides}, **(restore or {})}
     skeleton = _meta_skeleton(type(model), config)
+    split = _split_names(model)
+    split_experts(skeleton, split, check=False)  # the same experts split, in their config widths
     have, want = _shapes(model), _shapes(skeleton)
     if set(have) != set(want):
         odd = sorted(set(have) ^ set(want))[:3]
@@ -411,6 +440,7 @@ def _write_widths(model: nn.Module, folder: Path, plain: bool, restore: Mapping[
         "shapes": {n: s for n, s in have.items() if s != want[n]},
         "attributes": attributes,
         "tied": _tied(model),
+        "split_experts": split,
         "plain": plain,
     }
     atomic_write_bytes(folder / WIDTHS_NAME, json.dumps(record, indent=1).encode())
@@ -446,6 +476,12 @@ def _file_shapes(folder: Path) -> dict[str, list[int]]:
 def _apply_widths(model: nn.Module, record: Mapping[str, Any]) -> None:
     """Give a freshly built (possibly meta) model the recorded attributes and empty tensors of the
     recorded shapes, so the library's own loader fills them."""
+    split = record.get("split_experts") or []
+    if split:  # MoE experts of their own widths: the same modules split first
+        try:
+            split_experts(model, [str(n) for n in split], check=False)
+        except ValueError as exc:
+            raise PretrainedFolderError(f"from_pretrained(): {WIDTHS_NAME}: {exc}") from exc
     for name, attrs in record["attributes"].items():
         module = model.get_submodule(name)
         for key, value in attrs.items():

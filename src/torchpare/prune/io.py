@@ -59,6 +59,7 @@ from torchpare.prune.history import (
     set_record,
     step_edits,
 )
+from torchpare.prune.moe_experts import replay_restructure
 from torchpare.prune.rules.hf_heads import _note_stage as note_stage
 from torchpare.prune.surgery import apply_edits
 from torchpare.prune.surgery import apply_plan as _apply_plan
@@ -229,6 +230,8 @@ def _replay_steps(model: nn.Module, record: dict[str, Any], steps: list[Any], cf
     replayed = {**saved, "steps": []}
     for n, step in enumerate(steps):
         edits = step_edits(step, where)
+        if isinstance(step, Mapping) and "restructure" in step:  # MoE experts split / fused back
+            replay_restructure(model, step["restructure"], f"{where}: step {n}")
         try:
             apply_edits(model, edits)
         except (ValueError, AttributeError, TypeError) as exc:

@@ -23,7 +23,7 @@ from torchpare.prune.rules.registry import (
     register_trace_hook,
 )
 
-for _optional in ("hf_conv1d", "hf_attention", "hf_moe"):
+for _optional in ("hf_conv1d", "hf_attention", "hf_moe", "split_experts"):  # split_experts: MoE per-expert widths
     if importlib.util.find_spec(f"{__name__}.{_optional}") is not None:
         importlib.import_module(f"{__name__}.{_optional}")
 

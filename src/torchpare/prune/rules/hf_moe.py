@@ -14,6 +14,11 @@ and the hidden (residual) width flows through the experts. Under transformers' d
 kernels (anything but ``experts_implementation="eager"``) rows must stay 16-byte aligned, so a unit
 is a block of 8 hidden units (``intermediate / 8`` units per group).
 
+:func:`torchpare.prune.prune` does not prune this layout's units: it first splits such modules into
+:class:`~torchpare.prune.rules.split_experts.SplitExperts` (each expert its own group, any width; see
+:mod:`torchpare.prune.moe_experts`) and fuses them back where every expert kept one width. This rule
+serves graphs built directly on fused experts, ``prune(..., dry_run=True)`` and classes that cannot be split.
+
 As with attention, the layout is chosen from structure (the two parameters and their shapes) and
 checked by running the module once per class on its real inputs: removing unit 0 must equal zeroing
 its down column. Otherwise the unit is blocked with the reason, shown by ``graph.report()``.
