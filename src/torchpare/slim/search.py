@@ -4,8 +4,13 @@ Each space's widths form a ladder of ``max_channel_bins`` bins (rounded to the p
 never below the supernet's smallest trained ratio). At each step every space that can shrink is
 shrunk by one bin in turn, the candidate is scored on held-out data (accuracy, or the distillation
 loss against the max subnet for unlabelled data) with BatchNorm statistics re-estimated for it, and
-the cheapest shrink is kept. The configuration is recorded the first time the FLOPs (or parameters)
-fall to each target ratio, so one pass serves every target.
+the cheapest shrink is kept. The configuration is recorded the first time the FLOPs (or parameters,
+or the measured latency) fall to each target ratio, so one pass serves every target.
+
+With ``metric="latency"`` the cost of the current subnet is its deployed model's measured latency
+(:func:`~torchpare.slim.measure_latency_ms` by default: warm-up, then the median of repeated runs)
+over the max subnet's, measured the same way; the shrink chosen at each step still follows the
+held-out score only.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from torchpare.prune import count, deploy_subnet
 
 __all__ = ["greedy_search", "SearchResult"]
 
-Metric = Literal["flops", "params"]
+Metric = Literal["flops", "params", "latency"]
+LatencyFn = Callable[[nn.Module, Any], float]
 Score = Literal["accuracy", "loss", "distill"]
 
 
@@ -34,7 +40,7 @@ class SearchResult:
 
     Attributes:
         channel_cfgs: ``{target: channel_cfg}`` (MMRazor's format, plus ``"__subnet__"``), one per target.
-        ratios: ``{target: achieved FLOPs (or params) ratio}``.
+        ratios: ``{target: achieved FLOPs (params, latency) ratio}``.
         scores: ``{target: held-out score of the recorded subnet}``.
         history: One record per accepted step: ``{"ratio", "score", "widths"}``.
     """
@@ -102,8 +108,20 @@ def _evaluate(model: nn.Module, batches: list[tuple[Any, Any]], score: Score,
     return -loss / max(total, 1)
 
 
-def _cost(model: nn.Module, pruner: Any, masks: Mapping[str, torch.Tensor], metric: Metric) -> int:
-    """FLOPs (or params) of the deployed ``masks`` subnet."""
+def _cost(model: nn.Module, pruner: Any, masks: Mapping[str, torch.Tensor], metric: Metric,
+          latency_fn: LatencyFn | None = None, latency_inputs: Any = None) -> float:
+    """FLOPs, params or latency (``latency_fn(deployed, latency_inputs)``) of the deployed ``masks`` subnet."""
+    small = _deployed(model, pruner, masks)
+    if metric == "latency":
+        from torchpare.slim.latency import measure_latency_ms
+
+        fn = latency_fn or measure_latency_ms
+        return float(fn(small, pruner.example_inputs if latency_inputs is None else latency_inputs))
+    return count(small, pruner.example_inputs)[metric]
+
+
+def _deployed(model: nn.Module, pruner: Any, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The ``masks`` subnet of ``model`` as a physically smaller plain model."""
     with pruner._hooks_suspended():
         clone = copy.deepcopy(model)
     from torchpare.slim.switchable_bn import to_plain_bn
@@ -111,8 +129,7 @@ def _cost(model: nn.Module, pruner: Any, masks: Mapping[str, torch.Tensor], metr
     to_plain_bn(clone)
     meta = {"groups": {g: {"size": int(m.numel()), "kept": m.nonzero().flatten().tolist()}
                        for g, m in masks.items()}, "ignored": list(pruner.ignored)}
-    small = deploy_subnet(clone, {"__subnet__": meta}, pruner.example_inputs)
-    return count(small, pruner.example_inputs)[metric]
+    return deploy_subnet(clone, {"__subnet__": meta}, pruner.example_inputs)
 
 
 def greedy_search(
@@ -125,6 +142,8 @@ def greedy_search(
     metric: Metric = "flops",
     score: Score = "accuracy",
     max_channel_bins: int = 8,
+    latency_fn: LatencyFn | None = None,
+    latency_inputs: Any = None,
 ) -> SearchResult:
     """Search one channel configuration per target by greedy slimming of a trained supernet.
 
@@ -133,14 +152,19 @@ def greedy_search(
             distillation loss are used).
         val_data: Held-out data: a ``TensorDataset`` or an iterable of ``(inputs, targets)`` batches
             (targets may be absent with ``score="distill"``).
-        targets: FLOPs (or params) ratios of the max subnet to reach, each in ``(0, 1]``.
+        targets: FLOPs (params, latency) ratios of the max subnet to reach, each in ``(0, 1]``.
         calib_data: Batches to re-estimate BatchNorm statistics of each candidate (needed when the
             model has BatchNorm layers); ``recalibrate_bn``'s layouts.
         num_calib_batches: Use at most this many calibration batches per candidate.
-        metric: ``"flops"`` or ``"params"`` (counted on the deployed subnet).
+        metric: ``"flops"`` or ``"params"`` (counted on the deployed subnet), or ``"latency"``
+            (measured on the deployed subnet, see ``latency_fn``).
         score: ``"accuracy"`` (ties broken by cross-entropy), ``"loss"`` (cross-entropy) or
             ``"distill"`` (the algorithm's distillation loss against the max subnet; no labels).
         max_channel_bins: Bins per space: one shrink removes ``1 / max_channel_bins`` of its units.
+        latency_fn: With ``metric="latency"``: ``(model, inputs) -> milliseconds``; default
+            :func:`~torchpare.slim.measure_latency_ms` (3 warm-up calls, median of 15 runs).
+        latency_inputs: The inputs latency is measured on (e.g. a deployment-sized batch, on the
+            target device); default the pruner's example inputs.
 
     Returns:
         A :class:`SearchResult` with one ``channel_cfg`` per target.
@@ -162,8 +186,10 @@ def greedy_search(
     targets = sorted({float(t) for t in targets}, reverse=True)
     if not targets or any(not 0 < t <= 1 for t in targets):
         raise ValueError(f"{who}: targets must be ratios in (0, 1], got {targets}.")
-    if metric not in ("flops", "params"):
-        raise ValueError(f"{who}: metric must be 'flops' or 'params', got {metric!r}.")
+    if metric not in ("flops", "params", "latency"):
+        raise ValueError(f"{who}: metric must be 'flops', 'params' or 'latency', got {metric!r}.")
+    if latency_fn is not None and not callable(latency_fn):
+        raise TypeError(f"{who}: latency_fn must be a callable (model, inputs) -> ms, got {type(latency_fn).__name__}.")
     if score not in ("accuracy", "loss", "distill"):
         raise ValueError(f"{who}: score must be 'accuracy', 'loss' or 'distill', got {score!r}.")
     if int(max_channel_bins) < 1:
@@ -191,7 +217,12 @@ def greedy_search(
         with algorithm.subnet(masks, None if has_own else _need(calib, who), num_calib_batches) as net:
             return _evaluate(net, batches, score, reference, getattr(algorithm, "distill_loss", None))
 
-    full = _cost(model, pruner, masks_of(level), metric)
+    def cost(lv: Mapping[str, int]) -> float:
+        return _cost(model, pruner, masks_of(lv), metric, latency_fn, latency_inputs)
+
+    full = cost(level)
+    if not full > 0:
+        raise ValueError(f"{who}: the max subnet's {metric} is {full!r}; it must be positive to take ratios.")
     result = SearchResult()
     current_score = scored(level)
     pending = list(targets)
@@ -219,7 +250,7 @@ def greedy_search(
             )
         level[best[1]] -= 1
         current_score = best[0]
-        ratio = _cost(model, pruner, masks_of(level), metric) / full
+        ratio = cost(level) / full
         result.history.append({
             "ratio": ratio, "score": current_score,
             "widths": {g: ladders[g][i] for g, i in level.items()},
