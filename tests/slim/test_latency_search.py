@@ -43,7 +43,7 @@ def test_latency_search_meets_each_target_of_the_latency_function(supernet):
         assert result.ratios[target] <= target
         assert flops / full == pytest.approx(result.ratios[target])
     assert seen and all(x is batch for x in seen)
-    assert result.history[-1]["ratio"] == pytest.approx(result.ratios[0.4])
+    assert result.history and all(h["ratio"] <= 1 for h in result.history)
 
 
 def test_latency_search_with_real_measurements_reaches_its_target(supernet):

@@ -5,7 +5,9 @@ never below the supernet's smallest trained ratio). At each step every space tha
 shrunk by one bin in turn, the candidate is scored on held-out data (accuracy, or the distillation
 loss against the max subnet for unlabelled data) with BatchNorm statistics re-estimated for it, and
 the cheapest shrink is kept. The configuration is recorded the first time the FLOPs (or parameters,
-or the measured latency) fall to each target ratio, so one pass serves every target.
+or the measured latency) fall to each target ratio, so one pass serves every target. A shrink step
+usually lands below the target; ``refine`` then grows spaces back by one bin while the cost stays within
+the target and the held-out score improves, so the subnet uses the budget it is given.
 
 With ``metric="latency"`` the cost of the current subnet is its deployed model's measured latency
 (:func:`~torchpare.slim.measure_latency_ms` by default: warm-up, then the median of repeated runs)
@@ -144,6 +146,7 @@ def greedy_search(
     max_channel_bins: int = 8,
     latency_fn: LatencyFn | None = None,
     latency_inputs: Any = None,
+    refine: bool = True,
 ) -> SearchResult:
     """Search one channel configuration per target by greedy slimming of a trained supernet.
 
@@ -165,6 +168,9 @@ def greedy_search(
             :func:`~torchpare.slim.measure_latency_ms` (3 warm-up calls, median of 15 runs).
         latency_inputs: The inputs latency is measured on (e.g. a deployment-sized batch, on the
             target device); default the pruner's example inputs.
+        refine: Per target, spend what the last shrink left under it: grow spaces back one bin at a
+            time, the best-scoring growth that stays within the target first, while the held-out score
+            improves (``False``: the configuration at the first step under the target, as AutoSlim).
 
     Returns:
         A :class:`SearchResult` with one ``channel_cfg`` per target.
@@ -227,12 +233,10 @@ def greedy_search(
     current_score = scored(level)
     pending = list(targets)
     ratio = 1.0
+    reached: dict[float, tuple[dict[str, int], float, float]] = {}
     while pending:
         while pending and ratio <= pending[0] + 1e-12:
-            t = pending.pop(0)
-            result.channel_cfgs[t] = pruner.export_subnet(masks_of(level))
-            result.ratios[t] = ratio
-            result.scores[t] = current_score
+            reached[pending.pop(0)] = (dict(level), ratio, current_score)
         if not pending:
             break
         best: tuple[float, str] | None = None
@@ -255,7 +259,37 @@ def greedy_search(
             "ratio": ratio, "score": current_score,
             "widths": {g: ladders[g][i] for g, i in level.items()},
         })
+    for t, (lv, r, sc) in reached.items():
+        if refine:
+            lv, r, sc = _refine(lv, r, sc, t, ladders, scored, lambda trial: cost(trial) / full)
+        result.channel_cfgs[t] = pruner.export_subnet(masks_of(lv))
+        result.ratios[t] = r
+        result.scores[t] = sc
     return result
+
+
+def _refine(level: dict[str, int], ratio: float, score: float, target: float, ladders: Mapping[str, list[int]],
+            scored: Callable[[Mapping[str, int]], float], ratio_of: Callable[[Mapping[str, int]], float],
+            ) -> tuple[dict[str, int], float, float]:
+    """Spend the budget a shrink step left under ``target``: grow one space by one bin at a time (the best
+    held-out score among the growths that stay within the target) while the score improves."""
+    level = dict(level)
+    while True:
+        best: tuple[float, str, float] | None = None
+        for g, i in level.items():
+            if i + 1 >= len(ladders[g]):
+                continue
+            trial = {**level, g: i + 1}
+            r = ratio_of(trial)
+            if r > target + 1e-12:
+                continue
+            s = scored(trial)
+            if s > score and (best is None or s > best[0]):
+                best = (s, g, r)
+        if best is None:
+            return level, ratio, score
+        score, g, ratio = best
+        level[g] += 1
 
 
 def _need(calib: list[Any] | None, who: str) -> list[Any]:
