@@ -11,7 +11,8 @@ the target and the held-out score improves, so the subnet uses the budget it is 
 
 With ``metric="latency"`` the cost of the current subnet is its deployed model's measured latency
 (:func:`~torchpare.slim.measure_latency_ms` by default: warm-up, then the median of repeated runs)
-over the max subnet's, measured the same way; the shrink chosen at each step still follows the
+over the max subnet's, measured the same way and interleaved with it (load that comes and goes during
+the search slows both alike); the shrink chosen at each step still follows the
 held-out score only.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -147,6 +149,7 @@ def greedy_search(
     latency_fn: LatencyFn | None = None,
     latency_inputs: Any = None,
     refine: bool = True,
+    latency_rounds: int = 3,
 ) -> SearchResult:
     """Search one channel configuration per target by greedy slimming of a trained supernet.
 
@@ -165,7 +168,9 @@ def greedy_search(
             ``"distill"`` (the algorithm's distillation loss against the max subnet; no labels).
         max_channel_bins: Bins per space: one shrink removes ``1 / max_channel_bins`` of its units.
         latency_fn: With ``metric="latency"``: ``(model, inputs) -> milliseconds``; default
-            :func:`~torchpare.slim.measure_latency_ms` (3 warm-up calls, median of 15 runs).
+            :func:`~torchpare.slim.measure_latency_ms` (3 warm-up calls, median of 15 runs). Each ratio
+            is the median of ``latency_rounds`` timings of the subnet over the median of as many timings
+            of the max subnet, interleaved with them.
         latency_inputs: The inputs latency is measured on (e.g. a deployment-sized batch, on the
             target device); default the pruner's example inputs.
         refine: Per target, spend what the last shrink left under it: grow spaces back one bin at a
@@ -194,6 +199,8 @@ def greedy_search(
         raise ValueError(f"{who}: targets must be ratios in (0, 1], got {targets}.")
     if metric not in ("flops", "params", "latency"):
         raise ValueError(f"{who}: metric must be 'flops', 'params' or 'latency', got {metric!r}.")
+    if isinstance(latency_rounds, bool) or not isinstance(latency_rounds, int) or latency_rounds < 1:
+        raise ValueError(f"{who}: latency_rounds must be an int >= 1, got {latency_rounds!r}.")
     if latency_fn is not None and not callable(latency_fn):
         raise TypeError(f"{who}: latency_fn must be a callable (model, inputs) -> ms, got {type(latency_fn).__name__}.")
     if score not in ("accuracy", "loss", "distill"):
@@ -226,9 +233,32 @@ def greedy_search(
     def cost(lv: Mapping[str, int]) -> float:
         return _cost(model, pruner, masks_of(lv), metric, latency_fn, latency_inputs)
 
-    full = cost(level)
-    if not full > 0:
-        raise ValueError(f"{who}: the max subnet's {metric} is {full!r}; it must be positive to take ratios.")
+    if metric == "latency":
+        # Side by side with the max subnet, interleaved, so load that changes during the search moves both.
+        from torchpare.slim.latency import measure_latency_ms
+
+        time_it = latency_fn or measure_latency_ms
+        timed_inputs = pruner.example_inputs if latency_inputs is None else latency_inputs
+        widest = _deployed(model, pruner, masks_of(level))
+
+        def ratio_of(lv: Mapping[str, int]) -> float:
+            small = _deployed(model, pruner, masks_of(lv))
+            ref, got = [], []
+            for _ in range(latency_rounds):
+                ref.append(float(time_it(widest, timed_inputs)))
+                got.append(float(time_it(small, timed_inputs)))
+            if not statistics.median(ref) > 0:
+                raise ValueError(f"{who}: the max subnet's measured latency is not positive; check latency_fn.")
+            return statistics.median(got) / statistics.median(ref)
+
+        full = 1.0
+    else:
+        full = cost(level)
+        if not full > 0:
+            raise ValueError(f"{who}: the max subnet's {metric} is {full!r}; it must be positive to take ratios.")
+
+        def ratio_of(lv: Mapping[str, int]) -> float:
+            return cost(lv) / full
     result = SearchResult()
     current_score = scored(level)
     pending = list(targets)
@@ -254,14 +284,14 @@ def greedy_search(
             )
         level[best[1]] -= 1
         current_score = best[0]
-        ratio = cost(level) / full
+        ratio = ratio_of(level)
         result.history.append({
             "ratio": ratio, "score": current_score,
             "widths": {g: ladders[g][i] for g, i in level.items()},
         })
     for t, (lv, r, sc) in reached.items():
         if refine:
-            lv, r, sc = _refine(lv, r, sc, t, ladders, scored, lambda trial: cost(trial) / full)
+            lv, r, sc = _refine(lv, r, sc, t, ladders, scored, ratio_of)
         result.channel_cfgs[t] = pruner.export_subnet(masks_of(lv))
         result.ratios[t] = r
         result.scores[t] = sc
