@@ -35,7 +35,11 @@ def test_fast_demo_writes_report_pngs_and_ends_with_table(tmp_path: Path, capsys
     out = tmp_path / "demo"
     assert main(["demo", "--fast", "--quiet", "--output", str(out)]) == 0
     models = _check_outputs(out, capsys.readouterr().out)
-    assert len(models) in (6, 8)  # 8 with the pruning stages
+    assert len(models) in (6, 8, 11)  # 8 with the pruning stages, 11 with the slimmable one
+    names = [m["name"] for m in models]
+    if len(models) == 11:
+        assert names[-3:] == ["slim_supernet_full_width", "slim_searched_50%_flops", "slim_searched_25%_flops"]
+        assert models[-1]["flops"] <= 0.25 * models[-3]["flops"] and models[-2]["flops"] <= 0.5 * models[-3]["flops"]
     before = (out / "report.html").stat().st_mtime_ns
     time.sleep(0.01)
     build_report(out)  # the report is rebuilt from saved metrics alone
@@ -55,6 +59,9 @@ def test_full_demo_shows_kd_gain_with_scarce_labels_and_pruned_teacher_recovers(
         rec = models["teacher_pruned_recovered_by_distillation"]
         assert rec["flops"] <= 0.6 * models["teacher_cnn"]["flops"]
         assert rec["accuracy"] > 0.95
+    if "slim_searched_25%_flops" in models:
+        assert models["slim_searched_50%_flops"]["accuracy"] > 0.95
+        assert models["slim_searched_25%_flops"]["accuracy"] > 0.9
     assert elapsed < 180  # the issue asks for the full demo in under 3 minutes
 
 

@@ -151,3 +151,15 @@ def test_get_space_id_and_prepare_from_supernet():
     other = DigitsCNN(width=6)
     assert pruner.prepare_from_supernet(other) is pruner and pruner.model is other
     assert pruner.ratios == (0.3, 0.5, 1.0) and set(pruner.groups)
+
+
+def test_refine_spends_the_budget_left_under_each_target_without_losing_score(searched):
+    algo, _, calib, split = searched
+    val = [(split.x_val[:128], split.y_val[:128])]
+    kwargs = {"targets": (0.7, 0.45), "calib_data": calib, "max_channel_bins": 4, "score": "loss"}
+    plain = greedy_search(algo, val, refine=False, **kwargs)
+    refined = greedy_search(algo, val, **kwargs)
+    for t in (0.7, 0.45):
+        assert plain.ratios[t] <= refined.ratios[t] <= t
+        assert refined.scores[t] >= plain.scores[t]
+    assert plain.history == refined.history  # one shared shrinking pass; refinement happens per target after it

@@ -22,7 +22,7 @@ from torchpare._utils import atomic_write_bytes
 from torchpare.engine.metrics import read_metrics
 
 __all__ = ["build_report", "build_comparison", "find_runs", "comparison_entries", "pareto_front", "format_table",
-           "load_results", "ReportError"]
+           "load_results", "series_table", "ReportError"]
 
 COLUMNS = ("model", "test acc %", "params", "FLOPs", "CPU latency ms (64 imgs)", "size KiB")
 
@@ -140,6 +140,82 @@ def _plots(run_dir: Path, models: list[dict[str, Any]], labels: dict[str, str]) 
     return paths
 
 
+SERIES = (("searched", "searched subnets (AutoSlim)", "o", "-"), ("prune", "prune() + fine-tune, same total steps", "s", "--"),
+          ("uniform", "uniform-width subnets", "^", ":"), ("supernet", "supernet (max width)", "*", ""))
+
+
+def _has_series(models: list[dict[str, Any]]) -> bool:
+    return any(m.get("series") in ("searched", "prune", "uniform") for m in models)
+
+
+def _series_plot(run_dir: Path, models: list[dict[str, Any]], labels: dict[str, str]) -> Path:
+    """Accuracy vs FLOPs per series (searched subnets, prune() baselines, uniform widths, the supernet) and
+    the Pareto front over all of them."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.get_cmap("tab10")
+    for i, (key, label, marker, line) in enumerate(SERIES):
+        pts = sorted((m["flops"], 100 * m["accuracy"]) for m in models if m.get("series") == key)
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, linestyle=line or "none", marker=marker, markersize=12 if key == "supernet" else 8,
+                color=colors(i), markeredgecolor="black", markeredgewidth=0.5, label=label)
+    usable = [m for m in models if isinstance(m.get("flops"), int | float) and m["flops"] > 0]
+    front = pareto_front([(float(m["flops"]), float(m["accuracy"])) for m in usable])
+    if front:
+        ax.plot([usable[j]["flops"] for j in front], [100 * usable[j]["accuracy"] for j in front], color="black",
+                alpha=0.5, linewidth=3, drawstyle="steps-post", zorder=0, label="Pareto front (all models)")
+    ax.set_xscale("log")
+    ax.set_xlabel(labels.get("flops", "FLOPs per image"))
+    ax.set_ylabel(labels.get("accuracy", "test accuracy %"))
+    ax.set_title("searched subnets vs prune() + fine-tune vs uniform widths")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = run_dir / "searched_vs_pruned.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def series_table(models: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per target: accuracy % (and FLOPs) of the searched subnet, the prune() + fine-tune model and the
+    uniform-width subnet, and the searched subnet's lead over each (points); a header row first.
+
+    Example:
+        >>> rows = series_table([{"series": "searched", "target": 0.5, "accuracy": 0.97, "flops": 90},
+        ...                      {"series": "prune", "target": 0.5, "accuracy": 0.96, "flops": 100}])
+        >>> rows[1]
+        ['50%', '97.00 (90)', '96.00 (100)', '–', '+1.00', '–']
+    """
+    head = ["target", "searched % (FLOPs)", "prune() + fine-tune % (FLOPs)", "uniform width % (FLOPs)",
+            "searched − prune()", "searched − uniform"]
+    by: dict[float, dict[str, dict[str, Any]]] = {}
+    for m in models:
+        if m.get("series") in ("searched", "prune", "uniform") and isinstance(m.get("target"), int | float):
+            by.setdefault(float(m["target"]), {})[m["series"]] = m
+    rows = [head]
+    for target in sorted(by, reverse=True):
+        got = by[target]
+
+        def cell(k: str, got: dict[str, dict[str, Any]] = got) -> str:
+            return f"{100 * got[k]['accuracy']:.2f} ({got[k]['flops']:,})" if k in got else "–"
+
+        def gap(k: str, got: dict[str, dict[str, Any]] = got) -> str:
+            if "searched" not in got or k not in got:
+                return "–"
+            return f"{100 * (got['searched']['accuracy'] - got[k]['accuracy']):+.2f}"
+
+        rows.append([f"{round(100 * target)}%", cell("searched"), cell("prune"), cell("uniform"), gap("prune"),
+                     gap("uniform")])
+    return rows
+
+
 def _with_baselines(models: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """The models with each prune run's unpruned ``baseline`` before it, and one note of ratios per baseline."""
     out, notes = [], []
@@ -170,6 +246,13 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
     models, ratio_notes = _with_baselines(data["models"])
     pngs = _plots(run_dir, models, data.get("labels") or {})
     labels = data.get("labels")
+    series = ""
+    if _has_series(models):
+        pngs.insert(0, _series_plot(run_dir, models, labels or {}))
+        table = series_table(models)
+        series = ("<h2>searched subnets vs prune() + fine-tune vs uniform widths</h2><table>"
+                  + "".join("<tr>" + "".join(f"<{t}>{html.escape(c)}</{t}>" for c in r) + "</tr>"
+                            for r, t in zip(table, ["th"] + ["td"] * (len(table) - 1))) + "</table>")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in _columns(labels))
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _row(m)) + "</tr>" for m in models)
     notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in [*data.get("notes", []), *ratio_notes])
@@ -185,7 +268,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
 table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></head>
 <body><h1>{title}</h1>
-<table><tr>{head}</tr>{rows}</table>
+<table><tr>{head}</tr>{rows}</table>{series}
 <ul>{notes}</ul>{imgs}
 </body></html>
 """

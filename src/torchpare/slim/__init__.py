@@ -6,6 +6,7 @@ any other algorithm. See ``docs/slim.md``.
 """
 
 from torchpare.slim.autoslim import AutoSlim
+from torchpare.slim.latency import measure_latency_ms
 from torchpare.slim.search import SearchResult, greedy_search
 from torchpare.slim.switchable_bn import SwitchableBatchNorm2d, convert_switchable_bn, switch_bn, to_plain_bn
 
@@ -15,6 +16,7 @@ __all__ = [
     "SwitchableBatchNorm2d",
     "convert_switchable_bn",
     "greedy_search",
+    "measure_latency_ms",
     "switch_bn",
     "to_plain_bn",
 ]

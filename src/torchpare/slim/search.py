@@ -4,14 +4,23 @@ Each space's widths form a ladder of ``max_channel_bins`` bins (rounded to the p
 never below the supernet's smallest trained ratio). At each step every space that can shrink is
 shrunk by one bin in turn, the candidate is scored on held-out data (accuracy, or the distillation
 loss against the max subnet for unlabelled data) with BatchNorm statistics re-estimated for it, and
-the cheapest shrink is kept. The configuration is recorded the first time the FLOPs (or parameters)
-fall to each target ratio, so one pass serves every target.
+the cheapest shrink is kept. The configuration is recorded the first time the FLOPs (or parameters,
+or the measured latency) fall to each target ratio, so one pass serves every target. A shrink step
+usually lands below the target; ``refine`` then grows spaces back by one bin while the cost stays within
+the target and the held-out score improves, so the subnet uses the budget it is given.
+
+With ``metric="latency"`` the cost of the current subnet is its deployed model's measured latency
+(:func:`~torchpare.slim.measure_latency_ms` by default: warm-up, then the median of repeated runs)
+over the max subnet's, measured the same way and interleaved with it (load that comes and goes during
+the search slows both alike); the shrink chosen at each step still follows the
+held-out score only.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,7 +33,8 @@ from torchpare.prune import count, deploy_subnet
 
 __all__ = ["greedy_search", "SearchResult"]
 
-Metric = Literal["flops", "params"]
+Metric = Literal["flops", "params", "latency"]
+LatencyFn = Callable[[nn.Module, Any], float]
 Score = Literal["accuracy", "loss", "distill"]
 
 
@@ -34,7 +44,7 @@ class SearchResult:
 
     Attributes:
         channel_cfgs: ``{target: channel_cfg}`` (MMRazor's format, plus ``"__subnet__"``), one per target.
-        ratios: ``{target: achieved FLOPs (or params) ratio}``.
+        ratios: ``{target: achieved FLOPs (params, latency) ratio}``.
         scores: ``{target: held-out score of the recorded subnet}``.
         history: One record per accepted step: ``{"ratio", "score", "widths"}``.
     """
@@ -102,8 +112,20 @@ def _evaluate(model: nn.Module, batches: list[tuple[Any, Any]], score: Score,
     return -loss / max(total, 1)
 
 
-def _cost(model: nn.Module, pruner: Any, masks: Mapping[str, torch.Tensor], metric: Metric) -> int:
-    """FLOPs (or params) of the deployed ``masks`` subnet."""
+def _cost(model: nn.Module, pruner: Any, masks: Mapping[str, torch.Tensor], metric: Metric,
+          latency_fn: LatencyFn | None = None, latency_inputs: Any = None) -> float:
+    """FLOPs, params or latency (``latency_fn(deployed, latency_inputs)``) of the deployed ``masks`` subnet."""
+    small = _deployed(model, pruner, masks)
+    if metric == "latency":
+        from torchpare.slim.latency import measure_latency_ms
+
+        fn = latency_fn or measure_latency_ms
+        return float(fn(small, pruner.example_inputs if latency_inputs is None else latency_inputs))
+    return count(small, pruner.example_inputs)[metric]
+
+
+def _deployed(model: nn.Module, pruner: Any, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The ``masks`` subnet of ``model`` as a physically smaller plain model."""
     with pruner._hooks_suspended():
         clone = copy.deepcopy(model)
     from torchpare.slim.switchable_bn import to_plain_bn
@@ -111,8 +133,7 @@ def _cost(model: nn.Module, pruner: Any, masks: Mapping[str, torch.Tensor], metr
     to_plain_bn(clone)
     meta = {"groups": {g: {"size": int(m.numel()), "kept": m.nonzero().flatten().tolist()}
                        for g, m in masks.items()}, "ignored": list(pruner.ignored)}
-    small = deploy_subnet(clone, {"__subnet__": meta}, pruner.example_inputs)
-    return count(small, pruner.example_inputs)[metric]
+    return deploy_subnet(clone, {"__subnet__": meta}, pruner.example_inputs)
 
 
 def greedy_search(
@@ -125,6 +146,10 @@ def greedy_search(
     metric: Metric = "flops",
     score: Score = "accuracy",
     max_channel_bins: int = 8,
+    latency_fn: LatencyFn | None = None,
+    latency_inputs: Any = None,
+    refine: bool = True,
+    latency_rounds: int = 3,
 ) -> SearchResult:
     """Search one channel configuration per target by greedy slimming of a trained supernet.
 
@@ -133,14 +158,24 @@ def greedy_search(
             distillation loss are used).
         val_data: Held-out data: a ``TensorDataset`` or an iterable of ``(inputs, targets)`` batches
             (targets may be absent with ``score="distill"``).
-        targets: FLOPs (or params) ratios of the max subnet to reach, each in ``(0, 1]``.
+        targets: FLOPs (params, latency) ratios of the max subnet to reach, each in ``(0, 1]``.
         calib_data: Batches to re-estimate BatchNorm statistics of each candidate (needed when the
             model has BatchNorm layers); ``recalibrate_bn``'s layouts.
         num_calib_batches: Use at most this many calibration batches per candidate.
-        metric: ``"flops"`` or ``"params"`` (counted on the deployed subnet).
+        metric: ``"flops"`` or ``"params"`` (counted on the deployed subnet), or ``"latency"``
+            (measured on the deployed subnet, see ``latency_fn``).
         score: ``"accuracy"`` (ties broken by cross-entropy), ``"loss"`` (cross-entropy) or
             ``"distill"`` (the algorithm's distillation loss against the max subnet; no labels).
         max_channel_bins: Bins per space: one shrink removes ``1 / max_channel_bins`` of its units.
+        latency_fn: With ``metric="latency"``: ``(model, inputs) -> milliseconds``; default
+            :func:`~torchpare.slim.measure_latency_ms` (3 warm-up calls, median of 15 runs). Each ratio
+            is the median of ``latency_rounds`` timings of the subnet over the median of as many timings
+            of the max subnet, interleaved with them.
+        latency_inputs: The inputs latency is measured on (e.g. a deployment-sized batch, on the
+            target device); default the pruner's example inputs.
+        refine: Per target, spend what the last shrink left under it: grow spaces back one bin at a
+            time, the best-scoring growth that stays within the target first, while the held-out score
+            improves (``False``: the configuration at the first step under the target, as AutoSlim).
 
     Returns:
         A :class:`SearchResult` with one ``channel_cfg`` per target.
@@ -162,8 +197,12 @@ def greedy_search(
     targets = sorted({float(t) for t in targets}, reverse=True)
     if not targets or any(not 0 < t <= 1 for t in targets):
         raise ValueError(f"{who}: targets must be ratios in (0, 1], got {targets}.")
-    if metric not in ("flops", "params"):
-        raise ValueError(f"{who}: metric must be 'flops' or 'params', got {metric!r}.")
+    if metric not in ("flops", "params", "latency"):
+        raise ValueError(f"{who}: metric must be 'flops', 'params' or 'latency', got {metric!r}.")
+    if isinstance(latency_rounds, bool) or not isinstance(latency_rounds, int) or latency_rounds < 1:
+        raise ValueError(f"{who}: latency_rounds must be an int >= 1, got {latency_rounds!r}.")
+    if latency_fn is not None and not callable(latency_fn):
+        raise TypeError(f"{who}: latency_fn must be a callable (model, inputs) -> ms, got {type(latency_fn).__name__}.")
     if score not in ("accuracy", "loss", "distill"):
         raise ValueError(f"{who}: score must be 'accuracy', 'loss' or 'distill', got {score!r}.")
     if int(max_channel_bins) < 1:
@@ -191,17 +230,43 @@ def greedy_search(
         with algorithm.subnet(masks, None if has_own else _need(calib, who), num_calib_batches) as net:
             return _evaluate(net, batches, score, reference, getattr(algorithm, "distill_loss", None))
 
-    full = _cost(model, pruner, masks_of(level), metric)
+    def cost(lv: Mapping[str, int]) -> float:
+        return _cost(model, pruner, masks_of(lv), metric, latency_fn, latency_inputs)
+
+    if metric == "latency":
+        # Side by side with the max subnet, interleaved, so load that changes during the search moves both.
+        from torchpare.slim.latency import measure_latency_ms
+
+        time_it = latency_fn or measure_latency_ms
+        timed_inputs = pruner.example_inputs if latency_inputs is None else latency_inputs
+        widest = _deployed(model, pruner, masks_of(level))
+
+        def ratio_of(lv: Mapping[str, int]) -> float:
+            small = _deployed(model, pruner, masks_of(lv))
+            ref, got = [], []
+            for _ in range(latency_rounds):
+                ref.append(float(time_it(widest, timed_inputs)))
+                got.append(float(time_it(small, timed_inputs)))
+            if not statistics.median(ref) > 0:
+                raise ValueError(f"{who}: the max subnet's measured latency is not positive; check latency_fn.")
+            return statistics.median(got) / statistics.median(ref)
+
+        full = 1.0
+    else:
+        full = cost(level)
+        if not full > 0:
+            raise ValueError(f"{who}: the max subnet's {metric} is {full!r}; it must be positive to take ratios.")
+
+        def ratio_of(lv: Mapping[str, int]) -> float:
+            return cost(lv) / full
     result = SearchResult()
     current_score = scored(level)
     pending = list(targets)
     ratio = 1.0
+    reached: dict[float, tuple[dict[str, int], float, float]] = {}
     while pending:
         while pending and ratio <= pending[0] + 1e-12:
-            t = pending.pop(0)
-            result.channel_cfgs[t] = pruner.export_subnet(masks_of(level))
-            result.ratios[t] = ratio
-            result.scores[t] = current_score
+            reached[pending.pop(0)] = (dict(level), ratio, current_score)
         if not pending:
             break
         best: tuple[float, str] | None = None
@@ -219,12 +284,42 @@ def greedy_search(
             )
         level[best[1]] -= 1
         current_score = best[0]
-        ratio = _cost(model, pruner, masks_of(level), metric) / full
+        ratio = ratio_of(level)
         result.history.append({
             "ratio": ratio, "score": current_score,
             "widths": {g: ladders[g][i] for g, i in level.items()},
         })
+    for t, (lv, r, sc) in reached.items():
+        if refine:
+            lv, r, sc = _refine(lv, r, sc, t, ladders, scored, ratio_of)
+        result.channel_cfgs[t] = pruner.export_subnet(masks_of(lv))
+        result.ratios[t] = r
+        result.scores[t] = sc
     return result
+
+
+def _refine(level: dict[str, int], ratio: float, score: float, target: float, ladders: Mapping[str, list[int]],
+            scored: Callable[[Mapping[str, int]], float], ratio_of: Callable[[Mapping[str, int]], float],
+            ) -> tuple[dict[str, int], float, float]:
+    """Spend the budget a shrink step left under ``target``: grow one space by one bin at a time (the best
+    held-out score among the growths that stay within the target) while the score improves."""
+    level = dict(level)
+    while True:
+        best: tuple[float, str, float] | None = None
+        for g, i in level.items():
+            if i + 1 >= len(ladders[g]):
+                continue
+            trial = {**level, g: i + 1}
+            r = ratio_of(trial)
+            if r > target + 1e-12:
+                continue
+            s = scored(trial)
+            if s > score and (best is None or s > best[0]):
+                best = (s, g, r)
+        if best is None:
+            return level, ratio, score
+        score, g, ratio = best
+        level[g] += 1
 
 
 def _need(calib: list[Any] | None, who: str) -> list[Any]:
