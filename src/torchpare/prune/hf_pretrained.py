@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from torchpare._utils import atomic_write_bytes
+from torchpare.prune.rules.hf_alibi import alibi_heads, alibi_problems, restore_alibi_heads
 
 __all__ = [
     "save_pretrained",
@@ -243,7 +244,7 @@ def plain_format_problems(model: nn.Module) -> list[str]:
         skeleton = _meta_skeleton(type(model), _with_updates(model.config, _plain_updates(model)))
     except Exception as exc:  # the config's own validation (e.g. hidden size vs heads)
         return [f"the config cannot state these widths: {type(exc).__name__}: {str(exc).strip()[:300]}"]
-    return _compare(skeleton, model, _base_skeleton(model))
+    return _compare(skeleton, model, _base_skeleton(model)) + alibi_problems(model)
 
 
 def _base_skeleton(model: nn.Module) -> nn.Module | None:
@@ -411,6 +412,7 @@ def _write_widths(model: nn.Module, folder: Path, plain: bool, restore: Mapping[
         "shapes": {n: s for n, s in have.items() if s != want[n]},
         "attributes": attributes,
         "tied": _tied(model),
+        "alibi_heads": alibi_heads(model),  # BLOOM: the original heads whose ALiBi rows each layer adds
         "plain": plain,
     }
     atomic_write_bytes(folder / WIDTHS_NAME, json.dumps(record, indent=1).encode())
@@ -564,6 +566,7 @@ def _load_hf(folder: Path, model_class: type | None, **kwargs: Any) -> nn.Module
             )
     for key, value in restore.items():
         setattr(model.config, key, value)
+    restore_alibi_heads(model, record.get("alibi_heads") or {}, f"from_pretrained(): {str(widths_file)!r}")
     return model.eval()
 
 
