@@ -104,9 +104,12 @@ def test_dead_heads_removed_per_layer_keep_their_alibi_slopes(n_head: int) -> No
     graph.prune({g.id: u for g, u in zip(_head_groups(graph), units)})
     layers = model.transformer.h
     assert [layer.self_attention.num_heads for layer in layers] == [n_head - 1, n_head - 2]
+    assert [layer.num_heads for layer in layers] == [n_head - 1, n_head - 2]  # BloomBlock's copy too
     assert model.transformer.num_heads == n_head  # the model still builds ALiBi for every head
     attn = layers[1].self_attention
-    assert attn.query_key_value.out_features == 3 * attn.num_heads * attn.head_dim == 3 * attn.dense.in_features
+    assert (
+        attn.query_key_value.out_features == 3 * attn.num_heads * attn.head_dim == 3 * attn.dense.in_features
+    )
     assert alibi_heads(model)["transformer.h.1.self_attention"]["kept"] == list(range(1, n_head - 1))
     _assert_same(_logits(model, inputs), before)
     assert "BloomAttention" not in graph.report()
@@ -117,7 +120,6 @@ def test_heads_pruned_again_compose_with_the_first_step(monkeypatch: pytest.Monk
     inputs = _inputs()
     _prune_dead_heads(model, [[1], [2]])
     monkeypatch.setattr(hf_head_probe, "_PROBED", {})  # probe the pruned layers too (a fresh process)
-    before = _logits(model, inputs)
     graph = _build(model)
     heads = _head_groups(graph)
     assert [g.size for g in heads] == [3, 3]
@@ -163,10 +165,13 @@ def test_pruned_bloom_reloads_with_save_pruned_and_save_pretrained(tmp_path: Any
     _prune_dead_heads(model, [[0, 3], [1]])
     ref = _logits(model, inputs)
     save_pruned(model, tmp_path / "pruned")
-    _assert_same(_logits(load_pruned(tmp_path / "pruned", _bloom()), inputs), ref)
+    loaded = load_pruned(tmp_path / "pruned", _bloom())
+    assert [layer.num_heads for layer in loaded.transformer.h] == [2, 3]
+    _assert_same(_logits(loaded, inputs), ref)
     save_pretrained(model, tmp_path / "hf")
     again = from_pretrained(tmp_path / "hf")
     assert [layer.self_attention.num_heads for layer in again.transformer.h] == [2, 3]
+    assert [layer.num_heads for layer in again.transformer.h] == [2, 3]
     _assert_same(_logits(again, inputs), ref)
 
 

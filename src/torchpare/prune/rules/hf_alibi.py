@@ -36,7 +36,9 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from torchpare.prune.rules.base import ROLE_IN, Call
 from torchpare.prune.rules.hf_fused_attention import InterleavedQKVRule
+from torchpare.prune.rules.hf_heads import _join
 
 __all__ = ["AlibiHeadSlicer", "AlibiQKVRule", "alibi_heads", "set_alibi_heads", "AlibiHeadsError"]
 
@@ -238,6 +240,18 @@ class AlibiQKVRule(InterleavedQKVRule):
 
     def matches(self, module: nn.Module) -> bool:
         return super().matches(module) and _alibi_position(module) is not None
+
+    def propagate_heads(self, ctx: Any, call: Call) -> Any:
+        """As the fused rule; the enclosing block's ``num_heads`` (BLOOM's, read by no forward) follows."""
+        labels = super().propagate_heads(ctx, call)
+        parent, _, _ = call.module_name.rpartition(".")
+        hd = getattr(call.module, self.head_dim_attr)
+        n_q = getattr(call.module, self.o).in_features // hd
+        block = ctx.model.get_submodule(parent)
+        if block is not call.module and getattr(block, "num_heads", None) == n_q:
+            cols = ctx.param(_join(call.module_name, self.o), "weight", dim=1, role=ROLE_IN, unit="head")
+            ctx.size_attribute(parent, "num_heads", cols.reshape(n_q, hd)[:, 0])
+        return labels
 
     @staticmethod
     def _uses_alibi(module: nn.Module) -> bool:
