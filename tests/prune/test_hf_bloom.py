@@ -198,3 +198,16 @@ def test_an_alibi_for_another_head_count_is_refused_with_the_counts() -> None:
         slicer(attn, (torch.zeros(2, 3, 8),), {"alibi": torch.zeros(2 * 5, 1, 3)})
     with pytest.raises(AlibiHeadsError, match="sorted"):
         set_alibi_heads(attn, 4, [2, 0])
+
+
+def test_an_attention_with_a_hook_of_its_own_is_probed_without_the_tracers_hooks() -> None:
+    """The head probe copies the module: a user's hook stays, the tracer's hooks (which would trace the
+    probe's forwards and copy the tracer) do not. Before the fix the heads of such a module were blocked."""
+    torch.manual_seed(0)
+    model, inputs = hf_tiny("llama")
+    seen: list[int] = []
+    for layer in model.model.layers:
+        layer.self_attn.register_forward_pre_hook(lambda m, a, k: seen.append(1), with_kwargs=True)
+    graph = DependencyGraph.build(model, inputs)
+    assert len([g for g in graph.groups() if g.unit == "kv_head"]) == 2, graph.report()
+    assert seen
