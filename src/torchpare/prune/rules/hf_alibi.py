@@ -262,18 +262,19 @@ class AlibiQKVRule(InterleavedQKVRule):
         hd = getattr(module, self.head_dim_attr)
         n_before = getattr(module, self.o).in_features // hd
         cols = keep.get((f"{self.o}.weight", 1))
-        super().prune(module, keep)
         if cols is None or not self._uses_alibi(module):
+            super().prune(module, keep)
             return
         kept_cols = [int(c) for c in cols.tolist()]
         kept = sorted({c // hd for c in kept_cols})
-        if len(kept) == n_before:
-            return
-        if len(kept_cols) != len(kept) * hd:
+        if len(kept_cols) != len(kept) * hd:  # checked before anything is sliced
             raise AlibiHeadsError(
-                f"{type(self).__name__}: {type(module).__name__} keeps {len(kept_cols)} columns of "
+                f"{type(self).__name__}: {type(module).__name__} would keep {len(kept_cols)} columns of "
                 f"{self.o}.weight, not whole heads of {hd}; ALiBi rows can only follow whole heads."
             )
+        super().prune(module, keep)
+        if len(kept) == n_before:
+            return
         found = _slicer_of(module)
         if found is None:
             _register(module, AlibiHeadSlicer([range(n_before), kept], _alibi_position(module)))
