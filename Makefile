@@ -16,7 +16,7 @@ COMPAT_VENV := .venv-compat
 COMPAT_PY := $(COMPAT_VENV)/bin/python
 COMPAT_STAMP := $(COMPAT_VENV)/.installed-$(COMPAT_TRANSFORMERS)
 # The tests (and doctests) that import transformers or sentence-transformers.
-HF_TESTS := tests/prune/test_hf_heads.py tests/prune/test_hf_pruning.py tests/prune/test_hf_pretrained.py \
+HF_TESTS := tests/prune/test_hf_heads.py tests/prune/test_hf_bloom.py tests/prune/test_hf_pruning.py tests/prune/test_hf_pretrained.py \
 	tests/prune/test_sentence_transformers_save.py tests/prune/test_onnx_export.py tests/prune/test_io.py \
 	tests/prune/test_hf_coverage.py tests/prune/test_hf_checks.py tests/prune/test_pruned_fixtures.py \
 	tests/prune/test_hf_moe_experts.py src/torchpare/prune/moe_experts.py \

@@ -154,17 +154,40 @@ def test_attention_width_attributes_follow_hidden_and_head_pruning(name, path, a
     check_runs(model, inputs)
 
 
+def _config_heads_forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+    """A LLaMA attention forward that reads its head counts from the shared config (never pruned)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    n_q, n_kv = self.config.num_attention_heads, self.config.num_key_value_heads
+    bsz, q_len, _ = hidden_states.size()
+    q = self.q_proj(hidden_states).view(bsz, q_len, n_q, self.head_dim).transpose(1, 2)
+    k = self.k_proj(hidden_states).view(bsz, q_len, n_kv, self.head_dim).transpose(1, 2)
+    v = self.v_proj(hidden_states).view(bsz, q_len, n_kv, self.head_dim).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, *position_embeddings)
+    k, v = repeat_kv(k, n_q // n_kv), repeat_kv(v, n_q // n_kv)
+    w = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * self.head_dim**-0.5, dim=-1)
+    out = torch.matmul(w, v).transpose(1, 2).reshape(bsz, q_len, n_q * self.head_dim)
+    return self.o_proj(out), w
+
+
 def test_attention_without_head_units_is_warned_once_per_class_and_reported():
+    """(This used BLOOM, whose heads now prune: a forward reading head counts from the config instead.)"""
+    from transformers.models.llama.modeling_llama import LlamaAttention
+
+    stale = type("ConfigHeadsAttention", (LlamaAttention,), {"forward": _config_heads_forward})
+    stale.__module__ = "transformers.models.configheads.modeling_configheads"
     torch.manual_seed(0)
-    model, inputs = hf_tiny("bloom")  # two layers, one class: ALiBi is built once for every layer
+    model, inputs = hf_tiny("llama")  # two layers, one class
+    for layer in model.model.layers:
+        layer.self_attn.__class__ = stale
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         graph = DependencyGraph.build(model, inputs)
     messages = [str(w.message) for w in caught if "no head unit" in str(w.message)]
-    assert len(messages) == 1 and "BloomAttention" in messages[0] and "1 more" in messages[0], messages
+    assert len(messages) == 1 and "ConfigHeadsAttention" in messages[0] and "1 more" in messages[0], messages
     assert "its forward fails after one head is removed" in messages[0]
     report = graph.report()
-    assert "attention without head units" in report and "transformer.h.1.self_attention" in report
+    assert "attention without head units" in report and "model.layers.1.self_attn" in report
 
 
 @pytest.mark.parametrize("name", ["mixtral", "qwen2_moe"])
@@ -212,9 +235,7 @@ def test_bloom_attention_output_joins_the_residual_width_it_is_added_to():
     hidden channels, not a group of their own (which pruned alone broke the forward)."""
     torch.manual_seed(0)
     model, inputs = hf_tiny("bloom")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # BLOOM's heads are kept (ALiBi), warned
-        graph = DependencyGraph.build(model, inputs)
+    graph = DependencyGraph.build(model, inputs)
     dense = [
         g
         for g in graph.all_groups()

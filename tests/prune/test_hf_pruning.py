@@ -295,7 +295,7 @@ SLOW_FAMILIES = {
         "BloomConfig",
         "BloomForCausalLM",
         dict(vocab_size=64, hidden_size=32, n_layer=1, n_head=4),
-        None,
+        "head",  # ALiBi rows follow the kept heads (rules/hf_alibi.py)
     ),
 }
 

@@ -56,6 +56,7 @@ from torch import nn
 
 from torchpare._utils import atomic_write_bytes
 from torchpare.prune.moe_experts import split_experts, split_reasons
+from torchpare.prune.rules.hf_alibi import alibi_heads, alibi_problems, restore_alibi_heads
 from torchpare.prune.rules.split_experts import SplitExperts
 
 __all__ = [
@@ -266,7 +267,7 @@ def plain_format_problems(model: nn.Module) -> list[str]:
         return [*split, f"the config cannot state these widths: {type(exc).__name__}: {str(exc).strip()[:300]}"]
     if split:
         split_experts(skeleton, _split_names(model), check=False)
-    return split + _compare(skeleton, model, _base_skeleton(model))
+    return split + _compare(skeleton, model, _base_skeleton(model)) + alibi_problems(model)
 
 
 def _split_names(model: nn.Module) -> list[str]:
@@ -441,6 +442,7 @@ def _write_widths(model: nn.Module, folder: Path, plain: bool, restore: Mapping[
         "attributes": attributes,
         "tied": _tied(model),
         "split_experts": split,
+        "alibi_heads": alibi_heads(model),  # BLOOM: the original heads whose ALiBi rows each layer adds
         "plain": plain,
     }
     atomic_write_bytes(folder / WIDTHS_NAME, json.dumps(record, indent=1).encode())
@@ -600,6 +602,7 @@ def _load_hf(folder: Path, model_class: type | None, **kwargs: Any) -> nn.Module
             )
     for key, value in restore.items():
         setattr(model.config, key, value)
+    restore_alibi_heads(model, record.get("alibi_heads") or {}, f"from_pretrained(): {str(widths_file)!r}")
     return model.eval()
 
 

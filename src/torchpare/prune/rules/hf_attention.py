@@ -17,6 +17,8 @@ Three rules cover the layouts (transformers 5.x):
 * :class:`InterleavedQKVRule`: one fused Linear laid out per kv group as ``[q_1..q_g | k | v]`` plus an
   output Linear (GPT-NeoX, BLOOM, Falcon ``query_key_value`` / ``dense``).
 * :class:`GPT2AttentionRule`: fused ``c_attn`` (``Conv1D``, q|k|v thirds) + ``c_proj``.
+* :class:`~torchpare.prune.rules.hf_alibi.AlibiQKVRule`: the fused layout whose forward takes an
+  ``alibi`` built once for all heads of all layers (BLOOM): pruned layers read the rows of their kept heads.
 
 The surgery updates the *module* attributes the forwards read (``num_heads``, ``num_attention_heads``,
 ``num_key_value_heads``, ``num_kv_heads``, ``all_head_size``, ``split_size``, the hidden width in
@@ -38,6 +40,7 @@ from typing import Any
 from torch import nn
 
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, ModuleRule
+from torchpare.prune.rules.hf_alibi import AlibiQKVRule
 from torchpare.prune.rules.hf_fused_attention import GPT2AttentionRule, InterleavedQKVRule
 from torchpare.prune.rules.hf_head_probe import _probe_heads
 from torchpare.prune.rules.hf_heads import (
@@ -315,6 +318,7 @@ _LAYOUTS: tuple[Any, ...] = (
     ProjAttentionRule("query_proj", "key_proj", "value_proj", None, "attention_head_size"),
     _GPT2,
     InterleavedQKVRule(),
+    AlibiQKVRule(head_dim_attr="head_dim"),  # BLOOM: before the plain one, which would match too
     InterleavedQKVRule(head_dim_attr="head_dim"),
 )
 _examined: set[type] = set()

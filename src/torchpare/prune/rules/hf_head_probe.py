@@ -8,16 +8,20 @@ and input signature, without reading the forward's code.
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from typing import Any
 
 import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
 
-from torchpare.prune.rules.base import Call, slice_tensor_attr
+from torchpare.prune.rules.base import Call
 from torchpare.prune.rules.hf_heads import _HIDDEN_ATTRS, HEADS_WIDTH_CLASSES, _Heads
 
 # Verdicts per (class, rule, inputs given): None = removing a head is exact, else the reason it is not.
 _PROBED: dict[tuple[Any, ...], str | None] = {}
 _NO_CACHE_ARGS = ("past_key_value", "past_key_values", "layer_past", "cache")
+_HOOK_TABLES = ("_forward_pre_hooks", "_forward_hooks")
 
 
 def _probe_inputs(call: Call) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -91,10 +95,27 @@ def _run_probe(rule: Any, call: Call, heads: _Heads) -> str | None:
     return first
 
 
+def _traced_by_a_mode(hook: Any) -> bool:
+    return isinstance(getattr(hook, "__self__", None), TorchFunctionMode)
+
+
+def _copies(module: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """Two deep copies of ``module`` with its own hooks (e.g. the ALiBi head slicer) but without the
+    hooks of the tracer running now (they would trace the probe's forwards, and copy the tracer)."""
+    saved = [(m, name, getattr(m, name)) for m in module.modules() for name in _HOOK_TABLES]
+    try:
+        for m, name, hooks in saved:
+            m.__dict__[name] = OrderedDict((k, h) for k, h in hooks.items() if not _traced_by_a_mode(h))
+        return copy.deepcopy(module), copy.deepcopy(module)
+    finally:
+        for m, name, hooks in saved:
+            m.__dict__[name] = hooks
+
+
 def _attempt(rule: Any, call: Call, heads: _Heads) -> str | None:
     slices, out_cols = rule.unit_slices(call.module, heads, 0)
     try:
-        masked, pruned = copy.deepcopy(call.module), copy.deepcopy(call.module)
+        masked, pruned = _copies(call.module)
     except Exception as err:  # noqa: BLE001 - an uncopyable module cannot be checked: say so
         return f"its heads could not be checked (deepcopy failed: {type(err).__name__}: {err})"
     args, kwargs = _probe_inputs(call)
@@ -105,13 +126,14 @@ def _attempt(rule: Any, call: Call, heads: _Heads) -> str | None:
     p_kwargs = {k: _drop_heads(v, heads, heads_gone) for k, v in kwargs.items()}
     try:
         with torch.no_grad():
+            keep: dict[tuple[str, int], torch.Tensor] = {}
             for path, dim, idx, consumer in slices:
                 t = masked.get_parameter(path)
                 if consumer:
                     t.index_fill_(dim, torch.tensor(idx, device=t.device), 0)
-                keep = sorted(set(range(t.shape[dim])) - set(idx))
-                slice_tensor_attr(pruned, path, dim, torch.tensor(keep, dtype=torch.long, device=t.device))
-            rule.update(pruned)
+                kept = sorted(set(range(t.shape[dim])) - set(idx))
+                keep[(path, dim)] = torch.tensor(kept, dtype=torch.long, device=t.device)
+            rule.prune(pruned, keep)  # the surgery's own path (slices, then update and any fix-up)
             ref = _first_tensor(masked(*args, **kwargs))
             got = _first_tensor(pruned(*p_args, **p_kwargs))
     except Exception as err:  # noqa: BLE001 - any failure of the pruned forward is the verdict
