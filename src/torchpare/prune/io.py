@@ -60,7 +60,7 @@ from torchpare.prune.history import (
     step_edits,
 )
 from torchpare.prune.moe_experts import replay_restructure
-from torchpare.prune.rules.hf_heads import _note_stage as note_stage
+from torchpare.prune.rules.hf_heads import note_stage
 from torchpare.prune.surgery import apply_edits
 from torchpare.prune.surgery import apply_plan as _apply_plan
 

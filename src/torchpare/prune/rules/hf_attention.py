@@ -60,7 +60,6 @@ from torchpare.prune.rules.hf_heads import (
     _input_channels,
     _join,
     _label_outputs,
-    _note_stage,
     _per_head_param,
     _refresh_linear,
     _set_if_present,
@@ -71,6 +70,7 @@ from torchpare.prune.rules.hf_heads import (
     _tie_heads,
     _tie_norm,
     _tie_residual,
+    note_stage,
 )
 from torchpare.prune.rules.registry import (
     register_rule,
@@ -195,7 +195,7 @@ class ProjAttentionRule(_HeadRule):
         rel = _input_channels(ctx, call, args, "rel_embeddings")  # DeBERTa: read by q/k projections too
         if rel is not None:
             ctx.union(rel, x_in)
-        _note_stage(module, name)
+        note_stage(module, name)
         reduction = self._reduction(module)
         if reduction is not None:  # hidden -> strided conv -> norm -> keys/values: the same channels
             conv, norm = reduction

@@ -275,8 +275,11 @@ def _tie_norm(ctx: Any, path: str, norm: nn.Module, channels: torch.Tensor) -> N
 _STAGE = re.compile(r"(?:^|\.)(?:stages|block)\.(\d+)\.")
 
 
-def _note_stage(module: nn.Module, name: str) -> None:
-    """Remember the stage index of a per-stage attention (SegFormer: ``config.hidden_sizes[stage]``)."""
+def note_stage(module: nn.Module, name: str) -> None:
+    """Remember the stage index of a per-stage attention (SegFormer: ``config.hidden_sizes[stage]``).
+
+    Called by the head rule while tracing and by ``load_pruned``'s replay (which does not trace).
+    """
     config = getattr(module, "config", None)
     found = _STAGE.search(name)
     if found and isinstance(getattr(config, "hidden_sizes", None), (list, tuple)):
