@@ -34,6 +34,7 @@ Usage (Linux, CPU; about 10 minutes on one core)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import json
@@ -57,10 +58,8 @@ def _rss() -> int:
 
 def _trim() -> None:
     gc.collect()
-    try:
+    with contextlib.suppress(OSError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:  # pragma: no cover - not glibc
-        pass
 
 
 class _Peak:
@@ -141,7 +140,9 @@ def _child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         with _Peak() as peak:
             meta_model = _build(config, "meta")
-            _, summary = prune(meta_model, meta_inputs(tokens), "random", target_flops_ratio=0.5, dry_run=True)
+            _, summary = prune(
+                meta_model, meta_inputs(tokens), "random", target_flops_ratio=0.5, dry_run=True
+            )
         out["plan_s"] = time.perf_counter() - t0
         plan_extra = peak.peak - before
         del meta_model
@@ -251,7 +252,11 @@ def main() -> None:
             pyheap = r.get("plan_pyheap_over_model")
             extra = f", Python heap {pyheap:.3f}x the model" if pyheap is not None else ""
             # on meta no weights exist while planning: the peak is what planning adds, in model sizes
-            plan = f"adds {r['plan_peak']:.3f}x the model" if phase == "meta" else f"peak / model {r['plan_peak']:.2f}"
+            plan = (
+                f"adds {r['plan_peak']:.3f}x the model"
+                if phase == "meta"
+                else f"peak / model {r['plan_peak']:.2f}"
+            )
             print(
                 f"{head}: plan {r['plan_s']:.1f} s ({plan}{extra}), "
                 f"apply {r['apply_s']:.1f} s (peak / model {r['apply_peak']:.2f}), "

@@ -123,11 +123,14 @@ def test_two_rank_ddp_prunes_each_rank_the_same_and_syncs_gradients(tmp_path):
     path = str(tmp_path / "rdzv")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _TWO_RANKS, str(r), path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            [sys.executable, "-c", _TWO_RANKS, str(r), path],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
         )
         for r in range(2)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err.decode()[-2000:]
     assert {o.decode().split()[-1] for o, _ in outs} == {outs[0][0].decode().split()[-1]}

@@ -98,7 +98,6 @@ class DependencyGraph:
 
     def _warn_headless(self) -> None:
         """Warn once per class about attention-like modules that got no head unit (never silent)."""
-        self.headless = headless_attention(self)
         by_class: dict[str, list[Any]] = {}
         for h in self.headless:
             by_class.setdefault(h.class_name, []).append(h)
@@ -135,6 +134,7 @@ class DependencyGraph:
                     ctx.keep_whole(torch.arange(start, start + int(torch.Size(shape).numel())), reason)
         self.ctx = ctx
         self._groups = build_groups(ctx)
+        self.headless = headless_attention(self)  # before release(): it reuses the trace's module walk
         ctx.release()
         self._by_id = {g.id: g for g in self._groups}
 

@@ -62,8 +62,16 @@ def check_placement(model: nn.Module, who: str) -> None:
             f"`model = {wrapper}(pruned, ...)` (on every rank, with the same plan: prune with a "
             f"deterministic criterion, or prune on rank 0 and load the pruned model on the others)."
         )
-    for name, m in model.named_modules():
-        sharded = next((n for n in _SHARDED if n in _class_names(m)), None)
+    # one walk over the module tables (named_parameters() and named_buffers() would walk twice more)
+    meta = real = None
+    sharded_types: dict[type, str | None] = {}
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    while stack:
+        name, m = stack.pop()
+        cls = type(m)
+        if cls not in sharded_types:
+            sharded_types[cls] = next((n for n in _SHARDED if n in _class_names(m)), None)
+        sharded = sharded_types[cls]
         if sharded is not None:
             where = f"at {name!r}" if name else "(the model itself)"
             raise ModelPlacementError(
@@ -72,17 +80,22 @@ def check_placement(model: nn.Module, who: str) -> None:
                 "sliced. Prune before sharding (or load the full state dict into an unwrapped model), "
                 "then shard the pruned model."
             )
-    meta = real = None
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.is_meta:
-            meta = meta or name
-        else:
-            real = real or name
-        if meta and real:
-            raise ModelPlacementError(
-                f"{who}: {type(model).__name__} has weights on the meta device ({meta!r}) next to real "
-                f"ones ({real!r}), e.g. weights offloaded by a device_map: they hold no values to score or "
-                "slice. Load every weight (device_map without offload), or plan on a meta copy, "
-                "`prune(torchpare.prune.counting.meta_copy(model), ..., importance='random', dry_run=True)`, "
-                "and apply the plan to the fully loaded model with `summary.apply(model, inputs)`."
-            )
+        for table in (m._parameters, m._buffers):
+            for pn, t in table.items():
+                if t is None:
+                    continue
+                if t.is_meta:
+                    meta = meta or (f"{name}.{pn}" if name else pn)
+                else:
+                    real = real or (f"{name}.{pn}" if name else pn)
+        stack.extend(
+            reversed([(f"{name}.{cn}" if name else cn, c) for cn, c in m._modules.items() if c is not None])
+        )
+    if meta and real:
+        raise ModelPlacementError(
+            f"{who}: {type(model).__name__} has weights on the meta device ({meta!r}) next to real "
+            f"ones ({real!r}), e.g. weights offloaded by a device_map: they hold no values to score or "
+            "slice. Load every weight (device_map without offload), or plan on a meta copy, "
+            "`prune(torchpare.prune.counting.meta_copy(model), ..., importance='random', dry_run=True)`, "
+            "and apply the plan to the fully loaded model with `summary.apply(model, inputs)`."
+        )
