@@ -14,15 +14,10 @@ from torchpare.prune.rules import hf_head_probe
 transformers = pytest.importorskip("transformers")
 
 
-def _llama(device: str) -> torch.nn.Module:
+def _llama(device: str, **overrides: int) -> torch.nn.Module:
+    sizes = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=4)
     config = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=32,
+        vocab_size=64, max_position_embeddings=64, **{"intermediate_size": 96, **sizes, **overrides}
     )
     torch.manual_seed(0)
     with torch.device(device):
@@ -62,3 +57,19 @@ def test_plan_on_meta_then_apply_to_real_weights(monkeypatch):
         or model.model.layers[0].mlp.gate_proj.out_features < 96
     )
     assert model(**tokens).logits.shape == (1, 8, 64)
+
+
+_WIDE = dict(
+    hidden_size=2048, num_attention_heads=32, num_key_value_heads=8, num_hidden_layers=1, intermediate_size=64
+)
+
+
+def test_bfloat16_model_keeps_its_heads_prunable(monkeypatch):
+    """The probe compared a bfloat16 forward with a 1e-4 tolerance: rounding read as "does not follow
+    head pruning", so no head of a bf16 LLaMA was ever pruned. It now probes a float32 copy."""
+    tokens = {"input_ids": torch.randint(0, 64, (1, 64), generator=torch.Generator().manual_seed(0))}
+    monkeypatch.setattr(hf_head_probe, "_PROBED", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        heads = _heads(DependencyGraph.build(_llama("cpu", **_WIDE).to(torch.bfloat16), tokens))
+    assert heads and all(blocked is None for _, blocked in heads.values()), heads

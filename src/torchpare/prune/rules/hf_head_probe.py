@@ -67,32 +67,45 @@ def _probe_heads(ctx: Any, rule: Any, call: Call, heads: _Heads, per_q_head: tor
 
 
 def _on_real_values(call: Call) -> Call:
-    """``call`` itself, or for a module on the ``meta`` device (a model planned without weights) a
-    stand-in with real values: a float32 copy of the module with small random weights on the CPU and
-    random float32 inputs of the same shapes (integer and boolean inputs become zeros / all-True masks).
+    """``call`` itself, or a float32 stand-in for it when its values cannot be compared exactly.
 
-    The probe checks how the forward's *code* follows head pruning, which random values show as
-    well as trained ones; on meta tensors no value can be compared at all.
+    * On the ``meta`` device (a model planned without weights): a copy of the module with small
+      random weights on the CPU and random inputs of the same shapes (integer and boolean inputs
+      become zeros / all-True masks).
+    * In a low-precision dtype (bfloat16, float16): a float32 copy with the same weights and inputs;
+      the rounding of a half-precision forward (about 2e-3 in bfloat16) is larger than the probe's
+      tolerance and would read as "the forward does not follow head pruning".
+
+    The probe checks how the forward's *code* follows head pruning, which float32 (and random)
+    values show as well as the model's own.
     """
     module = call.module
     tensors = list(module.parameters()) + list(module.buffers())
-    if not any(t.is_meta for t in tensors) and not any(
-        isinstance(a, torch.Tensor) and a.is_meta for a in (*call.args, *call.kwargs.values())
-    ):
+    inputs = [
+        v for a in (*call.args, *call.kwargs.values()) for v in (a if isinstance(a, (tuple, list)) else (a,))
+    ]
+    inputs = [v for v in inputs if isinstance(v, torch.Tensor)]
+    meta = any(t.is_meta for t in tensors + inputs)
+    low = any(t.is_floating_point() and t.dtype in (torch.bfloat16, torch.float16) for t in tensors + inputs)
+    if not meta and not low:
         return call
     gen = torch.Generator().manual_seed(0)
-    # float32: no rounding to mistake for a change
-    real = copy.deepcopy(module).to_empty(device="cpu").float()
-    with torch.no_grad():
-        for t in list(real.parameters()) + list(real.buffers()):
-            if t.is_floating_point():
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.02)
-            else:
-                t.zero_()
+    if meta:
+        real = copy.deepcopy(module).to_empty(device="cpu").float()
+        with torch.no_grad():
+            for t in list(real.parameters()) + list(real.buffers()):
+                if t.is_floating_point():
+                    t.copy_(torch.randn(t.shape, generator=gen) * 0.02)
+                else:
+                    t.zero_()
+    else:
+        real = copy.deepcopy(module).float()
 
     def value(v: Any) -> Any:
-        if not isinstance(v, torch.Tensor) or not v.is_meta:
+        if not isinstance(v, torch.Tensor):
             return v
+        if not v.is_meta:
+            return v.float() if v.is_floating_point() else v
         if v.is_floating_point():
             return torch.randn(v.shape, generator=gen)
         if v.dtype is torch.bool:
