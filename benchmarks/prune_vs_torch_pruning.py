@@ -20,6 +20,10 @@ comparable; a child that exceeds ``--timeout`` is killed, which is how a Torch-P
 Part 2: latency of a 50%-channel-pruned VGG and ResNet (batch 32, 3x64x64, one thread, median of
 repeats, interleaved) next to the FLOPs ratio, torchpare and Torch-Pruning's ``MetaPruner`` (same L1
 criterion, ratio 0.5); target: speed-up x FLOPs ratio >= 0.8 (speed-up >= 0.8 x the FLOPs reduction).
+Part 3 (issue 18): wall time of one-shot pruning, ``prune(model, x, target_flops_ratio=0.5)`` next to
+Torch-Pruning's ``MetaPruner(pruning_ratio=0.5).step()`` on larger zoo CNNs (median of interleaved runs
+on fresh copies; the copy is not timed). Run one part with ``--parts 3``.
+
 Torch-Pruning is optional: without it, only torchpare is measured.
 """
 
@@ -313,17 +317,95 @@ def part2(repeats: int) -> None:
             print(f"{label:28s} {tool:13s} {ratio:11.3f} {ms:7.1f} {speedup:7.2f}x {speedup * ratio:13.2f}")
 
 
+def _prune_once_ours(model: nn.Module, x: torch.Tensor) -> float:
+    from torchpare.prune import prune
+
+    _, summary = prune(model, x, target_flops_ratio=0.5)
+    return summary.flops_ratio
+
+
+def _prune_once_tp(model: nn.Module, x: torch.Tensor) -> float:
+    base = count(model, x)["flops"]
+    _tp_half(model, x)
+    return count(model, x)["flops"] / base
+
+
+def part3(repeats: int) -> None:
+    """prune() wall time next to Torch-Pruning's MetaPruner on the same CNNs (interleaved medians)."""
+    from torchpare.zoo import DenseNetConcat, MobileNetV2Like, ShuffleNetV2Like
+
+    print("\nPart 3: one-shot pruning wall time, batch 1 x 3x64x64, 1 thread, median s over interleaved runs")
+    print(
+        "  torchpare: prune(model, x, target_flops_ratio=0.5) (L1, searches the FLOPs target, default widths)"
+    )
+    print(
+        "  Torch-Pruning: MetaPruner(L1, pruning_ratio=0.5).step() (a fixed channel ratio, no target search)"
+    )
+    print(
+        f"{'model':28s} {'params M':>8s} | {'ours s':>7s} {'FLOPs':>6s} | {'TP s':>7s} {'FLOPs':>6s} | ours/TP"
+    )
+    torch.set_num_threads(1)
+    x = torch.randn(1, 3, 64, 64)
+    models = (
+        ("VGGNet(64,128,256,512)", lambda: VGGNet(widths=(64, 128, 256, 512), image_size=64)),
+        ("ResNetBottleneck(width=64)", lambda: ResNetBottleneck(width=64)),
+        ("DenseNetConcat(growth=32, 4 layers)", lambda: DenseNetConcat(growth=32, layers_per_block=4)),
+        ("MobileNetV2Like(width=32)", lambda: MobileNetV2Like(width=32)),
+        ("ShuffleNetV2Like(width=24)", lambda: ShuffleNetV2Like(width=24)),
+    )
+    for label, make in models:
+        torch.manual_seed(0)
+        base = make().eval()
+        tools = {"ours": _prune_once_ours}
+        if tp is not None:
+            tools["tp"] = _prune_once_tp
+        times: dict[str, list[float]] = {k: [] for k in tools}
+        ratios: dict[str, float] = {}
+        failed: dict[str, str] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for k, fn in list(tools.items()):  # warm-up: first-call caches are not the steady cost
+                try:
+                    fn(copy.deepcopy(base), x)
+                except Exception as exc:  # noqa: BLE001 - reported in the table
+                    failed[k] = f"fails ({type(exc).__name__})"
+                    del tools[k], times[k]
+            for _ in range(repeats):
+                for k, fn in tools.items():
+                    model = copy.deepcopy(base)
+                    gc.collect()
+                    t0 = time.perf_counter()
+                    ratios[k] = fn(model, x)
+                    times[k].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        params = sum(p.numel() for p in base.parameters()) / 1e6
+        tp_cells = f"{med['tp']:7.2f} {ratios['tp']:6.3f}" if "tp" in med else f"{failed.get('tp', '-'):>14s}"
+        if "ours" not in med:
+            print(f"{label:28s} {params:8.2f} | {failed['ours']} | {tp_cells}", flush=True)
+            continue
+        ratio = f"{med['ours'] / med['tp']:.2f}" if "tp" in med else "-"
+        print(
+            f"{label:28s} {params:8.2f} | {med['ours']:7.2f} {ratios['ours']:6.3f} | {tp_cells} | {ratio}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per model (both tools)")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 3")
     args = parser.parse_args()
     if tp is None:
         print("torch-pruning is not installed (pip install torch-pruning): only torchpare is measured.")
-    part1(args.repeats, args.timeout)
-    if not args.skip_latency:
+    parts = set(args.parts.split(","))
+    if "1" in parts:
+        part1(args.repeats, args.timeout)
+    if "2" in parts and not args.skip_latency:
         part2(max(args.repeats, 10))
+    if "3" in parts:
+        part3(max(3, args.repeats // 2))
 
 
 if __name__ == "__main__":

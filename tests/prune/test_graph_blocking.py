@@ -195,3 +195,23 @@ def test_pruned_model_that_no_longer_runs_raises_a_clear_error():
     with pytest.raises(RuntimeError, match=r"no longer runs after pruning groups \['a'\]") as info:
         graph.prune({"a": [0, 1]})
     assert isinstance(info.value.__cause__, RuntimeError)  # the model's own error, attached
+
+
+def test_large_parameter_read_by_an_op_without_rule_is_blocked_whole_without_per_entry_elements():
+    """Issue 18: a large weight blocked by an unknown op cost one union-find element per entry (~30x
+    its bytes); it now gets the op's sentinel as a constant label: same blocked groups, no elements."""
+
+    class FFTMix(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = nn.Linear(8, 512)
+            self.w = nn.Parameter(torch.randn(512, 512))
+            self.out = nn.Linear(512, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.inp(x) @ torch.fft.fft(self.w).real)  # fft has no rule
+
+    graph = DependencyGraph.build(FFTMix(), torch.randn(2, 8))
+    assert len(graph.ctx.uf.parent) < 10_000  # was 512 * 512 + a few thousand
+    inp = next(g for g in graph.all_groups() if g.id == "inp")
+    assert inp.blocked_by is not None  # the fft result carries the blocked sentinel

@@ -151,13 +151,26 @@ def test_dry_run_refuses_what_needs_real_weights():
         prune(model, x, target_flops_ratio=0.5, dry_run=True, iterative_steps=2)
 
 
-def test_meta_llama_whose_heads_need_a_value_probe_raises_a_clear_error(monkeypatch):
+def test_meta_llama_whose_heads_need_a_value_probe_plans_on_a_stand_in(monkeypatch):
+    """The head probe needs values: on meta it runs on a random float32 stand-in of the attention
+    module (it raised MetaWeightsError before issue 18's meta planning), so the plan applies to the
+    real weights."""
     from torchpare.prune.rules import hf_head_probe
 
     real, x = _build("hf_llama")
     monkeypatch.setattr(hf_head_probe, "_PROBED", {})  # a fresh process: this class was never probed
-    with pytest.raises(MetaWeightsError, match="dry_run=True"):
-        prune(copy.deepcopy(real).to("meta"), x, importance=RandomImportance(seed=0), target_flops_ratio=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, on_meta = prune(
+            copy.deepcopy(real).to("meta"),
+            x,
+            importance=RandomImportance(seed=0),
+            target_flops_ratio=0.5,
+            dry_run=True,
+        )
+        pruned = on_meta.apply(copy.deepcopy(real), x)
+    assert any(gid.endswith("heads") for step in on_meta.plans for gid in step)
+    assert count(pruned, x)["flops"] == on_meta.flops_after
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, plan = prune(real, x, target_flops_ratio=0.5, dry_run=True)  # probes the real weights

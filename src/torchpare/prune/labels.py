@@ -652,9 +652,20 @@ def varies_along(lab: torch.Tensor, d: int) -> bool:
     d = d % lab.dim() if lab.dim() else 0
     if lab.dim() == 0 or lab.shape[d] <= 1 or lab.stride(d) == 0:
         return False
+    # One line along ``d`` first (a channel dim usually varies there already): cheap and exact.
+    line = lab
+    for o in range(lab.dim()):
+        if o != d and lab.shape[o] > 1:
+            line = line.narrow(o, 0, 1)
+    line = line.reshape(-1)
+    if line.numel() and bool(((line != line[0]) & (line != NEUTRAL)).any()) and int(line[0]) != NEUTRAL:
+        return True
+    # The whole tensor: one comparison, and the neutral masks only where something differs.
     first = lab.narrow(d, 0, 1)
-    same = (lab == first) | (lab == NEUTRAL) | (first == NEUTRAL)
-    return not bool(same.all())
+    diff = lab != first
+    if not bool(diff.any()):
+        return False
+    return bool((diff & (lab != NEUTRAL) & (first != NEUTRAL)).any())
 
 
 def varying_dims(lab: torch.Tensor) -> list[int]:

@@ -13,14 +13,15 @@ Example:
 
 from __future__ import annotations
 
-from torchpare.zoo import catalog, cnn, digits, hf, swin, vit
+from torchpare.zoo import catalog, cnn, digits, hf, shufflenet, swin, vit
 
 # Each submodule lists its public names once, in its own __all__; this package re-exports them.
 from torchpare.zoo.catalog import *  # noqa: F403
 from torchpare.zoo.cnn import *  # noqa: F403
 from torchpare.zoo.digits import *  # noqa: F403
 from torchpare.zoo.hf import *  # noqa: F403
+from torchpare.zoo.shufflenet import *  # noqa: F403
 from torchpare.zoo.swin import *  # noqa: F403
 from torchpare.zoo.vit import *  # noqa: F403
 
-__all__ = [*catalog.__all__, *digits.__all__, *cnn.__all__, *hf.__all__, *vit.__all__, *swin.__all__]
+__all__ = [*catalog.__all__, *digits.__all__, *cnn.__all__, *hf.__all__, *vit.__all__, *swin.__all__, *shufflenet.__all__]

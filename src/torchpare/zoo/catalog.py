@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from torchpare._utils import did_you_mean
-from torchpare.zoo import cnn, digits, hf, swin, vit
+from torchpare.zoo import cnn, digits, hf, shufflenet, swin, vit
 
 __all__ = ["ZOO", "HF_MODELS", "build_zoo_model"]
 
@@ -55,6 +55,7 @@ ZOO: dict[str, Builder] = {
     "mlp": _own(cnn.MLPNet, 2, 32),
     "vit": _own(vit.ViT, 2, 3, 16, 16),
     "swin": _own(swin.SwinLike, 2, 3, 16, 16),
+    "shufflenetv2": _own(shufflenet.ShuffleNetV2Like, 2, 3, 16, 16),
     "hf_resnet": hf.hf_resnet,
     "hf_convnext": hf.hf_convnext,
     "hf_mobilenetv2": hf.hf_mobilenetv2,

@@ -11,6 +11,8 @@ _TABLE = {
     "Plan": "dependency",
     "ChannelGroup": "group",
     "GroupMember": "group",
+    "ModelPlacementError": "placement",
+    "check_placement": "placement",
 }
-__all__ = ["DependencyGraph", "ChannelGroup", "GroupMember", "Plan"]
+__all__ = ["DependencyGraph", "ChannelGroup", "GroupMember", "Plan", "ModelPlacementError", "check_placement"]
 __getattr__, __dir__ = lazy_exports(__name__, _TABLE)

@@ -17,6 +17,7 @@ from torch import nn
 
 from torchpare._utils import did_you_mean
 from torchpare.prune.graph.group import ChannelGroup, build_groups
+from torchpare.prune.graph.placement import check_placement
 from torchpare.prune.graph.report import format_report, headless_attention
 from torchpare.prune.graph.trace import trace_labels
 from torchpare.prune.ignored import resolve_ignored
@@ -71,6 +72,10 @@ class DependencyGraph:
                 closest ones; also a ``KeyError`` and a ``ValueError``).
             TypeError: ``model`` is not an ``nn.Module``, or an ignored entry is neither a name nor
                 a module.
+            ModelPlacementError: (a ``ValueError``) ``model`` is wrapped in ``DistributedDataParallel``
+                / ``DataParallel`` (build on ``model.module``), holds FSDP-sharded modules, or has
+                weights on the ``meta`` device next to real ones; see
+                :func:`~torchpare.prune.graph.placement.check_placement`.
 
         Example:
             >>> import torch
@@ -84,6 +89,7 @@ class DependencyGraph:
             raise TypeError(
                 f"DependencyGraph.build(): model must be an nn.Module, got {type(model).__name__}."
             )
+        check_placement(model, "DependencyGraph.build()")
         names = resolve_ignored(model, ignored, who="DependencyGraph.build()")
         graph = cls(model, example_inputs, tuple(names))
         graph._trace()
@@ -92,7 +98,6 @@ class DependencyGraph:
 
     def _warn_headless(self) -> None:
         """Warn once per class about attention-like modules that got no head unit (never silent)."""
-        self.headless = headless_attention(self)
         by_class: dict[str, list[Any]] = {}
         for h in self.headless:
             by_class.setdefault(h.class_name, []).append(h)
@@ -129,6 +134,7 @@ class DependencyGraph:
                     ctx.keep_whole(torch.arange(start, start + int(torch.Size(shape).numel())), reason)
         self.ctx = ctx
         self._groups = build_groups(ctx)
+        self.headless = headless_attention(self)  # before release(): it reuses the trace's module walk
         ctx.release()
         self._by_id = {g.id: g for g in self._groups}
 

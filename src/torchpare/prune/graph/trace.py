@@ -113,7 +113,7 @@ class _Tracer(TorchFunctionMode):
             if not outs:
                 return  # .shape, .size(), .item(): no tensor, no channels
             inputs = tensors_in(list(args)) + tensors_in(list(kwargs.values()))
-            labels = [ctx.label(t) for t in inputs]
+            labels = [self.input_label(t, func, call) for t in inputs]
             if all(not ctx.has_label(t) or _neutral(lab) for t, lab in zip(inputs, labels)):
                 for o in outs:  # factories and ops on constants carry no channels
                     ctx.set_label(o, ctx.neutral(o.shape))
@@ -126,6 +126,20 @@ class _Tracer(TorchFunctionMode):
                 ctx.set_label(o, ctx.constant(s, o.shape))
             return
         self.assign(out, rule.propagate(ctx, call), call)
+
+    def input_label(self, t: torch.Tensor, func: Any, call: Call) -> torch.Tensor:
+        """The label of an input of an op without a rule. A large parameter seen for the first time
+        gets the op's blocked sentinel as a constant label instead of one element per entry: it is
+        blocked whole anyway, and per-entry elements would cost about 30 times its bytes in the
+        union-find (and seconds to group). Its channels get no group of their own; every channel
+        it is later combined with is blocked by the same reason, as before."""
+        ctx = self.ctx
+        if t.numel() >= _WHOLE_BLOCK_MIN and not ctx.has_label(t) and id(t) in ctx.param_names:
+            reason = f"blocked by {func_name(func)} at layer {call.module_name or '<root>'!r}"
+            lab = ctx.constant(ctx.sentinel(reason), t.shape)
+            ctx.set_label(t, lab)
+            return lab
+        return ctx.label(t)
 
     def assign(self, out: Any, labels: Any, call: Call) -> None:
         if isinstance(out, torch.Tensor):
@@ -188,6 +202,11 @@ class _Tracer(TorchFunctionMode):
                 ctx.block(ctx.label(t), reason)
             for o in missing:
                 ctx.set_label(o, ctx.constant(ctx.sentinel(reason), o.shape))
+
+
+# A parameter with at least this many entries, read first by an op without a rule, is blocked whole
+# without per-entry union-find elements (see ``_Tracer.input_label``).
+_WHOLE_BLOCK_MIN = 1 << 16
 
 
 def _neutral(lab: torch.Tensor | None) -> bool:

@@ -169,17 +169,31 @@ def slice_tensor_attr(module: nn.Module, path: str, dim: int, keep: torch.Tensor
     if name in owner._parameters and owner._parameters[name] is not None:
         old = owner._parameters[name]
         with torch.no_grad():
-            new = old.index_select(dim, keep.to(old.device)).clone()
+            new = _take(old, dim, keep)
         owner._parameters[name] = nn.Parameter(new, requires_grad=old.requires_grad)
     elif name in owner._buffers and owner._buffers[name] is not None:
         old = owner._buffers[name]
         with torch.no_grad():
-            owner._buffers[name] = old.index_select(dim, keep.to(old.device)).clone()
+            owner._buffers[name] = _take(old, dim, keep)
     else:
         raise AttributeError(
             f"slice_tensor_attr(): {type(owner).__name__} at {owner_path or '<module>'!r} has no "
             f"parameter or buffer {name!r}."
         )
+
+
+def _take(old: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
+    """A new tensor with ``old``'s entries ``keep`` along ``dim`` (never a view of ``old``).
+
+    One copy, no ``clone()`` after it (the result owns fresh storage already): the peak while a large
+    weight is sliced is the old tensor plus the kept part. Along a later dim advanced indexing is used,
+    about twice as fast as ``index_select`` there on CPU (bfloat16 and float32).
+    """
+    keep = keep.to(old.device)
+    dim = dim % old.dim()
+    if dim == 0:
+        return old.index_select(0, keep)
+    return old[(slice(None),) * dim + (keep,)].contiguous()
 
 
 def func_name(func: Any) -> str:

@@ -8,6 +8,7 @@ and input signature, without reading the forward's code.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import OrderedDict
 from typing import Any
 
@@ -63,10 +64,66 @@ def _probe_heads(ctx: Any, rule: Any, call: Call, heads: _Heads, per_q_head: tor
     given = tuple(sorted(k for k, v in call.kwargs.items() if isinstance(v, torch.Tensor)))
     key = (type(module), id(rule), given, heads.n_q // heads.n_kv, len(call.args))
     if key not in _PROBED:
-        _PROBED[key] = _run_probe(rule, call, heads)
+        _PROBED[key] = _run_probe(rule, _on_real_values(call), heads)
     reason = _PROBED[key]
     if reason is not None:
         ctx.block(per_q_head, f"{type(module).__name__} at {call.module_name!r}: {reason}")
+
+
+def _on_real_values(call: Call) -> Call:
+    """``call`` itself, or a float32 stand-in for it when its values cannot be compared exactly.
+
+    * On the ``meta`` device (a model planned without weights): a copy of the module with small
+      random weights on the CPU and random inputs of the same shapes (integer and boolean inputs
+      become zeros / all-True masks).
+    * In a low-precision dtype (bfloat16, float16): a float32 copy with the same weights and inputs;
+      the rounding of a half-precision forward (about 2e-3 in bfloat16) is larger than the probe's
+      tolerance and would read as "the forward does not follow head pruning".
+
+    The probe checks how the forward's *code* follows head pruning, which float32 (and random)
+    values show as well as the model's own.
+    """
+    module = call.module
+    tensors = list(module.parameters()) + list(module.buffers())
+    inputs = [
+        v for a in (*call.args, *call.kwargs.values()) for v in (a if isinstance(a, (tuple, list)) else (a,))
+    ]
+    inputs = [v for v in inputs if isinstance(v, torch.Tensor)]
+    meta = any(t.is_meta for t in tensors + inputs)
+    low = any(t.is_floating_point() and t.dtype in (torch.bfloat16, torch.float16) for t in tensors + inputs)
+    if not meta and not low:
+        return call
+    gen = torch.Generator().manual_seed(0)
+    if meta:
+        real = copy.deepcopy(module).to_empty(device="cpu").float()
+        with torch.no_grad():
+            for t in list(real.parameters()) + list(real.buffers()):
+                if t.is_floating_point():
+                    t.copy_(torch.randn(t.shape, generator=gen) * 0.02)
+                else:
+                    t.zero_()
+    else:
+        real = copy.deepcopy(module).float()
+
+    def value(v: Any) -> Any:
+        if not isinstance(v, torch.Tensor):
+            return v
+        if not v.is_meta:
+            return v.float() if v.is_floating_point() else v
+        if v.is_floating_point():
+            return torch.randn(v.shape, generator=gen)
+        if v.dtype is torch.bool:
+            return torch.ones(v.shape, dtype=torch.bool)
+        return torch.zeros(v.shape, dtype=v.dtype)
+
+    def values(v: Any) -> Any:
+        if isinstance(v, (tuple, list)):
+            return type(v)(value(x) for x in v)
+        return value(v)
+
+    args = tuple(values(a) for a in call.args)
+    kwargs = {k: values(v) for k, v in call.kwargs.items()}
+    return dataclasses.replace(call, module=real, args=args, kwargs=kwargs, output=None)
 
 
 def _drop_heads(t: Any, heads: _Heads, gone: list[int]) -> Any:
