@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import statistics
 import time
 import warnings
@@ -30,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchpare.prune import count, prune
 from torchpare.zoo import DenseNetConcat, MobileNetV2Like, ResNetBottleneck
@@ -135,6 +137,24 @@ def _torch_pruning(base: nn.Module, x: torch.Tensor) -> nn.Module:
     return best[1]
 
 
+def _steady_allocator() -> bool:
+    """Keep freed memory in the C heap (glibc ``mallopt``): no ``mmap`` blocks, no trimming.
+
+    Under glibc's defaults an activation of a few MB is ``mmap``-ed and handed back on ``free``, so every
+    forward pays page faults on fresh memory (up to ~60% of a CNN forward here, and bimodal: the dynamic
+    ``mmap`` threshold moves with what ran before). A steady heap times the kernels, as a caching
+    allocator (jemalloc, tcmalloc, a warmed-up server) does. Returns whether it could be set.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+    except (OSError, AttributeError):
+        return False
+
+
 def _latency(models: list[nn.Module], x: Any, repeats: int) -> list[float]:
     times: list[list[float]] = [[] for _ in models]
     with torch.no_grad():
@@ -143,13 +163,83 @@ def _latency(models: list[nn.Module], x: Any, repeats: int) -> list[float]:
             _call(m, x)
         for _ in range(repeats):
             for i, m in enumerate(models):
-                t0 = time.perf_counter()
+                t0 = time.thread_time()
                 _call(m, x)
-                times[i].append(time.perf_counter() - t0)
+                times[i].append(time.thread_time() - t0)
     return [statistics.median(t) * 1e3 for t in times]
 
 
-def run(name: str, repeats: int, also: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+# aten ops whose work the FLOP counter counts (self time, so nothing is counted twice): convolutions,
+# matmuls and fused attention kernels. Everything else (norms, activations, softmax outside SDPA,
+# elementwise, embeddings, copies, reshapes, Python dispatch) is "other".
+_FLOP_OPS = ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "einsum")
+
+
+def _is_flop_op(key: str) -> bool:
+    op = key.lstrip("_")
+    return bool(re.search(r"conv(olution|_depthwise|\dd|_transpose)|scaled_dot_product", op)) or op in _FLOP_OPS
+
+
+class _OpClock(TorchDispatchMode):
+    """Sums the CPU time of this thread spent in each aten op (``time.thread_time``: preemption by other
+    processes on a busy machine does not count, unlike ``torch.profiler``'s wall-clock self times)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ms: dict[str, float] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        t0 = time.thread_time()
+        out = func(*args, **(kwargs or {}))
+        key = func.overloadpacket.__name__
+        if key == "convolution" and len(args) > 8 and args[8] > 1:
+            key = "convolution(grouped)"  # depthwise / grouped: memory-bound, few FLOPs for its time
+        self.ms[key] = self.ms.get(key, 0.0) + (time.thread_time() - t0) * 1e3
+        return out
+
+
+def _op_times(models: list[nn.Module], x: Any, rounds: int = 3) -> list[dict[str, float]]:
+    """Per aten op: median CPU ms of one forward, over ``rounds`` interleaved forwards."""
+    acc: list[dict[str, list[float]]] = [{} for _ in models]
+    with torch.no_grad():
+        for _ in range(rounds):
+            for i, m in enumerate(models):
+                with _OpClock() as clock:
+                    _call(m, x)
+                for k, v in clock.ms.items():
+                    acc[i].setdefault(k, []).append(v)
+    return [{k: statistics.median(v + [0.0] * (rounds - len(v))) for k, v in a.items()} for a in acc]
+
+
+def amdahl(base_ops: dict[str, float], pruned_ops: dict[str, float], flops_ratio: float) -> dict[str, Any]:
+    """The speed-up pruning could reach if the FLOP-counted ops (convs, matmuls, attention kernels)
+    shrank exactly with the FLOPs and the other ops took the time they take in the pruned model.
+
+    Returns ``bound`` (that speed-up), ``other_share`` (the other ops' share of the unpruned time),
+    ``other_shrink`` / ``flop_shrink`` (pruned / unpruned time of each kind) and ``worst``: the op types
+    whose time shrank least, as ``(op, unpruned ms, pruned ms)``.
+    """
+    flop_b = sum(v for k, v in base_ops.items() if _is_flop_op(k))
+    flop_p = sum(v for k, v in pruned_ops.items() if _is_flop_op(k))
+    other_b = sum(v for k, v in base_ops.items() if not _is_flop_op(k))
+    other_p = sum(v for k, v in pruned_ops.items() if not _is_flop_op(k))
+    total_b = flop_b + other_b
+    worst = sorted(
+        ((k, v, pruned_ops.get(k, 0.0)) for k, v in base_ops.items() if v >= 0.02 * total_b),
+        key=lambda t: -(t[2] - flops_ratio * t[1]),
+    )[:3]
+    return {
+        "bound": total_b / max(flops_ratio * flop_b + other_p, 1e-9),
+        "other_share": other_b / max(total_b, 1e-9),
+        "other_shrink": other_p / max(other_b, 1e-9),
+        "flop_shrink": flop_p / max(flop_b, 1e-9),
+        "worst": worst,
+    }
+
+
+def run(
+    name: str, repeats: int, also: tuple[int, ...] = (), profile_rounds: int = 3
+) -> list[dict[str, Any]]:
     make, x, cnn = MODELS[name]
     torch.manual_seed(0)
     base = make().eval()
@@ -179,6 +269,11 @@ def run(name: str, repeats: int, also: tuple[int, ...] = ()) -> list[dict[str, A
             "model": name, "variant": label, "flops_ratio": ratio, "ms": ms[label], "speedup": speedup,
             "ideal": 1 / ratio, "eff": speedup * ratio, "odd": _odd_widths(base, m) if m is not base else 0,
         })
+    if profile_rounds:
+        pruned = dict(timed)["defaults"]
+        base_ops, pruned_ops = _op_times([base, pruned], x, profile_rounds)
+        row = next(r for r in rows if r["variant"] == "defaults")
+        row.update(amdahl(base_ops, pruned_ops, row["flops_ratio"]))
     return rows
 
 
@@ -187,13 +282,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--also", default="", help="more round_to values to compare, e.g. 8,16")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {list(MODELS)}")
+    parser.add_argument("--profile-rounds", type=int, default=3,
+                        help="profiled forwards per model for the ideal* column (0: skip the profile)")
+    parser.add_argument("--allocator", choices=("steady", "glibc"), default="steady",
+                        help="steady: no mmap/trim of freed memory (times the kernels); glibc: its defaults")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.allocator == "steady":
+        print(f"steady C heap (mallopt): {_steady_allocator()}")
     if tp is None:
         print("torch-pruning is not installed (pip install torch-pruning): its rows are skipped.")
     rows = []
     for name in args.models.split(","):
-        rows += run(name.strip(), args.repeats, tuple(int(n) for n in args.also.split(",") if n))
+        rows += run(
+            name.strip(), args.repeats, tuple(int(n) for n in args.also.split(",") if n), args.profile_rounds
+        )
     print(f"\n{'model':12s} {'variant':14s} {'FLOPs':>6s} {'ms':>8s} {'speed-up':>8s} {'ideal':>6s} "
           f"{'eff':>5s} {'odd':>4s}")
     for r in rows:
@@ -203,6 +306,18 @@ def main() -> None:
         flag = "" if r["variant"] == "unpruned" or r["eff"] >= 0.9 else "  < 0.9"
         print(f"{r['model']:12s} {r['variant']:14s} {r['flops_ratio']:6.3f} {r['ms']:8.1f} "
               f"{r['speedup']:7.2f}x {r['ideal']:6.2f} {r['eff']:5.2f} {r['odd']:4d}{flag}")
+    bounded = [r for r in rows if "bound" in r]
+    if bounded:
+        print("\nWhere the defaults lose (CPU time per aten op, unpruned vs defaults): ideal* = the speed-up "
+              "if convs/matmuls/attention\nshrank exactly with the FLOPs and the other ops took their pruned "
+              "time; eff* = speed-up / ideal*.")
+        print(f"{'model':12s} {'speed-up':>8s} {'ideal':>6s} {'ideal*':>6s} {'eff':>5s} {'eff*':>5s} "
+              f"{'other%':>6s} {'other x':>7s} {'flop x':>6s}  ops that shrank least (unpruned -> pruned ms)")
+        for r in bounded:
+            worst = ", ".join(f"{k} {b:.1f}->{p:.1f}" for k, b, p in r["worst"])
+            print(f"{r['model']:12s} {r['speedup']:7.2f}x {r['ideal']:6.2f} {r['bound']:6.2f} {r['eff']:5.2f} "
+                  f"{r['speedup'] / r['bound']:5.2f} {100 * r['other_share']:5.1f}% {r['other_shrink']:7.2f} "
+                  f"{r['flop_shrink']:6.2f}  {worst}")
 
 
 if __name__ == "__main__":

@@ -182,20 +182,26 @@ class PruneSummary:
         return self.table()
 
 
-AUTO_ROUND_TO: tuple[tuple[int, int], ...] = ((16, 8), (8, 4))
+AUTO_ROUND_TO: tuple[tuple[int, int], ...] = ((32, 16), (16, 8), (8, 4))
 """``round_to=None`` (the default): ``(minimum group width, multiple)``, first match wins; a channel
-group of at least 16 channels keeps a multiple of 8, one of 8 to 15 channels a multiple of 4, smaller
-groups keep exact counts. Widths like these fill vector registers and matmul tiles, so the pruned model
-runs about as fast as its FLOPs promise: on a DenseNet-like CNN with 16-channel groups, multiples of 4
-reached 0.82 x the ideal speed-up and multiples of 8 0.91 (``benchmarks/prune_speedup.py``)."""
+group of at least 32 channels keeps a multiple of 16, one of 16 to 31 channels a multiple of 8, one of 8
+to 15 a multiple of 4, smaller groups keep exact counts. Widths like these fill vector registers and
+matmul tiles, so the pruned model runs about as fast as its FLOPs promise. Why 16 from 32 channels on:
+oneDNN (PyTorch's CPU convolutions) computes channels in blocks of 16 on AVX-512 CPUs, so a conv kept at
+24 channels costs what one at 32 costs, and a depthwise conv runs 1.3-1.6 x slower per channel at widths
+that are 8 mod 16 than at multiples of 16; GPU tensor cores want multiples of 8 (fp16/bf16) and
+matmul libraries are fine with 16 too. The fixed table (not one read from the machine) keeps a
+``prune()`` call giving the same widths everywhere. Measured in ``benchmarks/prune_speedup.py`` (see
+docs/benchmarks.md, "Pruned-model speed-up"); the target search halves the multiples when they cannot
+reach the target (see :func:`prune`)."""
 
 
 def auto_round_to(channels: int) -> int:
     """The multiple ``prune(round_to=None)`` keeps in a channel group of ``channels`` channels.
 
     Example:
-        >>> auto_round_to(256), auto_round_to(12), auto_round_to(6)
-        (8, 4, 1)
+        >>> auto_round_to(256), auto_round_to(24), auto_round_to(12), auto_round_to(6)
+        (16, 8, 4, 1)
     """
     for minimum, multiple in AUTO_ROUND_TO:
         if channels >= minimum:
@@ -322,7 +328,7 @@ def _search(
     as ``k`` grows) and keeps the closer of ``k`` and ``k - 1``. If that misses the tolerance (coarse
     groups), a short greedy search moves single units (or ``round_to`` steps) of one group at a time
     while that brings the metric closer. If the automatically rounded widths (``round_to=None``) still
-    miss the tolerance, the search is repeated with the steps halved (8, 4, 2, then exact counts) until
+    miss the tolerance, the search is repeated with the steps halved (16, 8, 4, 2, then exact counts) until
     a plan meets it, keeping the closest plan: the default rounding never costs the target.
     """
     cache: dict[tuple[tuple[str, int], ...], tuple[float, dict[str, list[int]]]] = {}
@@ -514,9 +520,10 @@ def prune(
             fraction (``False``).
         round_to: Keep channel counts multiples of this (heads are never rounded; groups of at most
             ``round_to`` channels stay whole). ``None`` (default): a multiple chosen from each group's
-            width (:func:`auto_round_to`: 8 for groups of >= 16 channels, 4 for >= 8, exact below), so
-            the pruned model runs about as fast as its FLOPs promise; if those widths cannot reach the
-            target within ``tolerance``, halved multiples (down to exact counts) are searched instead.
+            width (:func:`auto_round_to`: 16 for groups of >= 32 channels, 8 for >= 16, 4 for >= 8,
+            exact below), so the pruned model runs about as fast as its FLOPs promise; if those widths
+            cannot reach the target within ``tolerance``, halved multiples (down to exact counts) are
+            searched instead.
             ``round_to=1``: exact counts.
         ignored: Module names (or modules) whose output channels are not pruned.
         except_start_keys: Prefixes of module names excluded as well.
