@@ -83,7 +83,7 @@ def test_default_rounding_respects_max_group_ratio() -> None:
 
 
 def test_auto_round_to_grows_with_the_group() -> None:
-    assert [auto_round_to(n) for n in (1, 7, 8, 15, 16, 31, 32, 4096)] == [1, 1, 4, 4, 8, 8, 16, 16]
+    assert [auto_round_to(n) for n in (1, 7, 8, 15, 16, 31, 32, 4096)] == [1, 1, 4, 4, 16, 16, 16, 16]
 
 
 def test_heads_are_never_split_by_the_default_rounding() -> None:

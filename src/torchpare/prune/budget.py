@@ -182,18 +182,18 @@ class PruneSummary:
         return self.table()
 
 
-AUTO_ROUND_TO: tuple[tuple[int, int], ...] = ((32, 16), (16, 8), (8, 4))
+AUTO_ROUND_TO: tuple[tuple[int, int], ...] = ((16, 16), (8, 4))
 """``round_to=None`` (the default): ``(minimum group width, multiple)``, first match wins; a channel
-group of at least 32 channels keeps a multiple of 16, one of 16 to 31 channels a multiple of 8, one of 8
-to 15 a multiple of 4, smaller groups keep exact counts. Widths like these fill vector registers and
-matmul tiles, so the pruned model runs about as fast as its FLOPs promise. Why 16 from 32 channels on:
-oneDNN (PyTorch's CPU convolutions) computes channels in blocks of 16 on AVX-512 CPUs, so a conv kept at
-24 channels costs what one at 32 costs, and a depthwise conv runs 1.3-1.6 x slower per channel at widths
-that are 8 mod 16 than at multiples of 16; GPU tensor cores want multiples of 8 (fp16/bf16) and
-matmul libraries are fine with 16 too. The fixed table (not one read from the machine) keeps a
-``prune()`` call giving the same widths everywhere. Measured in ``benchmarks/prune_speedup.py`` (see
-docs/benchmarks.md, "Pruned-model speed-up"); the target search halves the multiples when they cannot
-reach the target (see :func:`prune`)."""
+group of at least 16 channels keeps a multiple of 16, one of 8 to 15 channels a multiple of 4, smaller
+groups keep exact counts (so a group of 16 to 31 channels keeps 16 or stays whole). Why 16: oneDNN
+(PyTorch's CPU convolutions) computes output channels in blocks of 16 on AVX-512 CPUs, so a 3x3 conv
+kept at 8 or 24 channels costs what one at 16 or 32 costs (FLOPs removed, no time saved), and a
+depthwise conv runs 1.3-1.6 x slower per channel at widths that are 8 mod 16; matmul libraries (MKL,
+cuBLAS) and GPU tensor cores, which want multiples of 8, run multiples of 16 as well. On the benchmark's
+ResNet-like CNN the speed-up / ideal went from 0.74 (multiples of 8 from 16 channels) to 0.90. A fixed
+table (not one read from the machine) keeps a ``prune()`` call giving the same widths everywhere. See
+``benchmarks/prune_speedup.py`` and docs/benchmarks.md, "Pruned-model speed-up"; when these multiples
+cannot reach the target, the search halves them (see :func:`prune`)."""
 
 
 def auto_round_to(channels: int) -> int:
@@ -201,7 +201,7 @@ def auto_round_to(channels: int) -> int:
 
     Example:
         >>> auto_round_to(256), auto_round_to(24), auto_round_to(12), auto_round_to(6)
-        (16, 8, 4, 1)
+        (16, 16, 4, 1)
     """
     for minimum, multiple in AUTO_ROUND_TO:
         if channels >= minimum:
@@ -520,8 +520,8 @@ def prune(
             fraction (``False``).
         round_to: Keep channel counts multiples of this (heads are never rounded; groups of at most
             ``round_to`` channels stay whole). ``None`` (default): a multiple chosen from each group's
-            width (:func:`auto_round_to`: 16 for groups of >= 32 channels, 8 for >= 16, 4 for >= 8,
-            exact below), so the pruned model runs about as fast as its FLOPs promise; if those widths
+            width (:func:`auto_round_to`: 16 for groups of >= 16 channels, 4 for >= 8, exact below),
+            so the pruned model runs about as fast as its FLOPs promise; if those widths
             cannot reach the target within ``tolerance``, halved multiples (down to exact counts) are
             searched instead.
             ``round_to=1``: exact counts.
