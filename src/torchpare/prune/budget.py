@@ -300,6 +300,20 @@ class _Planner:
             return self.round_to if self.groups[gid].unit == "channel" else 1
         return max(1, self.auto_steps.get(gid, 1) >> self.coarsen)
 
+    def widest_plan(self) -> dict[str, list[int]]:
+        """Every group cut as far as the search may go: at the multiples of the first search, and a
+        group those leave whole (16 channels under a multiple of 16) at the finest level the fallback
+        reaches, so the check for groups that break the forward sees every group the search may cut."""
+        plan = self.plan(self.counts(self.total))
+        if self.round_to is None:
+            saved, self.coarsen = self.coarsen, 64
+            try:
+                finest = self.plan(self.counts(self.total))
+            finally:
+                self.coarsen = saved
+            plan.update({gid: idx for gid, idx in finest.items() if gid not in plan})
+        return plan
+
     def plan(self, counts: Mapping[str, int]) -> dict[str, list[int]]:
         """``{group id: lowest-scored unit indices}`` removing (about) ``counts[gid]`` units each."""
         plan = {}
@@ -710,7 +724,7 @@ def _prune_eval(
         planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
         trial_graph = copy.copy(graph)
         trial_graph.model = shadow[0]
-        broken = breaking_groups(trial_graph, shadow[1], planner.plan(planner.counts(planner.total)), who)
+        broken = breaking_groups(trial_graph, shadow[1], planner.widest_plan(), who)
         if broken:  # never return a model that does not run: leave those groups out (warned)
             scores = {gid: s for gid, s in scores.items() if gid not in broken}
             planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
