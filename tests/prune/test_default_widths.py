@@ -34,9 +34,11 @@ def test_default_prune_keeps_multiples_of_the_chosen_divisor_and_meets_the_targe
     pruned = [(n, sizes[n], m.out_channels) for n, m in model.named_modules()
               if isinstance(m, nn.Conv2d) and m.out_channels != sizes[n]]
     assert any(before >= 16 for _, before, _ in pruned), "no large group was pruned"
-    for name_, before, after in pruned:
-        step = auto_round_to(before)
-        assert after % step == 0, f"{name_}: kept {after} of {before}, not a multiple of {step}"
+    # every kept width is a multiple of its group's divisor, or (the fallback that keeps the target)
+    # of the divisors all halved once
+    levels = [level for level in (0, 1)
+              if all(after % max(1, auto_round_to(before) >> level) == 0 for _, before, after in pruned)]
+    assert levels, [(n, b, a, auto_round_to(b)) for n, b, a in pruned]
     assert model(x).shape == expected.shape
 
 
@@ -81,7 +83,7 @@ def test_default_rounding_respects_max_group_ratio() -> None:
 
 
 def test_auto_round_to_grows_with_the_group() -> None:
-    assert [auto_round_to(n) for n in (1, 7, 8, 15, 16, 64, 4096)] == [1, 1, 4, 4, 8, 8, 8]
+    assert [auto_round_to(n) for n in (1, 7, 8, 15, 16, 31, 32, 4096)] == [1, 1, 4, 4, 16, 16, 16, 16]
 
 
 def test_heads_are_never_split_by_the_default_rounding() -> None:

@@ -183,20 +183,26 @@ class PruneSummary:
         return self.table()
 
 
-AUTO_ROUND_TO: tuple[tuple[int, int], ...] = ((16, 8), (8, 4))
+AUTO_ROUND_TO: tuple[tuple[int, int], ...] = ((16, 16), (8, 4))
 """``round_to=None`` (the default): ``(minimum group width, multiple)``, first match wins; a channel
-group of at least 16 channels keeps a multiple of 8, one of 8 to 15 channels a multiple of 4, smaller
-groups keep exact counts. Widths like these fill vector registers and matmul tiles, so the pruned model
-runs about as fast as its FLOPs promise: on a DenseNet-like CNN with 16-channel groups, multiples of 4
-reached 0.82 x the ideal speed-up and multiples of 8 0.91 (``benchmarks/prune_speedup.py``)."""
+group of at least 16 channels keeps a multiple of 16, one of 8 to 15 channels a multiple of 4, smaller
+groups keep exact counts (so a group of 16 to 31 channels keeps 16 or stays whole). Why 16: oneDNN
+(PyTorch's CPU convolutions) computes output channels in blocks of 16 on AVX-512 CPUs, so a 3x3 conv
+kept at 8 or 24 channels costs what one at 16 or 32 costs (FLOPs removed, no time saved), and a
+depthwise conv runs 1.3-1.6 x slower per channel at widths that are 8 mod 16; matmul libraries (MKL,
+cuBLAS) and GPU tensor cores, which want multiples of 8, run multiples of 16 as well. On the benchmark's
+ResNet-like CNN the speed-up / ideal was 0.89 against 0.66 with ``round_to=8`` in the same run. A fixed
+table (not one read from the machine) keeps a ``prune()`` call giving the same widths everywhere. See
+``benchmarks/prune_speedup.py`` and docs/benchmarks.md, "Pruned-model speed-up"; when these multiples
+cannot reach the target, the search halves them (see :func:`prune`)."""
 
 
 def auto_round_to(channels: int) -> int:
     """The multiple ``prune(round_to=None)`` keeps in a channel group of ``channels`` channels.
 
     Example:
-        >>> auto_round_to(256), auto_round_to(12), auto_round_to(6)
-        (8, 4, 1)
+        >>> auto_round_to(256), auto_round_to(24), auto_round_to(12), auto_round_to(6)
+        (16, 16, 4, 1)
     """
     for minimum, multiple in AUTO_ROUND_TO:
         if channels >= minimum:
@@ -295,6 +301,20 @@ class _Planner:
             return self.round_to if self.groups[gid].unit == "channel" else 1
         return max(1, self.auto_steps.get(gid, 1) >> self.coarsen)
 
+    def widest_plan(self) -> dict[str, list[int]]:
+        """Every group cut as far as the search may go: at the multiples of the first search, and a
+        group those leave whole (16 channels under a multiple of 16) at the finest level the fallback
+        reaches, so the check for groups that break the forward sees every group the search may cut."""
+        plan = self.plan(self.counts(self.total))
+        if self.round_to is None:
+            saved, self.coarsen = self.coarsen, 64
+            try:
+                finest = self.plan(self.counts(self.total))
+            finally:
+                self.coarsen = saved
+            plan.update({gid: idx for gid, idx in finest.items() if gid not in plan})
+        return plan
+
     def plan(self, counts: Mapping[str, int]) -> dict[str, list[int]]:
         """``{group id: lowest-scored unit indices}`` removing (about) ``counts[gid]`` units each."""
         plan = {}
@@ -323,7 +343,7 @@ def _search(
     as ``k`` grows) and keeps the closer of ``k`` and ``k - 1``. If that misses the tolerance (coarse
     groups), a short greedy search moves single units (or ``round_to`` steps) of one group at a time
     while that brings the metric closer. If the automatically rounded widths (``round_to=None``) still
-    miss the tolerance, the search is repeated with the steps halved (8, 4, 2, then exact counts) until
+    miss the tolerance, the search is repeated with the steps halved (16, 8, 4, 2, then exact counts) until
     a plan meets it, keeping the closest plan: the default rounding never costs the target.
     """
     cache: dict[tuple[tuple[str, int], ...], tuple[float, dict[str, list[int]]]] = {}
@@ -515,9 +535,10 @@ def prune(
             fraction (``False``).
         round_to: Keep channel counts multiples of this (heads are never rounded; groups of at most
             ``round_to`` channels stay whole). ``None`` (default): a multiple chosen from each group's
-            width (:func:`auto_round_to`: 8 for groups of >= 16 channels, 4 for >= 8, exact below), so
-            the pruned model runs about as fast as its FLOPs promise; if those widths cannot reach the
-            target within ``tolerance``, halved multiples (down to exact counts) are searched instead.
+            width (:func:`auto_round_to`: 16 for groups of >= 16 channels, 4 for >= 8, exact below),
+            so the pruned model runs about as fast as its FLOPs promise; if those widths
+            cannot reach the target within ``tolerance``, halved multiples (down to exact counts) are
+            searched instead.
             ``round_to=1``: exact counts.
         ignored: Module names (or modules) whose output channels are not pruned.
         except_start_keys: Prefixes of module names excluded as well.
@@ -707,7 +728,7 @@ def _prune_eval(
         planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
         trial_graph = copy.copy(graph)
         trial_graph.model = shadow[0]
-        broken = breaking_groups(trial_graph, shadow[1], planner.plan(planner.counts(planner.total)), who)
+        broken = breaking_groups(trial_graph, shadow[1], planner.widest_plan(), who)
         if broken:  # never return a model that does not run: leave those groups out (warned)
             scores = {gid: s for gid, s in scores.items() if gid not in broken}
             planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
