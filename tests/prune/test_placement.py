@@ -65,8 +65,8 @@ def test_weights_on_meta_next_to_real_ones_are_refused_naming_both():
     net[2].to("meta")
     with pytest.raises(ModelPlacementError, match=r"'2\.weight'.*'0\.weight'.*meta_copy"):
         DependencyGraph.build(net, torch.randn(4, 6))
-    with pytest.raises(ValueError):  # prune() refuses too (its FLOPs count cannot run such a model)
-        prune(net, torch.randn(4, 6), target_params_ratio=0.5)
+    with pytest.raises(ModelPlacementError, match=r"prune\(\): .*'2\.weight'.*meta_copy"):
+        prune(net, torch.randn(4, 6), target_params_ratio=0.5)  # the placement fix, not a FLOPs-count error
 
 
 def test_half_meta_model_plans_on_a_meta_copy_then_applies_to_the_loaded_model():

@@ -30,6 +30,7 @@ import torchpare.prune.calibrate as _calibrate
 from torchpare.prune.by_plan import prune_by_plan
 from torchpare.prune.counting import count, meta_copy, meta_inputs, module_channels, on_meta
 from torchpare.prune.graph import DependencyGraph
+from torchpare.prune.graph.placement import check_placement
 from torchpare.prune.graph.report import matches_units
 from torchpare.prune.hf_pretrained import warn_if_not_plain
 from torchpare.prune.history import begin_record
@@ -596,6 +597,7 @@ def prune(
         target_flops_ratio, target_params_ratio, iterative_steps, max_group_ratio, round_to
     ):
         raise ValueError(f"{who}: {key + ' ' if key else ''}{message}")
+    check_placement(model, who)  # DDP/FSDP wrappers, meta weights next to real ones: say the fix first
     target = "flops" if target_flops_ratio is not None else "params"
     ratio = float(target_flops_ratio if target_flops_ratio is not None else target_params_ratio)  # type: ignore[arg-type]
     if bn_calibration is not None and not any(
