@@ -61,10 +61,11 @@ def get_submodule(model: Any, path: str, who: str = "torchpare") -> Any:
     """
     if path == "":
         return model
-    names = [n for n, _ in model.named_modules() if n]
     try:
         return model.get_submodule(path)
     except AttributeError:
+        # Only on failure: walking every module per lookup was a third of prune()'s time on CNNs.
+        names = [n for n, _ in model.named_modules() if n]
         raise AttributeError(
             f"{who}: no module {path!r} in {type(model).__name__}{did_you_mean(path, names)}. "
             f"Use names from model.named_modules()."
