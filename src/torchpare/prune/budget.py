@@ -136,7 +136,8 @@ class PruneSummary:
 
         Each step of :attr:`plans` goes through :func:`~torchpare.prune.prune_by_plan` (so through
         :func:`~torchpare.prune.surgery.apply_plan` and into the pruning record), with the
-        :attr:`ignored` modules of the planning run, then Hugging Face configs are synced. The model
+        :attr:`ignored` modules of the planning run; then, as at the end of :func:`prune`, experts that
+        kept one width are fused again and Hugging Face configs are synced. The model
         must have the structure the plan was made on (a meta copy planned with ``dry_run`` has it).
 
         Args:
@@ -162,6 +163,7 @@ class PruneSummary:
         """
         for step in self.plans:
             prune_by_plan(model, example_inputs, step, ignored=self.ignored)
+        fuse_experts(model)  # as prune() ends: experts that kept one width get their fused layout back
         sync_hf_config(model)
         return model
 
