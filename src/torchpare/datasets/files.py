@@ -145,7 +145,10 @@ def _first_inputs(ds: Dataset, n: int = 1) -> Any:
 
 
 def _make_bundle(train: Dataset, val: Dataset | None, test: Dataset) -> DataBundle:
-    return DataBundle(train=train, val=val, test=test, example=_first_inputs(train), batch=_first_inputs(test, 64))
+    # the latency batch: as the trainer batches it (sentences padded per batch keep that padding)
+    batch = (test.fetch_batch(range(min(64, len(test))))["inputs"] if isinstance(test, _Encoded)
+             else _first_inputs(test, 64))
+    return DataBundle(train=train, val=val, test=test, example=_first_inputs(train), batch=batch)
 
 
 # ----------------------------------------------------------------------------------------------- images

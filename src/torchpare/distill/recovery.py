@@ -66,9 +66,7 @@ def _field(output: Any, path: tuple[int | str, ...]) -> Any:
     value = output
     for step in path:
         try:
-            if isinstance(step, int):
-                value = value[step]
-            elif isinstance(value, AbcMapping):
+            if isinstance(step, int) or isinstance(value, AbcMapping):
                 value = value[step]
             else:
                 value = getattr(value, step)
