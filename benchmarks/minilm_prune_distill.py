@@ -7,7 +7,8 @@ Runs the shipped config exactly as a user would, then measures the folder it wro
 Steps: write the sentences file with ``scripts/make_sentences.py`` when missing (deterministic, no
 downloads); run ``torchpare prune CONFIG --overwrite`` (prune with :func:`torchpare.prune.prune`, distil
 with :func:`torchpare.distill.recover`, save a sentence-transformers folder); reload that folder with
-``sentence_transformers.SentenceTransformer`` and measure, on the run's held-out sentences (the data
+:func:`torchpare.prune.from_pretrained` (a ``SentenceTransformer``; plain ``SentenceTransformer(folder)``
+cannot rebuild per-layer head counts, which BERT's config cannot state) and measure, on the run's held-out sentences (the data
 section's ``test_fraction``, the same seeded split the run used):
 
 * mean cosine similarity of the reloaded student's ``encode`` to the teacher's ``encode``;
@@ -37,6 +38,8 @@ SENTENCES = {"n": 12000, "seed": 0}  # scripts/make_sentences.py arguments when 
 def main(argv: list[str]) -> dict[str, Any]:
     t0 = time.perf_counter()
     load_before = os.getloadavg()
+    measure_only = "--measure-only" in argv  # measure an existing run folder again
+    argv = [a for a in argv if a != "--measure-only"]
     config = argv[0] if argv and not argv[0].startswith("--") else str(ROOT / "configs" / "minilm_prune_distill.yaml")
     overrides = [a for a in argv[1:] if a != "--set"] if argv and not argv[0].startswith("--") else \
         [a for a in argv if a != "--set"]
@@ -55,7 +58,7 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     t_cli = time.perf_counter()
     args = ["prune", config, "--overwrite", "--quiet"] + [x for o in overrides for x in ("--set", o)]
-    code = cli(args)
+    code = 0 if measure_only else cli(args)
     if code != 0:
         raise SystemExit(f"torchpare {' '.join(args)} exited {code}")
     cli_s = time.perf_counter() - t_cli
@@ -72,6 +75,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     from torchpare.datasets.files import _read_sentences, _split_indices
     from torchpare.demo.text import quiet_hf_progress_bars
     from torchpare.engine.measure import compare_latency_ms
+    from torchpare.prune import from_pretrained
 
     texts = _read_sentences(path, "data.path", data.get("text_field", "text"))
     _, _, test_idx = _split_indices(None, len(texts), float(data.get("val_fraction", 0.1)),
@@ -79,7 +83,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     held_out = [texts[i] for i in test_idx]
     with quiet_hf_progress_bars():
         teacher = SentenceTransformer(str(folder_of(cfg["model"], "sentence_transformers")), device="cpu")
-        student = SentenceTransformer(str(run_dir / "model"), device="cpu")
+        # per-layer widths (global pruning, BERT's derived head size) cannot be stated in config.json, so the
+        # folder reloads with torchpare.prune.from_pretrained (a SentenceTransformer with the pruned encoder)
+        student = from_pretrained(run_dir / "model", device="cpu")
     kw = {"convert_to_tensor": True, "batch_size": 64, "show_progress_bar": False}
     cosine = float(F.cosine_similarity(student.encode(held_out, **kw), teacher.encode(held_out, **kw)).mean())
     tok = teacher.tokenizer

@@ -153,7 +153,7 @@ def _has_labels(dataset: Any) -> bool:
 
 
 @torch.no_grad()
-def cosine_to_teacher(model: nn.Module, teacher: nn.Module, dataset: Any, output: Any = None,
+def _cosine_to_teacher(model: nn.Module, teacher: nn.Module, dataset: Any, output: Any = None,
                       batch_size: int = 128) -> float:
     """Mean cosine similarity between ``model``'s and ``teacher``'s outputs over ``dataset`` (per sample,
     outputs flattened): the test metric of a run on unlabelled data (a sentences file).
@@ -193,12 +193,19 @@ def _write_results(run_dir: Path, name: str, model: nn.Module, data: DataBundle,
     """results.json; on an unlabelled test set (sentences) the metric is the cosine to the teacher."""
     labels = None
     if teacher is not None and not _has_labels(data.test):
-        metric = cosine_to_teacher(model, teacher, data.test, output)
+        metric = _cosine_to_teacher(model, teacher, data.test, output)
         labels = {"accuracy": "cosine to teacher x100"}
         if isinstance(extra.get("baseline"), dict):  # the unpruned model is the teacher itself
             extra["baseline"]["accuracy"] = 1.0
     else:
-        metric = evaluate(model, data.test)["accuracy"]
+        scores = evaluate(model, data.test)
+        metric = scores["accuracy"]
+        if not scores["n"]:
+            import warnings
+
+            warnings.warn(f"{name}: the test set has no labelled sample and the run no teacher to compare with, so "
+                          f"results.json has no test metric (NaN); give labelled test data (data.test_path).",
+                          stacklevel=2)
     entry = {"name": name, "accuracy": metric, **model_stats(model, data.example, data.batch), **extra}
     results: dict[str, Any] = {"models": [entry]}
     if labels:
