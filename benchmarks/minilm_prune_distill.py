@@ -12,7 +12,9 @@ cannot rebuild per-layer head counts, which BERT's config cannot state) and meas
 section's ``test_fraction``, the same seeded split the run used):
 
 * mean cosine similarity of the reloaded student's ``encode`` to the teacher's ``encode``;
-* CPU latency of both on one batch (interleaved rounds, medians), speed-up over the FLOPs ratio;
+* CPU latency of both on one batch (interleaved rounds, medians), speed-up over the FLOPs ratio; and
+  the CPU time of one forward on one thread (``time.process_time``: what an idle core would take, readable
+  on a busy machine);
 * wall time of the whole job (sentences file, CLI run, measurement), training steps and steps/s, and
   the machine's load average (the measurement is honest only on a quiet machine).
 
@@ -33,6 +35,27 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = {"n": 12000, "seed": 0}  # scripts/make_sentences.py arguments when the file is missing
+
+
+@torch.inference_mode()
+def _cpu_time_ms(models: dict[str, torch.nn.Module], batch: dict[str, torch.Tensor], repeats: int) -> dict[str, float]:
+    """Median CPU time (ms, ``time.process_time``) of one forward per model on one thread, interleaved."""
+    import statistics
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    try:
+        for m in models.values():
+            m.eval()(dict(batch))  # warm-up
+        for _ in range(repeats):
+            for name, m in models.items():
+                t = time.process_time()
+                m(dict(batch))
+                times[name].append((time.process_time() - t) * 1e3)
+    finally:
+        torch.set_num_threads(threads)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main(argv: list[str]) -> dict[str, Any]:
@@ -92,6 +115,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     batch = dict(tok(held_out[:32], padding=True, truncation=True, max_length=int(data.get("max_length", 128)),
                      return_tensors="pt"))
     lat = compare_latency_ms({"teacher": teacher, "student": student}, batch, repeats=11)
+    cpu = _cpu_time_ms({"teacher": teacher, "student": student}, batch, repeats=11)
     flops_ratio = results["flops"] / results["baseline"]["flops"]
     speedup = lat["teacher"] / lat["student"]
     wall = time.perf_counter() - t0
@@ -105,6 +129,10 @@ def main(argv: list[str]) -> dict[str, Any]:
         "latency_ms_batch32": {k: round(v, 1) for k, v in lat.items()},
         "speedup": round(speedup, 3),
         "speedup_over_ideal": round(speedup * flops_ratio, 3),
+        # one thread, CPU time of this process (not the time it waited for a core): the speed-up an idle
+        # core would show, readable on a busy machine
+        "cpu_time_ms_1_thread": {k: round(v, 1) for k, v in cpu.items()},
+        "cpu_time_speedup_over_ideal": round(cpu["teacher"] / cpu["student"] * flops_ratio, 3),
         "steps": steps,
         "steps_per_s": round(steps / max(train_s, 1e-9), 3),
         "time_s": {"train": round(train_s, 1), "cli": round(cli_s, 1), "wall": round(wall, 1)},
