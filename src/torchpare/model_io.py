@@ -5,7 +5,10 @@ The rules, in one place:
 
 * **Calling** (:func:`call_model`): a tensor is passed as the one argument (``model(x)``); a tuple or a
   list is unpacked into positional arguments (``model(*x)``); a mapping into keyword arguments
-  (``model(**x)``, e.g. a Hugging Face batch). Anything else is passed as is.
+  (``model(**x)``, e.g. a Hugging Face batch), unless the model takes the mapping itself as its one
+  input (:func:`takes_mapping`: a ``SentenceTransformer``'s ``forward(features)``); then ``model(dict(x))``
+  (a copy: such a model may write its outputs into the mapping, and a batch often goes to two models).
+  Anything else is passed as is.
 * **Logits** (:func:`logits_of`): the output itself if it is a tensor, else ``output["logits"]`` /
   ``output.logits`` (Hugging Face ``ModelOutput``), else the first item of a tuple/list when it is a
   tensor; anything else raises ``TypeError``.
@@ -23,6 +26,8 @@ This module stands on the ground floor beside :mod:`torchpare.registry`: it impo
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +41,7 @@ __all__ = [
     "UNLABELLED",
     "StateDictFileError",
     "call_model",
+    "takes_mapping",
     "logits_of",
     "masked_cross_entropy",
     "read_state_dict_file",
@@ -50,8 +56,54 @@ class StateDictFileError(ValueError):
     """A state-dict file is unreadable, not a state dict, or does not fit the model."""
 
 
+@functools.lru_cache(maxsize=256)
+def _one_input(forward: Any, keys: tuple[str, ...], bound: bool) -> bool:
+    try:
+        params = dict(inspect.signature(forward).parameters)
+    except (TypeError, ValueError):  # builtins without a signature: keywords, as before
+        return False
+    if bound and params:  # the function of a bound method: drop ``self``
+        params.pop(next(iter(params)))
+    named = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    if all(k in named for k in keys):
+        return False
+    required = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                and p.default is p.empty]
+    return len(required) == 1 and required[0].name not in keys
+
+
+def takes_mapping(model: Any, inputs: Any) -> bool:
+    """Whether ``model`` takes the mapping ``inputs`` as its one positional input rather than as keywords.
+
+    True when ``inputs`` is a mapping, some key is not a named parameter of the model's ``forward``, and
+    ``forward`` has exactly one required positional parameter, which no key names: a
+    ``SentenceTransformer`` (``forward(input, **kwargs)``) given a tokenizer's dict. A Hugging Face model
+    (``forward(input_ids=None, attention_mask=None, ...)``) takes the same dict as keywords.
+
+    Example:
+        >>> import torch
+        >>> class Features(torch.nn.Module):
+        ...     def forward(self, features, **kwargs):
+        ...         return features["input_ids"] * 2
+        >>> takes_mapping(Features(), {"input_ids": 1}), takes_mapping(lambda input_ids: 0, {"input_ids": 1})
+        (True, False)
+        >>> call_model(Features(), {"input_ids": torch.tensor(3)}).item()
+        6
+    """
+    if not isinstance(inputs, Mapping):
+        return False
+    forward = getattr(model, "forward", model) if isinstance(model, nn.Module) else model
+    func = getattr(forward, "__func__", None)  # a bound method: its function (cached per class)
+    keys = tuple(str(k) for k in inputs)
+    try:
+        return _one_input(func or forward, keys, func is not None)
+    except TypeError:  # an unhashable callable
+        return _one_input.__wrapped__(func or forward, keys, func is not None)
+
+
 def call_model(model: Any, inputs: Any) -> Any:
-    """Call ``model`` on a batch's inputs: tensor ``model(x)``, tuple/list ``model(*x)``, mapping ``model(**x)``.
+    """Call ``model`` on a batch's inputs: tensor ``model(x)``, tuple/list ``model(*x)``, mapping ``model(**x)``
+    (or ``model(x)`` when the model takes the mapping as its one input, see :func:`takes_mapping`).
 
     Example:
         >>> import torch
@@ -63,7 +115,9 @@ def call_model(model: Any, inputs: Any) -> Any:
         torch.Size([2])
     """
     if isinstance(inputs, Mapping):
-        return model(**inputs)
+        # a shallow copy: a SentenceTransformer adds its outputs to the dict it is given, and a batch is
+        # often given to two models (student and teacher)
+        return model(dict(inputs)) if takes_mapping(model, inputs) else model(**inputs)
     if isinstance(inputs, tuple | list):
         return model(*inputs)
     return model(inputs)

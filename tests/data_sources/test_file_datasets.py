@@ -3,8 +3,8 @@ file becomes, and the one-line error naming the key and the file for each kind o
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,21 +84,16 @@ def test_table_missing_file_and_non_number_are_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(exc.value)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pandas") is not None, reason="pandas installed")
-def test_parquet_without_pandas_names_the_packages(tmp_path: Path) -> None:
+def test_parquet_without_pandas_names_the_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if not installed: `import pandas` raises ImportError
     f = tmp_path / "t.parquet"
     f.write_bytes(b"PAR1")
     with pytest.raises(DataFileError, match="needs pandas and pyarrow: pip install pandas pyarrow"):
         table(str(f), label="y")
 
 
-def _hf_datasets_installed() -> bool:
-    spec = importlib.util.find_spec("datasets")  # a namespace package of that name is not the library
-    return spec is not None and spec.origin not in (None, "namespace")
-
-
-@pytest.mark.skipif(_hf_datasets_installed(), reason="datasets installed")
-def test_hf_files_without_datasets_names_the_package(tmp_path: Path) -> None:
+def test_hf_files_without_datasets_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
     f = _csv(tmp_path / "t.csv", [[1, 2, 0]])
     with pytest.raises(DataFileError, match="pip install datasets"):
         DATASETS.build({"type": "hf_files", "path": str(f)})

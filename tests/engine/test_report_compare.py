@@ -135,8 +135,26 @@ def _chromium() -> str | None:
 @pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="no headless Chromium on this machine")
 def test_comparison_page_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """The page as a browser shows it: the rendered DOM holds the table (a row per model) and the three
+    plots as decoded images, and the screenshot shows them (coloured plot markers, not a blank page)."""
+    import matplotlib.image
+
     page = build_comparison([_runs(tmp_path)])
+    chromium = [str(_chromium()), "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+                f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*chromium, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True,
+                         timeout=120).stdout
+    assert [r[0] for r in _cells(dom)] == ["demo/student", "demo/big", "pruned (unpruned)", "pruned", "teacher"]
+    assert dom.count('src="data:image/png;base64,') == 3
+    for key in ("flops", "params", "latency_ms"):
+        assert f'alt="report_vs_{key}.png"' in dom
     shot = tmp_path / "shot.png"
-    subprocess.run([str(_chromium()), "--headless", "--disable-gpu", "--no-sandbox", f"--screenshot={shot}",
-                    "--window-size=1300,1800", page.as_uri()], check=True, capture_output=True, timeout=120)
+    subprocess.run([*chromium, f"--screenshot={shot}", "--window-size=1300,2600", page.as_uri()], check=True,
+                   capture_output=True, timeout=120)
     assert _png_is_not_blank(shot)
+    img = matplotlib.image.imread(shot)[..., :3]
+    assert img.shape[:2] == (2600, 1300)
+    saturation = img.max(-1) - img.min(-1)  # text and table borders are grey; plot markers are coloured
+    coloured_rows = (saturation > 0.3).any(1).nonzero()[0]
+    assert len(coloured_rows) > 200  # the plots were drawn, not broken-image icons
+    assert coloured_rows.min() > 200  # below the title and table, where the page puts the plots

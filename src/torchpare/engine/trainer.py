@@ -74,7 +74,11 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: boo
 
 
 def fetch_batch(dataset: Dataset, indices: Sequence[int]) -> Any:
-    """Collate ``dataset[i]`` for ``indices`` (one indexing per tensor for a ``TensorDataset``)."""
+    """Collate ``dataset[i]`` for ``indices`` (one indexing per tensor for a ``TensorDataset``; a dataset
+    with its own ``fetch_batch(indices)`` method collates itself, e.g. sentences padded per batch)."""
+    own = getattr(dataset, "fetch_batch", None)
+    if callable(own):
+        return own(indices)
     if isinstance(dataset, TensorDataset):
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         return tuple(t[idx] for t in dataset.tensors)
@@ -117,12 +121,14 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
 def evaluate(
     model: nn.Module, dataset: Dataset, device: str | torch.device | None = None, batch_size: int = 256
 ) -> dict[str, float]:
-    """Accuracy and cross-entropy of a classifier over ``dataset`` (items ``(x, y[, ...])``).
+    """Accuracy and cross-entropy of a classifier over the labelled samples of ``dataset`` (items
+    ``(x, y[, ...])``); unlabelled samples (``y < 0``) are left out, and a batch without a labelled
+    sample is not run. An unlabelled dataset (a sentences file) gives ``n == 0`` (accuracy and loss NaN).
 
     The model's train/eval mode is restored afterwards.
 
     Returns:
-        ``{"accuracy": float in [0, 1], "loss": float, "n": int}``.
+        ``{"accuracy": float in [0, 1], "loss": float, "n": int}`` (``n``: the labelled samples).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
@@ -133,14 +139,22 @@ def evaluate(
         for start in range(0, n, batch_size):
             batch = fetch_batch(dataset, range(start, min(n, start + batch_size)))
             x, y, _ = _split_batch(batch)
+            labelled = torch.as_tensor(y) >= 0
+            if not bool(labelled.any()):
+                continue  # nothing labelled in this batch: the model is not run
             logits = logits_of(call_model(model, _to_device(x, device))).float()
             y = y.to(device)
+            if not bool(labelled.all()):
+                keep = labelled.to(device)
+                logits, y = logits[keep], y[keep]
             loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())
             total += len(y)
     finally:
         model.train(was_training)
-    return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1), "n": total}
+    if total == 0:
+        return {"accuracy": float("nan"), "loss": float("nan"), "n": 0}
+    return {"accuracy": correct / total, "loss": loss_sum / total, "n": total}
 
 
 def _metric_text(record: dict[str, Any], key: str) -> str:
@@ -449,7 +463,8 @@ class Trainer:
             ep["samples_per_s"] = sum(map(len, batches[first_step:step_in_epoch])) / max(ep["epoch_time_s"], 1e-9)
             if self.val_data is not None:
                 scores = evaluate(self.eval_model, self.val_data, info.device)
-                ep.update(val_accuracy=scores["accuracy"], val_loss=scores["loss"])
+                if scores["n"]:  # an unlabelled validation set (sentences) has no accuracy
+                    ep.update(val_accuracy=scores["accuracy"], val_loss=scores["loss"])
             history.append(ep)
             if log is not None:
                 log.write(ep)
