@@ -88,6 +88,8 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Any, bool]] = {
     "resnet": (lambda: ResNetBottleneck(width=16), _IMAGES, True),
     "mobilenetv2": (lambda: MobileNetV2Like(width=32), _IMAGES, True),
     "densenet": (lambda: DenseNetConcat(growth=16, layers_per_block=4), _IMAGES, True),
+    # DenseNet-121's own growth rate: its 32-channel layers can keep a multiple of 16 at half FLOPs
+    "densenet32": (lambda: DenseNetConcat(growth=32, layers_per_block=4), _IMAGES, True),
     "bert": (_bert, _tokens(8, 128, 1000), True),
     "llama": (_llama, _tokens(8, 128, 1000), False),
 }

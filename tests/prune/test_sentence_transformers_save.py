@@ -43,3 +43,24 @@ def test_pruned_minilm_reloads_and_encodes_the_same_embeddings(tmp_path: Any) ->
     assert type(reloaded).__name__ == "SentenceTransformer"
     assert reloaded[0].auto_model.encoder.layer[2].intermediate.dense.out_features == 1024
     torch.testing.assert_close(reloaded.encode(SENTENCES, convert_to_tensor=True), pruned, atol=1e-5, rtol=0)
+
+
+def test_prune_warns_about_the_encoders_widths_not_a_config_type_error() -> None:
+    """prune() on a SentenceTransformer checked the wrapper as if it were a transformers model and always
+    warned 'stat: path should be string ... not BertConfig'; it checks the encoder inside."""
+    import warnings
+
+    from torchpare.prune import prune
+
+    model = st_lib.SentenceTransformer(minilm.get_model_path(), device="cpu")
+    tokens = getattr(model, "preprocess", model.tokenize)(SENTENCES)
+    features = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prune(model, (features,), target_flops_ratio=0.9, units=("ffn",))
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "stat: path" in m or "BertConfig" in m], messages
+    uniform = [m for m in messages if "cannot be stated" in m]
+    # FFN widths differ per layer only if the search made them differ; either way the warning, if any,
+    # names the encoder and the sentence-transformers reload
+    assert all("BertModel" in m and "SentenceTransformer(folder)" in m for m in uniform), uniform

@@ -289,6 +289,14 @@ def warn_if_not_plain(model: nn.Module, who: str = "prune()") -> None:
     Example:
         >>> warn_if_not_plain(torch.nn.Linear(2, 2))  # not a Hugging Face model: nothing to say
     """
+    plain_load = "model.save_pretrained + AutoModel.from_pretrained"
+    if _is_sentence_transformer(model):
+        # Its own `config` is not a transformers config: the encoder inside is what a folder rebuilds.
+        try:
+            model = _transformer_of(model)
+        except TypeError:
+            return
+        plain_load = "model.save + SentenceTransformer(folder)"
     if not _is_hf(model):
         return
     problems = plain_format_problems(model)
@@ -296,7 +304,7 @@ def warn_if_not_plain(model: nn.Module, who: str = "prune()") -> None:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         warnings.warn(
             f"{who}: the pruned widths of {type(model).__name__} cannot be stated in its config, so "
-            f"model.save_pretrained + AutoModel.from_pretrained will not rebuild it: {problems[0]}{more}. "
+            f"{plain_load} will not rebuild it: {problems[0]}{more}. "
             "Save with torchpare.prune.save_pretrained(model, path) and reload with "
             "torchpare.prune.from_pretrained(path); or prune uniformly (global_pruning=False) the widths "
             "the config can state.",
@@ -333,6 +341,10 @@ def _tied(model: nn.Module) -> list[list[str]]:
     for name, p in model.named_parameters(remove_duplicate=False):
         groups.setdefault(id(p), []).append(name)
     return [names for names in groups.values() if len(names) > 1]
+
+
+def _is_sentence_transformer(model: Any) -> bool:
+    return type(model).__name__ == "SentenceTransformer" and callable(getattr(model, "save", None))
 
 
 def _transformer_of(st_model: Any) -> nn.Module:
@@ -375,7 +387,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike[str], **kwargs: An
         ['config.json', 'model.safetensors', 'torchpare_widths.json']
     """
     folder = Path(path)
-    if type(model).__name__ == "SentenceTransformer" and hasattr(model, "save"):
+    if _is_sentence_transformer(model):
         inner = _transformer_of(model)
         model.save(str(folder), **kwargs)
         entries = json.loads((folder / "modules.json").read_text())
