@@ -18,7 +18,7 @@ COMPAT_STAMP := $(COMPAT_VENV)/.installed-$(COMPAT_TRANSFORMERS)
 # The tests (and doctests) that import transformers or sentence-transformers.
 HF_TESTS := tests/prune/test_hf_heads.py tests/prune/test_hf_bloom.py tests/prune/test_hf_pruning.py tests/prune/test_hf_pretrained.py \
 	tests/prune/test_sentence_transformers_save.py tests/prune/test_onnx_export.py tests/prune/test_io.py \
-	tests/prune/test_hf_coverage.py tests/prune/test_hf_checks.py tests/prune/test_pruned_fixtures.py \
+	tests/prune/test_hf_coverage.py tests/prune/test_hf_checks.py tests/prune/test_pruned_fixtures.py tests/prune/test_count_hand.py \
 	tests/prune/test_hf_moe_experts.py src/torchpare/prune/moe_experts.py \
 	tests/distill/test_hf_distill.py tests/zoo/test_zoo.py tests/engine/test_demo_text_quiet.py \
 	tests/integrations/test_hf_trainer.py tests/engine/test_user_models.py \
