@@ -35,7 +35,9 @@ __all__ = ["SwinV2Like", "SwinV2Block", "WindowAttentionV2", "PatchMergingV2"]
 def _relative_coords_table(window: int) -> torch.Tensor:
     """``(1, 2w-1, 2w-1, 2)`` log-spaced relative coordinates, as torchvision's Swin-V2 builds them."""
     coords = torch.arange(-(window - 1), window, dtype=torch.float32)
-    table = torch.stack(torch.meshgrid(coords, coords, indexing="ij")).permute(1, 2, 0).contiguous().unsqueeze(0)
+    table = (
+        torch.stack(torch.meshgrid(coords, coords, indexing="ij")).permute(1, 2, 0).contiguous().unsqueeze(0)
+    )
     table = table / (window - 1) * 8  # normalised to [-8, 8]
     return torch.sign(table) * torch.log2(table.abs() + 1.0) / 3.0
 
