@@ -430,13 +430,14 @@ class SwinV2WindowAttentionRule(WindowAttentionRule):
     The zoo's ``torchpare.zoo.swinv2.WindowAttentionV2`` gets it by a class hook.
 
     Example:
-        >>> import torch
-        >>> from torchpare.prune import DependencyGraph
-        >>> from torchpare.zoo import WindowAttentionV2
-        >>> attn = WindowAttentionV2(dim=8, window=2, num_heads=2, cpb_hidden=4)
-        >>> graph = DependencyGraph.build(attn, torch.randn(3, 4, 8))
-        >>> [g.units for g in graph.groups() if g.exact and g.unit == "head"]
-        [2]
+        >>> from torch import nn
+        >>> from torchpare.prune.rules import module_rule_for, register_rule
+        >>> class MyWindowAttentionV2(nn.Module):
+        ...     def forward(self, x):
+        ...         return x
+        >>> _ = register_rule(MyWindowAttentionV2, SwinV2WindowAttentionRule())
+        >>> type(module_rule_for(MyWindowAttentionV2())).__name__
+        'SwinV2WindowAttentionRule'
     """
 
     def __init__(self, logit_scale: str = "logit_scale", cpb_mlp: str = "cpb_mlp", **kwargs: str) -> None:
