@@ -88,11 +88,15 @@ def test_heads_prune_exactly_with_logit_scale_cpb_rows_and_qkv_bias_pieces():
 def test_a_logit_scale_shared_by_all_heads_blocks_them_with_that_reason():
     model, x = ZOO["swinv2"]()
     model.stages[0][0].attn.logit_scale = nn.Parameter(torch.zeros(1, 1, 1))
-    with pytest.warns(UserWarning, match="stages.0.0.attn"):
+    with pytest.warns(UserWarning, match=r"stages.0.0.attn.*logit_scale is \(1, 1, 1\)"):
         graph = DependencyGraph.build(model, x)
     ids = {g.id for g in graph.groups() if g.unit == "head"}
     assert "stages.0.0.attn.qkv#heads" not in ids and "stages.0.1.attn.qkv#heads" in ids
     assert "logit_scale is (1, 1, 1), not a parameter with 2 rows (one per head)" in graph.report()
+    plan = {g.id: list(range(0, g.size, 2)) for g in graph.groups() if g.exact}
+    original = copy.deepcopy(model)
+    graph.prune(plan)
+    assert model.stages[0][0].attn.num_heads == 2 and verify_pruning(original, model, x, plan) <= 1e-5
 
 
 class _TracedThroughV2(WindowAttentionV2):

@@ -366,6 +366,8 @@ class WindowAttentionRule(ModuleRule):
         if problem is not None:
             reason = f"{where}: {problem}; its heads and inputs are kept"
             ctx.block(ctx.label(x), reason)
+            if isinstance(qkv, nn.Linear):  # the query rows carry the reason (graph.report() names it)
+                ctx.block(ctx.param(join(self.qkv), "weight", 0, ROLE_OUT), reason)
             return ctx.constant(ctx.sentinel(reason), call.output.shape)
         ctx.param(join(self.qkv), "weight", 1, ROLE_IN, tie=ctx.channels(ctx.label(x), -1, call.where))
         rows = ctx.param(join(self.qkv), "weight", 0, ROLE_OUT, unit="head")
