@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from torchpare._utils import did_you_mean
-from torchpare.zoo import cnn, digits, hf, shufflenet, swin, vit
+from torchpare.zoo import cnn, digits, hf, shufflenet, swin, swinv2, vit
 
 __all__ = ["ZOO", "HF_MODELS", "build_zoo_model"]
 
@@ -56,6 +56,7 @@ ZOO: dict[str, Builder] = {
     "vit": _own(vit.ViT, 2, 3, 16, 16),
     "swin": _own(swin.SwinLike, 2, 3, 16, 16),
     "shufflenetv2": _own(shufflenet.ShuffleNetV2Like, 2, 3, 16, 16),
+    "swinv2": _own(swinv2.SwinV2Like, 2, 3, 32, 32),
     "hf_resnet": hf.hf_resnet,
     "hf_convnext": hf.hf_convnext,
     "hf_mobilenetv2": hf.hf_mobilenetv2,

@@ -37,7 +37,13 @@ from torch import nn
 from torchpare.prune.rules.base import ROLE_IN, ROLE_OUT, Call, FunctionRule, ModuleRule
 from torchpare.prune.rules.registry import MODULE_RULES, register_class_hook, register_rule
 
-__all__ = ["MultiheadAttentionRule", "PrunedMultiheadAttention", "FunctionalMHARule", "WindowAttentionRule"]
+__all__ = [
+    "MultiheadAttentionRule",
+    "PrunedMultiheadAttention",
+    "FunctionalMHARule",
+    "WindowAttentionRule",
+    "SwinV2WindowAttentionRule",
+]
 
 
 class _Unsupported(ValueError):
@@ -354,10 +360,14 @@ class WindowAttentionRule(ModuleRule):
             problem = f"{self.qkv} outputs {qkv.out_features}, {self.proj} reads {proj.in_features}, not 3 x / 1 x {H} x {d}"
         elif table is not None and (table.dim() != 2 or table.shape[1] != H):
             problem = f"{self.table} has shape {tuple(table.shape)}, not (positions, {H})"
+        else:
+            problem = self._extra_problem(m, H)
         x = call.arg(0, "x")
         if problem is not None:
             reason = f"{where}: {problem}; its heads and inputs are kept"
             ctx.block(ctx.label(x), reason)
+            if isinstance(qkv, nn.Linear):  # the query rows carry the reason (graph.report() names it)
+                ctx.block(ctx.param(join(self.qkv), "weight", 0, ROLE_OUT), reason)
             return ctx.constant(ctx.sentinel(reason), call.output.shape)
         ctx.param(join(self.qkv), "weight", 1, ROLE_IN, tie=ctx.channels(ctx.label(x), -1, call.where))
         rows = ctx.param(join(self.qkv), "weight", 0, ROLE_OUT, unit="head")
@@ -370,6 +380,7 @@ class WindowAttentionRule(ModuleRule):
         per_head = anchor.reshape(H)
         if table is not None:
             ctx.param(name, self.table, 1, ROLE_OUT, unit="head", tie=per_head)
+        self._extra_heads(ctx, m, name, per_head)
         ctx.param(join(self.proj), "weight", 1, ROLE_IN, unit="head", tie=grid[2].reshape(-1))
         hidden = ctx.param(join(self.proj), "weight", 0, ROLE_OUT)
         if proj.bias is not None:
@@ -383,6 +394,13 @@ class WindowAttentionRule(ModuleRule):
                 )
         return ctx.along(hidden, call.output.shape, dim=-1)
 
+    def _extra_problem(self, module: nn.Module, heads: int) -> str | None:
+        """Why per-head tensors other than q/k/v, the table and ``proj`` cannot be sliced (subclasses)."""
+        return None
+
+    def _extra_heads(self, ctx: Any, module: nn.Module, name: str, per_head: torch.Tensor) -> None:
+        """Tie per-head tensors other than q/k/v, the table and ``proj`` to ``per_head`` (subclasses)."""
+
     def update(self, module: nn.Module) -> None:
         for attr in (self.qkv, self.proj):
             lin = getattr(module, attr)
@@ -394,14 +412,96 @@ class WindowAttentionRule(ModuleRule):
         )
 
 
+class SwinV2WindowAttentionRule(WindowAttentionRule):
+    """Heads of Swin-V2's scaled cosine window attention (torchvision's ``ShiftedWindowAttentionV2`` layout).
+
+    As :class:`WindowAttentionRule` (fused ``qkv``, ``proj``, forward reshaping with ``self.num_heads`` and
+    ``self.head_dim``), with no bias table but two more per-head tensors: the ``logit_scale`` parameter
+    ``(heads, 1, 1)`` and the rows of the position bias MLP's last Linear (``cpb_mlp[-1]``, ``heads``
+    outputs, read back with ``.view(-1, self.num_heads)``). The forward may clone the ``qkv`` bias and zero
+    its k third (``numel() // 3`` stays right after pruning, since q, k and v lose the same rows). The MLP's
+    hidden width is left to the graph's other rules only through this module: it is kept. Register it
+    for such a class::
+
+        register_rule(MyWindowAttentionV2, SwinV2WindowAttentionRule())
+
+    Args:
+        logit_scale, cpb_mlp: attribute names of the per-head scale and the position bias MLP
+            (an ``nn.Sequential`` ending in an ``nn.Linear``); other arguments as :class:`WindowAttentionRule`.
+
+    The zoo's ``torchpare.zoo.swinv2.WindowAttentionV2`` gets it by a class hook.
+
+    Example:
+        >>> from torch import nn
+        >>> from torchpare.prune.rules import module_rule_for, register_rule
+        >>> class MyWindowAttentionV2(nn.Module):
+        ...     def forward(self, x):
+        ...         return x
+        >>> _ = register_rule(MyWindowAttentionV2, SwinV2WindowAttentionRule())
+        >>> type(module_rule_for(MyWindowAttentionV2())).__name__
+        'SwinV2WindowAttentionRule'
+    """
+
+    def __init__(self, logit_scale: str = "logit_scale", cpb_mlp: str = "cpb_mlp", **kwargs: str) -> None:
+        super().__init__(table="__no_relative_position_bias_table__", **kwargs)
+        self.logit_scale, self.cpb_mlp = logit_scale, cpb_mlp
+
+    def _last_linear(self, module: nn.Module) -> tuple[str, nn.Module | None]:
+        mlp = getattr(module, self.cpb_mlp, None)
+        if isinstance(mlp, nn.Sequential) and len(mlp):
+            return f"{self.cpb_mlp}.{len(mlp) - 1}", mlp[-1]
+        return self.cpb_mlp, mlp
+
+    def _extra_problem(self, module: nn.Module, heads: int) -> str | None:
+        scale = getattr(module, self.logit_scale, None)
+        if not isinstance(scale, nn.Parameter) or scale.dim() < 1 or scale.shape[0] != heads:
+            shape = tuple(scale.shape) if isinstance(scale, torch.Tensor) else type(scale).__name__
+            return f"{self.logit_scale} is {shape}, not a parameter with {heads} rows (one per head)"
+        path, last = self._last_linear(module)
+        if not isinstance(last, nn.Linear) or last.out_features != heads:
+            return f"{path} is {type(last).__name__}, not an nn.Linear with {heads} outputs (one per head)"
+        return None
+
+    def _hidden(self, module: nn.Module) -> nn.Linear | None:
+        """The MLP's first Linear when the MLP is ``Linear - ReLU - Linear`` (its hidden width prunes)."""
+        mlp = getattr(module, self.cpb_mlp)
+        ok = len(mlp) == 3 and isinstance(mlp[0], nn.Linear) and type(mlp[1]) is nn.ReLU
+        return mlp[0] if ok else None
+
+    def _extra_heads(self, ctx: Any, module: nn.Module, name: str, per_head: torch.Tensor) -> None:
+        join = lambda attr: f"{name}.{attr}".lstrip(".")  # noqa: E731
+        ctx.param(name, self.logit_scale, 0, ROLE_OUT, unit="head", tie=per_head)
+        path, last = self._last_linear(module)
+        ctx.param(join(path), "weight", 0, ROLE_OUT, unit="head", tie=per_head)
+        if last.bias is not None:
+            ctx.param(join(path), "bias", 0, ROLE_OUT, unit="head", tie=per_head)
+        first = self._hidden(module)
+        if first is not None:  # hidden units of the position bias MLP: their own exact group
+            hidden = ctx.param(join(f"{self.cpb_mlp}.0"), "weight", 0, ROLE_OUT)
+            if first.bias is not None:
+                ctx.param(join(f"{self.cpb_mlp}.0"), "bias", 0, ROLE_OUT, tie=hidden)
+            ctx.param(join(path), "weight", 1, ROLE_IN, tie=hidden)
+
+    def update(self, module: nn.Module) -> None:
+        super().update(module)
+        first, (_, last) = self._hidden(module), self._last_linear(module)
+        for lin in (first, last):
+            if lin is not None:
+                lin.out_features, lin.in_features = (int(s) for s in lin.weight.shape)
+
+
 # Classes laid out as WindowAttentionRule expects, recognised by qualified name (never imported here:
 # the zoo stands below prune in the layering).
-_WINDOW_ATTENTION_CLASSES = frozenset({"torchpare.zoo.swin.WindowAttention"})
+_WINDOW_ATTENTION_CLASSES = {
+    "torchpare.zoo.swin.WindowAttention": WindowAttentionRule,
+    "torchpare.zoo.swinv2.WindowAttentionV2": SwinV2WindowAttentionRule,
+}
 
 
 def _register_window_attention(cls: type) -> None:
-    if f"{cls.__module__}.{cls.__qualname__}" in _WINDOW_ATTENTION_CLASSES and cls not in MODULE_RULES:
-        register_rule(cls, WindowAttentionRule())
+    rule = _WINDOW_ATTENTION_CLASSES.get(f"{cls.__module__}.{cls.__qualname__}")
+    if rule is not None and cls not in MODULE_RULES:
+        register_rule(cls, rule())
 
 
 register_class_hook(_register_window_attention)
