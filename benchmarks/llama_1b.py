@@ -34,54 +34,24 @@ Usage (Linux, CPU; about 10 minutes on one core)::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import gc
 import json
 import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 import warnings
 from typing import Any
 
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * _PAGE
-
-
-def _trim() -> None:
-    gc.collect()
-    with contextlib.suppress(OSError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-class _Peak:
-    """Peak resident memory while the block runs (a thread samples /proc every millisecond)."""
-
-    def __init__(self) -> None:
-        self.peak, self._stop = _rss(), threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss())
-            time.sleep(0.001)
-
-    def __enter__(self) -> _Peak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss())
+try:  # run as a script (benchmarks/ on sys.path)
+    from _memory import Peak as _Peak
+    from _memory import rss as _rss
+    from _memory import trim as _trim
+except ImportError:  # pragma: no cover - imported as benchmarks.<name>
+    from benchmarks._memory import Peak as _Peak
+    from benchmarks._memory import rss as _rss
+    from benchmarks._memory import trim as _trim
 
 
 def _config(args: argparse.Namespace) -> Any:

@@ -31,36 +31,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import warnings
 
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * _PAGE
-
-
-class _Peak:
-    def __init__(self) -> None:
-        self.peak, self._stop = _rss(), threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss())
-            time.sleep(0.001)
-
-    def __enter__(self) -> _Peak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss())
+try:  # run as a script (benchmarks/ on sys.path)
+    from _memory import Peak as _Peak
+    from _memory import rss as _rss
+except ImportError:  # pragma: no cover - imported as benchmarks.<name>
+    from benchmarks._memory import Peak as _Peak
+    from benchmarks._memory import rss as _rss
 
 
 def _child(mode: str, hidden: int, layers: int, dtype: str) -> dict[str, float]:

@@ -43,6 +43,16 @@ def _shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tenso
     return diff.ne(0).float() * -100.0
 
 
+def _attend(attn: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax of window scores ``(B*nW, heads, n, n)`` (plus the shift mask, ``(nW, n, n)``) applied to
+    ``v``, heads merged back: ``(B*nW, n, heads * head_dim)``. Shared by the Swin-V1 and V2 windows."""
+    b, heads, n, _ = attn.shape
+    if mask is not None:
+        nw = mask.shape[0]
+        attn = (attn.view(b // nw, nw, heads, n, n) + mask[None, :, None]).view(b, heads, n, n)
+    return (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, heads * v.shape[-1])
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside each window, with a relative position bias per head.
 
@@ -68,13 +78,7 @@ class WindowAttention(nn.Module):
         attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
         bias = self.relative_position_bias_table[self.relative_position_index].view(n, n, -1)
         attn = attn + bias.permute(2, 0, 1).unsqueeze(0)
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = (attn.view(b // nw, nw, self.num_heads, n, n) + mask[None, :, None]).view(
-                b, self.num_heads, n, n
-            )
-        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
-        return self.proj(x)
+        return self.proj(_attend(attn, v, mask))
 
 
 

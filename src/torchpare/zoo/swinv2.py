@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchpare.registry import MODELS
-from torchpare.zoo.swin import _relative_position_index, _shift_mask
+from torchpare.zoo.swin import _attend, _relative_position_index, _shift_mask
 
 __all__ = ["SwinV2Like", "SwinV2Block", "WindowAttentionV2", "PatchMergingV2"]
 
@@ -87,13 +87,7 @@ class WindowAttentionV2(nn.Module):
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         attn = attn * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
         attn = attn + self.relative_position_bias()
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = (attn.view(b // nw, nw, self.num_heads, n, n) + mask[None, :, None]).view(
-                b, self.num_heads, n, n
-            )
-        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
-        return self.proj(x)
+        return self.proj(_attend(attn, v, mask))
 
 
 class SwinV2Block(nn.Module):
