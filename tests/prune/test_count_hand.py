@@ -107,7 +107,14 @@ def test_hugging_face_zoo_model_flops_match_hand_count(name):
     pytest.importorskip("transformers")
     model, inputs = ZOO[name]()
     model.eval()
-    assert count(model, inputs)["flops"] == _layer_flops(model, inputs) + _hf_attention_flops(model, inputs)
+    expected = _layer_flops(model, inputs) + _hf_attention_flops(model, inputs)
+    allowed = {expected}
+    if hasattr(model.config, "rope_theta") or "rotary" in str(model).lower():
+        # transformers 5.9 builds the rotary angles as a matmul, inv_freq (1, head_dim/2, 1) @ positions
+        # (1, 1, seq); 5.24 does not: both are what runs, so both counts are right for their release
+        head_dim = model.config.hidden_size // model.config.num_attention_heads
+        allowed.add(expected + 2 * (head_dim // 2) * inputs["input_ids"].shape[1])
+    assert count(model, inputs)["flops"] in allowed
 
 
 def test_swinv2_flops_match_hand_count_from_hooks():
