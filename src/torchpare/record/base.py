@@ -17,6 +17,7 @@ instead of returning it to the system and faulting it back in during the next fo
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -82,6 +83,37 @@ def _holds_graph(record: Any) -> bool:
     return False
 
 
+# Tensor attribute holding a record's autograd version counter at the moment it was recorded.
+RECORDED_VERSION = "_torchpare_recorded_version"
+
+
+def tag_version(value: Any) -> Any:
+    """Remember a tensor's version counter as it is recorded, so a later in-place change is detected."""
+    if isinstance(value, Tensor):
+        setattr(value, RECORDED_VERSION, value._version)
+    return value
+
+
+def _warn_if_modified_in_place(record: Any, recorder: BaseRecorder) -> None:
+    """Warn (once per recorder) when a tagged tensor record was changed in place after it was recorded.
+
+    The classic case: a ``BatchNorm2d`` followed by ``ReLU(inplace=True)`` (torchvision's ResNets). The
+    hook records the BatchNorm output, and the ReLU then overwrites that same tensor, so a loss reading
+    the record would get post-ReLU values without a word.
+    """
+    version = getattr(record, RECORDED_VERSION, None) if isinstance(record, Tensor) else None
+    if version is None or record._version == version or recorder._warned_in_place:
+        return
+    recorder._warned_in_place = True
+    warnings.warn(
+        f"{recorder._who()}: the recorded tensor was modified in place after it was recorded (an in-place "
+        "op after the source, such as ReLU(inplace=True)), so the record holds that op's result, not the "
+        "source's output. Set inplace=False on the op that follows, or record the module after it.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 class RecordIndexError(IndexError, ValueError):
     """``get_record_data`` asked for a record or an item that does not exist."""
 
@@ -111,6 +143,8 @@ class BaseRecorder(NestedContext, ABC):
     _retiring: list[Any] = []  # only ever popped while non-empty; instances assign their own
     #: Why the recorder has no records on purpose (e.g. a manager told it is not needed); for the error.
     _idle_reason: str | None = None
+    #: Whether the "record changed in place" warning was given (once per recorder).
+    _warned_in_place: bool = False
 
     def __init__(self, source: str) -> None:
         if not isinstance(source, str):
@@ -294,6 +328,7 @@ class BaseRecorder(NestedContext, ABC):
                 f"(the source ran {n} time(s) in the last context), valid indices 0..{n - 1}."
             )
         record = buffer[record_idx]
+        _warn_if_modified_in_place(record, self)
         if data_idx is None:
             return record
         if isinstance(data_idx, str) and isinstance(record, Mapping) and data_idx in record:

@@ -7,13 +7,14 @@ from functools import partial
 from typing import Any
 
 from torchpare.record._module import ModuleHookRecorder
+from torchpare.record.base import tag_version
 from torchpare.registry import RECORDERS
 
 __all__ = ["ModuleOutputsRecorder"]
 
 
 def _append_output(append: Callable[[Any], None], module: Any, args: Any, output: Any) -> None:
-    append(output)
+    append(tag_version(output))  # a later in-place op on the output is reported when the record is read
 
 
 @RECORDERS.register(aliases=("ModuleOutputs",))
