@@ -297,3 +297,21 @@ def test_an_older_forward_reading_hidden_size_as_the_heads_width_still_prunes_he
     graph.prune({hidden.id: [0, 1]})
     assert attn.hidden_size == 16 and attn.q_proj.in_features == 30
     check_runs(model, inputs)
+
+
+def test_multi_query_falcon_keeps_its_kv_repeat_count_in_step_with_its_query_heads():
+    """transformers 5.25 repeats Falcon's single kv head ``num_key_value_groups`` times; pruning one query
+    head left it at 4 for 3 heads, so the probe blocked every head (the newest-versions lane caught it)."""
+    torch.manual_seed(0)
+    model, inputs = hf_tiny("falcon")
+    original = copy.deepcopy(model)
+    graph = DependencyGraph.build(model, inputs)
+    heads = [g for g in graph.groups() if g.unit == "head"]
+    assert heads, graph.report()
+    plan = {heads[0].id: [0]}
+    graph.prune(plan)
+    attention = model.transformer.h[0].self_attention
+    assert attention.num_heads == 3
+    if hasattr(attention, "num_key_value_groups"):  # transformers >= 5.25
+        assert attention.num_key_value_groups == attention.num_heads // attention.num_kv_heads
+    assert verify_pruning(original, model, inputs, plan) <= 1e-5

@@ -214,5 +214,7 @@ class InterleavedQKVRule(_HeadRule):
         n_kv = (fused.out_features - out.in_features) // (2 * hd)
         _set_if_present(module, _Q_HEAD_ATTRS, n_q)
         _set_if_present(module, ("num_kv_heads", "num_key_value_heads"), n_kv)
+        # transformers >= 5.25: multi-query Falcon repeats its kv head num_key_value_groups times
+        _set_if_present(module, ("num_key_value_groups",), n_q // n_kv)
         _set_if_present(module, ("split_size",), n_q * hd)
         _set_widths(module, fused.in_features, n_q * hd)
