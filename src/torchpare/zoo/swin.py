@@ -53,6 +53,22 @@ def _attend(attn: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> t
     return (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, heads * v.shape[-1])
 
 
+def _in_windows(
+    attn: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, window: int, shift: int
+) -> torch.Tensor:
+    """``attn`` applied to the (cyclically ``shift``-ed) ``window`` x ``window`` windows of ``x``
+    ``(B, H, W, C)``, put back in place: ``(B, H, W, C')``. Shared by the Swin-V1 and V2 blocks."""
+    b, h, w, c = x.shape
+    if shift:
+        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+    y = x.view(b, h // window, window, w // window, window, c).transpose(2, 3).reshape(-1, window * window, c)
+    y = attn(y, mask)
+    y = y.view(b, h // window, w // window, window, window, -1).transpose(2, 3).reshape(b, h, w, -1)
+    if shift:
+        y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
+    return y
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside each window, with a relative position bias per head.
 
@@ -104,17 +120,7 @@ class SwinBlock(nn.Module):
         self.register_buffer("attn_mask", mask, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        s, win = self.shift, self.window
-        y = self.norm1(x)
-        if s:
-            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-        y = y.view(b, h // win, win, w // win, win, c).transpose(2, 3).reshape(-1, win * win, c)
-        y = self.attn(y, self.attn_mask)
-        y = y.view(b, h // win, w // win, win, win, -1).transpose(2, 3).reshape(b, h, w, -1)
-        if s:
-            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
-        x = x + y
+        x = x + _in_windows(self.attn, self.norm1(x), self.attn_mask, self.window, self.shift)
         return x + self.mlp(self.norm2(x))
 
 

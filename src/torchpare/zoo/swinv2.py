@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchpare.registry import MODELS
-from torchpare.zoo.swin import _attend, _relative_position_index, _shift_mask
+from torchpare.zoo.swin import _attend, _in_windows, _relative_position_index, _shift_mask
 
 __all__ = ["SwinV2Like", "SwinV2Block", "WindowAttentionV2", "PatchMergingV2"]
 
@@ -112,15 +112,7 @@ class SwinV2Block(nn.Module):
         self.register_buffer("attn_mask", mask, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        s, win = self.shift, self.window
-        y = torch.roll(x, shifts=(-s, -s), dims=(1, 2)) if s else x
-        y = y.view(b, h // win, win, w // win, win, c).transpose(2, 3).reshape(-1, win * win, c)
-        y = self.attn(y, self.attn_mask)
-        y = y.view(b, h // win, w // win, win, win, -1).transpose(2, 3).reshape(b, h, w, -1)
-        if s:
-            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
-        x = x + self.norm1(y)
+        x = x + self.norm1(_in_windows(self.attn, x, self.attn_mask, self.window, self.shift))
         return x + self.norm2(self.mlp(x))
 
 
