@@ -118,3 +118,16 @@ def test_missing_label_column_names_the_column_and_the_file(tmp_path: Path, digi
     assert f"data.label: column 'target' is not in '{target}'" in err
     assert "columns: p0, p1," in err and "digit" in err and "Traceback" not in err
     assert not (out / "metrics.jsonl").exists()
+
+
+def test_hf_files_names_text_label_classes_as_the_table_reader_does(tmp_path: Path) -> None:
+    """Text labels become class indices; both readers name them on the bundle (hf_files did not)."""
+    pytest.importorskip("datasets")
+    f = tmp_path / "animals.jsonl"
+    rows = [{"x": float(i), "y": float(i % 3), "kind": ["dog", "cat"][i % 2]} for i in range(40)]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    common = {"path": str(f), "label": "kind", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0}
+    hf = build_data({"type": "hf_files", **common})
+    plain = build_data({"type": "table", **common})
+    assert hf.classes == plain.classes == ["cat", "dog"]
+    assert torch.equal(hf.train.tensors[1], plain.train.tensors[1])

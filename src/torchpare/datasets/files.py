@@ -421,12 +421,24 @@ def table(
         DataFileError: a missing file, an unknown suffix, a label or feature column that does not exist
             (the columns are listed), a value that is not a number, Parquet without pandas/pyarrow.
     """
+    def read(file: Any, key: str) -> tuple[list[dict[str, Any]], Path]:
+        f = _need(file, key)
+        return _read_rows(f, key), f
+
+    return _table_bundle(read, path, label, features, val_path, test_path, val_fraction, test_fraction, seed,
+                         label_fraction)
+
+
+def _table_bundle(read: Any, path: str, label: str, features: Sequence[str] | None, val_path: str | None,
+                  test_path: str | None, val_fraction: float, test_fraction: float, seed: int,
+                  label_fraction: float) -> DataBundle:
+    """The bundle of :func:`table` and :func:`hf_files`: ``read(file, key) -> (rows, shown path)`` per file,
+    one class numbering over all of them (the training file's first), ``classes`` named on the bundle."""
     state: dict[str, Any] = {"classes": None}
 
     def load(file: Any, key: str) -> TensorDataset:
-        f = _need(file, key)
-        ds, state["classes"] = _rows_to_tensors(_read_rows(f, key), label, features, f"'{f}' ({key})", key,
-                                                state["classes"])
+        rows, shown = read(file, key)
+        ds, state["classes"] = _rows_to_tensors(rows, label, features, f"'{shown}' ({key})", key, state["classes"])
         return ds
 
     train, val, test = _bundle(load, path, val_path, test_path, val_fraction, test_fraction, seed,
@@ -583,9 +595,7 @@ def hf_files(
     if not hasattr(hf_datasets, "load_dataset"):  # not installed (or a plain folder named datasets/)
         raise DataFileError("data: the hf_files dataset needs the Hugging Face datasets package: "
                             "pip install datasets")
-    state: dict[str, Any] = {"classes": None}
-
-    def load(file: Any, key: str) -> TensorDataset:
+    def read(file: Any, key: str) -> tuple[list[dict[str, Any]], Path]:
         p = Path(str(file))
         if p.is_dir():
             ds = hf_datasets.load_from_disk(str(p))
@@ -599,13 +609,10 @@ def hf_files(
             if fmt is None:
                 raise DataFileError(f"data.format: cannot tell the format of '{p}'; set csv, json or parquet")
             ds = hf_datasets.load_dataset(fmt, data_files=str(p), split="train")
-        rows = [dict(r) for r in ds]
-        out, state["classes"] = _rows_to_tensors(rows, label, features, f"'{p}' ({key})", key, state["classes"])
-        return out
+        return [dict(r) for r in ds], p
 
-    train, val, test = _bundle(load, path, val_path, test_path, val_fraction, test_fraction, seed,
-                               labels_of=lambda ds: ds.tensors[1].tolist(), label_fraction=label_fraction)
-    return _make_bundle(train, val, test)
+    return _table_bundle(read, path, label, features, val_path, test_path, val_fraction, test_fraction, seed,
+                         label_fraction)
 
 
 # ------------------------------------------------------------------------------------------- factories
