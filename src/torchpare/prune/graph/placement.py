@@ -65,9 +65,7 @@ def check_placement(model: nn.Module, who: str) -> None:
     # one walk over the module tables (named_parameters() and named_buffers() would walk twice more)
     meta = real = None
     sharded_types: dict[type, str | None] = {}
-    stack: list[tuple[str, nn.Module]] = [("", model)]
-    while stack:
-        name, m = stack.pop()
+    for name, m in model.named_modules():
         cls = type(m)
         if cls not in sharded_types:
             sharded_types[cls] = next((n for n in _SHARDED if n in _class_names(m)), None)
@@ -88,9 +86,6 @@ def check_placement(model: nn.Module, who: str) -> None:
                     meta = meta or (f"{name}.{pn}" if name else pn)
                 else:
                     real = real or (f"{name}.{pn}" if name else pn)
-        stack.extend(
-            reversed([(f"{name}.{cn}" if name else cn, c) for cn, c in m._modules.items() if c is not None])
-        )
     if meta and real:
         raise ModelPlacementError(
             f"{who}: {type(model).__name__} has weights on the meta device ({meta!r}) next to real "
