@@ -7,6 +7,7 @@ consumers (``role == "in"`` slices) — checked by :func:`torchpare.prune.verify
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import warnings
 from collections.abc import Iterable, Mapping
@@ -128,10 +129,8 @@ class DependencyGraph:
         ordinary: set[str] = set()
         while True:
             ctx = LabelContext(self.model, virtual_free=True, ordinary=ordinary)
-            try:
+            with contextlib.suppress(VirtualTouched):
                 trace_labels(self.model, self.example_inputs, ctx)
-            except VirtualTouched:
-                pass
             if not ctx.uf.touched:  # (also caught when the model swallowed the exception)
                 break
             ordinary |= {name for name, (start, _) in ctx.free.items() if start in ctx.uf.touched}
