@@ -215,3 +215,117 @@ def test_large_parameter_read_by_an_op_without_rule_is_blocked_whole_without_per
     assert len(graph.ctx.uf.parent) < 10_000  # was 512 * 512 + a few thousand
     inp = next(g for g in graph.all_groups() if g.id == "inp")
     assert inp.blocked_by is not None  # the fft result carries the blocked sentinel
+
+
+class _ErfMatmul(nn.Module):
+    """A large free weight read by ops that have rules: ``erf`` (element-wise), then a matmul that blocks it."""
+
+    def __init__(self, n: int = 1024) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, n)
+        self.w = nn.Parameter(torch.randn(n, n))
+        self.out = nn.Linear(n, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.inp(x) @ torch.erf(self.w))
+
+
+class _ChainReshape(nn.Module):
+    """A large free weight through a chain of element-wise ops and a reshape before its matmul."""
+
+    def __init__(self, n: int = 1024) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, n)
+        self.w = nn.Parameter(torch.randn(n, 2, n // 2))
+        self.out = nn.Linear(n, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = (torch.tanh(self.w) * 2 + 1).reshape(self.w.shape[0], -1)
+        return self.out(torch.relu(self.inp(x)) @ w)
+
+
+class _PositionAdded(nn.Module):
+    """A large free parameter united with channels (a positional embedding): ``swallow`` catches
+    everything the addition raises and goes on, as a careless model might."""
+
+    def __init__(self, swallow: bool = False) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 256)
+        self.pos = nn.Parameter(torch.randn(1, 300, 256))
+        self.out = nn.Linear(256, 3)
+        self.swallow = swallow
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        if not self.swallow:
+            return self.out(torch.relu(h + self.pos)).mean(1)
+        try:
+            h = h + self.pos
+        except BaseException:  # noqa: BLE001 - the point of the test
+            h = h * 1.0
+        return self.out(torch.relu(h)).mean(1)
+
+
+def _state(graph: DependencyGraph) -> tuple:
+    groups = [(g.id, g.size, g.unit, g.members, g.exact, g.blocked_by, g.inexact_reason) for g in graph.all_groups()]
+    return groups, graph.ctx.size_units, graph.report()
+
+
+def _per_entry_build(monkeypatch: pytest.MonkeyPatch, model: nn.Module, x: torch.Tensor) -> DependencyGraph:
+    """The build with one ordinary union-find element per free-parameter entry (as before issue 18)."""
+    from torchpare.prune import labels
+
+    with monkeypatch.context() as m:
+        m.setattr(labels, "_VIRTUAL_MIN", 1 << 62)
+        return DependencyGraph.build(model, x)
+
+
+@pytest.mark.parametrize("make", [_ErfMatmul, _ChainReshape], ids=["erf_matmul", "chain_reshape"])
+def test_large_free_parameter_read_by_ops_with_rules_builds_in_a_small_multiple_of_its_bytes(make, monkeypatch):
+    """Issue 18: a large free weight read by ops that have rules got one union-find element per entry:
+    33-44x its bytes of Python memory while building. Its entries are now virtual elements (no
+    per-entry state while no union touches them): under 2x, with the same groups and report."""
+    import tracemalloc
+
+    torch.manual_seed(0)
+    model, x = make(), torch.randn(2, 8)
+    DependencyGraph.build(model, x)  # first-call caches and imports are not the build's memory
+    tracemalloc.start()
+    try:
+        graph = DependencyGraph.build(model, x)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    weight_bytes = model.w.numel() * model.w.element_size()
+    assert peak < 2 * weight_bytes, f"build peak {peak / weight_bytes:.1f}x the weight's bytes"
+    assert _state(graph) == _state(_per_entry_build(monkeypatch, model, x))
+    w = graph.group("w")
+    assert w.size == 1024 and w.blocked_by is not None  # blocked whole, as before
+
+
+@pytest.mark.parametrize("swallow", [False, True], ids=["raises", "model_swallows_the_exception"])
+def test_large_free_parameter_united_with_channels_is_traced_again_with_per_entry_elements(swallow, monkeypatch):
+    """A union that reaches virtual elements restarts the trace with that parameter ordinary: the groups
+    are those of per-entry elements, even when the model catches everything the trace raises."""
+    model, x = _PositionAdded(swallow).eval(), torch.randn(2, 300, 8)
+    graph = DependencyGraph.build(model, x)
+    assert graph.ctx.free["pos"][0] < len(graph.ctx.uf.parent)  # ordinary elements in the final trace
+    assert _state(graph) == _state(_per_entry_build(monkeypatch, _PositionAdded(False).eval(), x))
+    assert [g.id for g in graph.groups()] == ["inp"]  # the channels the embedding is added to
+    graph.prune({"inp": [0, 5]})
+    assert model(x).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["vit", "swinv2", "shufflenetv2"])
+def test_zoo_groups_are_the_same_when_every_free_parameter_is_virtual(name, monkeypatch):
+    """Every free parameter virtual (however small): untouched ones stay virtual, touched ones are
+    traced again as ordinary elements; the groups, size attributes and report are unchanged."""
+    from torchpare.prune import labels
+    from torchpare.zoo import ZOO
+
+    torch.manual_seed(0)
+    model, x = ZOO[name]()
+    reference = _state(_per_entry_build(monkeypatch, model, x))
+    monkeypatch.setattr(labels, "_VIRTUAL_MIN", 1)
+    monkeypatch.setattr(labels, "_VIRTUAL_SHARE", 1 << 62)
+    assert _state(DependencyGraph.build(model, x)) == reference
