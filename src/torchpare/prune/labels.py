@@ -452,8 +452,9 @@ class LabelContext:
     def label(self, t: Any) -> torch.Tensor | None:
         """The label tensor of ``t`` (``None`` if ``t`` is not a tensor).
 
-        Free parameters get one element per flat position on first use; tensors the trace never saw
-        are fixed (never prunable) unless they hold one value (scalars broadcast without coupling).
+        Free parameters get one element per flat position on first use (virtual elements for large
+        ones when the context was made with ``virtual_free``); tensors the trace never saw are fixed
+        (never prunable) unless they hold one value (scalars broadcast without coupling).
         """
         if not isinstance(t, torch.Tensor):
             return None
