@@ -316,13 +316,20 @@ def test_large_free_parameter_united_with_channels_is_traced_again_with_per_entr
     assert model(x).shape == (2, 3)
 
 
-@pytest.mark.parametrize("name", ["vit", "swinv2", "shufflenetv2"])
-def test_zoo_groups_are_the_same_when_every_free_parameter_is_virtual(name, monkeypatch):
+@pytest.mark.parametrize(
+    ("name", "numpy_path"),
+    [("vit", False), ("swinv2", False), ("shufflenetv2", False), ("vit", True), ("swinv2", True)],
+)
+def test_zoo_groups_are_the_same_when_every_free_parameter_is_virtual(name, numpy_path, monkeypatch):
     """Every free parameter virtual (however small): untouched ones stay virtual, touched ones are
-    traced again as ordinary elements; the groups, size attributes and report are unchanged."""
+    traced again as ordinary elements; the groups, size attributes and report are unchanged (in both
+    grouping paths: plain Python for small graphs, numpy for large ones)."""
     from torchpare.prune import labels
+    from torchpare.prune.graph import group
     from torchpare.zoo import ZOO
 
+    if numpy_path:
+        monkeypatch.setattr(group, "_SMALL", 0)
     torch.manual_seed(0)
     model, x = ZOO[name]()
     reference = _state(_per_entry_build(monkeypatch, model, x))
