@@ -78,7 +78,19 @@ class UnionFind:
         self._next_virtual = VIRTUAL_BASE
 
     def add_virtual(self, n: int) -> int | None:
-        """``n`` virtual elements (see the class docstring); ``None`` when the virtual ids are used up."""
+        """``n`` virtual elements (see the class docstring); ``None`` when the virtual ids are used up.
+
+        Example:
+            >>> uf = UnionFind()
+            >>> a, v = uf.add(2), uf.add_virtual(10**6)
+            >>> uf.find(v + 5) == v + 5, len(uf.parent)  # its own root, nothing stored
+            (True, 2)
+            >>> try:
+            ...     uf.union(a, v + 5)
+            ... except VirtualTouched as touched:
+            ...     print(touched.starts == {v}, uf.touched == {v})
+            True True
+        """
         start = self._next_virtual
         if start + n > _VIRTUAL_END:
             return None
