@@ -18,6 +18,8 @@ rounds; the groups of both modes are checked equal. Models (``n`` = 2048: a 16 M
 * ``chain_reshape``: ``w`` n x 2 x n/2 through ``tanh``, ``* 2``, ``+ 1`` and a reshape to n x n;
 * ``fft_matmul``: ``out(inp(x) @ fft(w).real)``: an op without a rule (blocked whole since the last
   session, no elements in either mode: the reference);
+* ``position_added``: ``inp(x) + pos`` with a free n/4 x n/4 position table: a union reaches its
+  virtual elements, so the build traces again with it per entry (the cost of the fallback);
 * ``swinv2_traced``: ``SwinV2Like(64, 4, 96)`` with its attention traced op by op (the qkv weights are
   free parameters read by ``F.linear`` with a computed bias; the two of stage 2 are virtual): time only.
 """
@@ -72,6 +74,21 @@ class FFTMatmul(nn.Module):
         return self.out(self.inp(x) @ torch.fft.fft(self.w).real)
 
 
+class PositionAdded(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.inp, self.pos, self.out = nn.Linear(8, n), nn.Parameter(torch.randn(1, n, n)), nn.Linear(n, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.inp(x) + self.pos)).mean(1)
+
+
+def _position_added(n: int) -> tuple[nn.Module, Any, int]:
+    n = n // 4  # an n/4 x n/4 position table, on a batch of 2 x n/4 tokens
+    model = PositionAdded(n)
+    return model, torch.randn(2, n, 8), model.pos.numel() * model.pos.element_size()
+
+
 def _swinv2_traced(n: int) -> tuple[nn.Module, Any, int]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from graph_build_windows import MODELS
@@ -92,6 +109,7 @@ MODELS: dict[str, Callable[[int], tuple[nn.Module, Any, int]]] = {
     "erf_matmul": _free_weight(ErfMatmul),
     "chain_reshape": _free_weight(ChainReshape),
     "fft_matmul": _free_weight(FFTMatmul),
+    "position_added": _position_added,
     "swinv2_traced": _swinv2_traced,
 }
 

@@ -104,11 +104,17 @@ class UnionFind:
             return None
         return next((s for s, n in self.virtual if s <= x < s + n), None)
 
-    def _touch(self, *id_lists: list[int]) -> None:
+    def _touch(self, *id_lists: Any) -> None:
         """Raise :class:`VirtualTouched` for the virtual blocks among ``id_lists`` (if any)."""
         end = len(self.parent)
-        starts = {self.virtual_start(x) for ids in id_lists for x in ids if x >= end}
-        starts.discard(None)
+        beyond = np.concatenate([np.asarray(ids, dtype=np.int64).reshape(-1) for ids in id_lists])
+        beyond = beyond[beyond >= end]
+        starts = set()
+        if len(beyond):  # the blocks holding them (few blocks, many ids: one pass over the ids per block)
+            lo, hi = int(beyond.min()), int(beyond.max())
+            for s, n in self.virtual:
+                if s <= hi and lo < s + n and bool(((beyond >= s) & (beyond < s + n)).any()):
+                    starts.add(s)
         if starts:
             self.touched.update(starts)  # type: ignore[arg-type]
             raise VirtualTouched(frozenset(starts))  # type: ignore[arg-type]
@@ -558,6 +564,10 @@ class LabelContext:
             if a.shape[0] <= 4096:
                 self.uf.union_many(a.tolist(), b.tolist())
                 return
+        if self.uf.virtual:  # reaching virtual elements raises: before sorting every pair, not after
+            a, b = _squeeze_broadcast(a, b)
+            if a.numel() and max(int(a.max()), int(b.max())) >= len(self.uf.parent):
+                self.uf._touch(a.reshape(-1).numpy(), b.reshape(-1).numpy())
         xs, ys = _unique_pairs(a, b)
         self.uf.union_many(xs, ys)
 
