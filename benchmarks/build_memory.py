@@ -15,6 +15,8 @@ included), both divided by the free weight's bytes, and the median build seconds
 rounds; the groups of both modes are checked equal. Models (``n`` = 2048: a 16 MB float32 weight):
 
 * ``erf_matmul``: ``out(inp(x) @ erf(w))``, ``w`` n x n (blocked by the matmul: channels on two dims);
+* ``erf_t_matmul``: ``out(inp(x) @ erf(w).t())``: blocked entry by entry (a transposed run; a span of
+  virtual elements now);
 * ``chain_reshape``: ``w`` n x 2 x n/2 through ``tanh``, ``* 2``, ``+ 1`` and a reshape to n x n;
 * ``fft_matmul``: ``out(inp(x) @ fft(w).real)``: an op without a rule (blocked whole since the last
   session, no elements in either mode: the reference);
@@ -53,6 +55,11 @@ class ErfMatmul(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.inp(x) @ torch.erf(self.w))
+
+
+class ErfTransposedMatmul(ErfMatmul):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.inp(x) @ torch.erf(self.w).t())
 
 
 class ChainReshape(nn.Module):
@@ -107,6 +114,7 @@ def _free_weight(cls: type[nn.Module]) -> Callable[[int], tuple[nn.Module, Any, 
 
 MODELS: dict[str, Callable[[int], tuple[nn.Module, Any, int]]] = {
     "erf_matmul": _free_weight(ErfMatmul),
+    "erf_t_matmul": _free_weight(ErfTransposedMatmul),
     "chain_reshape": _free_weight(ChainReshape),
     "fft_matmul": _free_weight(FFTMatmul),
     "position_added": _position_added,

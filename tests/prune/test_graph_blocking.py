@@ -218,16 +218,19 @@ def test_large_parameter_read_by_an_op_without_rule_is_blocked_whole_without_per
 
 
 class _ErfMatmul(nn.Module):
-    """A large free weight read by ops that have rules: ``erf`` (element-wise), then a matmul that blocks it."""
+    """A large free weight read by ops that have rules: ``erf`` (element-wise), then a matmul that blocks
+    it (``transposed``: through ``.t()`` first, so it is blocked entry by entry, not as a run)."""
 
-    def __init__(self, n: int = 1024) -> None:
+    def __init__(self, n: int = 1024, transposed: bool = False) -> None:
         super().__init__()
         self.inp = nn.Linear(8, n)
         self.w = nn.Parameter(torch.randn(n, n))
         self.out = nn.Linear(n, 3)
+        self.transposed = transposed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.inp(x) @ torch.erf(self.w))
+        w = torch.erf(self.w)
+        return self.out(self.inp(x) @ (w.t() if self.transposed else w))
 
 
 class _ChainReshape(nn.Module):
@@ -280,11 +283,16 @@ def _per_entry_build(monkeypatch: pytest.MonkeyPatch, model: nn.Module, x: torch
         return DependencyGraph.build(model, x)
 
 
-@pytest.mark.parametrize("make", [_ErfMatmul, _ChainReshape], ids=["erf_matmul", "chain_reshape"])
+@pytest.mark.parametrize(
+    "make",
+    [_ErfMatmul, _ChainReshape, lambda: _ErfMatmul(transposed=True)],
+    ids=["erf_matmul", "chain_reshape", "erf_transposed_matmul"],
+)
 def test_large_free_parameter_read_by_ops_with_rules_builds_in_a_small_multiple_of_its_bytes(make, monkeypatch):
     """Issue 18: a large free weight read by ops that have rules got one union-find element per entry:
-    33-44x its bytes of Python memory while building. Its entries are now virtual elements (no
-    per-entry state while no union touches them): under 2x, with the same groups and report."""
+    33-69x its bytes of Python memory while building. Its entries are now virtual elements (no
+    per-entry state while no union touches them, blocked as a span even when a transpose reorders
+    them): under 2x, with the same groups and report."""
     import tracemalloc
 
     torch.manual_seed(0)
@@ -336,3 +344,43 @@ def test_zoo_groups_are_the_same_when_every_free_parameter_is_virtual(name, nump
     monkeypatch.setattr(labels, "_VIRTUAL_MIN", 1)
     monkeypatch.setattr(labels, "_VIRTUAL_SHARE", 1 << 62)
     assert _state(DependencyGraph.build(model, x)) == reference
+
+
+class _MarkedTwice(nn.Module):
+    """A free weight blocked or marked inexact through reordered views, some of it twice: the first
+    mark of each entry must win as with one mark per entry."""
+
+    def __init__(self, kind: str, n: int = 300) -> None:
+        super().__init__()
+        self.kind = kind
+        self.inp, self.out = nn.Linear(8, n), nn.Linear(n, 3)
+        self.w = nn.Parameter(torch.randn(n, n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = self.inp(x), self.w
+        if self.kind == "span_then_run":
+            return self.out(h @ torch.erf(w).t() + h @ torch.exp(w))
+        if self.kind == "run_then_span":
+            return self.out(h @ torch.exp(w) + h @ torch.erf(w).t())
+        if self.kind == "permuted":
+            return self.out(h @ torch.erf(w).reshape(30, 10, 300).permute(2, 0, 1).reshape(300, 300))
+        if self.kind == "inexact_span":
+            return self.out(h @ torch.softmax(w.t(), dim=0))
+        return self.out(h @ torch.erf(w)[:, :150].t().repeat(2, 1))  # "entry_by_entry"
+
+
+@pytest.mark.parametrize("kind", ["span_then_run", "run_then_span", "permuted", "inexact_span", "entry_by_entry"])
+@pytest.mark.parametrize("ignored", [(), ("inp",)], ids=["", "ignored"])
+def test_reordered_marks_of_a_virtual_free_weight_give_the_reasons_of_per_entry_marks(kind, ignored, monkeypatch):
+    from torchpare.prune import labels
+
+    torch.manual_seed(0)
+    model, x = _MarkedTwice(kind), torch.randn(2, 8)
+    with monkeypatch.context() as m:
+        m.setattr(labels, "_VIRTUAL_MIN", 1 << 62)
+        reference = _state(DependencyGraph.build(model, x, ignored=ignored))
+    monkeypatch.setattr(labels, "_VIRTUAL_MIN", 1)
+    monkeypatch.setattr(labels, "_VIRTUAL_SHARE", 1 << 62)
+    graph = DependencyGraph.build(model, x, ignored=ignored)
+    assert graph.ctx.free["w"][0] >= labels.VIRTUAL_BASE  # stayed virtual
+    assert _state(graph) == reference

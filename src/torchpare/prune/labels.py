@@ -281,6 +281,12 @@ class LabelContext:
         # parameter): one entry instead of one per element; build_groups reads them with ``sentinels``
         self.blocked_ranges: list[tuple[int, int, str]] = []
         self.inexact_ranges: list[tuple[int, int, str]] = []
+        # Marks of every virtual element in [start, start + n) one by one (a transposed or permuted
+        # view of a large free parameter), kept as spans: (start, n, reason, fixed) and
+        # (start, n, reason). Same meaning as one ``sentinels`` / ``inexact`` entry per element (the
+        # first mark of an element wins); build_groups expands them for the units it reports only.
+        self.element_marks: list[tuple[int, int, str, bool]] = []
+        self.element_inexact: list[tuple[int, int, str]] = []
         # every (name, module), shared modules under each of their names; the tracer reuses it
         self.modules: dict[str, nn.Module] = {}
         # One walk for modules and parameters. A module's first visit comes in the order
@@ -366,6 +372,8 @@ class LabelContext:
 
     def _mark(self, element: int, reason: str, fixed: bool) -> None:
         if element not in self.sentinels:
+            if element >= VIRTUAL_BASE and any(s <= element < s + n for s, n, _, _ in self.element_marks):
+                return  # marked before, in a span
             self.sentinels[element] = reason
             if fixed:
                 self.fixed_reasons.add(element)
@@ -593,6 +601,10 @@ class LabelContext:
         Marking keeps the elements' own components (so a blocked group still reports its units).
         """
         if lab is not None and not self._mark_run(lab, reason, self.blocked_ranges):
+            span = self._virtual_span(lab)
+            if span is not None:
+                self.element_marks.append((*span, reason, False))
+                return
             for x in self._elements(lab):
                 if x != NEUTRAL:
                     self._mark(x, reason, False)
@@ -601,6 +613,10 @@ class LabelContext:
         """Never prune the elements in ``lab``, for structural reasons (model input/output, ignored
         module): like :meth:`block`, but the reason is not a limit of the analysis."""
         if lab is not None:
+            span = self._virtual_span(lab)
+            if span is not None:
+                self.element_marks.append((*span, reason, True))
+                return
             for x in self._elements(lab):
                 if x != NEUTRAL:
                     self._mark(x, reason, True)
@@ -626,9 +642,33 @@ class LabelContext:
         ranges.append((start, n, reason))
         return True
 
+    def _virtual_span(self, lab: torch.Tensor) -> tuple[int, int] | None:
+        """``(first, count)`` when ``lab`` holds exactly the virtual elements ``first .. first+count-1``
+        (in any order, repeats allowed: a transposed, permuted or expanded view of a run this context
+        made), else ``None``. Reads no values: the answer comes from the storage and the strides."""
+        if not self.uf.virtual or lab.dtype is not torch.int64 or lab.numel() == 0:
+            return None
+        offset = lab.storage_offset()
+        hit = self._run_at.get(lab.data_ptr() - 8 * offset)
+        if hit is None:
+            return None
+        count = 1
+        for stride, size in sorted((st, sz) for st, sz in zip(lab.stride(), lab.shape) if sz > 1 and st):
+            if stride != count:
+                return None
+            count *= size
+        start = hit[1] + offset
+        if offset + count > hit[2] or start < len(self.uf.parent):  # ordinary elements: one by one
+            return None
+        return start, count
+
     def is_blocked(self, element: int) -> bool:
         """True when ``element`` was marked by :meth:`block` or :meth:`keep_whole` (alone or in a range)."""
-        return element in self.sentinels or any(s <= element < s + n for s, n, _ in self.blocked_ranges)
+        return (
+            element in self.sentinels
+            or any(s <= element < s + n for s, n, _ in self.blocked_ranges)
+            or any(s <= element < s + n for s, n, _, _ in self.element_marks)
+        )
 
     def defer(self, check: Callable[[], None]) -> None:
         """Run ``check()`` after the whole forward, when every coupling is known (e.g. lossy selections)."""
@@ -667,8 +707,15 @@ class LabelContext:
         """Pruning these elements is not the same as zeroing them at consumers; ``reason`` says why
         (e.g. ``"norm statistics at 'ln'"``) and is shown as the group's ``inexact_reason``."""
         if lab is not None and not self._mark_run(lab, reason, self.inexact_ranges):
+            span = self._virtual_span(lab)
+            if span is not None:
+                self.element_inexact.append((*span, reason))
+                return
+            spans = self.element_inexact
             for x in self._elements(lab):
-                if x != NEUTRAL:
+                if x != NEUTRAL and not (
+                    spans and x >= VIRTUAL_BASE and any(s <= x < s + n for s, n, _ in spans)
+                ):
                     self.inexact.setdefault(x, reason)
 
     def channels(self, lab: torch.Tensor, dim: int, where: str = "") -> torch.Tensor:

@@ -317,18 +317,36 @@ def _group_state(
 
 
 def _reasons(
-    ctx: LabelContext, root_of: Callable[[int], int], roots_in: Callable[[int, int], list[int]]
+    ctx: LabelContext,
+    root_of: Callable[[int], int],
+    roots_in: Callable[[int, int], list[int]],
+    virtual_units: list[int] = (),  # type: ignore[assignment]
 ) -> tuple[dict[int, str], dict[int, str]]:
     """Root -> why blocked, and root -> why inexact (the first reason of each component wins).
 
     ``roots_in(start, n)``: the roots of elements ``start .. start + n - 1`` (ranges marked at once).
+    ``virtual_units``: the roots of units that are virtual elements (each its own root): the spans of
+    ``ctx.element_marks`` / ``ctx.element_inexact`` are expanded for them only, as the per-element
+    marks they stand for (an element marked one by one before is in ``sentinels`` / ``inexact``).
     """
     inexact: dict[int, str] = {}
     for element, why in ctx.inexact.items():
         inexact.setdefault(root_of(element), why)
+    if ctx.element_inexact:
+        for u in virtual_units:
+            if u not in ctx.inexact:
+                why = next((w for s, n, w in ctx.element_inexact if s <= u < s + n), None)
+                if why is not None:
+                    inexact.setdefault(u, why)
     for start, n, why in ctx.inexact_ranges:  # dict.fromkeys + update: setdefault at C speed
         inexact = {**dict.fromkeys(roots_in(start, n), why), **inexact}
     marks = [(e in ctx.fixed_reasons, e, 1, ctx.sentinels[e]) for e in ctx.sentinels]
+    if ctx.element_marks:  # where the sentinel of each element would be: after them, before ranges
+        for u in virtual_units:
+            if u not in ctx.sentinels:
+                hit = next(((f, w) for s, n, w, f in ctx.element_marks if s <= u < s + n), None)
+                if hit is not None:
+                    marks.append((hit[0], u, 1, hit[1]))
     marks += [(False, start, n, why) for start, n, why in ctx.blocked_ranges]
     blocked: dict[int, str] = {}
     for _, start, n, why in sorted(marks, key=lambda m: (m[0], m[1])):  # op reasons first
@@ -389,7 +407,7 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
         lambda s, n: np.unique(roots[s : s + n]).tolist(),
         virtual_units,
     )
-    blocked, inexact = _reasons(ctx, root_of, roots_in)
+    blocked, inexact = _reasons(ctx, root_of, roots_in, virtual_units)
 
     found: list[tuple[int, int, ChannelGroup, list[int]]] = []
     loc_list: list[int] | None = None
@@ -491,7 +509,7 @@ def _build_groups_small(
         lambda s, n: roots[s : s + n],
         virtual_units,
     )
-    blocked, inexact = _reasons(ctx, root_of, roots_in)
+    blocked, inexact = _reasons(ctx, root_of, roots_in, virtual_units)
     # Ranges with the same roots in the same order are the same units (a residual add joins two runs):
     # one class each. A class whose roots are distinct and found in no other class is a whole group
     # with identity index maps (most of a CNN); only the other classes are taken entry by entry.
