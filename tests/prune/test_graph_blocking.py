@@ -366,10 +366,16 @@ class _MarkedTwice(nn.Module):
             return self.out(h @ torch.erf(w).reshape(30, 10, 300).permute(2, 0, 1).reshape(300, 300))
         if self.kind == "inexact_span":
             return self.out(h @ torch.softmax(w.t(), dim=0))
+        if self.kind == "span_then_entries":  # then blocked entry by entry by an op without a rule
+            first = h @ torch.erf(w).t()
+            entries = torch.cummax(torch.erf(w)[:, :150].t().repeat(2, 1), 0).values
+            return self.out(first + h @ entries)
         return self.out(h @ torch.erf(w)[:, :150].t().repeat(2, 1))  # "entry_by_entry"
 
 
-@pytest.mark.parametrize("kind", ["span_then_run", "run_then_span", "permuted", "inexact_span", "entry_by_entry"])
+@pytest.mark.parametrize(
+    "kind", ["span_then_run", "run_then_span", "permuted", "inexact_span", "entry_by_entry", "span_then_entries"]
+)
 @pytest.mark.parametrize("ignored", [(), ("inp",)], ids=["", "ignored"])
 def test_reordered_marks_of_a_virtual_free_weight_give_the_reasons_of_per_entry_marks(kind, ignored, monkeypatch):
     from torchpare.prune import labels
