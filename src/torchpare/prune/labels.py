@@ -98,26 +98,20 @@ class UnionFind:
         self.virtual.append((start, n))
         return start
 
-    def virtual_start(self, x: int) -> int | None:
-        """First id of the virtual block holding ``x``, or ``None`` when ``x`` is not virtual."""
-        if x < VIRTUAL_BASE:
-            return None
-        return next((s for s, n in self.virtual if s <= x < s + n), None)
-
     def _touch(self, *id_lists: Any) -> None:
         """Raise :class:`VirtualTouched` for the virtual blocks among ``id_lists`` (if any)."""
         end = len(self.parent)
         beyond = np.concatenate([np.asarray(ids, dtype=np.int64).reshape(-1) for ids in id_lists])
         beyond = beyond[beyond >= end]
-        starts = set()
+        starts: set[int] = set()
         if len(beyond):  # the blocks holding them (few blocks, many ids: one pass over the ids per block)
             lo, hi = int(beyond.min()), int(beyond.max())
             for s, n in self.virtual:
                 if s <= hi and lo < s + n and bool(((beyond >= s) & (beyond < s + n)).any()):
                     starts.add(s)
         if starts:
-            self.touched.update(starts)  # type: ignore[arg-type]
-            raise VirtualTouched(frozenset(starts))  # type: ignore[arg-type]
+            self.touched.update(starts)
+            raise VirtualTouched(frozenset(starts))
 
     def add(self, n: int) -> int:
         start = len(self.parent)

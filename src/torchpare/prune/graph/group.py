@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
@@ -320,7 +320,7 @@ def _reasons(
     ctx: LabelContext,
     root_of: Callable[[int], int],
     roots_in: Callable[[int, int], list[int]],
-    virtual_units: list[int] = (),  # type: ignore[assignment]
+    virtual_units: Sequence[int] = (),
 ) -> tuple[dict[int, str], dict[int, str]]:
     """Root -> why blocked, and root -> why inexact (the first reason of each component wins).
 
