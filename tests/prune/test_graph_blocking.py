@@ -215,3 +215,178 @@ def test_large_parameter_read_by_an_op_without_rule_is_blocked_whole_without_per
     assert len(graph.ctx.uf.parent) < 10_000  # was 512 * 512 + a few thousand
     inp = next(g for g in graph.all_groups() if g.id == "inp")
     assert inp.blocked_by is not None  # the fft result carries the blocked sentinel
+
+
+class _ErfMatmul(nn.Module):
+    """A large free weight read by ops that have rules: ``erf`` (element-wise), then a matmul that blocks
+    it (``transposed``: through ``.t()`` first, so it is blocked entry by entry, not as a run)."""
+
+    def __init__(self, n: int = 1024, transposed: bool = False) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, n)
+        self.w = nn.Parameter(torch.randn(n, n))
+        self.out = nn.Linear(n, 3)
+        self.transposed = transposed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.erf(self.w)
+        return self.out(self.inp(x) @ (w.t() if self.transposed else w))
+
+
+class _ChainReshape(nn.Module):
+    """A large free weight through a chain of element-wise ops and a reshape before its matmul."""
+
+    def __init__(self, n: int = 1024) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, n)
+        self.w = nn.Parameter(torch.randn(n, 2, n // 2))
+        self.out = nn.Linear(n, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = (torch.tanh(self.w) * 2 + 1).reshape(self.w.shape[0], -1)
+        return self.out(torch.relu(self.inp(x)) @ w)
+
+
+class _PositionAdded(nn.Module):
+    """A large free parameter united with channels (a positional embedding): ``swallow`` catches
+    everything the addition raises and goes on, as a careless model might."""
+
+    def __init__(self, swallow: bool = False) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 256)
+        self.pos = nn.Parameter(torch.randn(1, 300, 256))
+        self.out = nn.Linear(256, 3)
+        self.swallow = swallow
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        if not self.swallow:
+            return self.out(torch.relu(h + self.pos)).mean(1)
+        try:
+            h = h + self.pos
+        except BaseException:  # noqa: BLE001 - the point of the test
+            h = h * 1.0
+        return self.out(torch.relu(h)).mean(1)
+
+
+def _state(graph: DependencyGraph) -> tuple:
+    groups = [(g.id, g.size, g.unit, g.members, g.exact, g.blocked_by, g.inexact_reason) for g in graph.all_groups()]
+    return groups, graph.ctx.size_units, graph.report()
+
+
+def _per_entry_build(monkeypatch: pytest.MonkeyPatch, model: nn.Module, x: torch.Tensor) -> DependencyGraph:
+    """The build with one ordinary union-find element per free-parameter entry (as before issue 18)."""
+    from torchpare.prune import labels
+
+    with monkeypatch.context() as m:
+        m.setattr(labels, "_VIRTUAL_MIN", 1 << 62)
+        return DependencyGraph.build(model, x)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_ErfMatmul, _ChainReshape, lambda: _ErfMatmul(transposed=True)],
+    ids=["erf_matmul", "chain_reshape", "erf_transposed_matmul"],
+)
+def test_large_free_parameter_read_by_ops_with_rules_builds_in_a_small_multiple_of_its_bytes(make, monkeypatch):
+    """Issue 18: a large free weight read by ops that have rules got one union-find element per entry:
+    33-69x its bytes of Python memory while building. Its entries are now virtual elements (no
+    per-entry state while no union touches them, blocked as a span even when a transpose reorders
+    them): under 2x, with the same groups and report."""
+    import tracemalloc
+
+    torch.manual_seed(0)
+    model, x = make(), torch.randn(2, 8)
+    DependencyGraph.build(model, x)  # first-call caches and imports are not the build's memory
+    tracemalloc.start()
+    try:
+        graph = DependencyGraph.build(model, x)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    weight_bytes = model.w.numel() * model.w.element_size()
+    assert peak < 2 * weight_bytes, f"build peak {peak / weight_bytes:.1f}x the weight's bytes"
+    assert _state(graph) == _state(_per_entry_build(monkeypatch, model, x))
+    w = graph.group("w")
+    assert w.size == 1024 and w.blocked_by is not None  # blocked whole, as before
+
+
+@pytest.mark.parametrize("swallow", [False, True], ids=["raises", "model_swallows_the_exception"])
+def test_large_free_parameter_united_with_channels_is_traced_again_with_per_entry_elements(swallow, monkeypatch):
+    """A union that reaches virtual elements restarts the trace with that parameter ordinary: the groups
+    are those of per-entry elements, even when the model catches everything the trace raises."""
+    model, x = _PositionAdded(swallow).eval(), torch.randn(2, 300, 8)
+    graph = DependencyGraph.build(model, x)
+    assert graph.ctx.free["pos"][0] < len(graph.ctx.uf.parent)  # ordinary elements in the final trace
+    assert _state(graph) == _state(_per_entry_build(monkeypatch, _PositionAdded(False).eval(), x))
+    assert [g.id for g in graph.groups()] == ["inp"]  # the channels the embedding is added to
+    graph.prune({"inp": [0, 5]})
+    assert model(x).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "numpy_path"),
+    [("vit", False), ("swinv2", False), ("shufflenetv2", False), ("vit", True), ("swinv2", True)],
+)
+def test_zoo_groups_are_the_same_when_every_free_parameter_is_virtual(name, numpy_path, monkeypatch):
+    """Every free parameter virtual (however small): untouched ones stay virtual, touched ones are
+    traced again as ordinary elements; the groups, size attributes and report are unchanged (in both
+    grouping paths: plain Python for small graphs, numpy for large ones)."""
+    from torchpare.prune import labels
+    from torchpare.prune.graph import group
+    from torchpare.zoo import ZOO
+
+    if numpy_path:
+        monkeypatch.setattr(group, "_SMALL", 0)
+    torch.manual_seed(0)
+    model, x = ZOO[name]()
+    reference = _state(_per_entry_build(monkeypatch, model, x))
+    monkeypatch.setattr(labels, "_VIRTUAL_MIN", 1)
+    monkeypatch.setattr(labels, "_VIRTUAL_SHARE", 1 << 62)
+    assert _state(DependencyGraph.build(model, x)) == reference
+
+
+class _MarkedTwice(nn.Module):
+    """A free weight blocked or marked inexact through reordered views, some of it twice: the first
+    mark of each entry must win as with one mark per entry."""
+
+    def __init__(self, kind: str, n: int = 300) -> None:
+        super().__init__()
+        self.kind = kind
+        self.inp, self.out = nn.Linear(8, n), nn.Linear(n, 3)
+        self.w = nn.Parameter(torch.randn(n, n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = self.inp(x), self.w
+        if self.kind == "span_then_run":
+            return self.out(h @ torch.erf(w).t() + h @ torch.exp(w))
+        if self.kind == "run_then_span":
+            return self.out(h @ torch.exp(w) + h @ torch.erf(w).t())
+        if self.kind == "permuted":
+            return self.out(h @ torch.erf(w).reshape(30, 10, 300).permute(2, 0, 1).reshape(300, 300))
+        if self.kind == "inexact_span":
+            return self.out(h @ torch.softmax(w.t(), dim=0))
+        if self.kind == "span_then_entries":  # then blocked entry by entry by an op without a rule
+            first = h @ torch.erf(w).t()
+            entries = torch.cummax(torch.erf(w)[:, :150].t().repeat(2, 1), 0).values
+            return self.out(first + h @ entries)
+        return self.out(h @ torch.erf(w)[:, :150].t().repeat(2, 1))  # "entry_by_entry"
+
+
+@pytest.mark.parametrize(
+    "kind", ["span_then_run", "run_then_span", "permuted", "inexact_span", "entry_by_entry", "span_then_entries"]
+)
+@pytest.mark.parametrize("ignored", [(), ("inp",)], ids=["", "ignored"])
+def test_reordered_marks_of_a_virtual_free_weight_give_the_reasons_of_per_entry_marks(kind, ignored, monkeypatch):
+    from torchpare.prune import labels
+
+    torch.manual_seed(0)
+    model, x = _MarkedTwice(kind), torch.randn(2, 8)
+    with monkeypatch.context() as m:
+        m.setattr(labels, "_VIRTUAL_MIN", 1 << 62)
+        reference = _state(DependencyGraph.build(model, x, ignored=ignored))
+    monkeypatch.setattr(labels, "_VIRTUAL_MIN", 1)
+    monkeypatch.setattr(labels, "_VIRTUAL_SHARE", 1 << 62)
+    graph = DependencyGraph.build(model, x, ignored=ignored)
+    assert graph.ctx.free["w"][0] >= labels.VIRTUAL_BASE  # stayed virtual
+    assert _state(graph) == reference

@@ -5,12 +5,18 @@ Element ids: every parameter slice a rule declares gets one element per index (`
 parameters used by plain torch functions get one per flat position, and *sentinels* stand for "never
 prunable" (model inputs/outputs, ignored modules, ops the analysis does not understand). A component
 containing a sentinel is blocked. ``NEUTRAL`` (-1) marks entries with no channel identity (constants).
+
+Large free parameters (a weight passed through ``erf`` before a matmul) can get *virtual* elements
+(``LabelContext(..., virtual_free=...)``): ids from ``VIRTUAL_BASE`` on, with no entry in the
+union-find's tables, so a parameter that no union ever touches (it is only blocked, as a range) costs
+nothing per entry. The first union that touches one raises :class:`VirtualTouched`; the caller traces
+again with that parameter's elements made ordinary (see ``DependencyGraph``), so groups never differ.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +26,31 @@ from torch import nn
 
 from torchpare._utils import get_submodule
 
-__all__ = ["LabelContext", "UnionFind", "SliceInfo", "NEUTRAL"]
+__all__ = ["LabelContext", "UnionFind", "SliceInfo", "NEUTRAL", "VIRTUAL_BASE", "VirtualTouched"]
 
 NEUTRAL = -1
+
+# Virtual element ids (see the module docstring) lie in [VIRTUAL_BASE, _VIRTUAL_END): above every
+# ordinary element, and below 2**31 so that two ids still pack into one int64 (``_unique_pairs``).
+VIRTUAL_BASE = 1 << 30
+_VIRTUAL_END = (1 << 31) - 2
+# A free parameter gets virtual elements when it has at least this many entries and at least
+# 1/_VIRTUAL_SHARE of the model's (a positional embedding, small next to its model and coupled per
+# channel, stays ordinary: a touched virtual parameter costs a second trace).
+_VIRTUAL_MIN = 1 << 16
+_VIRTUAL_SHARE = 32
+
+
+class VirtualTouched(BaseException):
+    """A union reached virtual elements (free parameters that were expected to stay untouched).
+
+    A ``BaseException``, so that a model's own ``except Exception`` cannot swallow it mid-trace;
+    :class:`UnionFind` also remembers it in ``touched``. ``starts``: the first ids of those parameters.
+    """
+
+    def __init__(self, starts: frozenset[int]) -> None:
+        super().__init__(f"union reached the virtual elements of free parameters starting at {sorted(starts)}")
+        self.starts = starts
 
 # Element ids and constant labels are views of one ``arange(-1, size - 1)`` per context (see
 # ``LabelContext._iota``), grown in powers of two up to this many entries (8 MB); beyond, tensors are made.
@@ -36,14 +64,62 @@ class UnionFind:
 
     ``linked`` flags elements that took part in a union: a run of never-linked elements (a fresh
     parameter slice) can be attached to other elements in one slice assignment.
+
+    ``virtual`` lists blocks of virtual elements ``(start, n)`` (:meth:`add_virtual`): each is its own
+    root and never linked, with no entry in ``parent`` or ``linked``; any union reaching one raises
+    :class:`VirtualTouched` (and records its block start in ``touched``).
     """
 
     def __init__(self) -> None:
         self.parent: list[int] = []
         self.linked = bytearray()
+        self.virtual: list[tuple[int, int]] = []
+        self.touched: set[int] = set()
+        self._next_virtual = VIRTUAL_BASE
+
+    def add_virtual(self, n: int) -> int | None:
+        """``n`` virtual elements (see the class docstring); ``None`` when the virtual ids are used up.
+
+        Example:
+            >>> uf = UnionFind()
+            >>> a, v = uf.add(2), uf.add_virtual(10**6)
+            >>> uf.find(v + 5) == v + 5, len(uf.parent)  # its own root, nothing stored
+            (True, 2)
+            >>> try:
+            ...     uf.union(a, v + 5)
+            ... except VirtualTouched as touched:
+            ...     print(touched.starts == {v}, uf.touched == {v})
+            True True
+        """
+        start = self._next_virtual
+        if start + n > _VIRTUAL_END:
+            return None
+        self._next_virtual = start + n
+        self.virtual.append((start, n))
+        return start
+
+    def _touch(self, *id_lists: Any) -> None:
+        """Raise :class:`VirtualTouched` for the virtual blocks among ``id_lists`` (if any)."""
+        end = len(self.parent)
+        beyond = np.concatenate([np.asarray(ids, dtype=np.int64).reshape(-1) for ids in id_lists])
+        beyond = beyond[beyond >= end]
+        starts: set[int] = set()
+        if len(beyond):  # the blocks holding them (few blocks, many ids: one pass over the ids per block)
+            lo, hi = int(beyond.min()), int(beyond.max())
+            for s, n in self.virtual:
+                if s <= hi and lo < s + n and bool(((beyond >= s) & (beyond < s + n)).any()):
+                    starts.add(s)
+        if starts:
+            self.touched.update(starts)
+            raise VirtualTouched(frozenset(starts))
 
     def add(self, n: int) -> int:
         start = len(self.parent)
+        if start + n > VIRTUAL_BASE:
+            raise ValueError(
+                f"UnionFind.add(): more than {VIRTUAL_BASE} channel elements; the graph of this model is "
+                f"too large to build (ids from {VIRTUAL_BASE} on are reserved for free parameters)."
+            )
         self.parent.extend(range(start, start + n))
         self.linked.extend(bytes(n))
         return start
@@ -52,6 +128,8 @@ class UnionFind:
         """``len(xs)`` new elements, element ``i`` united with ``xs[i]`` (all ``>= 0``); returns the first."""
         start = len(self.parent)
         n = len(xs)
+        if n and max(xs) >= start:
+            self._touch(xs)
         self.parent.extend(xs)
         linked = self.linked
         linked.extend(b"\x01" * n)
@@ -66,6 +144,8 @@ class UnionFind:
 
     def find(self, x: int) -> int:
         parent = self.parent
+        if x >= VIRTUAL_BASE and x >= len(parent):  # virtual: its own root until touched
+            return x
         root = x
         while parent[root] != root:
             root = parent[root]
@@ -81,18 +161,22 @@ class UnionFind:
         if len(ys) > 8 and self._attach_fresh(xs, ys):
             return
         parent, linked = self.parent, self.linked
-        for x, y in zip(xs, ys):
-            if x < 0 or y < 0 or x == y:
-                continue
-            rx = x
-            while parent[rx] != rx:
-                rx = parent[rx]
-            ry = y
-            while parent[ry] != ry:
-                ry = parent[ry]
-            r = rx if rx < ry else ry
-            parent[rx] = parent[ry] = parent[x] = parent[y] = r
-            linked[x] = linked[y] = linked[rx] = linked[ry] = 1
+        try:
+            for x, y in zip(xs, ys):
+                if x < 0 or y < 0 or x == y:
+                    continue
+                rx = x
+                while parent[rx] != rx:
+                    rx = parent[rx]
+                ry = y
+                while parent[ry] != ry:
+                    ry = parent[ry]
+                r = rx if rx < ry else ry
+                parent[rx] = parent[ry] = parent[x] = parent[y] = r
+                linked[x] = linked[y] = linked[rx] = linked[ry] = 1
+        except IndexError:  # only ids past the tables: virtual elements (or a caller's bug, re-raised)
+            self._touch(xs, ys)
+            raise
 
     def union_runs(self, a: int, b: int, n: int) -> None:
         """``union(a + i, b + i)`` for ``i < n``: one slice assignment when both runs are still roots
@@ -115,8 +199,8 @@ class UnionFind:
         if ys[-1] - y0 != n - 1 or ys != list(range(y0, y0 + n)) or self.linked.find(1, y0, y0 + n) != -1:
             return False
         lo, hi = min(xs), max(xs)
-        if lo < 0 or (lo < y0 + n and hi >= y0):
-            return False
+        if lo < 0 or (lo < y0 + n and hi >= y0) or max(hi, y0 + n - 1) >= len(self.parent):
+            return False  # (virtual elements: the pair loop raises VirtualTouched)
         self.parent[y0 : y0 + n] = xs
         self.linked[y0 : y0 + n] = b"\x01" * n
         flags = np.frombuffer(self.linked, dtype=np.uint8)  # a transient view: released on return
@@ -150,11 +234,17 @@ class LabelContext:
 
     Args:
         model: the traced model (parameter lookups, names).
+        virtual_free: give large free parameters virtual elements (see the module docstring); the
+            trace then raises :class:`VirtualTouched` when a union reaches one.
+        ordinary: names of free parameters that get ordinary elements even so (touched in a trace
+            before).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, virtual_free: bool = False, ordinary: Iterable[str] = ()) -> None:
         self.model = model
         self.uf = UnionFind()
+        self.ordinary = set(ordinary)
+        self._virtual_min: int | None = None  # set below when virtual_free
         self.sentinels: dict[int, str] = {}
         self._sentinel_by_reason: dict[str, int] = {}
         self.fixed_reasons: set[int] = set()
@@ -185,6 +275,12 @@ class LabelContext:
         # parameter): one entry instead of one per element; build_groups reads them with ``sentinels``
         self.blocked_ranges: list[tuple[int, int, str]] = []
         self.inexact_ranges: list[tuple[int, int, str]] = []
+        # Marks of every virtual element in [start, start + n) one by one (a transposed or permuted
+        # view of a large free parameter), kept as spans: (start, n, reason, fixed) and
+        # (start, n, reason). Same meaning as one ``sentinels`` / ``inexact`` entry per element (the
+        # first mark of an element wins); build_groups expands them for the units it reports only.
+        self.element_marks: list[tuple[int, int, str, bool]] = []
+        self.element_inexact: list[tuple[int, int, str]] = []
         # every (name, module), shared modules under each of their names; the tracer reuses it
         self.modules: dict[str, nn.Module] = {}
         # One walk for modules and parameters. A module's first visit comes in the order
@@ -193,6 +289,7 @@ class LabelContext:
         # the walk of ``named_modules(remove_duplicate=False)`` (pre-order, children in order) with a
         # stack instead of nested generators, which cost once per level for every module
         stack: list[tuple[str, nn.Module]] = [("", model)]
+        total = 0
         while stack:
             name, m = stack.pop()
             if name in modules:
@@ -201,8 +298,11 @@ class LabelContext:
             for pn, p in m._parameters.items():
                 if p is not None and id(p) not in param_names:
                     param_names[id(p)] = f"{name}.{pn}" if name else pn
+                    total += p.numel()
             children = [(f"{name}.{cn}" if name else cn, c) for cn, c in m._modules.items() if c is not None]
             stack.extend(reversed(children))
+        if virtual_free:
+            self._virtual_min = max(_VIRTUAL_MIN, total // _VIRTUAL_SHARE)
 
     # ----------------------------------------------------------------- elements & sentinels
     def fresh(self, n: int) -> torch.Tensor:
@@ -266,6 +366,8 @@ class LabelContext:
 
     def _mark(self, element: int, reason: str, fixed: bool) -> None:
         if element not in self.sentinels:
+            if element >= VIRTUAL_BASE and any(s <= element < s + n for s, n, _, _ in self.element_marks):
+                return  # marked before, in a span
             self.sentinels[element] = reason
             if fixed:
                 self.fixed_reasons.add(element)
@@ -329,6 +431,8 @@ class LabelContext:
                 # tied to a run of existing elements (e.g. BatchNorm after a conv): share them, which
                 # is the same component as new united elements without growing the union-find
                 start = tied[0]
+                if start + size > len(self.uf.parent):  # a virtual run would become linked
+                    self.uf._touch([start])
                 self.uf.linked[start : start + size] = b"\x01" * size
             elif min(tied) >= 0:
                 start = self.uf.add_linked(tied)
@@ -368,8 +472,9 @@ class LabelContext:
     def label(self, t: Any) -> torch.Tensor | None:
         """The label tensor of ``t`` (``None`` if ``t`` is not a tensor).
 
-        Free parameters get one element per flat position on first use; tensors the trace never saw
-        are fixed (never prunable) unless they hold one value (scalars broadcast without coupling).
+        Free parameters get one element per flat position on first use (virtual elements for large
+        ones when the context was made with ``virtual_free``); tensors the trace never saw are fixed
+        (never prunable) unless they hold one value (scalars broadcast without coupling).
         """
         if not isinstance(t, torch.Tensor):
             return None
@@ -378,7 +483,12 @@ class LabelContext:
             return hit[1]
         name = self.param_names.get(id(t))
         if name is not None:
-            start = self.uf.add(t.numel())
+            n = t.numel()
+            start = None
+            if self._virtual_min is not None and n >= self._virtual_min and name not in self.ordinary:
+                start = self.uf.add_virtual(n)
+            if start is None:
+                start = self.uf.add(n)
             self.free[name] = (start, tuple(t.shape))
             self._free_ranges.append((start, t.numel()))
             lab = self._arange(start, t.numel()).reshape(t.shape)
@@ -456,6 +566,10 @@ class LabelContext:
             if a.shape[0] <= 4096:
                 self.uf.union_many(a.tolist(), b.tolist())
                 return
+        if self.uf.virtual:  # reaching virtual elements raises: before sorting every pair, not after
+            a, b = _squeeze_broadcast(a, b)
+            if a.numel() and max(int(a.max()), int(b.max())) >= len(self.uf.parent):
+                self.uf._touch(a.reshape(-1).numpy(), b.reshape(-1).numpy())
         xs, ys = _unique_pairs(a, b)
         self.uf.union_many(xs, ys)
 
@@ -481,6 +595,10 @@ class LabelContext:
         Marking keeps the elements' own components (so a blocked group still reports its units).
         """
         if lab is not None and not self._mark_run(lab, reason, self.blocked_ranges):
+            span = self._virtual_span(lab)
+            if span is not None:
+                self.element_marks.append((*span, reason, False))
+                return
             for x in self._elements(lab):
                 if x != NEUTRAL:
                     self._mark(x, reason, False)
@@ -489,6 +607,10 @@ class LabelContext:
         """Never prune the elements in ``lab``, for structural reasons (model input/output, ignored
         module): like :meth:`block`, but the reason is not a limit of the analysis."""
         if lab is not None:
+            span = self._virtual_span(lab)
+            if span is not None:
+                self.element_marks.append((*span, reason, True))
+                return
             for x in self._elements(lab):
                 if x != NEUTRAL:
                     self._mark(x, reason, True)
@@ -514,9 +636,33 @@ class LabelContext:
         ranges.append((start, n, reason))
         return True
 
+    def _virtual_span(self, lab: torch.Tensor) -> tuple[int, int] | None:
+        """``(first, count)`` when ``lab`` holds exactly the virtual elements ``first .. first+count-1``
+        (in any order, repeats allowed: a transposed, permuted or expanded view of a run this context
+        made), else ``None``. Reads no values: the answer comes from the storage and the strides."""
+        if not self.uf.virtual or lab.dtype is not torch.int64 or lab.numel() == 0:
+            return None
+        offset = lab.storage_offset()
+        hit = self._run_at.get(lab.data_ptr() - 8 * offset)
+        if hit is None:
+            return None
+        count = 1
+        for stride, size in sorted((st, sz) for st, sz in zip(lab.stride(), lab.shape) if sz > 1 and st):
+            if stride != count:
+                return None
+            count *= size
+        start = hit[1] + offset
+        if offset + count > hit[2] or start < len(self.uf.parent):  # ordinary elements: one by one
+            return None
+        return start, count
+
     def is_blocked(self, element: int) -> bool:
         """True when ``element`` was marked by :meth:`block` or :meth:`keep_whole` (alone or in a range)."""
-        return element in self.sentinels or any(s <= element < s + n for s, n, _ in self.blocked_ranges)
+        return (
+            element in self.sentinels
+            or any(s <= element < s + n for s, n, _ in self.blocked_ranges)
+            or any(s <= element < s + n for s, n, _, _ in self.element_marks)
+        )
 
     def defer(self, check: Callable[[], None]) -> None:
         """Run ``check()`` after the whole forward, when every coupling is known (e.g. lossy selections)."""
@@ -528,8 +674,13 @@ class LabelContext:
         A free parameter sliced along a non-channel dim (``self.pos[:, :seq_len]``) leaves positions
         that no op ever used; they follow their channel and must not count as channels dropped.
         """
-        find, linked = self.uf.find, self.uf.linked
-        return {find(x) for x in self._elements(lab) if x != NEUTRAL and (linked[x] or not self.in_free(x))}
+        find, linked, end = self.uf.find, self.uf.linked, len(self.uf.parent)
+        # (virtual elements are never linked: they are free-parameter positions, left out)
+        return {
+            find(x)
+            for x in self._elements(lab)
+            if x != NEUTRAL and ((x < end and linked[x]) or not self.in_free(x))
+        }
 
     def in_free(self, element: int) -> bool:
         """True when ``element`` is a flat position of a free parameter."""
@@ -550,8 +701,15 @@ class LabelContext:
         """Pruning these elements is not the same as zeroing them at consumers; ``reason`` says why
         (e.g. ``"norm statistics at 'ln'"``) and is shown as the group's ``inexact_reason``."""
         if lab is not None and not self._mark_run(lab, reason, self.inexact_ranges):
+            span = self._virtual_span(lab)
+            if span is not None:
+                self.element_inexact.append((*span, reason))
+                return
+            spans = self.element_inexact
             for x in self._elements(lab):
-                if x != NEUTRAL:
+                if x != NEUTRAL and not (
+                    spans and x >= VIRTUAL_BASE and any(s <= x < s + n for s, n, _ in spans)
+                ):
                     self.inexact.setdefault(x, reason)
 
     def channels(self, lab: torch.Tensor, dim: int, where: str = "") -> torch.Tensor:

@@ -7,6 +7,7 @@ consumers (``role == "in"`` slices) — checked by :func:`torchpare.prune.verify
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import warnings
 from collections.abc import Iterable, Mapping
@@ -21,7 +22,7 @@ from torchpare.prune.graph.placement import check_placement
 from torchpare.prune.graph.report import format_report, headless_attention
 from torchpare.prune.graph.trace import trace_labels
 from torchpare.prune.ignored import resolve_ignored
-from torchpare.prune.labels import LabelContext
+from torchpare.prune.labels import LabelContext, VirtualTouched
 from torchpare.prune.surgery import apply_plan
 
 __all__ = ["DependencyGraph", "Plan"]
@@ -122,8 +123,17 @@ class DependencyGraph:
                 gc.enable()
 
     def _trace_unpaused(self) -> None:
-        ctx = LabelContext(self.model)
-        trace_labels(self.model, self.example_inputs, ctx)
+        # Large free parameters get virtual elements (no per-entry union-find state); when a union
+        # reaches one, the trace restarts with that parameter's elements made ordinary, so the groups
+        # are those of per-entry elements either way (see prune/labels.py).
+        ordinary: set[str] = set()
+        while True:
+            ctx = LabelContext(self.model, virtual_free=True, ordinary=ordinary)
+            with contextlib.suppress(VirtualTouched):
+                trace_labels(self.model, self.example_inputs, ctx)
+            if not ctx.uf.touched:  # (also caught when the model swallowed the exception)
+                break
+            ordinary |= {name for name, (start, _) in ctx.free.items() if start in ctx.uf.touched}
         for ig in self.ignored:
             reason = f"ignored module {ig!r}"
             for (module, _p, _d, role), info in ctx.slices.items():

@@ -7,8 +7,9 @@ member. A component holding a marked element is blocked (model input/output, ign
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
@@ -101,10 +102,15 @@ def _resolve_free(
     """
     out = []
     linked = np.frombuffer(bytes(ctx.uf.linked), dtype=np.uint8).astype(bool)
+    end = len(ctx.uf.parent)
     for name, (start, shape) in ctx.free.items():
         if names is not None and name not in names:
             continue
         owner, _, pname = name.rpartition(".")
+        if start >= end:  # virtual elements (never linked): what the loop below finds, without the arrays
+            d, root_of_index = _untouched_dim(start, shape)
+            out.append(((owner, pname, d, "out"), root_of_index))
+            continue
         n = int(np.prod(shape, dtype=np.int64))
         flat = roots[start : start + n].reshape(shape)
         # positions no op ever touched (e.g. sliced off ``pos[:, :seq_len]``) follow their index
@@ -133,6 +139,40 @@ def _resolve_free(
     return out
 
 
+def _untouched_dim(start: int, shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
+    """What :func:`_resolve_free` finds for a free parameter whose elements (from ``start``) no union
+    touched: every entry its own unit and unused, so the first dim longer than 1 is the channel dim,
+    and unit ``i`` is the entry at index ``i`` there and 0 elsewhere."""
+    d = next(d for d in range(len(shape)) if shape[d] > 1)
+    stride = int(np.prod(shape[d + 1 :], dtype=np.int64))
+    return d, start + stride * np.arange(shape[d], dtype=np.int64)
+
+
+def _virtual_safe(
+    ctx: LabelContext, root_of: Callable[[int], int], roots_in: Callable[[int, int], list[int]], units: list[int]
+) -> tuple[Callable[[int], int], Callable[[int, int], list[int]]]:
+    """``root_of`` and ``roots_in`` extended to virtual elements (never touched: each its own root).
+
+    ``roots_in`` over virtual elements returns only those among ``units`` (the virtual roots groups are
+    made of): the others are looked up by no group, so a blocked range over a large free parameter
+    costs the units it holds instead of one entry per element.
+    """
+    end = len(ctx.uf.parent)
+    if not ctx.uf.virtual:
+        return root_of, roots_in
+    virtual_units = sorted(units)
+
+    def root_of_any(e: int) -> int:
+        return e if e >= end else root_of(e)
+
+    def roots_in_any(start: int, n: int) -> list[int]:
+        if start < end:
+            return roots_in(start, n)
+        return virtual_units[bisect_left(virtual_units, start) : bisect_left(virtual_units, start + n)]
+
+    return root_of_any, roots_in_any
+
+
 def _free_rows(ctx: LabelContext, roots: list[int]) -> list[tuple[tuple[str, str, int, str], tuple[int, ...]]]:
     """:func:`_resolve_free` with plain lists: a 1-D free parameter (a layer scale, an RMSNorm weight
     applied by hand) is its own channel dim, read without numpy; others go through numpy."""
@@ -148,7 +188,10 @@ def _free_rows(ctx: LabelContext, roots: list[int]) -> list[tuple[tuple[str, str
         key = (owner, pname, 0, "out")
         if len(shape) == 1:
             if shape[0] > 1:  # one entry is no channel dim (as in _resolve_free)
-                rows.append((key, tuple(roots[start : start + shape[0]])))
+                if start >= len(roots):  # virtual elements: each its own root
+                    rows.append((key, tuple(range(start, start + shape[0]))))
+                else:
+                    rows.append((key, tuple(roots[start : start + shape[0]])))
             continue
         if (owner, pname) in resolved:
             k, root_of_index = resolved[(owner, pname)]
@@ -274,18 +317,36 @@ def _group_state(
 
 
 def _reasons(
-    ctx: LabelContext, root_of: Callable[[int], int], roots_in: Callable[[int, int], list[int]]
+    ctx: LabelContext,
+    root_of: Callable[[int], int],
+    roots_in: Callable[[int, int], list[int]],
+    virtual_units: Sequence[int] = (),
 ) -> tuple[dict[int, str], dict[int, str]]:
     """Root -> why blocked, and root -> why inexact (the first reason of each component wins).
 
     ``roots_in(start, n)``: the roots of elements ``start .. start + n - 1`` (ranges marked at once).
+    ``virtual_units``: the roots of units that are virtual elements (each its own root): the spans of
+    ``ctx.element_marks`` / ``ctx.element_inexact`` are expanded for them only, as the per-element
+    marks they stand for (an element marked one by one before is in ``sentinels`` / ``inexact``).
     """
     inexact: dict[int, str] = {}
     for element, why in ctx.inexact.items():
         inexact.setdefault(root_of(element), why)
+    if ctx.element_inexact:
+        for u in virtual_units:
+            if u not in ctx.inexact:
+                why = next((w for s, n, w in ctx.element_inexact if s <= u < s + n), None)
+                if why is not None:
+                    inexact.setdefault(u, why)
     for start, n, why in ctx.inexact_ranges:  # dict.fromkeys + update: setdefault at C speed
         inexact = {**dict.fromkeys(roots_in(start, n), why), **inexact}
     marks = [(e in ctx.fixed_reasons, e, 1, ctx.sentinels[e]) for e in ctx.sentinels]
+    if ctx.element_marks:  # where the sentinel of each element would be: after them, before ranges
+        for u in virtual_units:
+            if u not in ctx.sentinels:
+                hit = next(((f, w) for s, n, w, f in ctx.element_marks if s <= u < s + n), None)
+                if hit is not None:
+                    marks.append((hit[0], u, 1, hit[1]))
     marks += [(False, start, n, why) for start, n, why in ctx.blocked_ranges]
     blocked: dict[int, str] = {}
     for _, start, n, why in sorted(marks, key=lambda m: (m[0], m[1])):  # op reasons first
@@ -310,9 +371,12 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     e_local = [np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)]
     e_root = [roots[e_local[0] + np.repeat(starts, sizes)]]
     known = set(keys)
+    virtual_units: list[int] = []
     for key, root_of_index in _resolve_free(ctx, roots):
         if key in known:
             continue
+        if len(root_of_index) and root_of_index[0] >= len(roots):  # untouched virtual elements
+            virtual_units.extend(root_of_index.tolist())
         unit_kind.append("channel")
         keys_of.append([len(keys)])
         e_root.append(root_of_index)
@@ -337,9 +401,13 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
     # each root's pairs are contiguous: root_first[i] is the first pair of the i-th root
     root_first = _run_starts(pair_root)
     roots_of_pairs = pair_root.tolist()
-    blocked, inexact = _reasons(
-        ctx, lambda e: int(roots[e]), lambda s, n: np.unique(roots[s : s + n]).tolist()
+    root_of, roots_in = _virtual_safe(
+        ctx,
+        lambda e: int(roots[e]),
+        lambda s, n: np.unique(roots[s : s + n]).tolist(),
+        virtual_units,
     )
+    blocked, inexact = _reasons(ctx, root_of, roots_in, virtual_units)
 
     found: list[tuple[int, int, ChannelGroup, list[int]]] = []
     loc_list: list[int] | None = None
@@ -366,7 +434,7 @@ def build_groups(ctx: LabelContext) -> list[ChannelGroup]:
                 )
         group_roots = [roots_of_pairs[i] for i in first_pairs.tolist()]
         _add_group(found, keys, keys_of, unit_kind, maps, group_roots, blocked, inexact)
-    return _named(found, ctx, lambda e: int(roots[e]))
+    return _named(found, ctx, root_of)
 
 
 def _named(
@@ -424,6 +492,7 @@ def _build_groups_small(
         roots = nxt
     unit_kind = [info.unit for info in ctx.slices.values()]
     root_rows = [tuple(roots[start : start + size]) for start, size in ranges]
+    virtual_units: list[int] = []  # roots of untouched virtual elements (whole rows of them)
     if ctx.free:
         known = set(keys)
         for key, row in _free_rows(ctx, roots):
@@ -432,7 +501,15 @@ def _build_groups_small(
                 keys.append(key)
                 unit_kind.append("channel")
                 root_rows.append(row)
-    blocked, inexact = _reasons(ctx, roots.__getitem__, lambda s, n: roots[s : s + n])
+                if row[0] >= len(roots):
+                    virtual_units.extend(row)
+    root_of, roots_in = _virtual_safe(
+        ctx,
+        roots.__getitem__,
+        lambda s, n: roots[s : s + n],
+        virtual_units,
+    )
+    blocked, inexact = _reasons(ctx, root_of, roots_in, virtual_units)
     # Ranges with the same roots in the same order are the same units (a residual add joins two runs):
     # one class each. A class whose roots are distinct and found in no other class is a whole group
     # with identity index maps (most of a CNN); only the other classes are taken entry by entry.
@@ -497,7 +574,7 @@ def _build_groups_small(
             for ri in members_of[ci]:
                 maps[ri] = index_map
         _add_group(found, keys, keys_of, unit_kind, maps, units, blocked, inexact)
-    return _named(found, ctx, roots.__getitem__)
+    return _named(found, ctx, root_of)
 
 
 def _add_group(
