@@ -79,25 +79,32 @@ def _uniform_flops(algo: AutoSlim) -> dict[float, int]:
 
 
 def _subsample(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fraction`` of the training split, stratified per class (the same images for all three methods)."""
+    """Indices of ``fraction`` of the training split, stratified per class (the same images for all three
+    methods), and of the images left out."""
     if fraction >= 1:
-        return x, y
+        return torch.arange(len(y)), torch.arange(0)
     gen = torch.Generator().manual_seed(1000 + seed)
     keep = []
     for c in y.unique():
         idx = (y == c).nonzero().flatten()
         keep.append(idx[torch.randperm(len(idx), generator=gen)[:max(1, round(fraction * len(idx)))]])
     keep_idx = torch.cat(keep).sort().values
-    return x[keep_idx], y[keep_idx]
+    rest = torch.ones(len(y), dtype=torch.bool)
+    rest[keep_idx] = False
+    return keep_idx, rest.nonzero().flatten()
 
 
 def run_seed(seed: int, epochs: int, teacher_epochs: int, score: str = "accuracy",
-             finetune_epochs: int = 0, train_fraction: float = 1.0) -> dict[str, dict[float, float]]:
+             finetune_epochs: int = 0, train_fraction: float = 1.0,
+             search_extra: bool = False) -> dict[str, dict[float, float]]:
     split = load_digits_split(seed)
-    x_train, y_train = _subsample(split.x_train, split.y_train, train_fraction, seed)
-    split = dataclasses.replace(split, x_train=x_train, y_train=y_train)
+    keep, rest = _subsample(split.x_train, split.y_train, train_fraction, seed)
+    x_rest, y_rest = split.x_train[rest], split.y_train[rest]
+    split = dataclasses.replace(split, x_train=split.x_train[keep], y_train=split.y_train[keep])
     train = TensorDataset(split.x_train, split.y_train)
     val = TensorDataset(split.x_val, split.y_val)
+    if search_extra:  # the search (only) also sees the training images --train-fraction left out
+        val = TensorDataset(torch.cat([split.x_val, x_rest]), torch.cat([split.y_val, y_rest]))
     test = TensorDataset(split.x_test, split.y_test)
     calib = [(split.x_train[i:i + BATCH],) for i in range(0, min(len(split.x_train), CALIB_BATCHES * BATCH), BATCH)]
     out: dict[str, dict[float, float]] = {"searched": {}, "pruned": {}, "pruned1": {}, "uniform": {}, "flops": {},
@@ -181,8 +188,13 @@ def main() -> None:
     parser.add_argument("--calib-batches", type=int, default=CALIB_BATCHES)
     parser.add_argument("--train-fraction", type=float, default=1.0,
                         help="train every method on this fraction of the training split (stratified; val/test unchanged)")
+    parser.add_argument("--search-extra", action="store_true",
+                        help="diagnostic: the search also scores on the training images --train-fraction left "
+                             "out (unlabelled with --score distill); the other methods do not see them")
     parser.add_argument("--write", default=None, help="write the section into this markdown file")
     args = parser.parse_args()
+    if args.search_extra and args.train_fraction >= 1:
+        parser.error("--search-extra needs --train-fraction < 1 (it searches on the training images left out)")
     torch.set_num_threads(1)
     globals()["WIDTH"] = args.width
     globals()["RATIOS"] = tuple(r for r in (i / 8 for i in range(1, 9)) if r >= args.min_ratio - 1e-9)
@@ -190,7 +202,8 @@ def main() -> None:
     globals()["DIVISOR"] = args.divisor
     globals()["CALIB_BATCHES"] = args.calib_batches
     t0 = time.time()
-    runs = [run_seed(s, args.epochs, args.teacher_epochs, args.score, args.finetune_epochs, args.train_fraction)
+    runs = [run_seed(s, args.epochs, args.teacher_epochs, args.score, args.finetune_epochs, args.train_fraction,
+                     args.search_extra)
             for s in args.seeds]
     plain, slim = step_cost()
     rows = ["| FLOPs target | searched FLOPs | searched subnet | prune() + fine-tune | prune(round_to=1) + fine-tune | "
@@ -234,6 +247,10 @@ def main() -> None:
         f"model after its {args.teacher_epochs} epochs: {_fmt(teach)}. "
         + (f"Training set: {args.train_fraction:g} of the training split (stratified per class, the same images for "
            "all methods; validation and test sets unchanged). " if frac else "")
+        + ("Diagnostic, not a like-for-like comparison: the search scores candidates on the validation set plus the "
+           "training images left out (" + ("unlabelled: the distill score reads no labels" if args.score == "distill"
+                                            else "with their labels") + "); prune() and uniform do not see them. "
+           if args.search_extra else "")
         + f"Search score: {args.score}. " + (
             f"Supernet trained {args.epochs - args.finetune_epochs} epochs, then each searched and uniform subnet "
             f"deployed and fine-tuned {args.finetune_epochs} epochs (lr {FT_LR}): {args.epochs} epochs per "
@@ -255,6 +272,7 @@ def main() -> None:
         f"--finetune-epochs {args.finetune_epochs} --min-ratio {RATIOS[0]:g} --supernet-lr {SUPERNET_LR:g} "
         f"--divisor {DIVISOR} --calib-batches {CALIB_BATCHES} "
         + (f"--train-fraction {args.train_fraction:g} " if frac else "")
+        + ("--search-extra " if args.search_extra else "")
         + "--write docs/benchmarks.md` "
         + f"({time.time() - t0:.0f} s on this machine).",
     ])
@@ -263,6 +281,8 @@ def main() -> None:
         key = f"slim_digits_w{args.width}_{args.score}_ft{args.finetune_epochs}_min{RATIOS[0]:g}"
         if frac:
             key += f"_frac{args.train_fraction:g}_e{args.epochs}"
+        if args.search_extra:
+            key += "_searchextra"
         write_section(args.write, key, body)
 
 
