@@ -267,7 +267,7 @@ def main() -> None:
         f"(CPU time, batch {BATCH}, 1 thread; subnets run on sliced weights): {ratio:.2f} × (target ≤ {2 + NUM_RANDOM} ×: "
         f"{'met' if ratio <= 2 + NUM_RANDOM else 'NOT met'}).",
         "",
-        f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/slim_digits.py "
+        "Command: `OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/slim_digits.py "
         + ("" if args.seeds == [0, 1, 2] else f"--seeds {' '.join(map(str, args.seeds))} ")
         + f"--width {args.width} --epochs {args.epochs} --teacher-epochs {args.teacher_epochs} --score {args.score} "
         f"--finetune-epochs {args.finetune_epochs} --min-ratio {RATIOS[0]:g} --supernet-lr {SUPERNET_LR:g} "
