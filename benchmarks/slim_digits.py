@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import sys
 import time
@@ -77,15 +78,37 @@ def _uniform_flops(algo: AutoSlim) -> dict[float, int]:
             for r in (i / 64 for i in range(16, 65))}
 
 
+def _subsample(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of ``fraction`` of the training split, stratified per class (the same images for all three
+    methods), and of the images left out."""
+    if fraction >= 1:
+        return torch.arange(len(y)), torch.arange(0)
+    gen = torch.Generator().manual_seed(1000 + seed)
+    keep = []
+    for c in y.unique():
+        idx = (y == c).nonzero().flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=gen)[:max(1, round(fraction * len(idx)))]])
+    keep_idx = torch.cat(keep).sort().values
+    rest = torch.ones(len(y), dtype=torch.bool)
+    rest[keep_idx] = False
+    return keep_idx, rest.nonzero().flatten()
+
+
 def run_seed(seed: int, epochs: int, teacher_epochs: int, score: str = "accuracy",
-             finetune_epochs: int = 0) -> dict[str, dict[float, float]]:
+             finetune_epochs: int = 0, train_fraction: float = 1.0,
+             search_extra: bool = False) -> dict[str, dict[float, float]]:
     split = load_digits_split(seed)
+    keep, rest = _subsample(split.x_train, split.y_train, train_fraction, seed)
+    x_rest, y_rest = split.x_train[rest], split.y_train[rest]
+    split = dataclasses.replace(split, x_train=split.x_train[keep], y_train=split.y_train[keep])
     train = TensorDataset(split.x_train, split.y_train)
     val = TensorDataset(split.x_val, split.y_val)
+    if search_extra:  # the search (only) also sees the training images --train-fraction left out
+        val = TensorDataset(torch.cat([split.x_val, x_rest]), torch.cat([split.y_val, y_rest]))
     test = TensorDataset(split.x_test, split.y_test)
     calib = [(split.x_train[i:i + BATCH],) for i in range(0, min(len(split.x_train), CALIB_BATCHES * BATCH), BATCH)]
     out: dict[str, dict[float, float]] = {"searched": {}, "pruned": {}, "pruned1": {}, "uniform": {}, "flops": {},
-                                          "diff": {}}
+                                          "uflops": {}, "uratio": {}, "diff": {}}
 
     algo = _supernet(seed)
     Trainer(algo, train, config=_cfg(epochs - finetune_epochs, SUPERNET_LR, seed)).fit()
@@ -99,6 +122,7 @@ def run_seed(seed: int, epochs: int, teacher_epochs: int, score: str = "accuracy
             out["diff"][t] = float((net.eval()(split.x_test) - small(split.x_test)).abs().max())
         out["flops"][t] = count(small, X)["flops"] / full
         r = max(ratio for ratio, flops in uniform.items() if flops <= t * full)
+        out["uflops"][t], out["uratio"][t] = uniform[r] / full, r
         narrow = algo.deploy(r, calib)
         if finetune_epochs:  # both fine-tuned alike: supernet + fine-tuning = EPOCHS per delivered model
             for net in (small, narrow):
@@ -109,6 +133,7 @@ def run_seed(seed: int, epochs: int, teacher_epochs: int, score: str = "accuracy
     torch.manual_seed(seed)
     teacher = DigitsCNN(width=WIDTH)
     Trainer(teacher, train, config=_cfg(teacher_epochs, LR, seed)).fit()
+    out["teacher"] = {1.0: evaluate(teacher, test)["accuracy"]}
     for t in TARGETS:
         for key, kwargs in (("pruned", {}), ("pruned1", {"round_to": 1})):  # defaults; exact channel counts
             pruned, _ = prune(copy.deepcopy(teacher), X, target_flops_ratio=t, **kwargs)
@@ -161,8 +186,15 @@ def main() -> None:
     parser.add_argument("--supernet-lr", type=float, default=LR)
     parser.add_argument("--divisor", type=int, default=DIVISOR)
     parser.add_argument("--calib-batches", type=int, default=CALIB_BATCHES)
+    parser.add_argument("--train-fraction", type=float, default=1.0,
+                        help="train every method on this fraction of the training split (stratified; val/test unchanged)")
+    parser.add_argument("--search-extra", action="store_true",
+                        help="diagnostic: the search also scores on the training images --train-fraction left "
+                             "out (unlabelled with --score distill); the other methods do not see them")
     parser.add_argument("--write", default=None, help="write the section into this markdown file")
     args = parser.parse_args()
+    if args.search_extra and args.train_fraction >= 1:
+        parser.error("--search-extra needs --train-fraction < 1 (it searches on the training images left out)")
     torch.set_num_threads(1)
     globals()["WIDTH"] = args.width
     globals()["RATIOS"] = tuple(r for r in (i / 8 for i in range(1, 9)) if r >= args.min_ratio - 1e-9)
@@ -170,11 +202,13 @@ def main() -> None:
     globals()["DIVISOR"] = args.divisor
     globals()["CALIB_BATCHES"] = args.calib_batches
     t0 = time.time()
-    runs = [run_seed(s, args.epochs, args.teacher_epochs, args.score, args.finetune_epochs) for s in args.seeds]
+    runs = [run_seed(s, args.epochs, args.teacher_epochs, args.score, args.finetune_epochs, args.train_fraction,
+                     args.search_extra)
+            for s in args.seeds]
     plain, slim = step_cost()
     rows = ["| FLOPs target | searched FLOPs | searched subnet | prune() + fine-tune | prune(round_to=1) + fine-tune | "
-            "uniform width | searched - best pruned | searched - uniform | max abs diff deployed vs masked |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "uniform width | uniform ratio, FLOPs | searched - best pruned | searched - uniform | max abs diff deployed vs masked |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
     for t in TARGETS:
         s = [r["searched"][t] for r in runs]
@@ -185,24 +219,39 @@ def main() -> None:
         ugap = 100 * (statistics.mean(s) - statistics.mean(u))
         rows.append(
             f"| {round(100 * t)}% | {statistics.mean(r['flops'][t] for r in runs):.3f} | {_fmt(s)} | {_fmt(p)} | "
-            f"{_fmt(p1)} | {_fmt(u)} | {gap:+.1f} | {ugap:+.1f} | {max(r['diff'][t] for r in runs):.1e} |"
+            f"{_fmt(p1)} | {_fmt(u)} | {statistics.mean(r['uratio'][t] for r in runs):.3f}, "
+            f"{statistics.mean(r['uflops'][t] for r in runs):.3f} | {gap:+.1f} | {ugap:+.1f} | {max(r['diff'][t] for r in runs):.1e} |"
         )
         verdicts.append(
             f"{round(100 * t)}%: within 0.5 of the better prune(): {'yes' if gap >= -0.5 else 'NO'}; "
             f"beats uniform: {'yes' if ugap > 0 else 'NO'}"
         )
     sup = [r["supernet"][1.0] for r in runs]
+    teach = [r["teacher"][1.0] for r in runs]
+    per_seed = "; ".join(
+        f"seed {seed}: " + ", ".join(
+            f"{round(100 * t)}% searched {100 * r['searched'][t]:.1f} / uniform {100 * r['uniform'][t]:.1f}"
+            for t in TARGETS)
+        for seed, r in zip(args.seeds, runs))
+    frac = "" if args.train_fraction >= 1 else f", {args.train_fraction:g} of the training labels"
     ratio = slim / plain
     body = "\n".join([
         f"### AutoSlim on digits: width {args.width}, search score {args.score}, "
-        f"{args.finetune_epochs} fine-tuning epochs per subnet",
+        f"{args.finetune_epochs} fine-tuning epochs per subnet{frac}",
         "",
         f"`DigitsCNN(width={args.width})`, seeds {args.seeds}, test accuracy % (mean ± std). Supernet: "
         f"{args.epochs - args.finetune_epochs} epochs of the sandwich rule (max + min + {NUM_RANDOM} random, in-place KL), "
-        f"full width {_fmt(sup)}, ratios {RATIOS[0]:g}..1 by 1/8, divisor {DIVISOR}, lr {SUPERNET_LR:g}. "
+        f"max subnet {_fmt(sup)}, ratios {RATIOS[0]:g}..1 by 1/8, divisor {DIVISOR}, lr {SUPERNET_LR:g}. "
         f"prune() (defaults, and with round_to=1: exact channel counts): {args.teacher_epochs} epochs of plain training + "
-        f"{args.epochs - args.teacher_epochs} epochs of fine-tuning (the same optimiser steps in all). "
-        f"Search score: {args.score}. " + (
+        f"{args.epochs - args.teacher_epochs} epochs of fine-tuning (the same optimiser steps in all); the full-width "
+        f"model after its {args.teacher_epochs} epochs: {_fmt(teach)}. "
+        + (f"Training set: {args.train_fraction:g} of the training split (stratified per class, the same images for "
+           "all methods; validation and test sets unchanged). " if frac else "")
+        + ("Diagnostic, not a like-for-like comparison: the search scores candidates on the validation set plus the "
+           "training images left out (" + ("unlabelled: the distill score reads no labels" if args.score == "distill"
+                                            else "with their labels") + "); prune() and uniform do not see them. "
+           if args.search_extra else "")
+        + f"Search score: {args.score}. " + (
             f"Supernet trained {args.epochs - args.finetune_epochs} epochs, then each searched and uniform subnet "
             f"deployed and fine-tuned {args.finetune_epochs} epochs (lr {FT_LR}): {args.epochs} epochs per "
             "delivered model, as for prune()." if args.finetune_epochs else
@@ -212,20 +261,29 @@ def main() -> None:
         "",
         "Verdicts: " + "; ".join(verdicts) + ".",
         "",
+        f"Per seed: {per_seed}.",
+        "",
         f"Step cost: a supernet step takes {1e3 * slim:.1f} ms vs {1e3 * plain:.1f} ms for a plain step "
         f"(CPU time, batch {BATCH}, 1 thread; subnets run on sliced weights): {ratio:.2f} × (target ≤ {2 + NUM_RANDOM} ×: "
         f"{'met' if ratio <= 2 + NUM_RANDOM else 'NOT met'}).",
         "",
-        f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/slim_digits.py "
-        f"--width {args.width} --epochs {args.epochs} --teacher-epochs {args.teacher_epochs} --score {args.score} "
+        "Command: `OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/slim_digits.py "
+        + ("" if args.seeds == [0, 1, 2] else f"--seeds {' '.join(map(str, args.seeds))} ")
+        + f"--width {args.width} --epochs {args.epochs} --teacher-epochs {args.teacher_epochs} --score {args.score} "
         f"--finetune-epochs {args.finetune_epochs} --min-ratio {RATIOS[0]:g} --supernet-lr {SUPERNET_LR:g} "
         f"--divisor {DIVISOR} --calib-batches {CALIB_BATCHES} "
-        f"--write docs/benchmarks.md` "
-        f"({time.time() - t0:.0f} s on this machine).",
+        + (f"--train-fraction {args.train_fraction:g} " if frac else "")
+        + ("--search-extra " if args.search_extra else "")
+        + "--write docs/benchmarks.md` "
+        + f"({time.time() - t0:.0f} s on this machine).",
     ])
     print(body)
     if args.write:
         key = f"slim_digits_w{args.width}_{args.score}_ft{args.finetune_epochs}_min{RATIOS[0]:g}"
+        if frac:
+            key += f"_frac{args.train_fraction:g}_e{args.epochs}"
+        if args.search_extra:
+            key += "_searchextra"
         write_section(args.write, key, body)
 
 

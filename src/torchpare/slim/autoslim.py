@@ -9,8 +9,8 @@ every subnet's gradients and the optimiser takes one step. Subnets are masks of 
 
 BatchNorm statistics per width:
 
-* ``bn="switchable"`` (slimmable networks, a fixed list of widths): every ``BatchNorm2d`` becomes a
-  :class:`~torchpare.slim.SwitchableBatchNorm2d` with one set of statistics per width ratio of the
+* ``bn="switchable"`` (slimmable networks, a fixed list of widths): every ``BatchNorm1d``/``2d``/``3d``
+  becomes a :class:`~torchpare.slim.SwitchableBatchNorm1d`/``2d``/``3d`` with one set of statistics per width ratio of the
   pruner; the sampled subnets are uniform (one ratio for every space), so each width trains its own
   statistics, and evaluating a listed uniform width needs no calibration.
 * ``bn="recalibrate"`` (universally slimmable / AutoSlim, arbitrary widths per space): the random
@@ -41,7 +41,7 @@ from torchpare.distill.algorithms.base import (
 from torchpare.prune import RatioPruner, deploy_subnet, recalibrate_bn
 from torchpare.registry import ALGORITHMS, LOSSES, PRUNERS
 from torchpare.slim.sliced import SlicedForward
-from torchpare.slim.switchable_bn import SwitchableBatchNorm2d, convert_switchable_bn, switch_bn, to_plain_bn
+from torchpare.slim.switchable_bn import SwitchableBatchNorm, convert_switchable_bn, switch_bn, to_plain_bn
 
 __all__ = ["AutoSlim"]
 
@@ -132,7 +132,7 @@ class AutoSlim(BaseAlgorithm):
         if isinstance(pruner, RatioPruner):
             if pruner.model is not self.student:
                 raise TypeError(f"{who}: the pruner was built on another model; build it on `model`.")
-            if bn == "switchable" and not any(isinstance(m, SwitchableBatchNorm2d) for m in self.student.modules()):
+            if bn == "switchable" and not any(isinstance(m, SwitchableBatchNorm) for m in self.student.modules()):
                 convert_switchable_bn(self.student, (*pruner.ratios, 1.0))
                 pruner.prepare_from_supernet(self.student)
             self.pruner = pruner
@@ -302,6 +302,8 @@ class AutoSlim(BaseAlgorithm):
                 f"(bn={self.bn_mode!r}); pass calib_data (a few training batches) to re-estimate them."
             )
         saved = self._snapshot()
+        switchable = [(m, m.stat_means.clone(), m.stat_vars.clone(), m.stat_counts.clone())
+                      for m in self.student.modules() if isinstance(m, SwitchableBatchNorm)]
         modes = [(m, m.training) for m in self.student.modules()]
         try:
             if self.bn_mode == "switchable":
@@ -312,9 +314,15 @@ class AutoSlim(BaseAlgorithm):
             yield self.student
         finally:
             self.pruner.set_max_channel()
+            # Switch back before restoring: restoring first would write the max width's statistics
+            # into the active (narrower) width's, and switching would then store them as that width's.
+            switch_bn(self.student, 1.0)
             self._restore(saved)
-            if self.bn_mode == "switchable":
-                switch_bn(self.student, 1.0)
+            with torch.no_grad():
+                for m, means, variances, counts in switchable:
+                    m.stat_means.copy_(means)
+                    m.stat_vars.copy_(variances)
+                    m.stat_counts.copy_(counts)
             for module, training in modes:
                 module.training = training
 
@@ -324,7 +332,7 @@ class AutoSlim(BaseAlgorithm):
         computes (with fitting BatchNorm statistics, see :meth:`subnet`), as a plain network.
 
         Returns:
-            A new module (``SwitchableBatchNorm2d`` turned into ``BatchNorm2d``), carrying its pruning
+            A new module (switchable BatchNorms turned into plain ones), carrying its pruning
             record (``save_pruned`` works); the supernet is unchanged.
 
         Example:
