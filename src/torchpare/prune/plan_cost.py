@@ -100,7 +100,9 @@ def count_by_module(model: nn.Module, example_inputs: Any) -> ModuleFlops:
         if name == root:
             per_name[""] = {getattr(op, "__name__", str(op)): int(v) for op, v in ops.items()}
         elif name.startswith(root + "."):
-            per_name[name[len(root) + 1 :]] = {getattr(op, "__name__", str(op)): int(v) for op, v in ops.items()}
+            per_name[name[len(root) + 1 :]] = {
+                getattr(op, "__name__", str(op)): int(v) for op, v in ops.items()
+            }
     # A module's own FLOPs: its count minus the counts of the nearest called modules below it.
     own = {name: dict(ops) for name, ops in per_name.items()}
     for name, ops in per_name.items():
@@ -180,7 +182,7 @@ class PlanCost:
         self._keys = list(parts)
         self._fast: dict[str, list[tuple[int, int | None, tuple[int, ...]]]] = defaultdict(list)
         self._slow: dict[str, list[tuple[int, Any]]] = defaultdict(list)
-        for k, (key, entry) in enumerate(parts.items()):
+        for k, entry in enumerate(parts.values()):
             seen: set[int] = set()
             listed = 0
             for _, imap in entry:
@@ -210,9 +212,7 @@ class PlanCost:
             except AttributeError:
                 constant += sum(ops.values())
                 continue
-            weights = tuple(
-                tid for tid in _own_weights(module, flops.by_module, name) if tid in self._shapes
-            )
+            weights = tuple(tid for tid in _own_weights(module, flops.by_module, name) if tid in self._shapes)
             heads = heads_in.get(name, ())
             weight_ops = _WEIGHT_OPS | {"bmm"} if isinstance(module, nn.MultiheadAttention) else _WEIGHT_OPS
             for op, value in ops.items():
