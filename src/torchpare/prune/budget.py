@@ -37,6 +37,7 @@ from torchpare.prune.history import begin_record
 from torchpare.prune.ignored import resolve_ignored
 from torchpare.prune.importance import build_importance
 from torchpare.prune.moe_experts import fuse_experts, split_experts
+from torchpare.prune.plan_cost import ModuleFlops, PlanCost, count_by_module
 from torchpare.prune.rules.hf_config import sync_hf_config
 from torchpare.prune.surgery import apply_plan
 from torchpare.prune.verify import breaking_groups, check_runs, pruned_forward_errors
@@ -408,6 +409,61 @@ def _search(
     return plan
 
 
+# How many plans the estimate-driven search counts for real before it falls back to searching with
+# real counts (the behaviour before issue 18).
+_EXACT_CHECKS = 3
+
+
+def _checked_search(
+    planner: _Planner,
+    goal: float,
+    tolerance: float,
+    estimate: Callable[[Mapping[str, list[int]]], float],
+    exact: Callable[[Mapping[str, list[int]]], float],
+) -> dict[str, list[int]]:
+    """:func:`_search` on the analytic ``estimate`` (:class:`~torchpare.prune.plan_cost.PlanCost`),
+    with the chosen plan counted for real once.
+
+    If the real count meets the tolerance, or equals the estimate (the estimate is exact there, so a
+    search on real counts stops at the same plan), that plan is returned: one real count. Otherwise
+    the goal is corrected by the observed ratio (aim at ``goal x estimate / real``) and the search
+    repeated, up to :data:`_EXACT_CHECKS` real counts; a correction that lands on a plan already
+    counted returns the closest counted plan. If none of that settles, or a counted plan fails its
+    forward, the search runs on real counts as before issue 18 (a trial copy and a forward per
+    candidate), and the closer of its plan and the best counted one is returned.
+    """
+    aim = goal
+    counted: dict[tuple[tuple[str, int], ...], float] = {}
+    best: tuple[float, dict[str, list[int]]] | None = None
+    settled = False
+    for _ in range(_EXACT_CHECKS):
+        plan = _search(planner, aim, tolerance, estimate)
+        key = tuple(sorted((gid, len(idx)) for gid, idx in plan.items()))
+        if key in counted:
+            settled = True  # the corrected goal leads back to a counted plan: no better one is in reach
+            break
+        try:
+            achieved = exact(plan)
+        except (ValueError, RuntimeError):  # e.g. finer widths that break a kernel: search as before
+            break
+        counted[key] = achieved
+        if best is None or abs(achieved - goal) < abs(best[0] - goal):
+            best = (achieved, plan)
+        predicted = estimate(plan)
+        if abs(achieved - goal) <= tolerance * goal or predicted == achieved:
+            settled = True
+            break
+        if achieved <= 0 or predicted <= 0:
+            break
+        aim = goal * predicted / achieved
+    if settled and best is not None:
+        return best[1]
+    plan = _search(planner, goal, tolerance, exact)
+    if best is not None and abs(best[0] - goal) < abs(exact(plan) - goal):
+        return best[1]
+    return plan
+
+
 # Arguments of prune() that a caller passes itself, not from a settings mapping.
 _CALLER_ARGUMENTS = ("model", "example_inputs")
 
@@ -665,7 +721,8 @@ def _prune_eval(
     if dry_run and not on_meta(model):
         # Trace and count the real model (value checks such as the attention-head probe need real
         # values; tracing changes nothing), then plan on a meta work copy of it: same names, same ids.
-        before = count(model, example_inputs)
+        by_module: ModuleFlops | None = count_by_module(model, example_inputs)
+        before = by_module.totals
         graph = DependencyGraph.build(model, example_inputs, ignored=tuple(names))
         scorer, model, example_inputs = model, *_dry_run_copy(model, example_inputs, before, who)
         graph = copy.copy(graph)
@@ -678,7 +735,8 @@ def _prune_eval(
         else:  # MoE: each expert's hidden units a group of its own (moe_experts.py), recorded
             begin_record(model, example_inputs)
             split_experts(model, skip=names, warn=True)
-        before = _meta_safe(lambda: count(model, example_inputs), model, who)
+        by_module = _meta_safe(lambda: count_by_module(model, example_inputs), model, who)
+        before = by_module.totals
         graph = _meta_safe(
             lambda: DependencyGraph.build(model, example_inputs, ignored=tuple(names)), model, who
         )
@@ -689,11 +747,16 @@ def _prune_eval(
     plans: list[dict[str, list[int]]] = []
 
     shadow: tuple[nn.Module, Any] = (model, example_inputs)
+    # Real counts of plans of the current step, with their per-module FLOPs: the chosen plan's are
+    # the next step's starting point, so an iterative step needs no separate count.
+    counted: dict[tuple[tuple[str, int], ...], ModuleFlops] = {}
 
     def metric_of(plan: Mapping[str, list[int]]) -> float:
         trial_model, trial_inputs = shadow
+        key = tuple(sorted((gid, len(idx)) for gid, idx in plan.items()))
         if not plan:
-            return count(trial_model, trial_inputs)[target] / base
+            counted[key] = count_by_module(trial_model, trial_inputs)
+            return counted[key].totals[target] / base
         # A shallow graph copy over a deep copy of the shadow model (a meta copy when counting on
         # meta reproduces the real counts, so no trial copies real weights): the surgery only reads
         # the graph's groups and slices, and counting the trial needs no re-trace, so no trial pays
@@ -702,7 +765,8 @@ def _prune_eval(
         trial.model = copy.deepcopy(trial_model)
         with pruned_forward_errors(plan, who):
             apply_plan(trial, plan)
-            return count(trial.model, trial_inputs)[target] / base
+            counted[key] = count_by_module(trial.model, trial_inputs)
+            return counted[key].totals[target] / base
 
     for step in range(1, iterative_steps + 1):
         goal = ratio ** (step / iterative_steps) if iterative_steps > 1 else ratio
@@ -736,9 +800,18 @@ def _prune_eval(
         if broken:  # never return a model that does not run: leave those groups out (warned)
             scores = {gid: s for gid, s in scores.items() if gid not in broken}
             planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
-        best_plan = _search(
-            planner, goal, tolerance if step == iterative_steps else 0.25 * tolerance, metric_of
+        if by_module is None:  # the previous step's plan was not counted with its breakdown
+            by_module = count_by_module(*shadow)
+        cost = PlanCost(graph, by_module)
+        counted.clear()
+
+        def estimate(plan: Mapping[str, list[int]], cost: PlanCost = cost) -> float:
+            return cost(plan)[target] / base
+
+        best_plan = _checked_search(
+            planner, goal, tolerance if step == iterative_steps else 0.25 * tolerance, estimate, metric_of
         )
+        by_module = counted.get(tuple(sorted((gid, len(idx)) for gid, idx in best_plan.items())))
         if best_plan:
             with pruned_forward_errors(best_plan, who):
                 apply_plan(graph, best_plan, retrace=True, record=True)

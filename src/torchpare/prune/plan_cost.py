@@ -134,6 +134,7 @@ class _Term:
 
     flops: int
     tensors: tuple[int, ...] = ()
+    entries: int = 1  # the tensors' entries before pruning
     groups: tuple[str, ...] = ()
     exact: bool = False
 
@@ -166,7 +167,8 @@ class PlanCost:
             owner, _, pname = full.rpartition(".")
             tensor_of[(owner, pname)] = id(p)
             self._shapes[id(p)] = tuple(int(s) for s in p.shape)
-        self.params_before = sum(math.prod(s) for s in self._shapes.values())
+        self._numel = {tid: math.prod(shape) for tid, shape in self._shapes.items()}
+        self.params_before = sum(self._numel.values())
         self.sizes = {g.id: g.size for g in graph.groups()}
 
         # Which indices of which (parameter, dim) each group's units remove.
@@ -217,7 +219,8 @@ class PlanCost:
             weight_ops = _WEIGHT_OPS | {"bmm"} if isinstance(module, nn.MultiheadAttention) else _WEIGHT_OPS
             for op, value in ops.items():
                 if weights and (op in weight_ops or not heads):
-                    self._terms.append(_Term(value, tensors=weights, exact=op in _EXACT_OPS))
+                    entries = max(1, sum(self._numel[t] for t in weights))
+                    self._terms.append(_Term(value, weights, entries, exact=op in _EXACT_OPS))
                 elif heads:
                     self._terms.append(_Term(value, groups=heads))
                 else:
@@ -227,8 +230,8 @@ class PlanCost:
         # while some group could change it)
         self.exact_flops = all(t.exact for t in self._terms if t.flops) and constant == 0
 
-    def __call__(self, plan: Mapping[str, Any]) -> dict[str, float]:
-        """``{"params": int, "flops": float}`` of the model after removing ``plan``'s units.
+    def __call__(self, plan: Mapping[str, Any]) -> dict[str, int | float]:
+        """``{"params": int, "flops": int or float}`` (an int when every scaled count is whole) of the model after removing ``plan``'s units.
 
         Args:
             plan: ``{group id: unit indices to remove}`` (validated as ``DependencyGraph.normalize_plan``
@@ -258,19 +261,24 @@ class PlanCost:
             if n:
                 shapes[tid][dim] -= n
         kept = {tid: math.prod(shape) for tid, shape in shapes.items()}
-        params = self.params_before - sum(math.prod(self._shapes[tid]) - kept[tid] for tid in self._touched)
-        flops = float(self._constant)
+        params = self.params_before - sum(self._numel[tid] - kept[tid] for tid in self._touched)
+        # integer arithmetic where the scaled count is whole (a layer's FLOPs are 2 x rows x its
+        # entries), so an exact estimate equals the counted FLOPs bit for bit
+        whole, rest = self._constant, 0.0
         for term in self._terms:
             if term.tensors:
-                before = sum(math.prod(self._shapes[t]) for t in term.tensors)
-                after = sum(kept.get(t, math.prod(self._shapes[t])) for t in term.tensors)
-                flops += term.flops * after / max(before, 1)
+                num = term.flops * sum(kept.get(t, self._numel[t]) for t in term.tensors)
+                den = term.entries
             else:
-                share = 1.0
+                num, den = term.flops, 1
                 for gid in term.groups:
-                    share *= (self.sizes[gid] - len(plan.get(gid, ()))) / self.sizes[gid]
-                flops += term.flops * share
-        return {"params": int(params), "flops": flops}
+                    num *= self.sizes[gid] - len(plan.get(gid, ()))
+                    den *= self.sizes[gid]
+            if num % den == 0:
+                whole += num // den
+            else:
+                rest += num / den
+        return {"params": int(params), "flops": whole + rest if rest else whole}
 
 
 def _own_weights(module: nn.Module, called: Mapping[str, Any], name: str) -> list[int]:
