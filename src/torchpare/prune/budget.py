@@ -411,7 +411,7 @@ def _search(
 
 # How many plans the estimate-driven search counts for real before it falls back to searching with
 # real counts (the behaviour before issue 18).
-_EXACT_CHECKS = 3
+_EXACT_CHECKS = 4
 
 
 def _checked_search(
@@ -420,27 +420,28 @@ def _checked_search(
     tolerance: float,
     estimate: Callable[[Mapping[str, list[int]]], float],
     exact: Callable[[Mapping[str, list[int]]], float],
+    estimate_is_exact: bool = False,
 ) -> dict[str, list[int]]:
     """:func:`_search` on the analytic ``estimate`` (:class:`~torchpare.prune.plan_cost.PlanCost`),
     with the chosen plan counted for real once.
 
-    If the real count meets the tolerance, or equals the estimate (the estimate is exact there, so a
-    search on real counts stops at the same plan), that plan is returned: one real count. Otherwise
-    the goal is corrected by the observed ratio (aim at ``goal x estimate / real``) and the search
-    repeated, up to :data:`_EXACT_CHECKS` real counts; a correction that lands on a plan already
-    counted returns the closest counted plan. If none of that settles, or a counted plan fails its
-    forward, the search runs on real counts as before issue 18 (a trial copy and a forward per
-    candidate), and the closer of its plan and the best counted one is returned.
+    The plan is returned after that one real count if it meets the tolerance, or if the estimate is
+    exact (``estimate_is_exact``, and the count equals the estimate): a search on real counts would
+    stop at the same plan. Otherwise the search is aimed again where the real counts say the goal
+    lies (first scaled by the observed ratio ``goal x estimate / real``, then along the secant of
+    the last two counted plans), up to :data:`_EXACT_CHECKS` real counts. If none meets the
+    tolerance, a correction lands on a plan already counted, or a counted plan fails its forward,
+    the search runs on real counts as before issue 18 (a trial copy and a forward per candidate) and
+    the closer of its plan and the best counted one is returned.
     """
     aim = goal
     counted: dict[tuple[tuple[str, int], ...], float] = {}
     best: tuple[float, dict[str, list[int]]] | None = None
-    settled = False
-    for _ in range(_EXACT_CHECKS):
+    points: list[tuple[float, float]] = []  # (estimate, real count) of each counted plan
+    for attempt in range(_EXACT_CHECKS):
         plan = _search(planner, aim, tolerance, estimate)
         key = tuple(sorted((gid, len(idx)) for gid, idx in plan.items()))
-        if key in counted:
-            settled = True  # the corrected goal leads back to a counted plan: no better one is in reach
+        if key in counted:  # the corrected aim leads back to a counted plan
             break
         try:
             achieved = exact(plan)
@@ -450,18 +451,31 @@ def _checked_search(
         if best is None or abs(achieved - goal) < abs(best[0] - goal):
             best = (achieved, plan)
         predicted = estimate(plan)
-        if abs(achieved - goal) <= tolerance * goal or predicted == achieved:
-            settled = True
+        if abs(achieved - goal) <= tolerance * goal:
+            return plan
+        if attempt == 0 and estimate_is_exact and predicted == achieved:
+            return plan
+        points.append((predicted, achieved))
+        aim = _next_aim(points, goal)
+        if aim is None:
             break
-        if achieved <= 0 or predicted <= 0:
-            break
-        aim = goal * predicted / achieved
-    if settled and best is not None:
-        return best[1]
     plan = _search(planner, goal, tolerance, exact)
     if best is not None and abs(best[0] - goal) < abs(exact(plan) - goal):
         return best[1]
     return plan
+
+
+def _next_aim(points: Sequence[tuple[float, float]], goal: float) -> float | None:
+    """The estimate at which the real count should reach ``goal``: the last ``(estimate, real)``
+    point scaled, or the secant through the last two; ``None`` when they give no usable slope."""
+    (e1, r1) = points[-1]
+    if len(points) > 1:
+        e0, r0 = points[-2]
+        if e1 != e0 and (r1 - r0) / (e1 - e0) > 0:
+            return min(1.0, e1 + (goal - r1) * (e1 - e0) / (r1 - r0))
+    if e1 <= 0 or r1 <= 0:
+        return None
+    return min(1.0, goal * e1 / r1)
 
 
 # Arguments of prune() that a caller passes itself, not from a settings mapping.
@@ -809,7 +823,12 @@ def _prune_eval(
             return cost(plan)[target] / base
 
         best_plan = _checked_search(
-            planner, goal, tolerance if step == iterative_steps else 0.25 * tolerance, estimate, metric_of
+            planner,
+            goal,
+            tolerance if step == iterative_steps else 0.25 * tolerance,
+            estimate,
+            metric_of,
+            estimate_is_exact=target == "params" or cost.exact_flops,
         )
         by_module = counted.get(tuple(sorted((gid, len(idx)) for gid, idx in best_plan.items())))
         if best_plan:

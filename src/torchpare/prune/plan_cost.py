@@ -14,9 +14,11 @@ counted forward each; :class:`PlanCost` answers the same question from the depen
   spatial size or token count, so those FLOPs scale with the weight's kept entries: exact for
   ``Linear``, ``Conv`` (grouped and depthwise too), GPT-2's ``Conv1D``. The FLOPs a module computes
   between activations (attention scores and weighted values) scale with the kept fraction of its
-  head groups: exact when only heads change, an estimate otherwise (the hidden width pruned under
-  ``nn.MultiheadAttention``'s fused kernel, a matmul whose rows are pruned channels).
-  :attr:`PlanCost.exact_flops` says whether every FLOP of the model is of the exact kind.
+  head groups: exact when no channel group inside the attention module changes a head's width.
+  ``nn.MultiheadAttention`` is counted on its unfused path, whose projections and attention are
+  separate ops. :attr:`PlanCost.exact_flops` says whether every FLOP of the model is of these exact
+  kinds; what the model cannot see is a matmul whose *rows* are pruned channels (a token-mixing
+  layer applied across channels, an activation-by-activation matmul outside attention): an estimate.
 
 ``prune()`` searches with this model and then counts the chosen plan once for real; if the estimate
 missed, it corrects the goal by the observed ratio and searches again (see ``prune/budget.py``).
@@ -206,6 +208,7 @@ class PlanCost:
         self.flops_before = int(flops.totals["flops"])
         constant = int(flops.outside)
         heads_in = _head_groups_by_module(graph, flops.by_module)
+        channel_prefixes = [_common_prefix(g) for g in graph.groups() if g.unit == "channel"]
         for name, ops in flops.by_module.items():
             if not ops:
                 continue
@@ -216,22 +219,28 @@ class PlanCost:
                 continue
             weights = tuple(tid for tid in _own_weights(module, flops.by_module, name) if tid in self._shapes)
             heads = heads_in.get(name, ())
-            weight_ops = _WEIGHT_OPS | {"bmm"} if isinstance(module, nn.MultiheadAttention) else _WEIGHT_OPS
+            mha = isinstance(module, nn.MultiheadAttention)
+            weight_ops = _WEIGHT_OPS | {"bmm"} if mha else _WEIGHT_OPS
+            # attention FLOPs scale exactly with the kept heads when no channel group inside the
+            # module (a per-head width) changes them too
+            heads_only = not any(p == name or p.startswith(name + ".") for p in channel_prefixes if p)
             for op, value in ops.items():
                 if weights and (op in weight_ops or not heads):
                     entries = max(1, sum(self._numel[t] for t in weights))
-                    self._terms.append(_Term(value, weights, entries, exact=op in _EXACT_OPS))
+                    exact = op in _EXACT_OPS or (mha and op == "bmm")
+                    self._terms.append(_Term(value, weights, entries, exact=exact))
                 elif heads:
-                    self._terms.append(_Term(value, groups=heads))
+                    self._terms.append(_Term(value, groups=heads, exact=heads_only))
                 else:
                     constant += value
         self._constant = constant
-        # exact when every FLOP is a layer's own matmul/convolution (and no FLOP is left unscaled
-        # while some group could change it)
+        # exact when every FLOP is a layer's own matmul/convolution or attention over whole heads (and
+        # no FLOP is left unscaled while some group could change it)
         self.exact_flops = all(t.exact for t in self._terms if t.flops) and constant == 0
 
     def __call__(self, plan: Mapping[str, Any]) -> dict[str, int | float]:
-        """``{"params": int, "flops": int or float}`` (an int when every scaled count is whole) of the model after removing ``plan``'s units.
+        """``{"params": int, "flops": int or float}`` of the model after removing ``plan``'s units
+        (FLOPs are an int when every scaled count is whole).
 
         Args:
             plan: ``{group id: unit indices to remove}`` (validated as ``DependencyGraph.normalize_plan``
@@ -310,13 +319,7 @@ def _head_groups_by_module(graph: DependencyGraph, names: Mapping[str, Any]) -> 
     for g in graph.groups():
         if g.unit == "channel":
             continue
-        owners = [m.module_name.split(".") if m.module_name else [] for m in g.members]
-        common: list[str] = []
-        for parts in zip(*owners):
-            if any(p != parts[0] for p in parts):
-                break
-            common.append(parts[0])
-        prefix = ".".join(common)
+        prefix = _common_prefix(g)
         found: set[str] = set()
         for m in g.members:
             name = m.module_name
@@ -329,3 +332,14 @@ def _head_groups_by_module(graph: DependencyGraph, names: Mapping[str, Any]) -> 
         for name in found:
             out[name].append(g.id)
     return {name: tuple(gids) for name, gids in out.items()}
+
+
+def _common_prefix(group: Any) -> str:
+    """The innermost module name holding every member of ``group`` (``""``: the root)."""
+    owners = [m.module_name.split(".") if m.module_name else [] for m in group.members]
+    common: list[str] = []
+    for parts in zip(*owners):
+        if any(p != parts[0] for p in parts):
+            break
+        common.append(parts[0])
+    return ".".join(common)
