@@ -40,7 +40,7 @@ from torchpare.prune.moe_experts import fuse_experts, split_experts
 from torchpare.prune.plan_cost import ModuleFlops, PlanCost, count_by_module
 from torchpare.prune.rules.hf_config import sync_hf_config
 from torchpare.prune.surgery import apply_plan
-from torchpare.prune.verify import breaking_groups, check_runs, pruned_forward_errors
+from torchpare.prune.verify import breaking_groups, pruned_forward_errors
 
 __all__ = ["prune", "prune_config_errors", "PruneSummary", "MetaWeightsError", "auto_round_to", "AUTO_ROUND_TO"]
 
@@ -759,6 +759,7 @@ def _prune_eval(
     begin_record(model, example_inputs)
     sizes_before = {g.id: g.size for g in graph.groups()}
     plans: list[dict[str, list[int]]] = []
+    pruned_sizes: dict[str, int] = {}  # group sizes after a last step that was not re-traced
 
     shadow: tuple[nn.Module, Any] = (model, example_inputs)
     # Real counts of plans of the current step, with their per-module FLOPs: the chosen plan's are
@@ -832,17 +833,23 @@ def _prune_eval(
         )
         by_module = counted.get(tuple(sorted((gid, len(idx)) for gid, idx in best_plan.items())))
         if best_plan:
+            # The last step needs no re-trace: nothing reads the graph after it but the group sizes,
+            # which the plan gives; the count of the pruned model below is its forward check.
+            last = step == iterative_steps
+            sizes_now = {gid: graph.group(gid).size - len(idx) for gid, idx in best_plan.items()}
             with pruned_forward_errors(best_plan, who):
-                apply_plan(graph, best_plan, retrace=True, record=True)
+                apply_plan(graph, best_plan, retrace=not last, record=True)
+            if last:
+                pruned_sizes.update(sizes_now)
             plans.append(best_plan)
             if bn_calibration is not None:
                 _calibrate.recalibrate_bn(model, bn_calibration)
 
     fuse_experts(model)  # experts that kept one width get their fused layout back (moe_experts.py)
     sync_hf_config(model)
-    check_runs(model, example_inputs, sorted({gid for p in plans for gid in p}), who)
+    with pruned_forward_errors(sorted({gid for p in plans for gid in p}), who):
+        after = count(model, example_inputs)  # its forward is also the check that the pruned model runs
     warn_if_not_plain(model, who)  # Hugging Face models whose widths their config cannot state
-    after = count(model, example_inputs)
     achieved = after[target] / base
     within = abs(achieved - ratio) <= tolerance * ratio
     if not within:
@@ -859,7 +866,7 @@ def _prune_eval(
             now = module_channels(m)
             if now is not None:
                 layers[name] = {"before": raw[name], "after": now}
-    sizes_after = {g.id: g.size for g in graph.all_groups()}
+    sizes_after = {g.id: g.size for g in graph.all_groups()} | pruned_sizes
     summary = PruneSummary(
         target=target,
         target_ratio=ratio,
