@@ -5,7 +5,10 @@ applied through :func:`torchpare.prune.surgery.apply_plan`, the one surgery entr
 
 Each step scores every prunable group with an importance criterion, then searches (bisection) how
 many of the lowest-scored units to remove so that the pruned model's FLOPs (or parameters), counted
-on the example inputs, land on the step's goal. Global pruning ranks the units of all groups together
+on the example inputs, land on the step's goal. The search ranks candidates with the analytic cost of
+a plan (:class:`~torchpare.prune.plan_cost.PlanCost`: no trial copy, no forward) and counts the chosen
+plan for real once; only a count that misses where the estimate is not exact costs more real counts
+(:func:`_checked_search`). Global pruning ranks the units of all groups together
 (scores are normalised per group); per-layer pruning removes the same fraction of every group.
 ``iterative_steps > 1`` re-scores between steps and approaches the target geometrically in FLOPs.
 With ``bn_calibration`` batches, BatchNorm running statistics are re-estimated after every step
@@ -437,6 +440,13 @@ def _checked_search(
     aim = goal
     counted: dict[tuple[tuple[str, int], ...], float] = {}
     best: tuple[float, dict[str, list[int]]] | None = None
+
+    def real(plan: Mapping[str, list[int]]) -> float:  # each plan is copied and counted once
+        key = tuple(sorted((gid, len(idx)) for gid, idx in plan.items()))
+        if key not in counted:
+            counted[key] = exact(plan)
+        return counted[key]
+
     points: list[tuple[float, float]] = []  # (estimate, real count) of each counted plan
     for attempt in range(_EXACT_CHECKS):
         plan = _search(planner, aim, tolerance, estimate)
@@ -444,10 +454,9 @@ def _checked_search(
         if key in counted:  # the corrected aim leads back to a counted plan
             break
         try:
-            achieved = exact(plan)
+            achieved = real(plan)
         except (ValueError, RuntimeError):  # e.g. finer widths that break a kernel: search as before
             break
-        counted[key] = achieved
         if best is None or abs(achieved - goal) < abs(best[0] - goal):
             best = (achieved, plan)
         predicted = estimate(plan)
@@ -459,8 +468,8 @@ def _checked_search(
         aim = _next_aim(points, goal)
         if aim is None:
             break
-    plan = _search(planner, goal, tolerance, exact)
-    if best is not None and abs(best[0] - goal) < abs(exact(plan) - goal):
+    plan = _search(planner, goal, tolerance, real)
+    if best is not None and abs(best[0] - goal) < abs(real(plan) - goal):
         return best[1]
     return plan
 
