@@ -169,3 +169,21 @@ def test_plan_cost_names_an_unknown_group():
     assert cost({}) == count(model, x)
     with pytest.raises(KeyError, match="no prunable group 'nope'"):
         cost({"nope": [0]})
+
+
+def test_a_checked_plan_that_fails_its_count_falls_back_to_the_search_on_real_counts(monkeypatch):
+    model, x = _build("resnet")
+    _, expected = prune(copy.deepcopy(model), x, target_flops_ratio=0.5)
+    calls = []
+    real_count = budget.count_by_module
+
+    def flaky(trial, inputs):
+        calls.append(1)
+        if len(calls) == 2:  # the chosen plan's count (the first is the unpruned model's)
+            raise RuntimeError("a kernel that does not take these widths")
+        return real_count(trial, inputs)
+
+    monkeypatch.setattr(budget, "count_by_module", flaky)
+    _, summary = prune(model, x, target_flops_ratio=0.5)
+    assert len(calls) > 4  # the fallback counted candidates for real
+    assert summary.plans == expected.plans and summary.flops_after == expected.flops_after
