@@ -83,6 +83,9 @@ def test_plan_cost_equals_the_real_count_after_surgery_for_random_plans(name):
     model, x = _build(name)
     graph = DependencyGraph.build(model, x)
     cost = PlanCost(graph, count_by_module(model, x))
+    # Swin-V2's position-bias MLP is a channel group inside the attention module: its heads' FLOPs are
+    # not claimed exact (they are, here), so a missed tolerance there is re-aimed, not accepted
+    assert cost.exact_flops == (name != "swinv2")
     rng = random.Random(name)
     for _ in range(3):
         plan = _random_plan(graph, rng)
@@ -90,6 +93,27 @@ def test_plan_cost_equals_the_real_count_after_surgery_for_random_plans(name):
         trial.model = copy.deepcopy(model)
         apply_plan(trial, plan)
         assert cost(plan) == count(trial.model, x), plan
+
+
+@pytest.mark.parametrize("name", ["tiny:mixtral", "tiny:qwen2_moe"])
+def test_plan_cost_counts_split_experts_parameters_exactly_and_their_flops_as_an_estimate(name):
+    """Routed experts get as many rows as the router sends them, which moves with the pruned widths."""
+    from torchpare.prune import split_experts
+
+    model, x = _build(name)
+    split_experts(model)  # as prune() does: one group per expert
+    graph = DependencyGraph.build(model, x)
+    cost = PlanCost(graph, count_by_module(model, x))
+    assert not cost.exact_flops
+    rng = random.Random(name)
+    for _ in range(3):
+        plan = _random_plan(graph, rng)
+        trial = copy.copy(graph)
+        trial.model = copy.deepcopy(model)
+        apply_plan(trial, plan)
+        real = count(trial.model, x)
+        assert cost(plan)["params"] == real["params"]
+        assert abs(cost(plan)["flops"] - real["flops"]) <= 0.25 * real["flops"]
 
 
 @pytest.mark.parametrize("name", ["resnet", "mobilenetv2", "vit", "swinv2", "hf_gpt2"])

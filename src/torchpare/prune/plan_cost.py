@@ -17,8 +17,9 @@ counted forward each; :class:`PlanCost` answers the same question from the depen
   head groups: exact when no channel group inside the attention module changes a head's width.
   ``nn.MultiheadAttention`` is counted on its unfused path, whose projections and attention are
   separate ops. :attr:`PlanCost.exact_flops` says whether every FLOP of the model is of these exact
-  kinds; what the model cannot see is a matmul whose *rows* are pruned channels (a token-mixing
-  layer applied across channels, an activation-by-activation matmul outside attention): an estimate.
+  kinds (not with routed experts, whose rows move with the router). What the model cannot see is a
+  matmul whose *rows* are pruned channels (a token-mixing layer applied across channels): there the
+  FLOPs are an estimate that the real count of the chosen plan corrects.
 
 ``prune()`` searches with this model and then counts the chosen plan once for real; if the estimate
 missed, it corrects the goal by the observed ratio and searches again (see ``prune/budget.py``).
@@ -236,7 +237,11 @@ class PlanCost:
         self._constant = constant
         # exact when every FLOP is a layer's own matmul/convolution or attention over whole heads (and
         # no FLOP is left unscaled while some group could change it)
-        self.exact_flops = all(t.exact for t in self._terms if t.flops) and constant == 0
+        # routed experts (mixture of experts) see as many rows as the router sends them, which moves
+        # with any width pruned before the router: their FLOPs depend on the data
+        self.exact_flops = (
+            all(t.exact for t in self._terms if t.flops) and constant == 0 and not _routes(model)
+        )
 
     def __call__(self, plan: Mapping[str, Any]) -> dict[str, int | float]:
         """``{"params": int, "flops": int or float}`` of the model after removing ``plan``'s units
@@ -343,3 +348,16 @@ def _common_prefix(group: Any) -> str:
             break
         common.append(parts[0])
     return ".".join(common)
+
+
+_ROUTER_ATTRIBUTES = ("num_experts", "num_local_experts", "num_experts_per_tok", "top_k")
+
+
+def _routes(model: nn.Module) -> bool:
+    """Whether ``model`` routes tokens to experts (split experts, or a module stating its experts)."""
+    from torchpare.prune.rules.split_experts import SplitExperts
+
+    return any(
+        isinstance(m, SplitExperts) or any(isinstance(getattr(m, a, None), int) for a in _ROUTER_ATTRIBUTES)
+        for m in model.modules()
+    )
