@@ -23,6 +23,9 @@ criterion, ratio 0.5); target: speed-up x FLOPs ratio >= 0.8 (speed-up >= 0.8 x 
 Part 3 (issue 18): wall time of one-shot pruning, ``prune(model, x, target_flops_ratio=0.5)`` next to
 Torch-Pruning's ``MetaPruner(pruning_ratio=0.5).step()`` on larger zoo CNNs (median of interleaved runs
 on fresh copies; the copy is not timed). Run one part with ``--parts 3``.
+Part 4 (issue 18): real FLOP counts (forwards under ``FlopCounterMode``) and wall time of ``prune()`` on 15
+zoo and Hugging Face tiny models under five settings (FLOPs and parameter targets, per-layer,
+iterative, ``round_to=1``): the target search ranks plans analytically and counts the chosen one.
 
 Torch-Pruning is optional: without it, only torchpare is measured.
 """
@@ -416,12 +419,51 @@ def part3(repeats: int) -> None:
     print(f"load average after part 3: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
+def part4() -> None:
+    """Real counts per prune() call across zoo and HF tiny models and settings (issue 18's search)."""
+    from torchpare.prune import prune
+    from torchpare.zoo.hf import hf_tiny
+
+    print("\nPart 4: prune() on the zoo inputs: real counts (forwards under FlopCounterMode) per call")
+    print(f"{'model':14s} {'settings':52s} {'ratio':>6s} {'within':>6s} {'counts':>6s} {'s':>6s}")
+    torch.set_num_threads(1)
+    passes = _counting_passes()
+    names = ("vgg", "resnet", "densenet", "mobilenetv2", "shufflenetv2", "grouped_conv", "vit", "swin",
+             "swinv2", "hf_bert", "hf_gpt2", "hf_llama", "tiny:mixtral", "tiny:t5", "tiny:qwen2_moe")
+    settings = (
+        {"target_flops_ratio": 0.5},
+        {"target_params_ratio": 0.5},
+        {"target_flops_ratio": 0.4, "global_pruning": False},
+        {"target_flops_ratio": 0.5, "iterative_steps": 3},
+        {"target_flops_ratio": 0.6, "round_to": 1},
+    )
+    total_counts, total_s = 0, 0.0
+    for name in names:
+        for kwargs in settings:
+            torch.manual_seed(0)
+            model, x = hf_tiny(name[5:]) if name.startswith("tiny:") else ZOO[name]()
+            passes.clear()
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _, summary = prune(model, x, **kwargs)
+            seconds = time.perf_counter() - t0
+            total_counts, total_s = total_counts + len(passes), total_s + seconds
+            label = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+            print(
+                f"{name:14s} {label:52s} {summary.achieved_ratio:6.3f} {summary.within_tolerance!s:>6s} "
+                f"{len(passes):6d} {seconds:6.2f}",
+                flush=True,
+            )
+    print(f"total: {total_counts} counts, {total_s:.1f} s; load average {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per model (both tools)")
     parser.add_argument("--skip-latency", action="store_true")
-    parser.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 3")
+    parser.add_argument("--parts", default="1,2,3,4", help="which parts to run, e.g. 3")
     args = parser.parse_args()
     if tp is None:
         print("torch-pruning is not installed (pip install torch-pruning): only torchpare is measured.")
@@ -432,6 +474,8 @@ def main() -> None:
         part2(max(args.repeats, 10))
     if "3" in parts:
         part3(max(3, args.repeats // 2))
+    if "4" in parts:
+        part4()
 
 
 if __name__ == "__main__":
