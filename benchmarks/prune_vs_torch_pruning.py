@@ -35,6 +35,8 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import hashlib
+import json
 import multiprocessing as mp
 import os
 import statistics
@@ -425,7 +427,7 @@ def part4() -> None:
     from torchpare.zoo.hf import hf_tiny
 
     print("\nPart 4: prune() on the zoo inputs: real counts (forwards under FlopCounterMode) per call")
-    print(f"{'model':14s} {'settings':52s} {'ratio':>6s} {'within':>6s} {'counts':>6s} {'s':>6s}")
+    print(f"{'model':14s} {'settings':52s} {'ratio':>6s} {'within':>6s} {'counts':>6s} {'s':>6s} plans")
     torch.set_num_threads(1)
     passes = _counting_passes()
     names = ("vgg", "resnet", "densenet", "mobilenetv2", "shufflenetv2", "grouped_conv", "vit", "swin",
@@ -452,7 +454,8 @@ def part4() -> None:
             label = ", ".join(f"{k}={v}" for k, v in kwargs.items())
             print(
                 f"{name:14s} {label:52s} {summary.achieved_ratio:6.3f} {summary.within_tolerance!s:>6s} "
-                f"{len(passes):6d} {seconds:6.2f}",
+                f"{len(passes):6d} {seconds:6.2f} "
+                f"{hashlib.sha1(json.dumps(summary.plans).encode()).hexdigest()[:10]}",
                 flush=True,
             )
     print(f"total: {total_counts} counts, {total_s:.1f} s; load average {os.getloadavg()[0]:.1f}")
