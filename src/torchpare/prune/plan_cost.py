@@ -112,16 +112,17 @@ def count_by_module(model: nn.Module, example_inputs: Any) -> ModuleFlops:
         if name == "":
             continue
         parent = name
-        while True:
+        while parent:
             parent = parent.rpartition(".")[0] if "." in parent else ""
             if parent in per_name:
                 break
+        below = own.setdefault(parent, {})
         for op, v in ops.items():
-            own[parent][op] = own[parent].get(op, 0) - v
+            below[op] = below.get(op, 0) - v
     total = int(counter.get_total_flops())
     outside = total - sum(per_name.get("", {}).values())
     by_module = {}
-    for name, ops in own.items():
+    for name, ops in sorted(own.items()):  # the tracker's order follows string hashes: sort it
         try:
             _ = model.get_submodule(name) if name else model
         except AttributeError:  # a tracked name that is no path of the model: its FLOPs stay unscaled
