@@ -23,6 +23,9 @@ criterion, ratio 0.5); target: speed-up x FLOPs ratio >= 0.8 (speed-up >= 0.8 x 
 Part 3 (issue 18): wall time of one-shot pruning, ``prune(model, x, target_flops_ratio=0.5)`` next to
 Torch-Pruning's ``MetaPruner(pruning_ratio=0.5).step()`` on larger zoo CNNs (median of interleaved runs
 on fresh copies; the copy is not timed). Run one part with ``--parts 3``.
+Part 4 (issue 18): real FLOP counts (forwards under ``FlopCounterMode``) and wall time of ``prune()`` on 15
+zoo and Hugging Face tiny models under five settings (FLOPs and parameter targets, per-layer,
+iterative, ``round_to=1``): the target search ranks plans analytically and counts the chosen one.
 
 Torch-Pruning is optional: without it, only torchpare is measured.
 """
@@ -32,7 +35,10 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import hashlib
+import json
 import multiprocessing as mp
+import os
 import statistics
 import time
 import warnings
@@ -317,17 +323,31 @@ def part2(repeats: int) -> None:
             print(f"{label:28s} {tool:13s} {ratio:11.3f} {ms:7.1f} {speedup:7.2f}x {speedup * ratio:13.2f}")
 
 
-def _prune_once_ours(model: nn.Module, x: torch.Tensor) -> float:
+def _prune_once_ours(model: nn.Module, x: torch.Tensor) -> nn.Module:
     from torchpare.prune import prune
 
-    _, summary = prune(model, x, target_flops_ratio=0.5)
-    return summary.flops_ratio
+    return prune(model, x, target_flops_ratio=0.5)[0]
 
 
-def _prune_once_tp(model: nn.Module, x: torch.Tensor) -> float:
-    base = count(model, x)["flops"]
-    _tp_half(model, x)
-    return count(model, x)["flops"] / base
+def _prune_once_tp(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    return _tp_half(model, x)
+
+
+def _counting_passes() -> list[int]:
+    """Counts the forwards torchpare runs under ``FlopCounterMode`` (each a real FLOP count: of the
+    unpruned model, of a candidate plan, of the pruned model)."""
+    import torchpare.prune.counting as counting
+
+    passes: list[int] = []
+    base = counting.FlopCounterMode
+
+    class Counted(base):  # type: ignore[misc, valid-type]
+        def __enter__(self) -> Any:
+            passes.append(1)
+            return super().__enter__()
+
+    counting.FlopCounterMode = Counted
+    return passes
 
 
 def part3(repeats: int) -> None:
@@ -336,16 +356,19 @@ def part3(repeats: int) -> None:
 
     print("\nPart 3: one-shot pruning wall time, batch 1 x 3x64x64, 1 thread, median s over interleaved runs")
     print(
-        "  torchpare: prune(model, x, target_flops_ratio=0.5) (L1, searches the FLOPs target, default widths)"
+        "  torchpare: prune(model, x, target_flops_ratio=0.5) (L1, searches the FLOPs target, default"
+        " widths); counts: forwards under FlopCounterMode per prune() call"
     )
     print(
         "  Torch-Pruning: MetaPruner(L1, pruning_ratio=0.5).step() (a fixed channel ratio, no target search)"
     )
     print(
-        f"{'model':28s} {'params M':>8s} | {'ours s':>7s} {'FLOPs':>6s} | {'TP s':>7s} {'FLOPs':>6s} | ours/TP"
+        f"{'model':36s} {'params M':>8s} | {'ours s':>7s} {'FLOPs':>6s} {'counts':>6s} | "
+        f"{'TP s':>7s} {'FLOPs':>6s} | ours/TP"
     )
     torch.set_num_threads(1)
     x = torch.randn(1, 3, 64, 64)
+    passes = _counting_passes()
     models = (
         ("VGGNet(64,128,256,512)", lambda: VGGNet(widths=(64, 128, 256, 512), image_size=64)),
         ("ResNetBottleneck(width=64)", lambda: ResNetBottleneck(width=64)),
@@ -356,12 +379,14 @@ def part3(repeats: int) -> None:
     for label, make in models:
         torch.manual_seed(0)
         base = make().eval()
+        base_flops = count(base, x)["flops"]
         tools = {"ours": _prune_once_ours}
         if tp is not None:
             tools["tp"] = _prune_once_tp
         times: dict[str, list[float]] = {k: [] for k in tools}
         ratios: dict[str, float] = {}
         failed: dict[str, str] = {}
+        n_counts = 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for k, fn in list(tools.items()):  # warm-up: first-call caches are not the steady cost
@@ -374,20 +399,66 @@ def part3(repeats: int) -> None:
                 for k, fn in tools.items():
                     model = copy.deepcopy(base)
                     gc.collect()
+                    passes.clear()
                     t0 = time.perf_counter()
-                    ratios[k] = fn(model, x)
+                    pruned = fn(model, x)
                     times[k].append(time.perf_counter() - t0)
+                    if k == "ours":
+                        n_counts = len(passes)
+                    ratios[k] = count(pruned, x)["flops"] / base_flops  # not timed
         med = {k: statistics.median(v) for k, v in times.items()}
         params = sum(p.numel() for p in base.parameters()) / 1e6
         tp_cells = f"{med['tp']:7.2f} {ratios['tp']:6.3f}" if "tp" in med else f"{failed.get('tp', '-'):>14s}"
         if "ours" not in med:
-            print(f"{label:28s} {params:8.2f} | {failed['ours']} | {tp_cells}", flush=True)
+            print(f"{label:36s} {params:8.2f} | {failed['ours']} | {tp_cells}", flush=True)
             continue
         ratio = f"{med['ours'] / med['tp']:.2f}" if "tp" in med else "-"
         print(
-            f"{label:28s} {params:8.2f} | {med['ours']:7.2f} {ratios['ours']:6.3f} | {tp_cells} | {ratio}",
+            f"{label:36s} {params:8.2f} | {med['ours']:7.2f} {ratios['ours']:6.3f} {n_counts:6d} | "
+            f"{tp_cells} | {ratio}",
             flush=True,
         )
+    print(f"load average after part 3: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
+def part4() -> None:
+    """Real counts per prune() call across zoo and HF tiny models and settings (issue 18's search)."""
+    from torchpare.prune import prune
+    from torchpare.zoo.hf import hf_tiny
+
+    print("\nPart 4: prune() on the zoo inputs: real counts (forwards under FlopCounterMode) per call")
+    print(f"{'model':14s} {'settings':52s} {'ratio':>6s} {'within':>6s} {'counts':>6s} {'s':>6s} plans")
+    torch.set_num_threads(1)
+    passes = _counting_passes()
+    names = ("vgg", "resnet", "densenet", "mobilenetv2", "shufflenetv2", "grouped_conv", "vit", "swin",
+             "swinv2", "hf_bert", "hf_gpt2", "hf_llama", "tiny:mixtral", "tiny:t5", "tiny:qwen2_moe")
+    settings = (
+        {"target_flops_ratio": 0.5},
+        {"target_params_ratio": 0.5},
+        {"target_flops_ratio": 0.4, "global_pruning": False},
+        {"target_flops_ratio": 0.5, "iterative_steps": 3},
+        {"target_flops_ratio": 0.6, "round_to": 1},
+    )
+    total_counts, total_s = 0, 0.0
+    for name in names:
+        for kwargs in settings:
+            torch.manual_seed(0)
+            model, x = hf_tiny(name[5:]) if name.startswith("tiny:") else ZOO[name]()
+            passes.clear()
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _, summary = prune(model, x, **kwargs)
+            seconds = time.perf_counter() - t0
+            total_counts, total_s = total_counts + len(passes), total_s + seconds
+            label = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+            print(
+                f"{name:14s} {label:52s} {summary.achieved_ratio:6.3f} {summary.within_tolerance!s:>6s} "
+                f"{len(passes):6d} {seconds:6.2f} "
+                f"{hashlib.sha1(json.dumps(summary.plans).encode()).hexdigest()[:10]}",
+                flush=True,
+            )
+    print(f"total: {total_counts} counts, {total_s:.1f} s; load average {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
@@ -395,7 +466,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per model (both tools)")
     parser.add_argument("--skip-latency", action="store_true")
-    parser.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 3")
+    parser.add_argument("--parts", default="1,2,3,4", help="which parts to run, e.g. 3")
     args = parser.parse_args()
     if tp is None:
         print("torch-pruning is not installed (pip install torch-pruning): only torchpare is measured.")
@@ -406,6 +477,8 @@ def main() -> None:
         part2(max(args.repeats, 10))
     if "3" in parts:
         part3(max(3, args.repeats // 2))
+    if "4" in parts:
+        part4()
 
 
 if __name__ == "__main__":

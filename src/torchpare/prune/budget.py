@@ -5,7 +5,10 @@ applied through :func:`torchpare.prune.surgery.apply_plan`, the one surgery entr
 
 Each step scores every prunable group with an importance criterion, then searches (bisection) how
 many of the lowest-scored units to remove so that the pruned model's FLOPs (or parameters), counted
-on the example inputs, land on the step's goal. Global pruning ranks the units of all groups together
+on the example inputs, land on the step's goal. The search ranks candidates with the analytic cost of
+a plan (:class:`~torchpare.prune.plan_cost.PlanCost`: no trial copy, no forward) and counts the chosen
+plan for real once; only a count that misses where the estimate is not exact costs more real counts
+(:func:`_checked_search`). Global pruning ranks the units of all groups together
 (scores are normalised per group); per-layer pruning removes the same fraction of every group.
 ``iterative_steps > 1`` re-scores between steps and approaches the target geometrically in FLOPs.
 With ``bn_calibration`` batches, BatchNorm running statistics are re-estimated after every step
@@ -37,9 +40,10 @@ from torchpare.prune.history import begin_record
 from torchpare.prune.ignored import resolve_ignored
 from torchpare.prune.importance import build_importance
 from torchpare.prune.moe_experts import fuse_experts, split_experts
+from torchpare.prune.plan_cost import ModuleFlops, PlanCost, count_by_module
 from torchpare.prune.rules.hf_config import sync_hf_config
 from torchpare.prune.surgery import apply_plan
-from torchpare.prune.verify import breaking_groups, check_runs, pruned_forward_errors
+from torchpare.prune.verify import breaking_groups, pruned_forward_errors
 
 __all__ = ["prune", "prune_config_errors", "PruneSummary", "MetaWeightsError", "auto_round_to", "AUTO_ROUND_TO"]
 
@@ -408,6 +412,81 @@ def _search(
     return plan
 
 
+# How many plans the estimate-driven search counts for real before it falls back to searching with
+# real counts (the behaviour before issue 18).
+_EXACT_CHECKS = 4
+
+
+def _checked_search(
+    planner: _Planner,
+    goal: float,
+    tolerance: float,
+    estimate: Callable[[Mapping[str, list[int]]], float],
+    exact: Callable[[Mapping[str, list[int]]], float],
+    estimate_is_exact: bool = False,
+) -> dict[str, list[int]]:
+    """:func:`_search` on the analytic ``estimate`` (:class:`~torchpare.prune.plan_cost.PlanCost`),
+    with the chosen plan counted for real once.
+
+    The plan is returned after that one real count if it meets the tolerance, or if the estimate is
+    exact (``estimate_is_exact``, and the count equals the estimate): a search on real counts would
+    stop at the same plan. Otherwise the search is aimed again where the real counts say the goal
+    lies (first scaled by the observed ratio ``goal x estimate / real``, then along the secant of
+    the last two counted plans), up to :data:`_EXACT_CHECKS` real counts. If none meets the
+    tolerance, a correction lands on a plan already counted, or a counted plan fails its forward,
+    the search runs on real counts as before issue 18 (a trial copy and a forward per candidate) and
+    the closer of its plan and the best counted one is returned.
+    """
+    aim = goal
+    counted: dict[tuple[tuple[str, int], ...], float] = {}
+    best: tuple[float, dict[str, list[int]]] | None = None
+
+    def real(plan: Mapping[str, list[int]]) -> float:  # each plan is copied and counted once
+        key = tuple(sorted((gid, len(idx)) for gid, idx in plan.items()))
+        if key not in counted:
+            counted[key] = exact(plan)
+        return counted[key]
+
+    points: list[tuple[float, float]] = []  # (estimate, real count) of each counted plan
+    for attempt in range(_EXACT_CHECKS):
+        plan = _search(planner, aim, tolerance, estimate)
+        key = tuple(sorted((gid, len(idx)) for gid, idx in plan.items()))
+        if key in counted:  # the corrected aim leads back to a counted plan
+            break
+        try:
+            achieved = real(plan)
+        except (ValueError, RuntimeError):  # e.g. finer widths that break a kernel: search as before
+            break
+        if best is None or abs(achieved - goal) < abs(best[0] - goal):
+            best = (achieved, plan)
+        predicted = estimate(plan)
+        if abs(achieved - goal) <= tolerance * goal:
+            return plan
+        if attempt == 0 and estimate_is_exact and predicted == achieved:
+            return plan
+        points.append((predicted, achieved))
+        aim = _next_aim(points, goal)
+        if aim is None:
+            break
+    plan = _search(planner, goal, tolerance, real)
+    if best is not None and abs(best[0] - goal) < abs(real(plan) - goal):
+        return best[1]
+    return plan
+
+
+def _next_aim(points: Sequence[tuple[float, float]], goal: float) -> float | None:
+    """The estimate at which the real count should reach ``goal``: the last ``(estimate, real)``
+    point scaled, or the secant through the last two; ``None`` when they give no usable slope."""
+    (e1, r1) = points[-1]
+    if len(points) > 1:
+        e0, r0 = points[-2]
+        if e1 != e0 and (r1 - r0) / (e1 - e0) > 0:
+            return min(1.0, e1 + (goal - r1) * (e1 - e0) / (r1 - r0))
+    if e1 <= 0 or r1 <= 0:
+        return None
+    return min(1.0, goal * e1 / r1)
+
+
 # Arguments of prune() that a caller passes itself, not from a settings mapping.
 _CALLER_ARGUMENTS = ("model", "example_inputs")
 
@@ -665,7 +744,8 @@ def _prune_eval(
     if dry_run and not on_meta(model):
         # Trace and count the real model (value checks such as the attention-head probe need real
         # values; tracing changes nothing), then plan on a meta work copy of it: same names, same ids.
-        before = count(model, example_inputs)
+        by_module: ModuleFlops | None = count_by_module(model, example_inputs)
+        before = by_module.totals
         graph = DependencyGraph.build(model, example_inputs, ignored=tuple(names))
         scorer, model, example_inputs = model, *_dry_run_copy(model, example_inputs, before, who)
         graph = copy.copy(graph)
@@ -678,7 +758,8 @@ def _prune_eval(
         else:  # MoE: each expert's hidden units a group of its own (moe_experts.py), recorded
             begin_record(model, example_inputs)
             split_experts(model, skip=names, warn=True)
-        before = _meta_safe(lambda: count(model, example_inputs), model, who)
+        by_module = _meta_safe(lambda: count_by_module(model, example_inputs), model, who)
+        before = by_module.totals
         graph = _meta_safe(
             lambda: DependencyGraph.build(model, example_inputs, ignored=tuple(names)), model, who
         )
@@ -687,13 +768,19 @@ def _prune_eval(
     begin_record(model, example_inputs)
     sizes_before = {g.id: g.size for g in graph.groups()}
     plans: list[dict[str, list[int]]] = []
+    pruned_sizes: dict[str, int] = {}  # group sizes after a last step that was not re-traced
 
     shadow: tuple[nn.Module, Any] = (model, example_inputs)
+    # Real counts of plans of the current step, with their per-module FLOPs: the chosen plan's are
+    # the next step's starting point, so an iterative step needs no separate count.
+    counted: dict[tuple[tuple[str, int], ...], ModuleFlops] = {}
 
     def metric_of(plan: Mapping[str, list[int]]) -> float:
         trial_model, trial_inputs = shadow
+        key = tuple(sorted((gid, len(idx)) for gid, idx in plan.items()))
         if not plan:
-            return count(trial_model, trial_inputs)[target] / base
+            counted[key] = count_by_module(trial_model, trial_inputs)
+            return counted[key].totals[target] / base
         # A shallow graph copy over a deep copy of the shadow model (a meta copy when counting on
         # meta reproduces the real counts, so no trial copies real weights): the surgery only reads
         # the graph's groups and slices, and counting the trial needs no re-trace, so no trial pays
@@ -702,7 +789,8 @@ def _prune_eval(
         trial.model = copy.deepcopy(trial_model)
         with pruned_forward_errors(plan, who):
             apply_plan(trial, plan)
-            return count(trial.model, trial_inputs)[target] / base
+            counted[key] = count_by_module(trial.model, trial_inputs)
+            return counted[key].totals[target] / base
 
     for step in range(1, iterative_steps + 1):
         goal = ratio ** (step / iterative_steps) if iterative_steps > 1 else ratio
@@ -736,21 +824,41 @@ def _prune_eval(
         if broken:  # never return a model that does not run: leave those groups out (warned)
             scores = {gid: s for gid, s in scores.items() if gid not in broken}
             planner = _Planner(scores, groups, global_pruning, round_to, max_group_ratio)
-        best_plan = _search(
-            planner, goal, tolerance if step == iterative_steps else 0.25 * tolerance, metric_of
+        if by_module is None:  # the previous step's plan was not counted with its breakdown
+            by_module = count_by_module(*shadow)
+        cost = PlanCost(graph, by_module)
+        counted.clear()
+
+        def estimate(plan: Mapping[str, list[int]], cost: PlanCost = cost) -> float:
+            return cost(plan)[target] / base
+
+        best_plan = _checked_search(
+            planner,
+            goal,
+            tolerance if step == iterative_steps else 0.25 * tolerance,
+            estimate,
+            metric_of,
+            estimate_is_exact=target == "params" or cost.exact_flops,
         )
+        by_module = counted.get(tuple(sorted((gid, len(idx)) for gid, idx in best_plan.items())))
         if best_plan:
+            # The last step needs no re-trace: nothing reads the graph after it but the group sizes,
+            # which the plan gives; the count of the pruned model below is its forward check.
+            last = step == iterative_steps
+            sizes_now = {gid: graph.group(gid).size - len(idx) for gid, idx in best_plan.items()}
             with pruned_forward_errors(best_plan, who):
-                apply_plan(graph, best_plan, retrace=True, record=True)
+                apply_plan(graph, best_plan, retrace=not last, record=True)
+            if last:
+                pruned_sizes.update(sizes_now)
             plans.append(best_plan)
             if bn_calibration is not None:
                 _calibrate.recalibrate_bn(model, bn_calibration)
 
     fuse_experts(model)  # experts that kept one width get their fused layout back (moe_experts.py)
     sync_hf_config(model)
-    check_runs(model, example_inputs, sorted({gid for p in plans for gid in p}), who)
+    with pruned_forward_errors(sorted({gid for p in plans for gid in p}), who):
+        after = count(model, example_inputs)  # its forward is also the check that the pruned model runs
     warn_if_not_plain(model, who)  # Hugging Face models whose widths their config cannot state
-    after = count(model, example_inputs)
     achieved = after[target] / base
     within = abs(achieved - ratio) <= tolerance * ratio
     if not within:
@@ -767,7 +875,7 @@ def _prune_eval(
             now = module_channels(m)
             if now is not None:
                 layers[name] = {"before": raw[name], "after": now}
-    sizes_after = {g.id: g.size for g in graph.all_groups()}
+    sizes_after = {g.id: g.size for g in graph.all_groups()} | pruned_sizes
     summary = PruneSummary(
         target=target,
         target_ratio=ratio,

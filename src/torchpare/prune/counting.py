@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from torchpare.model_io import call_model
 
-__all__ = ["count", "module_channels"]
+__all__ = ["count", "counted", "module_channels"]
 
 
 def _rows(shape: Any) -> int:
@@ -172,8 +172,26 @@ def count(model: nn.Module, example_inputs: Any) -> dict[str, int]:
         >>> count(nn.Linear(4, 3), torch.zeros(2, 4))
         {'params': 15, 'flops': 48}
     """
+    params, counter = counted(model, example_inputs, who="count()")
+    return {"params": params, "flops": int(counter.get_total_flops())}
+
+
+def counted(model: nn.Module, example_inputs: Any, who: str = "count()") -> tuple[int, FlopCounterMode]:
+    """The parameter count of ``model`` and the ``FlopCounterMode`` of one forward on ``example_inputs``.
+
+    :func:`count` reads the total from the counter; :func:`torchpare.prune.plan_cost.count_by_module`
+    reads its per-module counts (``counter.get_flop_counts()``) from the same single pass.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+
+    Example:
+        >>> params, counter = counted(nn.Linear(4, 3), torch.zeros(2, 4))
+        >>> params, counter.get_total_flops()
+        (15, 48)
+    """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"count(): model must be an nn.Module, got {type(model).__name__}.")
+        raise TypeError(f"{who}: model must be an nn.Module, got {type(model).__name__}.")
     params = sum(p.numel() for p in model.parameters())
     counter = FlopCounterMode(display=False, custom_mapping=attention_flop_formulas())
     # FlopCounterMode's module tracker hooks module inputs and outputs that require grad; on
@@ -189,7 +207,7 @@ def count(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     finally:
         for p in trainable:
             p.requires_grad_(True)
-    return {"params": int(params), "flops": int(counter.get_total_flops())}
+    return int(params), counter
 
 
 def module_channels(module: nn.Module) -> tuple[int, int] | None:
