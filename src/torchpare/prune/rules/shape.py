@@ -20,7 +20,7 @@ from torch import nn
 
 from torchpare.prune.labels import LabelContext, varies_along, varying_dims
 from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule
-from torchpare.prune.rules.ops import _cpu_index, _tensors, functions_named
+from torchpare.prune.rules.ops import _cpu_index, _tensors, constant_element, functions_named
 from torchpare.prune.rules.registry import register_rule
 
 __all__ = ["ReplayRule", "ReshapeRule", "FlattenModuleRule", "SelectRule", "ChunkRule", "SplitRule"]
@@ -205,8 +205,14 @@ class SelectRule(FunctionRule):
     """
 
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
-        out = _replay(ctx, call)
         lab = ctx.label(call.args[0])
+        element = constant_element(lab) if call.func is _GETITEM and lab is not None else None
+        if element is not None and isinstance(call.output, torch.Tensor):
+            # any selection of one label everywhere holds that label: no replay needed (the check
+            # below still runs: an empty selection drops the channel)
+            out = ctx.constant(element, call.output.shape)
+        else:
+            out = _replay(ctx, call)
         if lab is not None and isinstance(out, torch.Tensor):
             where = call.where
 
@@ -216,6 +222,9 @@ class SelectRule(FunctionRule):
 
             ctx.defer(check)
         return out
+
+
+_GETITEM = torch.Tensor.__getitem__
 
 
 class ChunkRule(FunctionRule):
