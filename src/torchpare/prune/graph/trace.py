@@ -26,7 +26,13 @@ from torchpare.prune.labels import LabelContext, distinct
 
 # Leaf modules, not the package: rules/__init__ imports rule files that import prune.labels.
 from torchpare.prune.rules.base import Call, ModuleRule, func_name
-from torchpare.prune.rules.registry import TRACE_HOOKS, function_rule_for, module_rule_for, run_class_hooks
+from torchpare.prune.rules.registry import (
+    TRACE_HOOKS,
+    function_rule_for,
+    module_rule_for,
+    run_class_hooks,
+    walk_for_trace_hooks,
+)
 
 __all__ = ["trace_labels", "func_name", "tensors_in"]
 
@@ -224,8 +230,9 @@ def trace_labels(model: nn.Module, example_inputs: Any, ctx: LabelContext) -> An
         example_inputs: a tensor, a tuple of positional arguments, or a dict of keyword arguments.
         ctx: the label context to fill.
     """
-    for hook in TRACE_HOOKS:
-        hook(model)
+    with walk_for_trace_hooks(model, ctx.modules.values()):  # the context's walk, not one per hook
+        for hook in TRACE_HOOKS:
+            hook(model)
     names: dict[nn.Module, str] = {}
     for n, m in ctx.modules.items():
         names.setdefault(m, n)

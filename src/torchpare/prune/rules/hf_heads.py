@@ -61,10 +61,24 @@ def _join(prefix: str, name: str) -> str:
     return ".".join(part for part in (prefix, name) if part)
 
 
+_SIGNATURES: dict[Any, inspect.Signature] = {}
+
+
+def _signature(forward: Any) -> inspect.Signature:
+    """``inspect.signature(forward)``, once per function for bound methods (a class's ``forward``)."""
+    func = getattr(forward, "__func__", None)
+    if func is None:
+        return inspect.signature(forward)
+    sig = _SIGNATURES.get(func)
+    if sig is None:
+        sig = _SIGNATURES[func] = inspect.signature(forward)
+    return sig
+
+
 def _bind(call: Call) -> dict[str, Any]:
     """The call's arguments by parameter name (attention forwards take most of them as keywords)."""
     try:
-        bound = inspect.signature(call.module.forward).bind_partial(*call.args, **call.kwargs)
+        bound = _signature(call.module.forward).bind_partial(*call.args, **call.kwargs)
     except (TypeError, ValueError):
         return dict(call.kwargs)
     args = dict(bound.arguments)
