@@ -111,13 +111,15 @@ class _Tracer(TorchFunctionMode):
 
     # ------------------------------------------------------------------ functions
     def on_function(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        if isinstance(out, _NO_TENSOR):
+            return  # .shape, .size(), .dtype, .item(): no tensor, no channels
         ctx = self.ctx
         call = Call(self.stack[-1], None, func, args, kwargs, out)
         rule = function_rule_for(func)
         if rule is None:
             outs = tensors_in(out)
             if not outs:
-                return  # .shape, .size(), .item(): no tensor, no channels
+                return
             inputs = tensors_in(list(args)) + tensors_in(list(kwargs.values()))
             labels = [self.input_label(t, func, call) for t in inputs]
             if all(not ctx.has_label(t) or _neutral(lab) for t, lab in zip(inputs, labels)):
@@ -209,6 +211,10 @@ class _Tracer(TorchFunctionMode):
             for o in missing:
                 ctx.set_label(o, ctx.constant(ctx.sentinel(reason), o.shape))
 
+
+# Outputs that hold no tensor: nothing to label (None is not one of them: `x[i] = v` returns None and
+# its rule unites labels).
+_NO_TENSOR = (torch.Size, torch.dtype, torch.device, int, float, bool, str)
 
 # A parameter with at least this many entries, read first by an op without a rule, is blocked whole
 # without per-entry union-find elements (see ``_Tracer.input_label``).
