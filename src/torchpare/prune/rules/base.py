@@ -199,14 +199,11 @@ def _take(old: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
 def func_name(func: Any) -> str:
     """Readable name of a torch function for reports (``torch.cat``, ``Tensor.flatten``)."""
     try:
-        return _FUNC_NAMES[func]
-    except (KeyError, TypeError):  # TypeError: an unhashable callable, named each time
-        pass
-    name = _func_name(func)
-    try:
-        _FUNC_NAMES[func] = name
-    except TypeError:
-        pass
+        name = _FUNC_NAMES.get(func)
+    except TypeError:  # an unhashable callable: named each time
+        return _func_name(func)
+    if name is None:
+        name = _FUNC_NAMES[func] = _func_name(func)
     return name
 
 
