@@ -45,9 +45,15 @@ def _set_widths(module: nn.Module, hidden: int, heads_width: int) -> None:
 
 
 def _per_head_param(module: nn.Module, path: str, n_q: int) -> torch.Tensor | None:
-    try:
-        p = module.get_parameter(path)
-    except AttributeError:
+    # the module tables, as module.get_parameter(path) reads them, without its AttributeError when the
+    # path is absent (most modules, every call of the head rules)
+    *owners, pname = path.split(".")
+    for owner in owners:
+        module = module._modules.get(owner)
+        if module is None:
+            return None
+    p = module._parameters.get(pname)
+    if p is None:
         return None
     dim = _PER_HEAD_PARAMS[path]
     return p if p.dim() == dim + 1 and p.shape[dim] == n_q else None
