@@ -80,6 +80,8 @@ class ReplayRule(FunctionRule):
             fast = _cat_along(ctx, call)
         elif call.func in _PERMUTES or call.func in _TRANSPOSES:
             fast = _permute_along(ctx, call)
+        elif call.func in _ROLLS:
+            fast = _roll_constant(ctx, call)
         return fast if fast is not None else _compact(ctx, _replay(ctx, call))
 
 
@@ -179,6 +181,29 @@ def _permute_along(ctx: LabelContext, call: Call) -> torch.Tensor | None:
     if out.shape[e] != ids.shape[0]:
         return None
     return ctx.along(ids, out.shape, e)
+
+
+def _roll_constant(ctx: LabelContext, call: Call) -> torch.Tensor | None:
+    """``roll``/``flip`` along dims where the labels are constant (the shifted windows of Swin roll
+    channel labels over space) leave them as they are; ``None`` when that does not apply."""
+    x, out = call.arg(0, "input"), call.output
+    if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        return None
+    if call.func in _ROLL_ONLY:
+        dims = call.arg(2, "dims")
+    else:  # flip(x, dims), x.flip(dims) or x.flip(*dims)
+        rest = call.args[1:]
+        dims = rest[0] if len(rest) == 1 else rest if rest else call.kwargs.get("dims")
+    if isinstance(dims, int):
+        dims = (dims,)
+    if not isinstance(dims, (list, tuple)) or not dims or not all(isinstance(d, int) for d in dims):
+        return None  # roll without dims runs over the flattened tensor
+    lab = ctx.label(x)
+    if lab is None or lab.shape != out.shape or not lab.dim():
+        return None
+    if all(lab.stride(d) == 0 or lab.shape[d] <= 1 for d in dims):
+        return lab
+    return None
 
 
 def _cat_along(ctx: LabelContext, call: Call) -> torch.Tensor | None:
@@ -364,6 +389,8 @@ _MOVE = [
 ]
 _CATS = functions_named(["cat", "concat", "concatenate"], inplace=False)
 _PERMUTES = functions_named(["permute"], inplace=False)
+_ROLL_ONLY = functions_named(["roll"], inplace=False)
+_ROLLS = _ROLL_ONLY + functions_named(["flip"], inplace=False)
 _TRANSPOSES = functions_named(["transpose", "swapaxes", "swapdims"], inplace=False)
 _RESHAPE = ["view", "view_as", "reshape", "reshape_as", "flatten", "unflatten"]
 _SELECT = [
