@@ -309,7 +309,9 @@ class SelectRule(FunctionRule):
             # below still runs: an empty selection drops the channel)
             out = ctx.constant(element, call.output.shape)
         else:
-            out = _replay(ctx, call)
+            out = _slice_along(ctx, call, lab) if call.func is _GETITEM else None
+            if out is None:
+                out = _replay(ctx, call)
         if lab is not None and isinstance(out, torch.Tensor):
             where = call.where
 
@@ -322,6 +324,28 @@ class SelectRule(FunctionRule):
 
 
 _GETITEM = torch.Tensor.__getitem__
+
+
+def _slice_along(ctx: LabelContext, call: Call, lab: torch.Tensor | None) -> torch.Tensor | None:
+    """``x[a:b, ::2, ...]`` (basic slices only) of channel labels that keeps every channel position
+    (Swin's patch merging, ``x[:, 0::2, 1::2, :]``): the channels stay on their dim, without
+    replaying; ``None`` when that does not apply."""
+    out = call.output
+    if lab is None or not isinstance(out, torch.Tensor) or out.dim() != lab.dim():
+        return None
+    hit = ctx.along_ids(lab)
+    index = call.args[1] if len(call.args) > 1 else None
+    if hit is None:
+        return None
+    index = index if isinstance(index, tuple) else (index,)
+    if len(index) > lab.dim() or not all(type(i) is slice for i in index):
+        return None
+    ids, d = hit
+    if d < len(index):
+        sl = index[d]
+        if sl.start not in (None, 0) or sl.step not in (None, 1) or out.shape[d] != lab.shape[d]:
+            return None
+    return ctx.along(ids, out.shape, d)
 
 
 class ChunkRule(FunctionRule):
