@@ -3,7 +3,7 @@
 Run::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/graph_build_ab.py --old /path/to/old/src --new src \
-        [--repeats 5] [--rounds 5] [models...]
+        [--repeats 5] [--rounds 5] [--clock wall|cpu] [models...]
 
 Each repeat starts one fresh process per tree, alternating old and new (so machine load hits both alike);
 each process times, on one thread, ``--rounds`` interleaved pairs of a ``torch.no_grad()`` forward and a
@@ -55,7 +55,8 @@ def call(model, x):
     return model(**x) if isinstance(x, dict) else model(x)
 
 
-rounds, names, result = int(sys.argv[1]), sys.argv[2:], {}
+rounds, clock, names, result = int(sys.argv[1]), sys.argv[2], sys.argv[3:], {}
+now = time.thread_time if clock == "cpu" else time.perf_counter
 for name in names:
     model, x = make(name)
     DependencyGraph.build(model, x)
@@ -64,23 +65,23 @@ for name in names:
     builds, forwards = [], []
     for _ in range(rounds):
         gc.disable()
-        t0 = time.perf_counter()
+        t0 = now()
         with torch.no_grad():
             call(model, x)
-        forwards.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        forwards.append(now() - t0)
+        t0 = now()
         DependencyGraph.build(model, x)
-        builds.append(time.perf_counter() - t0)
+        builds.append(now() - t0)
         gc.enable()
     result[name] = (statistics.median(builds) * 1e3, statistics.median(forwards) * 1e3)
 print(json.dumps(result))
 """
 
 
-def _run(src: str, rounds: int, names: list[str]) -> dict[str, tuple[float, float]]:
+def _run(src: str, rounds: int, clock: str, names: list[str]) -> dict[str, tuple[float, float]]:
     env = dict(os.environ, PYTHONPATH=str(Path(src).resolve()), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(rounds), *names], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", _CHILD, str(rounds), clock, *names], env=env, capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         raise SystemExit(f"graph_build_ab: the run on {src} failed:\n{proc.stderr[-3000:]}")
@@ -93,6 +94,13 @@ def main() -> None:
     parser.add_argument("--new", default="src", help="src folder of the tree after the change")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: time.perf_counter; cpu: time.thread_time (CPU time of the thread: steadier on a "
+        "shared, loaded machine, where wall times of millisecond calls follow the scheduler)",
+    )
     parser.add_argument("models", nargs="*", default=list(MODELS))
     args = parser.parse_args()
     trees = {"old": args.old, "new": args.new}
@@ -100,10 +108,10 @@ def main() -> None:
     load = []
     for _ in range(args.repeats):
         for key, src in trees.items():
-            for name, times in _run(src, args.rounds, args.models).items():
+            for name, times in _run(src, args.rounds, args.clock, args.models).items():
                 runs[key][name].append(times)
         load.append(os.getloadavg()[0])
-    print(f"load average (1 min) over the run: {min(load):.1f}-{max(load):.1f}")
+    print(f"load average (1 min) over the run: {min(load):.1f}-{max(load):.1f}; clock: {args.clock}")
     print("| model | old build ms | old forward ms | old build / forward | new build ms | new forward ms "
           "| new build / forward |")
     print("|---|---|---|---|---|---|---|")
