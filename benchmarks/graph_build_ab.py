@@ -14,7 +14,8 @@ The load average is printed first: on a shared machine, compare ratios, not mill
 
 Models (default: all): ``llama``, ``bert``, ``gpt2`` (``torchpare.zoo.hf.HF_TINY`` configs), ``shufflenet``
 (``ShuffleNetV2Like(width=58)`` on 1x3x224x224), ``swinv2`` (``SwinV2Like(64, patch 4, dim 96, heads 3/6)``
-on 1x3x64x64).
+on 1x3x64x64); ``swinv2_traced`` (the same, its attention traced op by op: not a default), or any other
+``HF_TINY`` name.
 """
 
 from __future__ import annotations
@@ -42,9 +43,16 @@ def make(name):
     if name == "shufflenet":
         from torchpare.zoo import ShuffleNetV2Like
         return ShuffleNetV2Like(width=58).eval(), torch.randn(1, 3, 224, 224)
-    if name == "swinv2":
-        from torchpare.zoo import SwinV2Like
+    if name in ("swinv2", "swinv2_traced"):
+        from torchpare.zoo import SwinV2Like, WindowAttentionV2
         model = SwinV2Like(image_size=64, patch_size=4, dim=96, num_heads=(3, 6)).eval()
+        if name == "swinv2_traced":  # its attention traced op by op (a subclass with its own forward)
+            class TracedThroughV2(WindowAttentionV2):
+                def forward(self, windows, mask=None):
+                    return super().forward(windows, mask)
+            for m in model.modules():
+                if type(m) is WindowAttentionV2:
+                    m.__class__ = TracedThroughV2
         return model, torch.randn(1, 3, 64, 64)
     from torchpare.zoo.hf import hf_tiny
     model, inputs = hf_tiny(name)
