@@ -89,11 +89,10 @@ class DependencyGraph:
             raise TypeError(
                 f"DependencyGraph.build(): model must be an nn.Module, got {type(model).__name__}."
             )
-        ctx = LabelContext(model)  # its module walk serves the placement check and the trace
-        check_placement(model, "DependencyGraph.build()", ctx.modules)
+        check_placement(model, "DependencyGraph.build()")
         names = resolve_ignored(model, ignored, who="DependencyGraph.build()")
         graph = cls(model, example_inputs, tuple(names))
-        graph._trace(ctx)
+        graph._trace()
         graph._warn_headless()
         return graph
 
@@ -111,19 +110,19 @@ class DependencyGraph:
                 stacklevel=3,
             )
 
-    def _trace(self, ctx: LabelContext | None = None) -> None:
+    def _trace(self) -> None:
         # The label bookkeeping allocates many small tuples; a full GC pass in the middle can cost
         # more than the whole trace, so collection is paused (and restored) around it.
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            self._trace_unpaused(ctx)
+            self._trace_unpaused()
         finally:
             if gc_was_enabled:
                 gc.enable()
 
-    def _trace_unpaused(self, ctx: LabelContext | None = None) -> None:
-        ctx = ctx if ctx is not None else LabelContext(self.model)
+    def _trace_unpaused(self) -> None:
+        ctx = LabelContext(self.model)
         trace_labels(self.model, self.example_inputs, ctx)
         for ig in self.ignored:
             reason = f"ignored module {ig!r}"

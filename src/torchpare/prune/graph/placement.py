@@ -12,8 +12,6 @@ its tensor's own device.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from torch import nn
 
 __all__ = ["ModelPlacementError", "check_placement"]
@@ -31,14 +29,12 @@ def _class_names(module: nn.Module) -> set[str]:
     return {c.__name__ for c in type(module).__mro__}
 
 
-def check_placement(model: nn.Module, who: str, modules: Mapping[str, nn.Module] | None = None) -> None:
+def check_placement(model: nn.Module, who: str) -> None:
     """Raise :class:`ModelPlacementError` when ``model`` cannot be traced and pruned where it is.
 
     Args:
         model: the model given to ``who``.
         who: the public function checking (starts the message).
-        modules: ``model``'s modules by name in pre-order, shared ones under each of their names
-            (a walk already made, e.g. ``LabelContext.modules``); default: ``model.named_modules()``.
 
     Raises:
         ModelPlacementError: ``model`` is a ``DistributedDataParallel`` / ``DataParallel`` wrapper
@@ -69,7 +65,7 @@ def check_placement(model: nn.Module, who: str, modules: Mapping[str, nn.Module]
     # one walk over the module tables (named_parameters() and named_buffers() would walk twice more)
     meta = real = None
     sharded_types: dict[type, str | None] = {}
-    for name, m in (modules.items() if modules is not None else model.named_modules()):
+    for name, m in model.named_modules():
         cls = type(m)
         if cls not in sharded_types:
             sharded_types[cls] = next((n for n in _SHARDED if n in _class_names(m)), None)
