@@ -93,6 +93,7 @@ def headless_attention(graph: DependencyGraph) -> list[HeadlessAttention]:
     # the trace's walk of the modules when it is still there (named_modules() walks again)
     modules = getattr(graph.ctx, "modules", None) or dict(graph.model.named_modules())
     seen: set[int] = set()
+    by_owner: dict[str, set[int]] | None = None
     for name, module in modules.items():
         if id(module) in seen:  # a shared module once, under its first name (as named_modules())
             continue
@@ -111,11 +112,16 @@ def headless_attention(graph: DependencyGraph) -> list[HeadlessAttention]:
         if heads is not None and heads < 2:
             continue
         prefix = f"{name}." if name else ""
-        own = [
-            g
-            for g in groups
-            if any(m.module_name.startswith(prefix) or m.module_name == name for m in g.members)
-        ]
+        if by_owner is None:  # member module name -> indices of the groups it is in (once per call)
+            by_owner = {}
+            for i, g in enumerate(groups):
+                for m in g.members:
+                    by_owner.setdefault(m.module_name, set()).add(i)
+        hits: set[int] = set()
+        for owner, indices in by_owner.items():
+            if owner == name or owner.startswith(prefix):
+                hits |= indices
+        own = [groups[i] for i in sorted(hits)]
         if any(g.unit in _HEAD_UNITS and g.blocked_by is None for g in own):
             continue
         q_path = name if q == "in_proj_weight" else f"{prefix}{q}"

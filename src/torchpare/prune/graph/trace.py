@@ -26,7 +26,13 @@ from torchpare.prune.labels import LabelContext, distinct
 
 # Leaf modules, not the package: rules/__init__ imports rule files that import prune.labels.
 from torchpare.prune.rules.base import Call, ModuleRule, func_name
-from torchpare.prune.rules.registry import TRACE_HOOKS, function_rule_for, module_rule_for, run_class_hooks
+from torchpare.prune.rules.registry import (
+    TRACE_HOOKS,
+    function_rule_for,
+    module_rule_for,
+    run_class_hooks,
+    walk_for_trace_hooks,
+)
 
 __all__ = ["trace_labels", "func_name", "tensors_in"]
 
@@ -105,13 +111,15 @@ class _Tracer(TorchFunctionMode):
 
     # ------------------------------------------------------------------ functions
     def on_function(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        if isinstance(out, _NO_TENSOR):
+            return  # .shape, .size(), .dtype, .item(): no tensor, no channels
         ctx = self.ctx
         call = Call(self.stack[-1], None, func, args, kwargs, out)
         rule = function_rule_for(func)
         if rule is None:
             outs = tensors_in(out)
             if not outs:
-                return  # .shape, .size(), .item(): no tensor, no channels
+                return
             inputs = tensors_in(list(args)) + tensors_in(list(kwargs.values()))
             labels = [self.input_label(t, func, call) for t in inputs]
             if all(not ctx.has_label(t) or _neutral(lab) for t, lab in zip(inputs, labels)):
@@ -204,6 +212,10 @@ class _Tracer(TorchFunctionMode):
                 ctx.set_label(o, ctx.constant(ctx.sentinel(reason), o.shape))
 
 
+# Outputs that hold no tensor: nothing to label (None is not one of them: `x[i] = v` returns None and
+# its rule unites labels).
+_NO_TENSOR = (torch.Size, torch.dtype, torch.device, int, float, bool, str)
+
 # A parameter with at least this many entries, read first by an op without a rule, is blocked whole
 # without per-entry union-find elements (see ``_Tracer.input_label``).
 _WHOLE_BLOCK_MIN = 1 << 16
@@ -224,8 +236,9 @@ def trace_labels(model: nn.Module, example_inputs: Any, ctx: LabelContext) -> An
         example_inputs: a tensor, a tuple of positional arguments, or a dict of keyword arguments.
         ctx: the label context to fill.
     """
-    for hook in TRACE_HOOKS:
-        hook(model)
+    with walk_for_trace_hooks(model, ctx.modules.values()):  # the context's walk, not one per hook
+        for hook in TRACE_HOOKS:
+            hook(model)
     names: dict[nn.Module, str] = {}
     for n, m in ctx.modules.items():
         names.setdefault(m, n)

@@ -198,6 +198,20 @@ def _take(old: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
 
 def func_name(func: Any) -> str:
     """Readable name of a torch function for reports (``torch.cat``, ``Tensor.flatten``)."""
+    try:
+        name = _FUNC_NAMES.get(func)
+    except TypeError:  # an unhashable callable: named each time
+        return _func_name(func)
+    if name is None:
+        name = _FUNC_NAMES[func] = _func_name(func)
+    return name
+
+
+# func_name of each function met (``Call.where`` asks for it on most traced calls)
+_FUNC_NAMES: dict[Any, str] = {}
+
+
+def _func_name(func: Any) -> str:
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
     name = name.replace("_VariableFunctionsClass.", "").replace("_TensorBase.", "Tensor.")
     name = name.replace("TensorBase.", "Tensor.")

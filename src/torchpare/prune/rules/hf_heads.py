@@ -45,9 +45,15 @@ def _set_widths(module: nn.Module, hidden: int, heads_width: int) -> None:
 
 
 def _per_head_param(module: nn.Module, path: str, n_q: int) -> torch.Tensor | None:
-    try:
-        p = module.get_parameter(path)
-    except AttributeError:
+    # the module tables, as module.get_parameter(path) reads them, without its AttributeError when the
+    # path is absent (most modules, every call of the head rules)
+    *owners, pname = path.split(".")
+    for owner in owners:
+        module = module._modules.get(owner)
+        if module is None:
+            return None
+    p = module._parameters.get(pname)
+    if p is None:
         return None
     dim = _PER_HEAD_PARAMS[path]
     return p if p.dim() == dim + 1 and p.shape[dim] == n_q else None
@@ -61,10 +67,24 @@ def _join(prefix: str, name: str) -> str:
     return ".".join(part for part in (prefix, name) if part)
 
 
+_SIGNATURES: dict[Any, inspect.Signature] = {}
+
+
+def _signature(forward: Any) -> inspect.Signature:
+    """``inspect.signature(forward)``, once per function for bound methods (a class's ``forward``)."""
+    func = getattr(forward, "__func__", None)
+    if func is None:
+        return inspect.signature(forward)
+    sig = _SIGNATURES.get(func)
+    if sig is None:
+        sig = _SIGNATURES[func] = inspect.signature(forward)
+    return sig
+
+
 def _bind(call: Call) -> dict[str, Any]:
     """The call's arguments by parameter name (attention forwards take most of them as keywords)."""
     try:
-        bound = inspect.signature(call.module.forward).bind_partial(*call.args, **call.kwargs)
+        bound = _signature(call.module.forward).bind_partial(*call.args, **call.kwargs)
     except (TypeError, ValueError):
         return dict(call.kwargs)
     args = dict(bound.arguments)

@@ -226,6 +226,9 @@ def elementwise(
             ctx.union(a[0], b[0])
             return labs[0]
     n = len(out_shape)
+    fast = _elementwise_lines(ctx, labs, out_shape)
+    if fast is not None:
+        return fast
     aligned = [
         lab.reshape((1,) * (n - lab.dim()) + tuple(lab.shape)) if lab.dim() < n else lab for lab in labs
     ]
@@ -234,7 +237,7 @@ def elementwise(
         bdims = [d for d in range(n) if lab.shape[d] == 1 and out_shape[d] > 1]
         if bdims:
             others = [o for j, o in enumerate(aligned) if j != i]
-            coupled = any(varies_along(o, d) for o in others for d in bdims if o.shape[d] > 1)
+            coupled = any(varies(ctx, o, d) for o in others for d in bdims if o.shape[d] > 1)
             if coupled:
                 if len(distinct(lab)) <= 1:
                     continue  # a scalar-like operand broadcast over channels couples nothing
@@ -251,6 +254,97 @@ def elementwise(
         if _any_neutral(ctx, out):
             out = torch.where(out == NEUTRAL, o, out)
     return out
+
+
+def _line(ctx: LabelContext, lab: torch.Tensor, out_shape: tuple[int, ...]) -> tuple[int, Any] | None:
+    """What ``lab`` (right-aligned to ``out_shape``) holds, read off its strides without its values:
+    ``(-1, element)`` when it is one label everywhere, ``(dim, ids)`` when it varies only along output
+    dim ``dim`` (1-D ``ids``, a view), ``None`` otherwise."""
+    if lab.dim() > len(out_shape):
+        return None
+    found = None
+    shape, strides = lab.shape, lab.stride()
+    for d in range(lab.dim()):
+        if shape[d] > 1 and strides[d] != 0:
+            if found is not None:
+                return None
+            found = d
+    if found is None:
+        if not lab.numel():
+            return None
+        return -1, int(lab.as_strided((), (), lab.storage_offset()))
+    return found + len(out_shape) - lab.dim(), lab.as_strided((shape[found],), (strides[found],))
+
+
+def constant_element(lab: torch.Tensor) -> int | None:
+    """The one element of a label that holds it everywhere (read off its strides), else ``None``."""
+    shape, strides = lab.shape, lab.stride()
+    for d in range(lab.dim()):
+        if shape[d] > 1 and strides[d] != 0:
+            return None
+    if not lab.numel():
+        return None
+    return int(lab.as_strided((), (), lab.storage_offset()))
+
+
+def _elementwise_lines(
+    ctx: LabelContext, labs: list[torch.Tensor], out_shape: tuple[int, ...]
+) -> torch.Tensor | None:
+    """:func:`elementwise` when every operand is one label everywhere or channels along one shared dim
+    (``x * rsqrt(var)``, ``weight * x``, masks of constants): the same unions and output values, on
+    1-D ids instead of broadcast tensors; ``None`` when that does not apply.
+
+    Operands that are all neutral couple nothing and are dropped, as the general path leaves them
+    (skipped as broadcast scalars, or no-op unions and fills). With channels on one dim nothing is an
+    outer product, so the general path unites the operands' ids entry by entry in order and fills
+    neutral entries from later operands: done here on the 1-D ids. Constants only: their one
+    elements are united in order, the first non-neutral one labels the output.
+    """
+    lines = []
+    for lab in labs:
+        line = _line(ctx, lab, out_shape)
+        if line is None:
+            return None
+        lines.append(line)
+    vec_dims = {d for d, _ in lines if d >= 0}
+    if not vec_dims:
+        cur = NEUTRAL
+        for _, e in lines:
+            if cur == NEUTRAL:
+                cur = e
+            elif e != NEUTRAL and e != cur:
+                ctx.uf.union(cur, e)
+        return ctx.constant(cur, out_shape)
+    if len(vec_dims) > 1 or any(d < 0 and e != NEUTRAL for d, e in lines):
+        return None
+    dim = vec_dims.pop()
+    first, cur, filled = None, None, False
+    for lab, (d, ids) in zip(labs, lines):
+        if d < 0:
+            continue  # all neutral
+        if cur is None:
+            first, cur = lab, ids
+            continue
+        ctx.union(cur, ids)
+        if bool((cur == NEUTRAL).any()):
+            cur, filled = torch.where(cur == NEUTRAL, ids, cur), True
+    if not filled and tuple(first.shape) == out_shape:
+        return first
+    return ctx.along(cur, out_shape, dim)
+
+
+def varies(ctx: LabelContext, lab: torch.Tensor, d: int) -> bool:
+    """:func:`~torchpare.prune.labels.varies_along`, answered from the strides or the ids of a label
+    made by ``ctx.along`` where it can (a run of elements varies; a stride-0 dim does not)."""
+    if lab.dim() == 0:
+        return False
+    d %= lab.dim()
+    if lab.shape[d] <= 1 or lab.stride(d) == 0:
+        return False
+    hit = ctx.along_ids(lab)
+    if hit is not None and hit[1] == d and ctx.run_start(hit[0]) is not None:
+        return True
+    return varies_along(lab, d)
 
 
 def _any_neutral(ctx: LabelContext, lab: torch.Tensor) -> bool:

@@ -15,7 +15,7 @@ from torch import nn
 from torchpare.prune.labels import LabelContext, varies_along
 from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule, func_name
 from torchpare.prune.rules.linear import linear_like
-from torchpare.prune.rules.ops import elementwise, functions_named
+from torchpare.prune.rules.ops import elementwise, functions_named, varies
 from torchpare.prune.rules.registry import register_rule
 
 __all__ = ["ReductionRule", "ScanRule", "SpatialRule", "PoolModuleRule", "PadRule", "MatmulRule", "OrderRule"]
@@ -66,7 +66,7 @@ class ReductionRule(FunctionRule):
         if dims is None:
             ctx.block(lab, f"{call.where}: reduction over dims it cannot read")
             return _mirror(call.output, ctx.constant(ctx.sentinel(f"{call.where}: unreadable dims"), ()))
-        if any(varies_along(lab, d) for d in dims):
+        if any(varies(ctx, lab, d) for d in dims):
             ctx.mark_inexact(lab, f"{call.where}: {func_name(call.func)} reduces over the channel dim")
             return _mirror(call.output, ctx.neutral(()))
         kept = lab
@@ -88,7 +88,7 @@ class ScanRule(FunctionRule):
             return None
         dim = call.arg(self.dim_pos, "dim")
         dims = _dims(dim, lab.dim()) if dim is not None else list(range(lab.dim()))
-        if dims is None or any(varies_along(lab, d) for d in dims):
+        if dims is None or any(varies(ctx, lab, d) for d in dims):
             ctx.mark_inexact(lab, f"{call.where}: {func_name(call.func)} runs along the channel dim")
         return _mirror(call.output, lab)
 

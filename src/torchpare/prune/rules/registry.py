@@ -6,7 +6,9 @@ renames an internal class cannot silently change what a rule matches.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
@@ -77,6 +79,23 @@ def run_class_hooks(classes: set[type]) -> None:
     _OFFERED.update(new)
 
 
+# The module walk of the trace running in this thread, ``(model, modules in pre-order)``: trace hooks
+# that look for classes read it instead of walking the model again (see ``walk_for_trace_hooks``).
+_TRACING = threading.local()
+
+
+@contextmanager
+def walk_for_trace_hooks(model: nn.Module, modules: Iterable[nn.Module]) -> Iterator[None]:
+    """While the trace hooks run, :func:`unruled_transformers_classes` reads ``modules`` (``model``'s
+    modules in ``model.modules()`` order, repeats allowed) instead of walking ``model`` again."""
+    previous = getattr(_TRACING, "walk", None)
+    _TRACING.walk = (model, modules)
+    try:
+        yield
+    finally:
+        _TRACING.walk = previous
+
+
 def unruled_transformers_classes(model: nn.Module, examined: set[type]) -> Iterator[tuple[type, nn.Module]]:
     """``(class, first instance)`` for each transformers class in ``model`` not in ``examined`` and
     without a rule; every class met is added to ``examined`` (so a trace hook looks at each once).
@@ -86,7 +105,9 @@ def unruled_transformers_classes(model: nn.Module, examined: set[type]) -> Itera
         >>> list(unruled_transformers_classes(nn.Sequential(nn.Linear(2, 2)), set()))
         []
     """
-    for module in model.modules():
+    walk = getattr(_TRACING, "walk", None)
+    modules = walk[1] if walk is not None and walk[0] is model else model.modules()
+    for module in modules:
         cls = type(module)
         if cls in examined:
             continue

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchpare.prune.labels import LabelContext, varies_along, varying_dims
+from torchpare.prune.labels import LabelContext, varies_along
 from torchpare.prune.rules.base import Call, FunctionRule, ModuleRule
-from torchpare.prune.rules.ops import _cpu_index, _tensors, functions_named
+from torchpare.prune.rules.ops import _cpu_index, _tensors, constant_element, functions_named, varies
 from torchpare.prune.rules.registry import register_rule
 
 __all__ = ["ReplayRule", "ReshapeRule", "FlattenModuleRule", "SelectRule", "ChunkRule", "SplitRule"]
@@ -80,7 +80,80 @@ class ReplayRule(FunctionRule):
             fast = _cat_along(ctx, call)
         elif call.func in _PERMUTES or call.func in _TRANSPOSES:
             fast = _permute_along(ctx, call)
-        return fast if fast is not None else _replay(ctx, call)
+        elif call.func in _ROLLS:
+            fast = _roll_constant(ctx, call)
+        return fast if fast is not None else _compact(ctx, _replay(ctx, call))
+
+
+# Replayed labels at least this large that the op materialised are checked for a compact form.
+_COMPACT_MIN = 1024
+
+
+def _compact(ctx: LabelContext, lab: Any) -> Any:
+    """``lab`` as ``ctx.along`` channels (or one constant) when a replay materialised a label that
+    varies along one dim only, e.g. the ``reshape`` that ends a channel shuffle; else ``lab`` itself.
+
+    The values are the same: later rules read them through the cheap paths made for ``along`` labels
+    (1-D ids, strides) instead of whole tensors (``torch.unique`` over every position).
+    """
+    if not isinstance(lab, torch.Tensor) or lab.numel() < _COMPACT_MIN:
+        return lab
+    shape, strides, n = lab.shape, lab.stride(), lab.dim()
+    if any(strides[d] == 0 and shape[d] > 1 for d in range(n)):  # a broadcast view: no values read
+        varying = [d for d in range(n) if shape[d] > 1 and strides[d] != 0]
+        if len(varying) == 1 and ctx.along_ids(lab) is None:
+            d = varying[0]
+            return ctx.along(lab.as_strided((shape[d],), (strides[d],)), shape, d)
+        return lab
+    found = None
+    for d in range(n):
+        if shape[d] <= 1:
+            continue
+        line = lab
+        for o in range(n):
+            if o != d and shape[o] > 1:
+                line = line.narrow(o, 0, 1)
+        flat = line.reshape(-1)
+        if bool((flat != flat[0]).any()):
+            if found is not None:
+                return lab
+            found = d, line
+    if found is None:
+        element = int(lab.reshape(-1)[0])
+        return ctx.constant(element, shape) if bool((lab == element).all()) else lab
+    d, line = found
+    if not bool((lab == line).all()):
+        return lab
+    return ctx.along(line.reshape(-1).clone(), shape, d)
+
+
+def _reshape_broadcast(lab: Any, out: Any) -> torch.Tensor | None:
+    """A reshape of ``lab`` to ``out``'s shape when both end with the same dims along which ``lab`` is
+    broadcast (``(N, C, H, W) -> (N, 2, C/2, H, W)`` of channel labels): only the leading dims are
+    reshaped (a reshape keeps the flat order, so the trailing dims map to themselves), then
+    broadcast back, instead of materialising every position; ``None`` when no trailing dim is such."""
+    if not isinstance(lab, torch.Tensor) or not isinstance(out, torch.Tensor):
+        return None
+    shape, target, strides = tuple(lab.shape), tuple(out.shape), lab.stride()
+    k = 0
+    while (
+        k < len(shape)
+        and k < len(target)
+        and shape[-1 - k] == target[-1 - k]
+        and (strides[-1 - k] == 0 or shape[-1 - k] == 1)
+    ):
+        k += 1
+    if k == 0 or all(n == 1 for n in shape[len(shape) - k :]):
+        return None
+    small = lab
+    for d in range(len(shape) - k, len(shape)):
+        small = small.narrow(d, 0, 1)
+    return small.reshape(target[: len(target) - k] + (1,) * k).expand(target)
+
+
+def _varying_dims(ctx: LabelContext, lab: torch.Tensor) -> list[int]:
+    """``varying_dims(lab)``, with the stride and ``along`` shortcuts of :func:`.ops.varies`."""
+    return [d for d in range(lab.dim()) if varies(ctx, lab, d)]
 
 
 def _permute_along(ctx: LabelContext, call: Call) -> torch.Tensor | None:
@@ -108,6 +181,29 @@ def _permute_along(ctx: LabelContext, call: Call) -> torch.Tensor | None:
     if out.shape[e] != ids.shape[0]:
         return None
     return ctx.along(ids, out.shape, e)
+
+
+def _roll_constant(ctx: LabelContext, call: Call) -> torch.Tensor | None:
+    """``roll``/``flip`` along dims where the labels are constant (the shifted windows of Swin roll
+    channel labels over space) leave them as they are; ``None`` when that does not apply."""
+    x, out = call.arg(0, "input"), call.output
+    if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        return None
+    if call.func in _ROLL_ONLY:
+        dims = call.arg(2, "dims")
+    else:  # flip(x, dims), x.flip(dims) or x.flip(*dims)
+        rest = call.args[1:]
+        dims = rest[0] if len(rest) == 1 else rest if rest else call.kwargs.get("dims")
+    if isinstance(dims, int):
+        dims = (dims,)
+    if not isinstance(dims, (list, tuple)) or not dims or not all(isinstance(d, int) for d in dims):
+        return None  # roll without dims runs over the flattened tensor
+    lab = ctx.label(x)
+    if lab is None or lab.shape != out.shape or not lab.dim():
+        return None
+    if all(lab.stride(d) == 0 or lab.shape[d] <= 1 for d in dims):
+        return lab
+    return None
 
 
 def _cat_along(ctx: LabelContext, call: Call) -> torch.Tensor | None:
@@ -145,9 +241,10 @@ class ReshapeRule(FunctionRule):
         fast = _reshape_along(ctx, ctx.label(call.args[0] if call.args else call.kwargs.get("input")), call.output)
         if fast is not None:
             return fast
-        out = _replay(ctx, call, func)
-        before = varying_dims(ctx.label(call.args[0]))
-        after = varying_dims(out)
+        out = _reshape_broadcast(ctx.label(call.args[0] if call.args else call.kwargs.get("input")), call.output)
+        out = _compact(ctx, out if out is not None else _replay(ctx, call, func))
+        before = _varying_dims(ctx, ctx.label(call.args[0]))
+        after = _varying_dims(ctx, out)
         if len(after) > len(before):
             lab = ctx.label(call.args[0])
             reason = f"{call.where}: reshape splits channels over several dims with fixed sizes"
@@ -205,8 +302,16 @@ class SelectRule(FunctionRule):
     """
 
     def propagate(self, ctx: LabelContext, call: Call) -> Any:
-        out = _replay(ctx, call)
         lab = ctx.label(call.args[0])
+        element = constant_element(lab) if call.func is _GETITEM and lab is not None else None
+        if element is not None and isinstance(call.output, torch.Tensor):
+            # any selection of one label everywhere holds that label: no replay needed (the check
+            # below still runs: an empty selection drops the channel)
+            out = ctx.constant(element, call.output.shape)
+        else:
+            out = _slice_along(ctx, call, lab) if call.func is _GETITEM else None
+            if out is None:
+                out = _replay(ctx, call)
         if lab is not None and isinstance(out, torch.Tensor):
             where = call.where
 
@@ -216,6 +321,31 @@ class SelectRule(FunctionRule):
 
             ctx.defer(check)
         return out
+
+
+_GETITEM = torch.Tensor.__getitem__
+
+
+def _slice_along(ctx: LabelContext, call: Call, lab: torch.Tensor | None) -> torch.Tensor | None:
+    """``x[a:b, ::2, ...]`` (basic slices only) of channel labels that keeps every channel position
+    (Swin's patch merging, ``x[:, 0::2, 1::2, :]``): the channels stay on their dim, without
+    replaying; ``None`` when that does not apply."""
+    out = call.output
+    if lab is None or not isinstance(out, torch.Tensor) or out.dim() != lab.dim():
+        return None
+    hit = ctx.along_ids(lab)
+    index = call.args[1] if len(call.args) > 1 else None
+    if hit is None:
+        return None
+    index = index if isinstance(index, tuple) else (index,)
+    if len(index) > lab.dim() or not all(type(i) is slice for i in index):
+        return None
+    ids, d = hit
+    if d < len(index):
+        sl = index[d]
+        if sl.start not in (None, 0) or sl.step not in (None, 1) or out.shape[d] != lab.shape[d]:
+            return None
+    return ctx.along(ids, out.shape, d)
 
 
 class ChunkRule(FunctionRule):
@@ -283,6 +413,8 @@ _MOVE = [
 ]
 _CATS = functions_named(["cat", "concat", "concatenate"], inplace=False)
 _PERMUTES = functions_named(["permute"], inplace=False)
+_ROLL_ONLY = functions_named(["roll"], inplace=False)
+_ROLLS = _ROLL_ONLY + functions_named(["flip"], inplace=False)
 _TRANSPOSES = functions_named(["transpose", "swapaxes", "swapdims"], inplace=False)
 _RESHAPE = ["view", "view_as", "reshape", "reshape_as", "flatten", "unflatten"]
 _SELECT = [
