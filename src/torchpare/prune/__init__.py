@@ -20,6 +20,8 @@ _TABLE = {
     "mask_like_plan": "verify",
     "PruningMismatchError": "verify",
     "count": "counting",  # not `count.py`: a submodule named like the function would shadow it
+    "PlanCost": "plan_cost",  # a plan's params/FLOPs from the graph, no trial copy (prune()'s search)
+    "count_by_module": "plan_cost",
     # algorithms: spaces/subnets, importance, budgeted pruning, save/load/export, the pruning record
     "StructurePruner": "pruners",
     "RatioPruner": "pruners",
