@@ -16,6 +16,7 @@ again with that parameter's elements made ordinary (see ``DependencyGraph``), so
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -223,6 +224,12 @@ class SliceInfo:
     leaf: str | None  # module name of the leaf rule that declared it (None: generic surgery)
 
 
+class _LabelRef(weakref.ref):
+    """A weak reference to a labelled tensor that knows its key in ``LabelContext._labels``."""
+
+    __slots__ = ("key",)
+
+
 class LabelContext:
     """What rules use during a trace: labels of tensors, parameter elements, unions, blocking.
 
@@ -251,7 +258,11 @@ class LabelContext:
         self.inexact: dict[int, str] = {}  # element -> why pruning it differs from zeroing it
         self.slices: dict[tuple[str, str, int, str], SliceInfo] = {}
         self.free: dict[str, tuple[int, tuple[int, ...]]] = {}
-        self._labels: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # id(tensor) -> (weak reference to the tensor, its label). Weak: a tensor the forward dropped
+        # is freed at once (as in a plain forward), and its entry goes with it, so its id can never
+        # find a stale label; a tensor held strongly here would keep every activation alive to the
+        # end of the build (more memory, fresh pages for every new activation, one long free at the end).
+        self._labels: dict[int, tuple[_LabelRef, torch.Tensor]] = {}
         self.param_names: dict[int, str] = {}
         self.current_leaf: str | None = None
         self.deferred: list[Callable[[], None]] = []
@@ -479,7 +490,7 @@ class LabelContext:
         if not isinstance(t, torch.Tensor):
             return None
         hit = self._labels.get(id(t))
-        if hit is not None and hit[0] is t:
+        if hit is not None and hit[0]() is t:
             return hit[1]
         name = self.param_names.get(id(t))
         if name is not None:
@@ -511,11 +522,21 @@ class LabelContext:
                 f"LabelContext.set_label(): label shape {tuple(lab.shape)} != tensor shape {tuple(t.shape)}; "
                 f"a rule returned labels that do not mirror its output."
             )
-        self._labels[id(t)] = (t, lab)
+        key = id(t)
+        ref = _LabelRef(t, self._forget)
+        ref.key = key
+        self._labels[key] = (ref, lab)
+
+    def _forget(self, ref: _LabelRef) -> None:
+        """Weak-reference callback: the tensor of ``ref`` was freed; drop its label."""
+        labels = self._labels
+        hit = labels.get(ref.key)
+        if hit is not None and hit[0] is ref:
+            del labels[ref.key]
 
     def has_label(self, t: Any) -> bool:
         hit = self._labels.get(id(t))
-        return hit is not None and hit[0] is t
+        return hit is not None and hit[0]() is t
 
     # ----------------------------------------------------------------- label builders
     def constant(self, element: int, shape: Any) -> torch.Tensor:
