@@ -303,7 +303,7 @@ def test_rules_give_the_same_labels_and_unions_with_or_without_the_along_shortcu
 
 
 def test_trace_frees_activations_the_forward_drops_and_keeps_their_groups():
-    """Labels hold their tensors weakly: an activation the forward drops is freed during the trace (as
+    """Labels hold large tensors weakly: an activation the forward drops is freed during the trace (as
     in a plain forward), and a new tensor that reuses its id gets no stale label."""
     import weakref
 
@@ -325,7 +325,7 @@ def test_trace_frees_activations_the_forward_drops_and_keeps_their_groups():
             return self.c(h)
 
     net = Net()
-    graph = DependencyGraph.build(net, torch.randn(2, 4))
+    graph = DependencyGraph.build(net, torch.randn(4096, 4))  # activations of 32k entries
     assert net.freed == [True]
     assert [(g.id, g.size, [m.path for m in g.members]) for g in graph.groups()] == [
         ("a", 8, ["a.weight", "a.bias", "b.weight"]),

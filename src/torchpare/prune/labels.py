@@ -58,6 +58,9 @@ class VirtualTouched(BaseException):
 _MAX_IOTA = 1 << 20
 # Runs at least this long are marked blocked / inexact as one range (see ``LabelContext._mark_run``).
 _RANGE_MIN = 1024
+# Tensors with at least this many entries are held weakly by the label table (see LabelContext._labels);
+# smaller ones strongly (a weak reference and its callback cost more than keeping them to the end)
+_WEAK_MIN = 1 << 14
 
 
 class UnionFind:
@@ -258,11 +261,12 @@ class LabelContext:
         self.inexact: dict[int, str] = {}  # element -> why pruning it differs from zeroing it
         self.slices: dict[tuple[str, str, int, str], SliceInfo] = {}
         self.free: dict[str, tuple[int, tuple[int, ...]]] = {}
-        # id(tensor) -> (weak reference to the tensor, its label). Weak: a tensor the forward dropped
-        # is freed at once (as in a plain forward), and its entry goes with it, so its id can never
-        # find a stale label; a tensor held strongly here would keep every activation alive to the
-        # end of the build (more memory, fresh pages for every new activation, one long free at the end).
-        self._labels: dict[int, tuple[_LabelRef, torch.Tensor]] = {}
+        # id(tensor) -> (the tensor or a weak reference to it, its label). Large tensors are held
+        # weakly (``_WEAK_MIN``): one the forward dropped is freed at once, as in a plain forward, and
+        # its entry goes with it, so its id can never find a stale label; held strongly, every large
+        # activation would stay alive to the end of the build (more memory, fresh pages for every new
+        # activation, one long free at the end). Small ones are held strongly (cheaper).
+        self._labels: dict[int, tuple[Any, torch.Tensor]] = {}
         self.param_names: dict[int, str] = {}
         self.current_leaf: str | None = None
         self.deferred: list[Callable[[], None]] = []
@@ -490,7 +494,7 @@ class LabelContext:
         if not isinstance(t, torch.Tensor):
             return None
         hit = self._labels.get(id(t))
-        if hit is not None and hit[0]() is t:
+        if hit is not None and (hit[0] is t or (type(hit[0]) is _LabelRef and hit[0]() is t)):
             return hit[1]
         name = self.param_names.get(id(t))
         if name is not None:
@@ -523,6 +527,9 @@ class LabelContext:
                 f"a rule returned labels that do not mirror its output."
             )
         key = id(t)
+        if t.numel() < _WEAK_MIN:
+            self._labels[key] = (t, lab)
+            return
         ref = _LabelRef(t, self._forget)
         ref.key = key
         self._labels[key] = (ref, lab)
@@ -536,7 +543,7 @@ class LabelContext:
 
     def has_label(self, t: Any) -> bool:
         hit = self._labels.get(id(t))
-        return hit is not None and hit[0]() is t
+        return hit is not None and (hit[0] is t or (type(hit[0]) is _LabelRef and hit[0]() is t))
 
     # ----------------------------------------------------------------- label builders
     def constant(self, element: int, shape: Any) -> torch.Tensor:
@@ -727,10 +734,15 @@ class LabelContext:
                 self.element_inexact.append((*span, reason))
                 return
             spans = self.element_inexact
+            if not spans:  # setdefault for each element, at C speed (same keys, values and order)
+                fresh = dict.fromkeys(self._elements(lab), reason)
+                fresh.pop(NEUTRAL, None)
+                for x in fresh.keys() & self.inexact.keys():
+                    del fresh[x]
+                self.inexact.update(fresh)
+                return
             for x in self._elements(lab):
-                if x != NEUTRAL and not (
-                    spans and x >= VIRTUAL_BASE and any(s <= x < s + n for s, n, _ in spans)
-                ):
+                if x != NEUTRAL and not (x >= VIRTUAL_BASE and any(s <= x < s + n for s, n, _ in spans)):
                     self.inexact.setdefault(x, reason)
 
     def channels(self, lab: torch.Tensor, dim: int, where: str = "") -> torch.Tensor:

@@ -329,9 +329,9 @@ def _reasons(
     ``ctx.element_marks`` / ``ctx.element_inexact`` are expanded for them only, as the per-element
     marks they stand for (an element marked one by one before is in ``sentinels`` / ``inexact``).
     """
-    inexact: dict[int, str] = {}
-    for element, why in ctx.inexact.items():
-        inexact.setdefault(root_of(element), why)
+    # setdefault(root, why) over the elements in order, at C speed: built from the last element to
+    # the first, the first reason of each root is the one left (only looked up, never iterated)
+    inexact: dict[int, str] = dict(zip(map(root_of, reversed(ctx.inexact)), reversed(ctx.inexact.values())))
     if ctx.element_inexact:
         for u in virtual_units:
             if u not in ctx.inexact:
