@@ -331,3 +331,27 @@ def test_trace_frees_activations_the_forward_drops_and_keeps_their_groups():
         ("a", 8, ["a.weight", "a.bias", "b.weight"]),
         ("b", 8, ["b.weight", "b.bias", "c.weight"]),
     ]
+
+
+def test_a_label_context_dropped_without_release_is_freed_at_once():
+    """The label table's weak references hold their context weakly: no reference cycle keeps a context
+    (and the labels it holds) alive until the next garbage collection."""
+    import gc
+    import weakref
+
+    from torchpare.prune.graph.trace import trace_labels
+
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ctx = LabelContext(net)
+        x = torch.randn(4096, 4)  # activations of 32k entries: held weakly
+        out = trace_labels(net, x, ctx)
+        assert ctx.has_label(out)
+        alive = weakref.ref(ctx)
+        del ctx
+        assert alive() is None
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -233,6 +233,22 @@ class _LabelRef(weakref.ref):
     __slots__ = ("key",)
 
 
+def _forgetter(owner: weakref.ref) -> Callable[[_LabelRef], None]:
+    """The weak-reference callback of a context's label table: the tensor of ``ref`` was freed, so its
+    entry goes. It holds the context weakly: a strong reference would make a cycle (context, table,
+    reference, callback) that keeps a context dropped without ``release()`` (a retried trace, an error)
+    alive until the next garbage collection."""
+
+    def forget(ref: _LabelRef) -> None:
+        ctx = owner()
+        if ctx is not None:
+            hit = ctx._labels.get(ref.key)
+            if hit is not None and hit[0] is ref:
+                del ctx._labels[ref.key]
+
+    return forget
+
+
 class LabelContext:
     """What rules use during a trace: labels of tensors, parameter elements, unions, blocking.
 
@@ -267,6 +283,7 @@ class LabelContext:
         # activation would stay alive to the end of the build (more memory, fresh pages for every new
         # activation, one long free at the end). Small ones are held strongly (cheaper).
         self._labels: dict[int, tuple[Any, torch.Tensor]] = {}
+        self._forget = _forgetter(weakref.ref(self))  # (no strong cycle: the context is freed as before)
         self.param_names: dict[int, str] = {}
         self.current_leaf: str | None = None
         self.deferred: list[Callable[[], None]] = []
@@ -533,13 +550,6 @@ class LabelContext:
         ref = _LabelRef(t, self._forget)
         ref.key = key
         self._labels[key] = (ref, lab)
-
-    def _forget(self, ref: _LabelRef) -> None:
-        """Weak-reference callback: the tensor of ``ref`` was freed; drop its label."""
-        labels = self._labels
-        hit = labels.get(ref.key)
-        if hit is not None and hit[0] is ref:
-            del labels[ref.key]
 
     def has_label(self, t: Any) -> bool:
         hit = self._labels.get(id(t))
