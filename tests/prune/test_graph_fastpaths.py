@@ -300,3 +300,58 @@ def test_rules_give_the_same_labels_and_unions_with_or_without_the_along_shortcu
         results.append((out.clone(), _partition(ctx, len(ctx.uf.parent))))
     assert torch.equal(results[0][0], results[1][0])
     assert results[0][1] == results[1][1]
+
+
+def test_trace_frees_activations_the_forward_drops_and_keeps_their_groups():
+    """Labels hold large tensors weakly: an activation the forward drops is freed during the trace (as
+    in a plain forward), and a new tensor that reuses its id gets no stale label."""
+    import weakref
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 8)
+            self.b = nn.Linear(8, 8)
+            self.c = nn.Linear(8, 3)
+            self.freed: list[bool] = []
+
+        def forward(self, x):
+            h = self.a(x).relu()
+            ref = weakref.ref(h)
+            h = self.b(h) + 1.0  # the ReLU's output is dropped here
+            self.freed.append(ref() is None)
+            for _ in range(20):  # fresh tensors, some of them at the freed ids
+                h = h * 1.0
+            return self.c(h)
+
+    net = Net()
+    graph = DependencyGraph.build(net, torch.randn(4096, 4))  # activations of 32k entries
+    assert net.freed == [True]
+    assert [(g.id, g.size, [m.path for m in g.members]) for g in graph.groups()] == [
+        ("a", 8, ["a.weight", "a.bias", "b.weight"]),
+        ("b", 8, ["b.weight", "b.bias", "c.weight"]),
+    ]
+
+
+def test_a_label_context_dropped_without_release_is_freed_at_once():
+    """The label table's weak references hold their context weakly: no reference cycle keeps a context
+    (and the labels it holds) alive until the next garbage collection."""
+    import gc
+    import weakref
+
+    from torchpare.prune.graph.trace import trace_labels
+
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ctx = LabelContext(net)
+        x = torch.randn(4096, 4)  # activations of 32k entries: held weakly
+        out = trace_labels(net, x, ctx)
+        assert ctx.has_label(out)
+        alive = weakref.ref(ctx)
+        del ctx
+        assert alive() is None
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -16,6 +16,7 @@ again with that parameter's elements made ordinary (see ``DependencyGraph``), so
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,9 @@ class VirtualTouched(BaseException):
 _MAX_IOTA = 1 << 20
 # Runs at least this long are marked blocked / inexact as one range (see ``LabelContext._mark_run``).
 _RANGE_MIN = 1024
+# Tensors with at least this many entries are held weakly by the label table (see LabelContext._labels);
+# smaller ones strongly (a weak reference and its callback cost more than keeping them to the end)
+_WEAK_MIN = 1 << 14
 
 
 class UnionFind:
@@ -223,6 +227,28 @@ class SliceInfo:
     leaf: str | None  # module name of the leaf rule that declared it (None: generic surgery)
 
 
+class _LabelRef(weakref.ref):
+    """A weak reference to a labelled tensor that knows its key in ``LabelContext._labels``."""
+
+    __slots__ = ("key",)
+
+
+def _forgetter(owner: weakref.ref) -> Callable[[_LabelRef], None]:
+    """The weak-reference callback of a context's label table: the tensor of ``ref`` was freed, so its
+    entry goes. It holds the context weakly: a strong reference would make a cycle (context, table,
+    reference, callback) that keeps a context dropped without ``release()`` (a retried trace, an error)
+    alive until the next garbage collection."""
+
+    def forget(ref: _LabelRef) -> None:
+        ctx = owner()
+        if ctx is not None:
+            hit = ctx._labels.get(ref.key)
+            if hit is not None and hit[0] is ref:
+                del ctx._labels[ref.key]
+
+    return forget
+
+
 class LabelContext:
     """What rules use during a trace: labels of tensors, parameter elements, unions, blocking.
 
@@ -251,7 +277,13 @@ class LabelContext:
         self.inexact: dict[int, str] = {}  # element -> why pruning it differs from zeroing it
         self.slices: dict[tuple[str, str, int, str], SliceInfo] = {}
         self.free: dict[str, tuple[int, tuple[int, ...]]] = {}
-        self._labels: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # id(tensor) -> (the tensor or a weak reference to it, its label). Large tensors are held
+        # weakly (``_WEAK_MIN``): one the forward dropped is freed at once, as in a plain forward, and
+        # its entry goes with it, so its id can never find a stale label; held strongly, every large
+        # activation would stay alive to the end of the build (more memory, fresh pages for every new
+        # activation, one long free at the end). Small ones are held strongly (cheaper).
+        self._labels: dict[int, tuple[Any, torch.Tensor]] = {}
+        self._forget = _forgetter(weakref.ref(self))  # (no strong cycle: the context is freed as before)
         self.param_names: dict[int, str] = {}
         self.current_leaf: str | None = None
         self.deferred: list[Callable[[], None]] = []
@@ -479,7 +511,7 @@ class LabelContext:
         if not isinstance(t, torch.Tensor):
             return None
         hit = self._labels.get(id(t))
-        if hit is not None and hit[0] is t:
+        if hit is not None and (hit[0] is t or (type(hit[0]) is _LabelRef and hit[0]() is t)):
             return hit[1]
         name = self.param_names.get(id(t))
         if name is not None:
@@ -511,11 +543,17 @@ class LabelContext:
                 f"LabelContext.set_label(): label shape {tuple(lab.shape)} != tensor shape {tuple(t.shape)}; "
                 f"a rule returned labels that do not mirror its output."
             )
-        self._labels[id(t)] = (t, lab)
+        key = id(t)
+        if t.numel() < _WEAK_MIN:
+            self._labels[key] = (t, lab)
+            return
+        ref = _LabelRef(t, self._forget)
+        ref.key = key
+        self._labels[key] = (ref, lab)
 
     def has_label(self, t: Any) -> bool:
         hit = self._labels.get(id(t))
-        return hit is not None and hit[0] is t
+        return hit is not None and (hit[0] is t or (type(hit[0]) is _LabelRef and hit[0]() is t))
 
     # ----------------------------------------------------------------- label builders
     def constant(self, element: int, shape: Any) -> torch.Tensor:
@@ -706,10 +744,15 @@ class LabelContext:
                 self.element_inexact.append((*span, reason))
                 return
             spans = self.element_inexact
+            if not spans:  # setdefault for each element, at C speed (same keys, values and order)
+                fresh = dict.fromkeys(self._elements(lab), reason)
+                fresh.pop(NEUTRAL, None)
+                for x in fresh.keys() & self.inexact.keys():
+                    del fresh[x]
+                self.inexact.update(fresh)
+                return
             for x in self._elements(lab):
-                if x != NEUTRAL and not (
-                    spans and x >= VIRTUAL_BASE and any(s <= x < s + n for s, n, _ in spans)
-                ):
+                if x != NEUTRAL and not (x >= VIRTUAL_BASE and any(s <= x < s + n for s, n, _ in spans)):
                     self.inexact.setdefault(x, reason)
 
     def channels(self, lab: torch.Tensor, dim: int, where: str = "") -> torch.Tensor:

@@ -11,7 +11,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -308,11 +308,16 @@ def _group_state(
     inexact: dict[int, str],
 ) -> tuple[str, str | None, str | None]:
     """``(unit, blocked_by, inexact_reason)`` of a group of slices ``member_keys`` and units ``group_roots``."""
-    reason = next((blocked[root] for root in group_roots if root in blocked), None)
+    # (isdisjoint first: at C speed, and most groups have no blocked or inexact unit)
+    reason = None
+    if blocked and not blocked.keys().isdisjoint(group_roots):
+        reason = next(blocked[root] for root in group_roots if root in blocked)
     if reason is None and not any(keys[ki][3] == "out" for ki in member_keys):
         reason = "no layer produces these channels (they come from a constant or padding)"
     kinds = [unit_kind[ki] for ki in member_keys if unit_kind[ki] != "channel"]
-    inexact_reason = next((inexact[root] for root in group_roots if root in inexact), None)
+    inexact_reason = None
+    if inexact and not inexact.keys().isdisjoint(group_roots):
+        inexact_reason = next(inexact[root] for root in group_roots if root in inexact)
     return (kinds[0] if kinds else "channel"), reason, inexact_reason
 
 
@@ -329,9 +334,9 @@ def _reasons(
     ``ctx.element_marks`` / ``ctx.element_inexact`` are expanded for them only, as the per-element
     marks they stand for (an element marked one by one before is in ``sentinels`` / ``inexact``).
     """
-    inexact: dict[int, str] = {}
-    for element, why in ctx.inexact.items():
-        inexact.setdefault(root_of(element), why)
+    # setdefault(root, why) over the elements in order, at C speed: built from the last element to
+    # the first, the first reason of each root is the one left (only looked up, never iterated)
+    inexact: dict[int, str] = dict(zip(map(root_of, reversed(ctx.inexact)), reversed(ctx.inexact.values())))
     if ctx.element_inexact:
         for u in virtual_units:
             if u not in ctx.inexact:
@@ -462,7 +467,7 @@ def _named(
         gid = base if n == 1 else f"{base}#{n}"
         named.append(ChannelGroup(gid, g.size, g.unit, g.members, g.exact, g.blocked_by, g.inexact_reason))
         if ctx.size_attrs:
-            unit_of.update((root, (gid, i)) for i, root in enumerate(units))
+            unit_of.update(zip(units, zip(repeat(gid), range(len(units)))))  # (root, (gid, i)), at C speed
     ctx.size_units = [
         (module, attr, index, [unit_of.get(root_of(e)) for e in elements])
         for module, attr, index, elements in ctx.size_attrs
