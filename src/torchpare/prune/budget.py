@@ -44,6 +44,7 @@ from torchpare.prune.plan_cost import ModuleFlops, PlanCost, count_by_module
 from torchpare.prune.rules.hf_config import sync_hf_config
 from torchpare.prune.surgery import apply_plan
 from torchpare.prune.verify import breaking_groups, pruned_forward_errors
+from torchpare.prune.widths import AUTO_ROUND_TO, auto_round_to
 
 __all__ = ["prune", "prune_config_errors", "PruneSummary", "MetaWeightsError", "auto_round_to", "AUTO_ROUND_TO"]
 
@@ -188,33 +189,6 @@ class PruneSummary:
 
     def __str__(self) -> str:
         return self.table()
-
-
-AUTO_ROUND_TO: tuple[tuple[int, int], ...] = ((16, 16), (8, 4))
-"""``round_to=None`` (the default): ``(minimum group width, multiple)``, first match wins; a channel
-group of at least 16 channels keeps a multiple of 16, one of 8 to 15 channels a multiple of 4, smaller
-groups keep exact counts (so a group of 16 to 31 channels keeps 16 or stays whole). Why 16: oneDNN
-(PyTorch's CPU convolutions) computes output channels in blocks of 16 on AVX-512 CPUs, so a 3x3 conv
-kept at 8 or 24 channels costs what one at 16 or 32 costs (FLOPs removed, no time saved), and a
-depthwise conv runs 1.3-1.6 x slower per channel at widths that are 8 mod 16; matmul libraries (MKL,
-cuBLAS) and GPU tensor cores, which want multiples of 8, run multiples of 16 as well. On the benchmark's
-ResNet-like CNN the speed-up / ideal was 0.89 against 0.66 with ``round_to=8`` in the same run. A fixed
-table (not one read from the machine) keeps a ``prune()`` call giving the same widths everywhere. See
-``benchmarks/prune_speedup.py`` and docs/benchmarks.md, "Pruned-model speed-up"; when these multiples
-cannot reach the target, the search halves them (see :func:`prune`)."""
-
-
-def auto_round_to(channels: int) -> int:
-    """The multiple ``prune(round_to=None)`` keeps in a channel group of ``channels`` channels.
-
-    Example:
-        >>> auto_round_to(256), auto_round_to(24), auto_round_to(12), auto_round_to(6)
-        (16, 16, 4, 1)
-    """
-    for minimum, multiple in AUTO_ROUND_TO:
-        if channels >= minimum:
-            return multiple
-    return 1
 
 
 def _round_keep(keep: int, size: int, round_to: int | None) -> int:

@@ -17,7 +17,7 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ from torchpare.prune.history import input_spec
 from torchpare.prune.pruners._masking import InputMasker, consumer_sites, member_owner
 from torchpare.prune.pruners._producer_masking import OutputMasker, producer_sites
 from torchpare.prune.pruners.deploy import deploy_subnet
+from torchpare.prune.widths import auto_divisor, ratio_width
 from torchpare.registry import PRUNERS
 
 if TYPE_CHECKING:
@@ -457,10 +458,15 @@ class RatioPruner(StructurePruner):
         except_start_keys: As in :class:`StructurePruner`.
         ratios: Candidate width ratios in ``(0, 1]``; a space of ``n`` units keeps ``ceil(r * n)``.
         divisor: Kept units are rounded up to a multiple of ``divisor`` (hardware-friendly widths;
-            a space keeps all its units when the rounded count would exceed them). ``1``: no rounding.
+            a space keeps all its units when the rounded count would exceed them). ``"auto"`` (the
+            default): per space, the multiple ``prune()`` keeps (16 from 16 channels, 4 from 8), halved
+            until it neither merges two ratios nor grows a ratio's width by more than a quarter
+            (:func:`~torchpare.prune.widths.auto_divisor`; :meth:`divisor_of` tells a space's multiple).
+            ``1``: exact ``ceil(ratio * size)`` counts.
 
     Raises:
-        ValueError: an empty ``ratios``, a ratio outside ``(0, 1]`` or ``divisor < 1``.
+        ValueError: an empty ``ratios``, a ratio outside ``(0, 1]``, or a ``divisor`` that is neither
+            ``"auto"`` nor a positive int.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -477,21 +483,28 @@ class RatioPruner(StructurePruner):
         ratios: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
         ignored: Iterable[str | nn.Module] | None = None,
         except_start_keys: Sequence[str] | None = _DEFAULT_EXCEPT,
-        divisor: int = 1,
+        divisor: int | Literal["auto"] = "auto",
     ) -> None:
         ratios = tuple(float(r) for r in ratios)
         if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
             raise ValueError(f"RatioPruner: ratios must be a non-empty sequence in (0, 1], got {ratios}.")
-        if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
-            raise ValueError(f"RatioPruner: divisor must be a positive int, got {divisor!r}.")
+        if divisor != "auto" and (isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1):
+            raise ValueError(
+                f"RatioPruner: divisor must be \"auto\" or a positive int, got {divisor!r} "
+                "(1 keeps exact ceil(ratio * size) counts)."
+            )
         self.ratios = tuple(sorted(set(ratios)))
         self.divisor = divisor
         super().__init__(model, example_inputs, ignored=ignored, except_start_keys=except_start_keys)
 
-    def _keep(self, size: int, ratio: float) -> int:
-        keep = max(1, min(size, math.ceil(ratio * size - 1e-9)))
+    def divisor_of(self, size: int) -> int:
+        """The multiple a space of ``size`` units keeps: ``divisor``, or under ``"auto"``
+        :func:`~torchpare.prune.widths.auto_divisor` of ``size`` and this pruner's ratios."""
         divisor = getattr(self, "divisor", 1)
-        return min(size, math.ceil(keep / divisor) * divisor)
+        return auto_divisor(size, self.ratios) if divisor == "auto" else divisor
+
+    def _keep(self, size: int, ratio: float) -> int:
+        return ratio_width(size, ratio, self.divisor_of(size))
 
     def _min_keep(self, size: int) -> int:
         return self._keep(size, self.ratios[0])
