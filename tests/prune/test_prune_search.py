@@ -89,10 +89,15 @@ def test_plan_cost_equals_the_real_count_after_surgery_for_random_plans(name):
     rng = random.Random(name)
     for _ in range(3):
         plan = _random_plan(graph, rng)
-        trial = copy.copy(graph)
-        trial.model = copy.deepcopy(model)
-        apply_plan(trial, plan)
-        assert cost(plan) == count(trial.model, x), plan
+        assert cost(plan) == _count_applied(graph, model, x, plan), plan
+
+
+def _count_applied(graph, model, x, plan):
+    """count() of a deep copy of ``model`` with ``plan`` applied (``graph`` and ``model`` untouched)."""
+    trial = copy.copy(graph)
+    trial.model = copy.deepcopy(model)
+    apply_plan(trial, plan)
+    return count(trial.model, x)
 
 
 @pytest.mark.parametrize("name", ["tiny:mixtral", "tiny:qwen2_moe"])
@@ -108,10 +113,7 @@ def test_plan_cost_counts_split_experts_parameters_exactly_and_their_flops_as_an
     rng = random.Random(name)
     for _ in range(3):
         plan = _random_plan(graph, rng)
-        trial = copy.copy(graph)
-        trial.model = copy.deepcopy(model)
-        apply_plan(trial, plan)
-        real = count(trial.model, x)
+        real = _count_applied(graph, model, x, plan)
         assert cost(plan)["params"] == real["params"]
         assert abs(cost(plan)["flops"] - real["flops"]) <= 0.25 * real["flops"]
 
