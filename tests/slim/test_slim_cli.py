@@ -79,3 +79,20 @@ def test_slim_command_reports_every_config_problem(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "search.targets" in err and "search.budget" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_slim_command_checks_the_supernet_settings_up_front(tmp_path, capsys):
+    """The pruner's ratios/divisor and AutoSlim's own settings are reported with the rest, before the
+    run folder is made (they used to fail only when the supernet was built, after config.yaml was written)."""
+    args = ["slim", str(CONFIG), "--output", str(tmp_path / "x"), "--set", "algorithm.pruner.divisor=0",
+            "--set", "algorithm.pruner.ratios=[0.5,1.5]", "--set", "algorithm.bn=sync",
+            "--set", "algorithm.num_random_samples=-1", "--set", "search.targets=[2]"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    for key in ("algorithm.pruner.divisor", "algorithm.pruner.ratios", "algorithm.bn",
+                "algorithm.num_random_samples", "search.targets"):
+        assert f"{key}:" in err, (key, err)
+    assert 'must be "auto" or a positive int' in err
+    assert not (tmp_path / "x").exists()
+    assert main(["slim", str(CONFIG), "--output", str(tmp_path / "y"), "--set", "algorithm.pruner.type=Foo"]) == 2
+    assert "algorithm.pruner.type" in capsys.readouterr().err

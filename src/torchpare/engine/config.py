@@ -306,6 +306,9 @@ def _check_algorithm(cfg: Mapping[str, Any], errors: list[str], named: Mapping[s
         check_arguments(target, {**kwargs, **dict.fromkeys(models)}, where=f"algorithm ({kind})")
     except TypeError as exc:
         errors.append(f"algorithm: {exc}")
+    own_check = getattr(target, "config_errors", None)  # an algorithm's checks of its values (AutoSlim)
+    if callable(own_check):
+        errors += [f"algorithm.{path}: {message}" for path, message in own_check(kwargs)]
     used = set(models.values())
     for section in ("teacher", "teachers", "students"):
         present = cfg.get(section) is not None

@@ -119,12 +119,9 @@ class AutoSlim(BaseAlgorithm):
     ) -> None:
         super().__init__()
         who = type(self).__name__
-        if isinstance(num_random_samples, bool) or not isinstance(num_random_samples, int) or num_random_samples < 0:
-            raise ValueError(f"{who}: num_random_samples must be an int >= 0, got {num_random_samples!r}.")
-        if bn not in ("switchable", "recalibrate"):
-            raise ValueError(f"{who}: bn must be 'switchable' or 'recalibrate', got {bn!r}.")
-        if subnet_forward not in ("slice", "mask"):
-            raise ValueError(f"{who}: subnet_forward must be 'slice' or 'mask', got {subnet_forward!r}.")
+        problems = self._setting_errors(num_random_samples, bn, subnet_forward)
+        if problems:
+            raise ValueError("; ".join(f"{who}: {key} {message}" for key, message in problems) + ".")
         self.student = build_model(model, who)
         self.bn_mode = bn
         self.num_random_samples = num_random_samples
@@ -173,6 +170,48 @@ class AutoSlim(BaseAlgorithm):
                     "(subnet_forward='mask' silences this).",
                     stacklevel=2,
                 )
+
+    @staticmethod
+    def _setting_errors(num_random_samples: Any, bn: Any, subnet_forward: Any) -> list[tuple[str, str]]:
+        problems = []
+        if isinstance(num_random_samples, bool) or not isinstance(num_random_samples, int) or num_random_samples < 0:
+            problems.append(("num_random_samples", f"must be an int >= 0, got {num_random_samples!r}"))
+        if bn not in ("switchable", "recalibrate"):
+            problems.append(("bn", f"must be 'switchable' or 'recalibrate', got {bn!r}"))
+        if subnet_forward not in ("slice", "mask"):
+            problems.append(("subnet_forward", f"must be 'slice' or 'mask', got {subnet_forward!r}"))
+        return problems
+
+    @classmethod
+    def config_errors(cls, cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Every problem of an ``algorithm`` config of this type that shows without a model:
+        ``[(key path, message)]``; the engine and ``torchpare slim`` report them before anything runs.
+
+        Checks the settings the constructor checks, and a ``pruner`` dict's ``type``, ``ratios`` and
+        ``divisor`` (:meth:`RatioPruner.argument_errors <torchpare.prune.RatioPruner.argument_errors>`).
+
+        Example:
+            >>> [key for key, _ in AutoSlim.config_errors({"bn": "sync", "pruner": {"divisor": "16"}})]
+            ['bn', 'pruner.divisor']
+        """
+        problems = cls._setting_errors(
+            cfg.get("num_random_samples", 2), cfg.get("bn", "switchable"), cfg.get("subnet_forward", "slice")
+        )
+        pruner = cfg.get("pruner")
+        if isinstance(pruner, Mapping):
+            kind = pruner.get("type", "RatioPruner")
+            try:
+                target = PRUNERS.get(kind)
+            except (KeyError, TypeError) as exc:
+                problems.append(("pruner.type", str(exc.args[0] if exc.args else exc)))
+                target = None
+            if target is not None and not (isinstance(target, type) and issubclass(target, RatioPruner)):
+                problems.append(("pruner.type", f"must be RatioPruner (or a subclass), got {kind!r}"))
+            given = {k: pruner[k] for k in ("ratios", "divisor") if k in pruner}
+            problems += [(f"pruner.{key}", message) for key, message in RatioPruner.argument_errors(**given)]
+        elif pruner is not None and not isinstance(pruner, RatioPruner):
+            problems.append(("pruner", f"must be a mapping of RatioPruner arguments, got {type(pruner).__name__}"))
+        return problems
 
     # -- widths -----------------------------------------------------------------------------------
     @property

@@ -485,17 +485,34 @@ class RatioPruner(StructurePruner):
         except_start_keys: Sequence[str] | None = _DEFAULT_EXCEPT,
         divisor: int | Literal["auto"] = "auto",
     ) -> None:
+        problems = self.argument_errors(ratios, divisor)
+        if problems:
+            raise ValueError("; ".join(f"RatioPruner: {key} {message}" for key, message in problems) + ".")
         ratios = tuple(float(r) for r in ratios)
-        if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
-            raise ValueError(f"RatioPruner: ratios must be a non-empty sequence in (0, 1], got {ratios}.")
-        if divisor != "auto" and (isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1):
-            raise ValueError(
-                f"RatioPruner: divisor must be \"auto\" or a positive int, got {divisor!r} "
-                "(1 keeps exact ceil(ratio * size) counts)."
-            )
         self.ratios = tuple(sorted(set(ratios)))
         self.divisor = divisor
         super().__init__(model, example_inputs, ignored=ignored, except_start_keys=except_start_keys)
+
+    @staticmethod
+    def argument_errors(ratios: Any = (0.25, 0.5, 0.75, 1.0), divisor: Any = "auto") -> list[tuple[str, str]]:
+        """Every problem of ``ratios`` and ``divisor``, without building anything: ``[(argument, message)]``
+        (what the constructor raises on, and what config validation reports up front).
+
+        Example:
+            >>> RatioPruner.argument_errors(ratios=[0.5, 1.5], divisor=0)
+            [('ratios', 'must be a non-empty sequence of numbers in (0, 1], got [0.5, 1.5]'), ('divisor', 'must be "auto" or a positive int, got 0 (1 keeps exact ceil(ratio * size) counts)')]
+        """
+        problems = []
+        numbers = isinstance(ratios, Sequence) and not isinstance(ratios, str) and all(
+            isinstance(r, int | float) and not isinstance(r, bool) for r in ratios
+        )
+        if not numbers or not ratios or any(not 0.0 < float(r) <= 1.0 for r in ratios):
+            problems.append(("ratios", f"must be a non-empty sequence of numbers in (0, 1], got {ratios!r}"))
+        if divisor != "auto" and (isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1):
+            problems.append(
+                ("divisor", f'must be "auto" or a positive int, got {divisor!r} (1 keeps exact ceil(ratio * size) counts)')
+            )
+        return problems
 
     def divisor_of(self, size: int) -> int:
         """The multiple a space of ``size`` units keeps: ``divisor``, or under ``"auto"``
