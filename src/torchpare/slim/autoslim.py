@@ -22,6 +22,7 @@ BatchNorm statistics per width:
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -137,12 +138,13 @@ class AutoSlim(BaseAlgorithm):
             spec = dict(pruner or {})
             spec.setdefault("type", "RatioPruner")
             spec.setdefault("except_start_keys", None)
-            target = PRUNERS.get(spec["type"])
-            if not (isinstance(target, type) and issubclass(target, RatioPruner)):
-                raise TypeError(f"{who}: pruner.type must be RatioPruner (or a subclass), got {spec['type']!r}.")
+            try:
+                self._ratio_pruner_class(spec["type"])
+            except TypeError as exc:
+                raise TypeError(f"{who}: pruner.type {exc}.") from None
             x = _example(example_inputs, input_shape, who)
             if bn == "switchable":
-                ratios = spec.get("ratios", (0.25, 0.5, 0.75, 1.0))
+                ratios = spec.get("ratios", RatioPruner.DEFAULT_RATIOS)
                 convert_switchable_bn(self.student, (*ratios, 1.0))
             self.pruner = PRUNERS.build({**spec, "model": self.student, "example_inputs": x})
         else:
@@ -172,6 +174,15 @@ class AutoSlim(BaseAlgorithm):
                 )
 
     @staticmethod
+    def _ratio_pruner_class(kind: Any) -> type[RatioPruner]:
+        """The ``PRUNERS`` class named ``kind``: ``KeyError`` for an unknown name, ``TypeError`` (its
+        message) unless it is ``RatioPruner`` or a subclass."""
+        target = PRUNERS.get(kind)
+        if not (isinstance(target, type) and issubclass(target, RatioPruner)):
+            raise TypeError(f"must be RatioPruner (or a subclass), got {kind!r}")
+        return target
+
+    @staticmethod
     def _setting_errors(num_random_samples: Any, bn: Any, subnet_forward: Any) -> list[tuple[str, str]]:
         problems = []
         if isinstance(num_random_samples, bool) or not isinstance(num_random_samples, int) or num_random_samples < 0:
@@ -194,19 +205,15 @@ class AutoSlim(BaseAlgorithm):
             >>> [key for key, _ in AutoSlim.config_errors({"bn": "sync", "pruner": {"divisor": "16"}})]
             ['bn', 'pruner.divisor']
         """
-        problems = cls._setting_errors(
-            cfg.get("num_random_samples", 2), cfg.get("bn", "switchable"), cfg.get("subnet_forward", "slice")
-        )
+        defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()}
+        settings = ("num_random_samples", "bn", "subnet_forward")
+        problems = cls._setting_errors(*(cfg.get(name, defaults[name]) for name in settings))
         pruner = cfg.get("pruner")
         if isinstance(pruner, Mapping):
-            kind = pruner.get("type", "RatioPruner")
             try:
-                target = PRUNERS.get(kind)
+                cls._ratio_pruner_class(pruner.get("type", "RatioPruner"))
             except (KeyError, TypeError) as exc:
                 problems.append(("pruner.type", str(exc.args[0] if exc.args else exc)))
-                target = None
-            if target is not None and not (isinstance(target, type) and issubclass(target, RatioPruner)):
-                problems.append(("pruner.type", f"must be RatioPruner (or a subclass), got {kind!r}"))
             given = {k: pruner[k] for k in ("ratios", "divisor") if k in pruner}
             problems += [(f"pruner.{key}", message) for key, message in RatioPruner.argument_errors(**given)]
         elif pruner is not None and not isinstance(pruner, RatioPruner):

@@ -476,11 +476,14 @@ class RatioPruner(StructurePruner):
         [[1, 1, 1, 1, 0, 0, 0, 0]]
     """
 
+    #: The width ratios a pruner built without ``ratios`` samples (slimmable networks' quarter widths).
+    DEFAULT_RATIOS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+
     def __init__(
         self,
         model: nn.Module,
         example_inputs: Any,
-        ratios: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+        ratios: Sequence[float] = DEFAULT_RATIOS,
         ignored: Iterable[str | nn.Module] | None = None,
         except_start_keys: Sequence[str] | None = _DEFAULT_EXCEPT,
         divisor: int | Literal["auto"] = "auto",
@@ -494,7 +497,7 @@ class RatioPruner(StructurePruner):
         super().__init__(model, example_inputs, ignored=ignored, except_start_keys=except_start_keys)
 
     @staticmethod
-    def argument_errors(ratios: Any = (0.25, 0.5, 0.75, 1.0), divisor: Any = "auto") -> list[tuple[str, str]]:
+    def argument_errors(ratios: Any = DEFAULT_RATIOS, divisor: Any = "auto") -> list[tuple[str, str]]:
         """Every problem of ``ratios`` and ``divisor``, without building anything: ``[(argument, message)]``
         (what the constructor raises on, and what config validation reports up front).
 
@@ -516,9 +519,16 @@ class RatioPruner(StructurePruner):
 
     def divisor_of(self, size: int) -> int:
         """The multiple a space of ``size`` units keeps: ``divisor``, or under ``"auto"``
-        :func:`~torchpare.prune.widths.auto_divisor` of ``size`` and this pruner's ratios."""
+        :func:`~torchpare.prune.widths.auto_divisor` of ``size`` and this pruner's ratios (computed once
+        per size: every sampled subnet asks for every space)."""
         divisor = getattr(self, "divisor", 1)
-        return auto_divisor(size, self.ratios) if divisor == "auto" else divisor
+        if divisor != "auto":
+            return divisor
+        cache: dict[tuple[int, tuple[float, ...]], int] = self.__dict__.setdefault("_auto_divisors", {})
+        key = (size, self.ratios)
+        if key not in cache:
+            cache[key] = auto_divisor(size, self.ratios)
+        return cache[key]
 
     def _keep(self, size: int, ratio: float) -> int:
         return ratio_width(size, ratio, self.divisor_of(size))
