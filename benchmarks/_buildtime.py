@@ -1,4 +1,5 @@
-"""How graph-build times are taken, shared by ``graph_build.py`` and ``prune_vs_torch_pruning.py``.
+"""How graph-build times are taken, shared by the ``graph_build*.py`` scripts, ``prune_vs_torch_pruning.py``,
+``hf_coverage.py`` and ``graph_build_input_size.py``.
 
 Two in-process protocols, both *interleaved* (each round calls every tool once, in turn, so machine
 noise hits them alike) and reported as the median over rounds:
@@ -20,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,33 @@ def interleaved_ms(tools: dict[str, Callable[[], Any]], rounds: int, cold: bool)
                 if was_enabled:
                     gc.enable()
     return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+
+
+def build_and_forward_s(
+    model: Any, inputs: dict[str, Any], rounds: int, clock: Callable[[], float] = time.perf_counter
+) -> tuple[float, float]:
+    """Median seconds of ``DependencyGraph.build(model, inputs)`` and of one ``no_grad`` forward
+    ``model(**inputs)``, over ``rounds`` interleaved rounds (forward, then build), after one untimed
+    build (the first registers the class rules). Warnings are silenced. ``clock``: wall time by default,
+    ``time.thread_time`` for the CPU time of this thread (waiting for a core on a busy machine does not
+    count)."""
+    import torch
+
+    from torchpare.prune.graph import DependencyGraph
+
+    build, forward = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        DependencyGraph.build(model, inputs)
+        for _ in range(rounds):
+            t0 = clock()
+            with torch.no_grad():
+                model(**inputs)
+            forward.append(clock() - t0)
+            t0 = clock()
+            DependencyGraph.build(model, inputs)
+            build.append(clock() - t0)
+    return statistics.median(build), statistics.median(forward)
 
 
 _FIRST_CALL = r"""

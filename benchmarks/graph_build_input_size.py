@@ -14,30 +14,17 @@ rounds (forward under ``no_grad``, build right after it).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 import warnings
-from typing import Any
 
 import torch
 
-from torchpare.prune.graph import DependencyGraph
 from torchpare.zoo.hf import HF_TINY, hf_tiny, hf_tiny_inputs
 
-
-def _times(model: torch.nn.Module, inputs: dict[str, Any], rounds: int) -> tuple[float, float]:
-    """Median (build, forward) CPU seconds of ``rounds`` interleaved runs, after one warm-up build."""
-    build, forward = [], []
-    DependencyGraph.build(model, inputs)
-    for _ in range(rounds):
-        t0 = time.thread_time()
-        with torch.no_grad():
-            model(**inputs)
-        forward.append(time.thread_time() - t0)
-        t0 = time.thread_time()
-        DependencyGraph.build(model, inputs)
-        build.append(time.thread_time() - t0)
-    return statistics.median(build), statistics.median(forward)
+try:  # run as a script (benchmarks/ on sys.path)
+    from _buildtime import build_and_forward_s
+except ImportError:  # pragma: no cover - imported as benchmarks.graph_build_input_size
+    from benchmarks._buildtime import build_and_forward_s
 
 
 def _cell(build: float, forward: float) -> str:
@@ -53,7 +40,7 @@ def tiny(rounds: int) -> None:
         for length in (6, 128 if kind != "image" else 16):
             model, _ = hf_tiny(name)
             try:
-                cells.append(_cell(*_times(model, hf_tiny_inputs(kind, length), rounds)))
+                cells.append(_cell(*build_and_forward_s(model, hf_tiny_inputs(kind, length), rounds, time.thread_time)))
             except (ValueError, IndexError):  # ViT's and Whisper's position tables fix the input size
                 cells.append("n/a (the tiny config's position table is smaller)")
         print(f"| {name} | {cells[0]} | {cells[1]} |", flush=True)
@@ -73,7 +60,7 @@ def minilm(rounds: int) -> None:
     for batch, seq in ((1, 16), (8, 128), (32, 128)):
         ids = torch.randint(1000, 20000, (batch, seq), generator=gen)
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        print(f"| {batch} x {seq} | {_cell(*_times(model, inputs, rounds))} |", flush=True)
+        print(f"| {batch} x {seq} | {_cell(*build_and_forward_s(model, inputs, rounds, time.thread_time))} |", flush=True)
 
 
 def main() -> None:

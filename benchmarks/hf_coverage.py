@@ -11,8 +11,6 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/hf_coverage.py [--rounds 5]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
@@ -21,21 +19,10 @@ from torchpare.prune import count, prune
 from torchpare.prune.graph import DependencyGraph
 from torchpare.zoo.hf import HF_TINY, hf_tiny
 
-
-def _median_times(model: torch.nn.Module, inputs: dict, rounds: int) -> tuple[float, float]:
-    build, forward = [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        DependencyGraph.build(model, inputs)  # first call: registers the class rules
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                model(**inputs)
-            forward.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            DependencyGraph.build(model, inputs)
-            build.append(time.perf_counter() - t0)
-    return statistics.median(build), statistics.median(forward)
+try:  # run as a script (benchmarks/ on sys.path)
+    from _buildtime import build_and_forward_s
+except ImportError:  # pragma: no cover - imported as benchmarks.hf_coverage
+    from benchmarks._buildtime import build_and_forward_s
 
 
 def main() -> None:
@@ -53,7 +40,7 @@ def main() -> None:
             warnings.simplefilter("ignore")
             graph = DependencyGraph.build(model, inputs)
         heads = [g for g in graph.groups() if g.unit in ("head", "kv_head")]
-        build_s, forward_s = _median_times(model, inputs, args.rounds)
+        build_s, forward_s = build_and_forward_s(model, inputs, args.rounds)
         before = count(model, inputs)["params"]
         try:
             with warnings.catch_warnings():
