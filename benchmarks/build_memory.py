@@ -22,6 +22,9 @@ rounds; the groups of both modes are checked equal. Models (``n`` = 2048: a 16 M
   session, no elements in either mode: the reference);
 * ``position_added``: ``inp(x) + pos`` with a free n/4 x n/4 position table: a union reaches its
   virtual elements, so the build traces again with it per entry (the cost of the fallback);
+* ``functional_mha``: attention through ``F.multi_head_attention_forward`` with a free packed
+  in-projection weight (embed 960 at ``n`` = 2048, 8 heads), blocked whole; bytes are all its
+  parameters' (the issue-18 case measured at 11.5 s / 480 MB before range marks);
 * ``swinv2_traced``: ``SwinV2Like(64, 4, 96)`` with its attention traced op by op (the qkv weights are
   free parameters read by ``F.linear`` with a computed bias; the two of stage 2 are virtual): time only.
 """
@@ -90,6 +93,31 @@ class PositionAdded(nn.Module):
         return self.out(torch.relu(self.inp(x) + self.pos)).mean(1)
 
 
+class FunctionalMHA(nn.Module):
+    """Attention through ``F.multi_head_attention_forward`` with a free packed in-projection weight
+    (3e x e): the function takes ``embed_dim`` as a number, so its weight is blocked whole."""
+
+    def __init__(self, embed_dim: int, num_heads: int = 8) -> None:
+        super().__init__()
+        self.inp, self.o = nn.Linear(6, embed_dim), nn.Linear(embed_dim, embed_dim)
+        self.w = nn.Parameter(torch.randn(3 * embed_dim, embed_dim))
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x).transpose(0, 1)
+        y, _ = nn.functional.multi_head_attention_forward(
+            h, h, h, self.embed_dim, self.num_heads, self.w, None, None, None, False, 0.0,
+            self.o.weight, self.o.bias, need_weights=False,
+        )
+        return y
+
+
+def _functional_mha(n: int) -> tuple[nn.Module, Any, int]:
+    embed = max(8, (n * 15 // 32) // 8 * 8)  # 960 at n = 2048, a multiple of the 8 heads
+    model = FunctionalMHA(embed)
+    return model, torch.randn(2, 5, 6), sum(p.numel() * p.element_size() for p in model.parameters())
+
+
 def _position_added(n: int) -> tuple[nn.Module, Any, int]:
     n = n // 4  # an n/4 x n/4 position table, on a batch of 2 x n/4 tokens
     model = PositionAdded(n)
@@ -118,6 +146,7 @@ MODELS: dict[str, Callable[[int], tuple[nn.Module, Any, int]]] = {
     "chain_reshape": _free_weight(ChainReshape),
     "fft_matmul": _free_weight(FFTMatmul),
     "position_added": _position_added,
+    "functional_mha": _functional_mha,
     "swinv2_traced": _swinv2_traced,
 }
 
